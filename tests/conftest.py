@@ -1,0 +1,12 @@
+"""Shared pytest set-up: absl flags parsed (Grain needs it), float32 matmuls on CPU."""
+
+import os
+
+# Tests fake 8 CPU devices so sharding code runs; must be set before jax is imported.
+os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
+
+import jax  # noqa: E402
+from absl import flags  # noqa: E402
+
+jax.config.update("jax_default_matmul_precision", "highest")
+flags.FLAGS.mark_as_parsed()
