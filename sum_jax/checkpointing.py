@@ -1,0 +1,114 @@
+"""Saving and loading SAM models as Orbax checkpoints.
+
+A model directory holds `sam_config.json` (the `SamConfig`) and `params/` (an Orbax
+checkpoint of every variable of the NNX model: parameters and buffers). The converter, the
+trainer's final export, the predictor and the evaluator all use this layout.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+from flax import nnx
+
+from sum_jax.models.sam import Sam, SamConfig
+
+CONFIG_FILE = "sam_config.json"
+PARAMS_DIR = "params"
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    """Writes `text` to `path` through a temporary file and a rename: never half-written."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def abstract_sam(config: SamConfig) -> Sam:
+    """The model with `jax.ShapeDtypeStruct` leaves: shapes without memory."""
+    return nnx.eval_shape(lambda: Sam(config, rngs=nnx.Rngs(0)))
+
+
+def save_state_dict(directory: str | os.PathLike, config: SamConfig, state: dict[str, Any]) -> None:
+    """Writes a pure (nested dict) model state and its config as a model directory."""
+    directory = Path(directory).absolute()
+    directory.mkdir(parents=True, exist_ok=True)
+    params_dir = directory / PARAMS_DIR
+    with ocp.StandardCheckpointer() as ckptr:
+        ckptr.save(params_dir, state, force=True)
+        ckptr.wait_until_finished()
+    # The config goes last: a directory with a config has complete parameters.
+    atomic_write_text(directory / CONFIG_FILE, json.dumps(config.to_dict(), indent=2) + "\n")
+
+
+def save_sam(model: Sam, directory: str | os.PathLike) -> None:
+    """Saves `model` (all variables) and its config to `directory`."""
+    save_state_dict(directory, model.config, nnx.to_pure_dict(nnx.state(model)))
+
+
+def read_config(directory: str | os.PathLike) -> SamConfig:
+    directory = Path(directory)
+    config_path = directory / CONFIG_FILE
+    if not directory.is_dir():
+        raise FileNotFoundError(
+            f"model directory {directory} does not exist. Convert a SAM checkpoint with "
+            f"`python -m convert.sam_checkpoint --input sam_vit_h_4b8939.pth --output {directory}`"
+        )
+    if not config_path.is_file() or not (directory / PARAMS_DIR).is_dir():
+        raise FileNotFoundError(
+            f"{directory} is not a complete sum_jax model directory (needs {CONFIG_FILE} and "
+            f"{PARAMS_DIR}/); it may be from an interrupted save. Convert or export it again."
+        )
+    try:
+        return SamConfig.from_dict(json.loads(config_path.read_text()))
+    except (json.JSONDecodeError, TypeError, ValueError) as e:
+        raise ValueError(f"{config_path} is not a valid SamConfig: {e}") from e
+
+
+def load_state_dict(directory: str | os.PathLike, config: SamConfig | None = None) -> dict:
+    """The pure state of a model directory as nested dicts of numpy arrays (host memory)."""
+    directory = Path(directory).absolute()
+    config = config or read_config(directory)
+    target = nnx.to_pure_dict(nnx.state(abstract_sam(config)))
+    target = jax.tree.map(lambda x: np.empty(x.shape, x.dtype), target)
+    with ocp.StandardCheckpointer() as ckptr:
+        try:
+            return ckptr.restore(directory / PARAMS_DIR, target)
+        except (ValueError, KeyError) as e:
+            raise ValueError(
+                f"{directory / PARAMS_DIR} does not match the architecture in "
+                f"{directory / CONFIG_FILE}: {e}"
+            ) from e
+
+
+def load_sam(directory: str | os.PathLike, **config_overrides: Any) -> Sam:
+    """Builds the model described in `directory` and restores its variables.
+
+    `config_overrides` may change fields that do not affect parameter shapes (e.g.
+    `dtype="bfloat16"` for bf16 compute with float32 parameters).
+    """
+    import dataclasses
+
+    config = read_config(directory)
+    state = load_state_dict(directory, config)
+    if config_overrides:
+        config = dataclasses.replace(config, **config_overrides)
+    model = abstract_sam(config)
+    graphdef, abstract_state = nnx.split(model)
+    nnx.replace_by_pure_dict(abstract_state, jax.tree.map(jax.numpy.asarray, state))
+    return nnx.merge(graphdef, abstract_state)

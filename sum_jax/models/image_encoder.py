@@ -1,0 +1,227 @@
+"""SAM's image encoder: a ViT with windowed and global attention and a convolutional neck.
+
+Matches `segment_anything.modeling.image_encoder.ImageEncoderViT`, in channels-last layout:
+images `[B, S, S, 3]` (normalised, padded) -> embeddings `[B, S/16, S/16, out_chans]`.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from sum_jax.models.common import MLPBlock, layer_norm
+
+ENCODER_LN_EPS = 1e-6
+
+
+def window_partition(x_bhwc: jax.Array, window: int) -> tuple[jax.Array, tuple[int, int]]:
+    """Zero-pads H and W up to multiples of `window` and cuts `[B*nW, window, window, C]`."""
+    b, h, w, c = x_bhwc.shape
+    pad_h, pad_w = (-h) % window, (-w) % window
+    x = jnp.pad(x_bhwc, ((0, 0), (0, pad_h), (0, pad_w), (0, 0)))
+    hp, wp = h + pad_h, w + pad_w
+    x = x.reshape(b, hp // window, window, wp // window, window, c)
+    x = x.transpose(0, 1, 3, 2, 4, 5).reshape(-1, window, window, c)
+    return x, (hp, wp)
+
+
+def window_unpartition(
+    windows: jax.Array, window: int, padded_hw: tuple[int, int], hw: tuple[int, int]
+) -> jax.Array:
+    """Inverse of `window_partition`, dropping the padding."""
+    hp, wp = padded_hw
+    h, w = hw
+    b = windows.shape[0] // ((hp // window) * (wp // window))
+    x = windows.reshape(b, hp // window, wp // window, window, window, -1)
+    x = x.transpose(0, 1, 3, 2, 4, 5).reshape(b, hp, wp, -1)
+    return x[:, :h, :w, :]
+
+
+def relative_position_table(q_size: int, k_size: int, rel_pos: jax.Array) -> jax.Array:
+    """`[q_size, k_size, C]` embeddings of the relative offsets `q - k` (SAM's `get_rel_pos`).
+
+    Tables whose length differs from `2 * max(q, k) - 1` (a checkpoint trained at another
+    resolution) are linearly resized first, as in PyTorch's `F.interpolate(mode="linear")`.
+    """
+    max_rel_dist = 2 * max(q_size, k_size) - 1
+    if rel_pos.shape[0] != max_rel_dist:
+        rel_pos = jax.image.resize(
+            rel_pos, (max_rel_dist, rel_pos.shape[1]), "linear", antialias=False
+        )
+    q_coords = jnp.arange(q_size)[:, None] * max(k_size / q_size, 1.0)
+    k_coords = jnp.arange(k_size)[None, :] * max(q_size / k_size, 1.0)
+    relative = (q_coords - k_coords) + (k_size - 1) * max(q_size / k_size, 1.0)
+    return rel_pos[relative.astype(jnp.int32)]
+
+
+class Attention(nnx.Module):
+    """Multi-head self-attention over a `[B, H, W, C]` grid with decomposed relative positions.
+
+    Heads are folded into the batch (`[B*heads, N, head_dim]`) so that both matmuls are plain
+    batched GEMMs: on CPU this ran 25% faster than an einsum with heads in the middle.
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        num_heads: int,
+        input_size: tuple[int, int],
+        *,
+        dtype: jnp.dtype = jnp.float32,
+        param_dtype: jnp.dtype = jnp.float32,
+        rngs: nnx.Rngs,
+    ):
+        self.num_heads = num_heads
+        head_dim = dim // num_heads
+        self.scale = head_dim**-0.5
+        kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+        self.qkv = nnx.Linear(dim, dim * 3, use_bias=True, **kw)
+        self.proj = nnx.Linear(dim, dim, **kw)
+        self.rel_pos_h = nnx.Param(jnp.zeros((2 * input_size[0] - 1, head_dim), param_dtype))
+        self.rel_pos_w = nnx.Param(jnp.zeros((2 * input_size[1] - 1, head_dim), param_dtype))
+        self.dtype = dtype
+
+    def __call__(self, x_bhwc: jax.Array) -> jax.Array:
+        b, h, w, _ = x_bhwc.shape
+        nh = self.num_heads
+        qkv = self.qkv(x_bhwc).reshape(b, h * w, 3, nh, -1).transpose(2, 0, 3, 1, 4)
+        q, k, v = qkv.reshape(3, b * nh, h * w, -1)
+        attn = (q * self.scale) @ k.swapaxes(-1, -2)  # [B*nh, HW, HW]
+
+        # Decomposed relative positions: bias[q, k] = <q, Rh[qh - kh]> + <q, Rw[qw - kw]>.
+        rh = relative_position_table(h, h, self.rel_pos_h[...]).astype(q.dtype)
+        rw = relative_position_table(w, w, self.rel_pos_w[...]).astype(q.dtype)
+        r_q = q.reshape(b * nh, h, w, -1)
+        rel_h = jnp.einsum("bhwc,hkc->bhwk", r_q, rh)
+        rel_w = jnp.einsum("bhwc,wkc->bhwk", r_q, rw)
+        attn = attn.reshape(b * nh, h, w, h, w)
+        attn = attn + rel_h[:, :, :, :, None] + rel_w[:, :, :, None, :]
+        attn = attn.reshape(b * nh, h * w, h * w)
+
+        attn = jax.nn.softmax(attn.astype(jnp.float32), axis=-1).astype(v.dtype)
+        out = (attn @ v).reshape(b, nh, h, w, -1).transpose(0, 2, 3, 1, 4).reshape(b, h, w, -1)
+        return self.proj(out)
+
+
+class Block(nnx.Module):
+    """Pre-norm transformer block; windowed attention when `window_size > 0`."""
+
+    def __init__(
+        self,
+        dim: int,
+        num_heads: int,
+        mlp_ratio: float,
+        window_size: int,
+        input_size: tuple[int, int],
+        *,
+        dtype: jnp.dtype = jnp.float32,
+        param_dtype: jnp.dtype = jnp.float32,
+        rngs: nnx.Rngs,
+    ):
+        self.window_size = window_size
+        attn_size = input_size if window_size == 0 else (window_size, window_size)
+        self.norm1 = layer_norm(dim, ENCODER_LN_EPS, param_dtype=param_dtype, rngs=rngs)
+        self.attn = Attention(
+            dim, num_heads, attn_size, dtype=dtype, param_dtype=param_dtype, rngs=rngs
+        )
+        self.norm2 = layer_norm(dim, ENCODER_LN_EPS, param_dtype=param_dtype, rngs=rngs)
+        self.mlp = MLPBlock(
+            dim, int(dim * mlp_ratio), dtype=dtype, param_dtype=param_dtype, rngs=rngs
+        )
+        self.dtype = dtype
+
+    def __call__(self, x_bhwc: jax.Array) -> jax.Array:
+        shortcut = x_bhwc
+        x = self.norm1(x_bhwc).astype(self.dtype)
+        if self.window_size > 0:
+            h, w = x.shape[1:3]
+            x, padded_hw = window_partition(x, self.window_size)
+            x = self.attn(x)
+            x = window_unpartition(x, self.window_size, padded_hw, (h, w))
+        else:
+            x = self.attn(x)
+        x = shortcut + x
+        return x + self.mlp(self.norm2(x).astype(self.dtype))
+
+
+class PatchEmbed(nnx.Module):
+    """Non-overlapping `patch_size` convolution: `[B, S, S, 3] -> [B, S/p, S/p, dim]`."""
+
+    def __init__(self, patch_size: int, in_chans: int, embed_dim: int, *, dtype, param_dtype, rngs):
+        self.proj = nnx.Conv(
+            in_chans,
+            embed_dim,
+            kernel_size=(patch_size, patch_size),
+            strides=(patch_size, patch_size),
+            padding="VALID",
+            dtype=dtype,
+            param_dtype=param_dtype,
+            rngs=rngs,
+        )
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        return self.proj(x)
+
+
+class ImageEncoderViT(nnx.Module):
+    """ViT backbone + neck. Input `[B, S, S, 3]`, output `[B, S/16, S/16, out_chans]`."""
+
+    def __init__(
+        self,
+        *,
+        img_size: int = 1024,
+        patch_size: int = 16,
+        in_chans: int = 3,
+        embed_dim: int = 768,
+        depth: int = 12,
+        num_heads: int = 12,
+        mlp_ratio: float = 4.0,
+        out_chans: int = 256,
+        window_size: int = 14,
+        global_attn_indexes: Sequence[int] = (2, 5, 8, 11),
+        dtype: jnp.dtype = jnp.float32,
+        param_dtype: jnp.dtype = jnp.float32,
+        rngs: nnx.Rngs,
+    ):
+        grid = img_size // patch_size
+        self.dtype = dtype
+        self.patch_embed = PatchEmbed(
+            patch_size, in_chans, embed_dim, dtype=dtype, param_dtype=param_dtype, rngs=rngs
+        )
+        self.pos_embed = nnx.Param(jnp.zeros((1, grid, grid, embed_dim), param_dtype))
+        self.blocks = nnx.List(
+            [
+                Block(
+                    embed_dim,
+                    num_heads,
+                    mlp_ratio,
+                    0 if i in global_attn_indexes else window_size,
+                    (grid, grid),
+                    dtype=dtype,
+                    param_dtype=param_dtype,
+                    rngs=rngs,
+                )
+                for i in range(depth)
+            ]
+        )
+        conv = dict(use_bias=False, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+        self.neck = nnx.List(
+            [
+                nnx.Conv(embed_dim, out_chans, kernel_size=(1, 1), **conv),
+                layer_norm(out_chans, ENCODER_LN_EPS, param_dtype=param_dtype, rngs=rngs),
+                nnx.Conv(out_chans, out_chans, kernel_size=(3, 3), padding=((1, 1), (1, 1)), **conv),
+                layer_norm(out_chans, ENCODER_LN_EPS, param_dtype=param_dtype, rngs=rngs),
+            ]
+        )
+
+    def __call__(self, images_bhwc: jax.Array) -> jax.Array:
+        x = self.patch_embed(images_bhwc.astype(self.dtype))
+        x = x + self.pos_embed[...].astype(x.dtype)
+        for block in self.blocks:
+            x = block(x)
+        for layer in self.neck:
+            x = layer(x).astype(self.dtype)
+        return x

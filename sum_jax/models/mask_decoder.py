@@ -1,0 +1,256 @@
+"""SAM's mask decoder: a two-way transformer between prompt tokens and the image embedding.
+
+Matches `segment_anything.modeling.{transformer.TwoWayTransformer, mask_decoder.MaskDecoder}`
+in channels-last layout. Prompt tokens carry a validity mask; invalid tokens are removed from
+every attention in which they are keys, so padding never changes a valid output.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from sum_jax.models.common import GELU, MLP, ConvTranspose2x2, MLPBlock, layer_norm
+
+DECODER_LN_EPS = 1e-5
+
+
+class Attention(nnx.Module):
+    """Multi-head attention with an optional reduction of the internal width."""
+
+    def __init__(
+        self,
+        embedding_dim: int,
+        num_heads: int,
+        downsample_rate: int = 1,
+        *,
+        dtype: jnp.dtype = jnp.float32,
+        param_dtype: jnp.dtype = jnp.float32,
+        rngs: nnx.Rngs,
+    ):
+        internal_dim = embedding_dim // downsample_rate
+        if internal_dim % num_heads:
+            raise ValueError(f"num_heads={num_heads} must divide {internal_dim}")
+        self.num_heads = num_heads
+        kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+        self.q_proj = nnx.Linear(embedding_dim, internal_dim, **kw)
+        self.k_proj = nnx.Linear(embedding_dim, internal_dim, **kw)
+        self.v_proj = nnx.Linear(embedding_dim, internal_dim, **kw)
+        self.out_proj = nnx.Linear(internal_dim, embedding_dim, **kw)
+
+    def _heads(self, x: jax.Array) -> jax.Array:
+        b, n, c = x.shape
+        return x.reshape(b, n, self.num_heads, c // self.num_heads).transpose(0, 2, 1, 3)
+
+    def __call__(
+        self, q: jax.Array, k: jax.Array, v: jax.Array, key_valid: jax.Array | None = None
+    ) -> jax.Array:
+        """`q [B, Nq, C]`, `k, v [B, Nk, C]`, `key_valid [B, Nk]` bool -> `[B, Nq, C]`."""
+        q = self._heads(self.q_proj(q))
+        k = self._heads(self.k_proj(k))
+        v = self._heads(self.v_proj(v))
+        attn = (q @ k.swapaxes(-1, -2)) / jnp.sqrt(jnp.asarray(q.shape[-1], q.dtype))
+        attn = attn.astype(jnp.float32)
+        if key_valid is not None:
+            attn = jnp.where(key_valid[:, None, None, :], attn, -jnp.inf)
+        attn = jax.nn.softmax(attn, axis=-1).astype(v.dtype)
+        out = attn @ v
+        b, nh, n, d = out.shape
+        return self.out_proj(out.transpose(0, 2, 1, 3).reshape(b, n, nh * d))
+
+
+class TwoWayAttentionBlock(nnx.Module):
+    """Token self-attention, token->image, MLP, image->token (SAM's four-layer block)."""
+
+    def __init__(
+        self,
+        embedding_dim: int,
+        num_heads: int,
+        mlp_dim: int,
+        attention_downsample_rate: int,
+        skip_first_layer_pe: bool,
+        *,
+        dtype: jnp.dtype = jnp.float32,
+        param_dtype: jnp.dtype = jnp.float32,
+        rngs: nnx.Rngs,
+    ):
+        kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+        ln = dict(param_dtype=param_dtype, rngs=rngs)
+        self.self_attn = Attention(embedding_dim, num_heads, **kw)
+        self.norm1 = layer_norm(embedding_dim, DECODER_LN_EPS, **ln)
+        self.cross_attn_token_to_image = Attention(
+            embedding_dim, num_heads, attention_downsample_rate, **kw
+        )
+        self.norm2 = layer_norm(embedding_dim, DECODER_LN_EPS, **ln)
+        self.mlp = MLPBlock(embedding_dim, mlp_dim, activation="relu", **kw)
+        self.norm3 = layer_norm(embedding_dim, DECODER_LN_EPS, **ln)
+        self.norm4 = layer_norm(embedding_dim, DECODER_LN_EPS, **ln)
+        self.cross_attn_image_to_token = Attention(
+            embedding_dim, num_heads, attention_downsample_rate, **kw
+        )
+        self.skip_first_layer_pe = skip_first_layer_pe
+
+    def __call__(self, queries, keys, query_pe, key_pe, token_valid):
+        if self.skip_first_layer_pe:
+            queries = self.self_attn(queries, queries, queries, token_valid)
+        else:
+            q = queries + query_pe
+            queries = queries + self.self_attn(q, q, queries, token_valid)
+        queries = self.norm1(queries)
+
+        q, k = queries + query_pe, keys + key_pe
+        queries = self.norm2(queries + self.cross_attn_token_to_image(q, k, keys))
+        queries = self.norm3(queries + self.mlp(queries))
+
+        q, k = queries + query_pe, keys + key_pe
+        keys = self.norm4(keys + self.cross_attn_image_to_token(k, q, queries, token_valid))
+        return queries, keys
+
+
+class TwoWayTransformer(nnx.Module):
+    """`depth` two-way blocks and a final token->image attention."""
+
+    def __init__(
+        self,
+        *,
+        depth: int,
+        embedding_dim: int,
+        num_heads: int,
+        mlp_dim: int,
+        attention_downsample_rate: int = 2,
+        dtype: jnp.dtype = jnp.float32,
+        param_dtype: jnp.dtype = jnp.float32,
+        rngs: nnx.Rngs,
+    ):
+        kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+        self.layers = nnx.List(
+            [
+                TwoWayAttentionBlock(
+                    embedding_dim,
+                    num_heads,
+                    mlp_dim,
+                    attention_downsample_rate,
+                    skip_first_layer_pe=(i == 0),
+                    **kw,
+                )
+                for i in range(depth)
+            ]
+        )
+        self.final_attn_token_to_image = Attention(
+            embedding_dim, num_heads, attention_downsample_rate, **kw
+        )
+        self.norm_final_attn = layer_norm(
+            embedding_dim, DECODER_LN_EPS, param_dtype=param_dtype, rngs=rngs
+        )
+
+    def __call__(self, image_embedding, image_pe, point_embedding, token_valid):
+        """`image_embedding, image_pe [B, HW, C]`, `point_embedding [B, T, C]`, `token_valid
+        [B, T]` -> `(queries [B, T, C], keys [B, HW, C])`."""
+        queries, keys = point_embedding, image_embedding
+        for layer in self.layers:
+            queries, keys = layer(queries, keys, point_embedding, image_pe, token_valid)
+        q, k = queries + point_embedding, keys + image_pe
+        queries = self.norm_final_attn(queries + self.final_attn_token_to_image(q, k, keys))
+        return queries, keys
+
+
+class MaskDecoder(nnx.Module):
+    """Predicts `num_multimask_outputs + 1` masks and their IoUs from prompt tokens."""
+
+    def __init__(
+        self,
+        *,
+        transformer_dim: int,
+        transformer_depth: int = 2,
+        transformer_mlp_dim: int = 2048,
+        transformer_num_heads: int = 8,
+        num_multimask_outputs: int = 3,
+        iou_head_depth: int = 3,
+        iou_head_hidden_dim: int = 256,
+        dtype: jnp.dtype = jnp.float32,
+        param_dtype: jnp.dtype = jnp.float32,
+        rngs: nnx.Rngs,
+    ):
+        kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+        c = transformer_dim
+        self.num_mask_tokens = num_multimask_outputs + 1
+        self.dtype = dtype
+        self.transformer = TwoWayTransformer(
+            depth=transformer_depth,
+            embedding_dim=c,
+            num_heads=transformer_num_heads,
+            mlp_dim=transformer_mlp_dim,
+            **kw,
+        )
+        init = nnx.initializers.normal(1.0)
+        self.iou_token = nnx.Embed(1, c, embedding_init=init, param_dtype=param_dtype, rngs=rngs)
+        self.mask_tokens = nnx.Embed(
+            self.num_mask_tokens, c, embedding_init=init, param_dtype=param_dtype, rngs=rngs
+        )
+        self.output_upscaling = nnx.List(
+            [
+                ConvTranspose2x2(c, c // 4, **kw),
+                layer_norm(c // 4, 1e-6, param_dtype=param_dtype, rngs=rngs),
+                GELU(),
+                ConvTranspose2x2(c // 4, c // 8, **kw),
+                GELU(),
+            ]
+        )
+        self.output_hypernetworks_mlps = nnx.List(
+            [MLP(c, c, c // 8, 3, **kw) for _ in range(self.num_mask_tokens)]
+        )
+        self.iou_prediction_head = MLP(
+            c, iou_head_hidden_dim, self.num_mask_tokens, iou_head_depth, **kw
+        )
+
+    def __call__(
+        self,
+        image_embeddings: jax.Array,
+        image_pe: jax.Array,
+        sparse_embeddings: jax.Array,
+        sparse_valid: jax.Array,
+        dense_embeddings: jax.Array,
+        *,
+        multimask_output: bool,
+    ) -> tuple[jax.Array, jax.Array]:
+        """Decodes a flat batch of prompts.
+
+        Args:
+          image_embeddings: `[B, h, w, C]`, one per prompt (already repeated per prompt).
+          image_pe: `[h, w, C]`.
+          sparse_embeddings: `[B, T, C]` prompt tokens; `sparse_valid [B, T]` bool.
+          dense_embeddings: `[B, h, w, C]`.
+          multimask_output: return masks 1..3 (True) or mask 0 (False).
+
+        Returns:
+          `(masks [B, M, 4h, 4w], iou_pred [B, M])`.
+        """
+        b, h, w, c = image_embeddings.shape
+        output_tokens = jnp.concatenate(
+            [self.iou_token.embedding[...], self.mask_tokens.embedding[...]], axis=0
+        )
+        n_out = output_tokens.shape[0]
+        tokens = jnp.concatenate(
+            [jnp.broadcast_to(output_tokens, (b, n_out, c)), sparse_embeddings], axis=1
+        ).astype(self.dtype)
+        token_valid = jnp.concatenate([jnp.ones((b, n_out), bool), sparse_valid], axis=1)
+
+        src = (image_embeddings + dense_embeddings).astype(self.dtype).reshape(b, h * w, c)
+        pos = jnp.broadcast_to(image_pe.reshape(1, h * w, c), (b, h * w, c)).astype(self.dtype)
+        hs, src = self.transformer(src, pos, tokens, token_valid)
+        iou_token_out = hs[:, 0]
+        mask_tokens_out = hs[:, 1 : 1 + self.num_mask_tokens]
+
+        x = src.reshape(b, h, w, c)
+        for layer in self.output_upscaling:
+            x = layer(x).astype(self.dtype)
+        hyper_in = jnp.stack(
+            [mlp(mask_tokens_out[:, i]) for i, mlp in enumerate(self.output_hypernetworks_mlps)],
+            axis=1,
+        )  # [B, M, C/8]
+        masks = jnp.einsum("bmc,bhwc->bmhw", hyper_in, x)
+        iou_pred = self.iou_prediction_head(iou_token_out)
+
+        sl = slice(1, None) if multimask_output else slice(0, 1)
+        return masks[:, sl].astype(jnp.float32), iou_pred[:, sl].astype(jnp.float32)

@@ -1,0 +1,209 @@
+"""The Segment Anything Model (SAM) in Flax NNX, with the SUM task prompt.
+
+`build_sam("vit_b" | "vit_l" | "vit_h" | "tiny")` builds a randomly initialised model with the
+architecture of the official checkpoints (`tiny` is a small variant for tests). Load weights
+with `sum_jax.checkpointing.load_sam` or convert a PyTorch checkpoint with
+`python -m convert.sam_checkpoint`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from sum_jax.models.image_encoder import ImageEncoderViT
+from sum_jax.models.mask_decoder import MaskDecoder
+from sum_jax.models.prompt_encoder import PromptEncoder
+
+
+@dataclasses.dataclass(frozen=True)
+class SamConfig:
+    """Architecture of a SAM model. Defaults are ViT-B."""
+
+    img_size: int = 1024
+    patch_size: int = 16
+    encoder_embed_dim: int = 768
+    encoder_depth: int = 12
+    encoder_num_heads: int = 12
+    encoder_global_attn_indexes: tuple[int, ...] = (2, 5, 8, 11)
+    window_size: int = 14
+    mlp_ratio: float = 4.0
+    prompt_embed_dim: int = 256
+    mask_in_chans: int = 16
+    decoder_depth: int = 2
+    decoder_mlp_dim: int = 2048
+    decoder_num_heads: int = 8
+    num_multimask_outputs: int = 3
+    iou_head_depth: int = 3
+    iou_head_hidden_dim: int = 256
+    # SUM: 0 unlabelled/unspecified, 1 salient object, 2 entity, 3 part.
+    num_tasks: int = 4
+    dtype: str = "float32"
+    param_dtype: str = "float32"
+
+    @property
+    def embedding_size(self) -> int:
+        return self.img_size // self.patch_size
+
+    @property
+    def low_res_size(self) -> int:
+        return 4 * self.embedding_size
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["encoder_global_attn_indexes"] = list(self.encoder_global_attn_indexes)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "SamConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ValueError(f"unknown SamConfig fields {unknown}; known: {sorted(known)}")
+        d = dict(d)
+        if "encoder_global_attn_indexes" in d:
+            d["encoder_global_attn_indexes"] = tuple(d["encoder_global_attn_indexes"])
+        return cls(**d)
+
+
+VARIANTS: dict[str, SamConfig] = {
+    "vit_b": SamConfig(),
+    "vit_l": SamConfig(
+        encoder_embed_dim=1024,
+        encoder_depth=24,
+        encoder_num_heads=16,
+        encoder_global_attn_indexes=(5, 11, 17, 23),
+    ),
+    "vit_h": SamConfig(
+        encoder_embed_dim=1280,
+        encoder_depth=32,
+        encoder_num_heads=16,
+        encoder_global_attn_indexes=(7, 15, 23, 31),
+    ),
+    # Small enough for a 2-core CPU test suite, yet every code path of the real model runs:
+    # windowed attention with padding (8x8 grid, window 3), global attention, the neck, a
+    # mask-downscaling stack and a decoder whose attention downsamples.
+    "tiny": SamConfig(
+        img_size=128,
+        encoder_embed_dim=32,
+        encoder_depth=2,
+        encoder_num_heads=2,
+        encoder_global_attn_indexes=(1,),
+        window_size=3,
+        prompt_embed_dim=32,
+        mask_in_chans=8,
+        decoder_mlp_dim=64,
+        decoder_num_heads=2,
+        iou_head_hidden_dim=32,
+    ),
+}
+
+
+class Sam(nnx.Module):
+    """Image encoder + prompt encoder + mask decoder. See `encode_image` and `decode`."""
+
+    def __init__(self, config: SamConfig, *, rngs: nnx.Rngs):
+        self.config = config
+        dtype, param_dtype = jnp.dtype(config.dtype), jnp.dtype(config.param_dtype)
+        kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+        grid = config.embedding_size
+        self.image_encoder = ImageEncoderViT(
+            img_size=config.img_size,
+            patch_size=config.patch_size,
+            embed_dim=config.encoder_embed_dim,
+            depth=config.encoder_depth,
+            num_heads=config.encoder_num_heads,
+            mlp_ratio=config.mlp_ratio,
+            out_chans=config.prompt_embed_dim,
+            window_size=config.window_size,
+            global_attn_indexes=config.encoder_global_attn_indexes,
+            **kw,
+        )
+        self.prompt_encoder = PromptEncoder(
+            embed_dim=config.prompt_embed_dim,
+            image_embedding_size=(grid, grid),
+            input_image_size=(config.img_size, config.img_size),
+            mask_in_chans=config.mask_in_chans,
+            num_tasks=config.num_tasks,
+            **kw,
+        )
+        self.mask_decoder = MaskDecoder(
+            transformer_dim=config.prompt_embed_dim,
+            transformer_depth=config.decoder_depth,
+            transformer_mlp_dim=config.decoder_mlp_dim,
+            transformer_num_heads=config.decoder_num_heads,
+            num_multimask_outputs=config.num_multimask_outputs,
+            iou_head_depth=config.iou_head_depth,
+            iou_head_hidden_dim=config.iou_head_hidden_dim,
+            **kw,
+        )
+
+    def encode_image(self, images: jax.Array) -> jax.Array:
+        """`images f32[B, S, S, 3]` (normalised, zero padded) -> `f32[B, S/16, S/16, C]`."""
+        s = self.config.img_size
+        if images.shape[1:] != (s, s, 3):
+            raise ValueError(f"images must be [B, {s}, {s}, 3], got {images.shape}")
+        return self.image_encoder(images).astype(jnp.float32)
+
+    def decode(
+        self,
+        image_embeddings: jax.Array,
+        points: jax.Array,
+        labels: jax.Array,
+        boxes: jax.Array | None = None,
+        box_valid: jax.Array | None = None,
+        mask_inputs: jax.Array | None = None,
+        mask_valid: jax.Array | None = None,
+        *,
+        multimask_output: bool,
+        task_ids: jax.Array | None = None,
+    ) -> tuple[jax.Array, jax.Array]:
+        """Decodes `Q` prompts for each of `B` images.
+
+        Args:
+          image_embeddings: `[B, h, w, C]` from `encode_image`.
+          points: `[B, Q, P, 2]` (x, y) in the input frame (resized and padded image).
+          labels: `[B, Q, P]` int: 1 positive, 0 negative, -1 SAM's "not a point",
+            -2 absent (a padding slot that does not take part).
+          boxes: `[B, Q, 4]` (x0, y0, x1, y1) in the input frame, or None.
+          box_valid: `[B, Q]` bool, or None (all boxes present when `boxes` is given).
+          mask_inputs: `[B, Q, 4h, 4w]` low-res logits (e.g. the previous round's), or None.
+          mask_valid: `[B, Q]` bool, or None (all present when `mask_inputs` is given).
+          multimask_output: three masks (True) or one (False) per prompt; static.
+          task_ids: `[B, Q]` int SUM task ids, negative for none; or None.
+
+        Returns:
+          `low_res_logits [B, Q, M, 4h, 4w]` and `iou_predictions [B, Q, M]`.
+        """
+        b, q = labels.shape[:2]
+        pe = self.prompt_encoder
+        sparse, sparse_valid = pe.embed_sparse(points, labels, boxes, box_valid)
+        dense = pe.embed_dense(mask_inputs, mask_valid, task_ids, (b, q))
+        h, w, c = image_embeddings.shape[1:]
+        emb = jnp.broadcast_to(image_embeddings[:, None], (b, q, h, w, c)).reshape(b * q, h, w, c)
+        masks, iou = self.mask_decoder(
+            emb,
+            pe.dense_pe(),
+            sparse.reshape((b * q,) + sparse.shape[2:]),
+            sparse_valid.reshape(b * q, -1),
+            dense.reshape(b * q, h, w, c),
+            multimask_output=multimask_output,
+        )
+        return masks.reshape((b, q) + masks.shape[1:]), iou.reshape(b, q, -1)
+
+
+def build_sam(variant: str = "vit_b", *, rngs: nnx.Rngs | None = None, **overrides: Any) -> Sam:
+    """A randomly initialised SAM of `variant`, with `SamConfig` fields overridden."""
+    if variant not in VARIANTS:
+        raise ValueError(f"unknown SAM variant {variant!r}; choose one of {sorted(VARIANTS)}")
+    config = dataclasses.replace(VARIANTS[variant], **overrides)
+    return Sam(config, rngs=rngs if rngs is not None else nnx.Rngs(0))
+
+
+def num_params(model: nnx.Module) -> int:
+    """Number of trainable parameters."""
+    return sum(x.size for x in jax.tree.leaves(nnx.state(model, nnx.Param)))
