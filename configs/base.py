@@ -1,0 +1,110 @@
+"""Base config of SUM fine-tuning: the paper's training hyperparameters (§3.2, App. B.1).
+
+Every training config (FT-Small, FT-Medium, FT-Large, the mask-refinement module, ablations)
+starts from `get_config()` here and overrides a few fields. This file alone is not an
+experiment: it fixes the schema that `sum_jax.losses`, `sum_jax.prompts`,
+`sum_jax.interactive`, `sum_jax.optim`, `sum_jax.sharding` and `sum_jax.train_step` read.
+Check it with:
+
+    python -c "from configs import base; print(base.get_config())"
+
+Fields:
+
+- `model.variant`: `build_sam` variant; SUM starts from ViT-H (App. B.1).
+- `loss.*`: `focal_weight * focal + dice_weight * dice + iou_weight * iou_mse` per round
+  (20 : 1 : 1), focal `alpha`/`gamma`, the uncertainty-aware Dice threshold `theta` (0.6 in
+  App. B.1; 0.5 in the authors' released code), and `uncertainty_aware` (False trains
+  pseudo-labels with the plain losses: the "w/o uncertainty" ablation).
+- `interactive.*`: `num_rounds` (7: box/point, 5 error points, 1 without a new prompt),
+  `box_prob` (0.5), box jitter (`box_noise_frac` of the side, capped at `box_noise_max`
+  input-frame pixels), `uncertainty_sampling` (pseudo-label points drawn proportionally to
+  `c = 1 - u`; False draws them uniformly), `continuous_task_prompt` (task prompt in every
+  round instead of round 1 only), `restrict_to_image` (error points only inside the real,
+  unpadded image).
+- `optimizer.*`: AdamW (`lr` 1e-5, `b1`, `b2`, `eps`, decoupled `weight_decay`, as in SAM's
+  fine-tuning recipe), layer-wise lr decay `layer_decay` (0.8) over the encoder's blocks,
+  an optional linear warm-up and cosine decay, and `param_groups`: an ordered list of
+  `(regex over the '.'-joined parameter path, settings)`; the first regex that fully
+  matches a path decides its group; settings keys are `frozen` (bool), `lr_mult` (float),
+  `weight_decay` (bool). Every trainable parameter must match one entry.
+- `sharding.*`: `mesh_shape` over the axes `('data', 'fsdp')` (-1: all remaining devices)
+  and `logical_axis_rules`: `(regex over parameter path, spec)` pairs, first match wins;
+  spec `"fsdp"` shards the largest dimension divisible by the `fsdp` axis size,
+  `"replicated"` replicates, a tuple gives one mesh axis name (or None) per dimension.
+  Parameters smaller than `min_shard_size` elements stay replicated.
+- `train.*`: batch layout and length (FT-Small: 6000 steps of 40 images, 30 masks each).
+"""
+
+import ml_collections
+
+# Parameters that conventionally get no weight decay: biases, norm scales, positional
+# embeddings, relative-position tables and embedding tables (SAM's tokens, task prompts).
+NO_WEIGHT_DECAY = r".*\.(bias|scale|embedding)|.*\.(pos_embed|rel_pos_h|rel_pos_w)"
+
+
+def full_finetune_groups() -> tuple:
+    """Every parameter trains; no weight decay on biases, norms and embeddings."""
+    return (
+        (NO_WEIGHT_DECAY, {"weight_decay": False}),
+        (r".*", {}),
+    )
+
+
+def decoder_only_groups() -> tuple:
+    """Frozen image encoder; prompt encoder, mask decoder and task table train. This is the
+    mask-refinement module's setting (App. D) with `model` loaded from SAM."""
+    return (
+        (r"image_encoder\..*", {"frozen": True}),
+        (NO_WEIGHT_DECAY, {"weight_decay": False}),
+        (r".*", {}),
+    )
+
+
+def get_config() -> ml_collections.ConfigDict:
+    """SUM's defaults: full fine-tuning of ViT-H with the paper's losses and schedule."""
+    config = ml_collections.ConfigDict()
+    config.seed = 0
+
+    config.model = ml_collections.ConfigDict()
+    config.model.variant = "vit_h"
+
+    config.loss = ml_collections.ConfigDict()
+    config.loss.focal_weight = 20.0
+    config.loss.dice_weight = 1.0
+    config.loss.iou_weight = 1.0
+    config.loss.alpha = 0.25
+    config.loss.gamma = 2.0
+    config.loss.theta = 0.6
+    config.loss.uncertainty_aware = True
+
+    config.interactive = ml_collections.ConfigDict()
+    config.interactive.num_rounds = 7
+    config.interactive.box_prob = 0.5
+    config.interactive.box_noise_frac = 0.1
+    config.interactive.box_noise_max = 20.0
+    config.interactive.uncertainty_sampling = True
+    config.interactive.continuous_task_prompt = False
+    config.interactive.restrict_to_image = True
+
+    config.optimizer = ml_collections.ConfigDict()
+    config.optimizer.lr = 1e-5
+    config.optimizer.b1 = 0.9
+    config.optimizer.b2 = 0.999
+    config.optimizer.eps = 1e-8
+    config.optimizer.weight_decay = 0.1
+    config.optimizer.layer_decay = 0.8
+    config.optimizer.warmup_steps = 0
+    # "constant" or "cosine" (to 0 at `train.num_steps`).
+    config.optimizer.schedule = "constant"
+    config.optimizer.param_groups = full_finetune_groups()
+
+    config.sharding = ml_collections.ConfigDict()
+    config.sharding.mesh_shape = (1, -1)
+    config.sharding.logical_axis_rules = ((r".*", "fsdp"),)
+    config.sharding.min_shard_size = 2**14
+
+    config.train = ml_collections.ConfigDict()
+    config.train.num_steps = 6000
+    config.train.batch_size = 40
+    config.train.masks_per_image = 30
+    return config
