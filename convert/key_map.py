@@ -122,7 +122,8 @@ def convert_torch_to_flax(
 ) -> dict[str, np.ndarray]:
     """{dotted Flax path: array}, converting one tensor at a time (keys must be checked first).
 
-    Flax-only variables (the task table) are zeros.
+    Transposed kernels stay views of `to_numpy`'s arrays (no copy): with a memory-mapped
+    checkpoint, nothing is held in memory twice. Flax-only variables (the task table) are zeros.
     """
     out = {}
     for path, shape in flax_shapes.items():
@@ -130,7 +131,7 @@ def convert_torch_to_flax(
         if key is None:
             out[path] = np.zeros(shape, np.float32)
             continue
-        out[path] = np.ascontiguousarray(to_flax_layout(path, to_numpy(torch_tensors[key])))
+        out[path] = to_flax_layout(path, to_numpy(torch_tensors[key]))
         if on_tensor is not None:
             on_tensor(key)
     return out

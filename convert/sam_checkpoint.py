@@ -102,6 +102,13 @@ def infer_config(path: str, torch_shapes: Mapping[str, tuple[int, ...]], variant
     )
 
 
+def _float32_numpy(tensor) -> np.ndarray:
+    """A float32 numpy view of a tensor (a copy only if it is stored in another dtype)."""
+    torch = _import_torch()
+    tensor = tensor.detach()
+    return (tensor if tensor.dtype == torch.float32 else tensor.float()).numpy()
+
+
 def pth_to_orbax(input_path: str, output_dir: str, variant: str | None = None) -> SamConfig:
     """Converts a PyTorch SAM state_dict file to a model directory; returns its config."""
     tensors = read_torch_state_dict(input_path)
@@ -114,7 +121,7 @@ def pth_to_orbax(input_path: str, output_dir: str, variant: str | None = None) -
         flat = key_map.convert_torch_to_flax(
             tensors,
             shapes,
-            to_numpy=lambda t: t.detach().to(dtype=_import_torch().float32).numpy(),
+            to_numpy=_float32_numpy,
             on_tensor=lambda k: bar.update(tensors[k].numel() * 4),
         )
     del tensors
@@ -130,7 +137,9 @@ def orbax_to_pth(input_dir: str, output_path: str) -> dict[str, Any]:
     config = checkpointing.read_config(input_dir)
     flat = key_map.flatten(checkpointing.load_state_dict(input_dir, config))
     state_dict = {}
-    for path, array in tqdm(flat.items(), desc="converting", file=sys.stdout):
+    # Pop as we go: each array is freed once its tensor exists, so memory stays near one copy.
+    for path in tqdm(list(flat), desc="converting", file=sys.stdout):
+        array = flat.pop(path)
         key = key_map.torch_key(path)
         if key is None:
             if np.any(np.asarray(array) != 0):

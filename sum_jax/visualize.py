@@ -1,0 +1,67 @@
+"""Pictures a person looks at: masks over photos, prompts drawn on top. Written atomically."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+PALETTE = np.array(
+    [[30, 144, 255], [255, 99, 71], [50, 205, 50], [255, 215, 0], [186, 85, 211], [0, 206, 209]],
+    np.uint8,
+)
+
+
+def save_png(path: str | os.PathLike, image: np.ndarray | Image.Image) -> None:
+    """Writes a PNG through a temporary file and a rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if isinstance(image, np.ndarray):
+        image = Image.fromarray(image)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".png")
+    os.close(fd)
+    try:
+        image.save(tmp, format="PNG")
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def overlay(
+    image: np.ndarray,
+    masks: Sequence[np.ndarray] | np.ndarray,
+    *,
+    alpha: float = 0.5,
+    points: np.ndarray | None = None,
+    labels: np.ndarray | None = None,
+    box: np.ndarray | None = None,
+) -> Image.Image:
+    """Tints each boolean `[H, W]` mask over the uint8 photo, outlines it, draws the prompts.
+
+    Positive points are green, negative red; the box is yellow.
+    """
+    out = image.astype(np.float32).copy()
+    masks = [np.asarray(m, bool) for m in (masks if len(np.shape(masks)) == 3 else [masks])]
+    for i, m in enumerate(masks):
+        colour = PALETTE[i % len(PALETTE)].astype(np.float32)
+        out[m] = (1 - alpha) * out[m] + alpha * colour
+        edge = m & ~(
+            np.pad(m, 1)[2:, 1:-1] & np.pad(m, 1)[:-2, 1:-1] & np.pad(m, 1)[1:-1, 2:]
+            & np.pad(m, 1)[1:-1, :-2]
+        )
+        out[edge] = colour
+    pil = Image.fromarray(out.clip(0, 255).astype(np.uint8))
+    draw = ImageDraw.Draw(pil)
+    r = max(3, round(max(image.shape[:2]) / 150))
+    if box is not None:
+        draw.rectangle([float(v) for v in box], outline=(255, 215, 0), width=max(2, r // 2))
+    if points is not None:
+        for (x, y), lab in zip(np.asarray(points), np.asarray(labels)):
+            fill = (0, 220, 0) if lab == 1 else (230, 0, 0)
+            draw.ellipse([x - r, y - r, x + r, y + r], fill=fill, outline=(255, 255, 255))
+    return pil
