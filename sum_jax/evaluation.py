@@ -361,9 +361,14 @@ class EvalSettings:
     def from_config(cls, config: Mapping[str, Any]) -> "EvalSettings":
         known = {f.name for f in dataclasses.fields(cls)}
         values = {k: config[k] for k in known if k in config}
+        if isinstance(values.get("protocols"), str):
+            values["protocols"] = tuple(p.strip() for p in values["protocols"].split(",") if p)
         for k in ("protocols", "noc_thresholds", "bucket_sizes"):
             if k in values:
                 values[k] = tuple(values[k])
+        unknown = set(values.get("protocols", ())) - set(PROTOCOLS)
+        if unknown:
+            raise ValueError(f"unknown protocols {sorted(unknown)}; choose from {PROTOCOLS}")
         return cls(**values)
 
     @property
@@ -599,3 +604,79 @@ def evaluate(
         logging.getLogger("sum_jax").removeHandler(handler)
         handler.close()
     return summary
+
+
+# ----------------------------------------------------------------------------------------
+# Configured runs (the CLI's library side).
+
+
+def parse_eval_sets(spec: str) -> list[tuple[str, int | None]]:
+    """`"coift:validation,mhp:validation@1000"` -> `[("coift:validation", None), ...]`."""
+    out = []
+    for item in (x.strip() for x in spec.split(",")):
+        if not item:
+            continue
+        ref, _, limit = item.partition("@")
+        out.append((ref, int(limit) if limit else None))
+    return out
+
+
+def read_examples(config: Mapping[str, Any]) -> Iterable[dict[str, Any]]:
+    """Every example of the configured evaluation sets, set after set."""
+    from sum_jax.data.eval_sets import read_eval_set
+
+    if not config["data_dir"]:
+        raise ValueError("set --config.data_dir to the root of the prepared evaluation sets")
+    for ref, limit in parse_eval_sets(config["eval_sets"]):
+        log.info("reading %s (first %s images)", ref, limit if limit else "all")
+        yield from read_eval_set(ref, data_dir=config["data_dir"], max_images=limit)
+
+
+def parse_checkpoint(spec: str) -> tuple[str, str]:
+    """`"NAME=DIR"` or `"DIR"` -> `(name, dir)`; the name defaults to the directory's name."""
+    name, sep, path = spec.partition("=")
+    if not sep:
+        path = spec
+        name = os.path.basename(os.path.normpath(spec)).replace("random:", "random_")
+    return name, path
+
+
+def load_model(path: str):
+    """A model directory, or `random:<variant>` for a randomly initialised `build_sam`."""
+    if path.startswith("random:"):
+        from sum_jax.models.sam import build_sam
+
+        return build_sam(path.split(":", 1)[1], rngs=nnx.Rngs(0))
+    from sum_jax.checkpointing import load_sam
+
+    return load_sam(path)
+
+
+def evaluate_checkpoints(
+    config: Mapping[str, Any],
+    checkpoints: list[str],
+    workdir: str | os.PathLike,
+    *,
+    examples: Callable[[], Iterable[dict[str, Any]]] | None = None,
+) -> dict[str, dict[str, Any]]:
+    """Evaluates each `NAME=DIR` checkpoint; with several, into `workdir/NAME/` and with
+    comparison plots in `workdir`. Returns `{name: summary}`.
+
+    `examples` makes a fresh example iterator per model (default: `read_examples(config)`).
+    """
+    from sum_jax import reports
+
+    if not checkpoints:
+        raise ValueError("give at least one --checkpoint")
+    specs = [parse_checkpoint(c) for c in checkpoints]
+    names = [n for n, _ in specs]
+    if len(set(names)) != len(names):
+        raise ValueError(f"checkpoint names must differ, got {names}; use NAME=DIR")
+    make = examples or (lambda: read_examples(config))
+    summaries = {}
+    for name, path in specs:
+        out = workdir if len(specs) == 1 else os.path.join(workdir, name)
+        summaries[name] = evaluate(config, load_model(path), make(), out, name=name)
+    if len(specs) > 1:
+        reports.plot_curves(summaries, workdir)
+    return summaries

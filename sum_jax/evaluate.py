@@ -1,0 +1,45 @@
+"""Interactive-segmentation evaluation of one or more checkpoints.
+
+    python -m sum_jax.evaluate --config=configs/eval.py --checkpoint=DIR --workdir=OUT \\
+        --config.data_dir=/data/prepared
+
+See configs/eval.py for the settings and what is written; the library side is
+`sum_jax.evaluation.evaluate_checkpoints`.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from absl import app, flags
+from ml_collections import config_flags
+
+from sum_jax import evaluation
+
+_DEFAULT_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "eval.py"
+_CONFIG = config_flags.DEFINE_config_file("config", str(_DEFAULT_CONFIG), "Evaluation config.")
+_CHECKPOINT = flags.DEFINE_multi_string(
+    "checkpoint", None, "Model directory, NAME=DIR, or random:<variant>; repeat to compare."
+)
+_WORKDIR = flags.DEFINE_string("workdir", None, "Where reports are written.")
+
+
+def main(argv: list[str]) -> None:
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    if not _CHECKPOINT.value or not _WORKDIR.value:
+        raise app.UsageError("--checkpoint and --workdir are required")
+    summaries = evaluation.evaluate_checkpoints(_CONFIG.value, _CHECKPOINT.value, _WORKDIR.value)
+    for name, summary in summaries.items():
+        for protocol, modes in summary["protocols"].items():
+            for mode, s in modes.items():
+                overall = s["overall"]
+                if overall:
+                    line = {k: overall[k] for k in ("miou", "mbiou", "noc", "nof") if k in overall}
+                    print(f"{name} {protocol}/{mode} overall: {json.dumps(line)}")
+    print(f"reports in {_WORKDIR.value}")
+
+
+if __name__ == "__main__":
+    app.run(main)
