@@ -324,3 +324,63 @@ def test_configured_run_over_prepared_sets_compares_two_models(tmp_path):
     # Same architecture and seed: identical numbers for both names.
     a, b = (summaries[n]["protocols"] for n in ("random_tiny", "B"))
     assert a == b
+
+
+def fake_summary(values: dict[tuple[str, str], list[float]]) -> dict[str, Any]:
+    """A summary whose point/oracle entries hold the given `(task, metric) -> per round`."""
+    s = {"datasets": {}, "tasks": {}, "overall": {}}
+    for (task, metric), v in values.items():
+        entry = s["overall"] if task == "overall" else s["tasks"].setdefault(task, {})
+        entry[metric] = [x / 100 for x in v]
+    return {"protocols": {"point": {"oracle": s}}}
+
+
+def test_table_layouts_put_values_in_the_paper_cells():
+    from experiments import tables
+
+    # Table 1's SAM and SUM columns (3 points) from the paper, as fake summaries.
+    paper = {"SAM": (86.1, 82.7, 63.2, 77.2, 77.0, 76.6, 59.4, 70.6),
+             "SUM": (91.2, 83.4, 67.2, 81.0, 83.2, 77.2, 63.3, 74.8)}
+    summaries = {}
+    for name, vals in paper.items():
+        keys = [(t, m) for m in ("miou", "mbiou")
+                for t in ("salient_object", "entity", "part", "overall")]
+        summaries[name] = fake_summary({k: [0.0, 0.0, v] for k, v in zip(keys, vals)})
+    spec = tables.TABLES["table1"]
+    rows = spec.render(spec, summaries)
+    assert rows[0][:4] == ["Metrics", "Task", "SAM", "Vanilla"]
+    assert rows[1] == ["mIoU", "Salient object", "86.1", "–", "–", "–", "91.2", "–", "–"]
+    assert rows[8][:3] == ["mBIoU", "Overall average", "70.6"] and rows[8][6] == "74.8"
+    md = tables.to_markdown(spec.title, rows)
+    assert "| mIoU | Part | 63.2 | – | – | – | 67.2 | – | – |" in md
+    # Table 6: SAM/SUM pairs per task, rows backbone x metric x points (1, 6).
+    s6 = {"SUM ViT-B": fake_summary({("entity", "mbiou"): [66.7, 0, 0, 0, 0, 83.5]})}
+    spec6 = tables.TABLES["table6"]
+    rows6 = spec6.render(spec6, s6)
+    assert rows6[0][5:7] == ["Entity SAM", "Entity SUM"]
+    assert rows6[3][:3] == ["ViT-B", "mBIoU", "1"] and rows6[3][6] == "66.7"
+    assert rows6[4][6] == "83.5" and rows6[4][5] == "–"
+
+
+def test_run_table_evaluates_resumes_and_renders(tmp_path):
+    from configs import eval as eval_config
+    from experiments import run_table, tables
+
+    prepare_folder_set(tmp_path, "sal_set", 1, flip=False)
+    config = eval_config.get_config()
+    config.update(dict(data_dir=str(tmp_path / "prepared"), eval_sets="sal_set:validation",
+                       masks_per_batch=2, num_examples=0, bucket_sizes=(64, 128, 192)))
+    spec = tables.TABLES["table1"]
+    out = str(tmp_path / "t1")
+    md = run_table.run_table(config, spec, {"SUM": "random:tiny"}, out)
+    summary = reports.load_summary(os.path.join(out, "SUM"))
+    assert summary["settings"]["num_rounds"] == 3 and summary["settings"]["noc_max_clicks"] == 0
+    v = 100 * summary["protocols"]["point"]["oracle"]["tasks"]["salient_object"]["miou"][2]
+    assert f"| mIoU | Salient object | – | – | – | – | {v:.1f} | – | – |" in md
+    assert os.path.exists(os.path.join(out, "table1.csv"))
+    # A second call finds the summary and does not evaluate again.
+    mtime = os.path.getmtime(os.path.join(out, "SUM", "summary.json"))
+    assert run_table.run_table(config, spec, {"SUM": "random:tiny"}, out) == md
+    assert os.path.getmtime(os.path.join(out, "SUM", "summary.json")) == mtime
+    with pytest.raises(ValueError, match="no columns"):
+        run_table.run_table(config, spec, {"Nope": "random:tiny"}, out)

@@ -1,0 +1,101 @@
+"""Reproduce one of the paper's evaluation tables from checkpoints, in the paper's layout.
+
+    python -m experiments.run_table --table=table1 --workdir=/results/table1 \\
+        --config=configs/eval.py --config.data_dir=/data/prepared \\
+        --checkpoint="SAM=/ckpt/sam_vit_h" --checkpoint="SUM=/ckpt/sum_ft_small" ...
+
+Tables: `table1` (3-point mIoU/mBIoU, FT-Small models), `table2` (ablation, 1 and 3 points),
+`table6` (SAM vs SUM for ViT-B/L/H, 1 and 6 points; columns "SAM ViT-B", "SUM ViT-B", ...),
+`fig16` (theta sweep; columns "theta=0.2", "theta=0.5", ...). Column names are listed by
+`--list`. Each model is evaluated into `<workdir>/<column>/` (skipped when its summary.json
+exists, so an interrupted run resumes; `--overwrite` re-runs), with the columns'
+config overrides (e.g. no task prompt for SAM). Then `<workdir>/<table>.md` and `.csv` are
+written and the Markdown printed; columns without a checkpoint or summary show "–".
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+from absl import app, flags
+from ml_collections import config_flags
+
+from experiments import tables
+from sum_jax import evaluation, reports
+
+_CONFIG = config_flags.DEFINE_config_file(
+    "config", str(Path(__file__).resolve().parents[1] / "configs" / "eval.py"), "Eval config."
+)
+_TABLE = flags.DEFINE_enum("table", None, sorted(tables.TABLES), "Which table.")
+_CHECKPOINT = flags.DEFINE_multi_string("checkpoint", [], "COLUMN=DIR (repeat).")
+_WORKDIR = flags.DEFINE_string("workdir", None, "Output directory.")
+_OVERWRITE = flags.DEFINE_bool("overwrite", False, "Re-evaluate models with a summary.")
+_LIST = flags.DEFINE_bool("list", False, "Print the tables' column names and exit.")
+
+
+def slug(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._=-]+", "_", name)
+
+
+def split_checkpoint(arg: str, spec: tables.TableSpec) -> tuple[str, str]:
+    """`"COLUMN=DIR"` -> `(column, dir)`; column names may hold "=" (`theta=0.6=/ckpt`)."""
+    for name in sorted((c.name for c in spec.columns), key=len, reverse=True):
+        if arg.startswith(name + "="):
+            return name, arg[len(name) + 1 :]
+    raise app.UsageError(f"--checkpoint={arg!r} names no column of {spec.name}; see --list")
+
+
+def run_table(config, spec: tables.TableSpec, checkpoints: dict[str, str], workdir: str,
+              *, overwrite: bool = False) -> str:
+    """Evaluates the given columns (resumable) and writes/returns the rendered table."""
+    known = {c.name: c for c in spec.columns}
+    unknown = sorted(set(checkpoints) - set(known))
+    if unknown:
+        raise ValueError(f"{spec.name} has no columns {unknown}; columns: {sorted(known)}")
+    summaries = {}
+    for column in spec.columns:
+        out = os.path.join(workdir, slug(column.name))
+        done = os.path.exists(os.path.join(out, "summary.json"))
+        if column.name in checkpoints and (overwrite or not done):
+            c = config.copy_and_resolve_references()
+            c.protocols = spec.protocol
+            c.num_rounds = spec.num_rounds
+            c.noc_max_clicks = 0  # these tables report no NoC: simulate only num_rounds
+            for key, val in column.overrides:
+                c[key] = val
+            model = evaluation.load_model(checkpoints[column.name])
+            summaries[column.name] = evaluation.evaluate(
+                c, model, evaluation.read_examples(c), out, name=column.name
+            )
+        elif done:
+            summaries[column.name] = reports.load_summary(out)
+    rows = spec.render(spec, summaries)
+    md = tables.to_markdown(spec.title, rows)
+    reports.atomic_write_text(os.path.join(workdir, f"{spec.name}.md"), md)
+    reports.atomic_write_text(os.path.join(workdir, f"{spec.name}.csv"), tables.to_csv(rows))
+    if spec.name == "fig16":
+        tables.plot_theta(summaries, os.path.join(workdir, "fig16.png"))
+    if summaries:
+        reports.plot_curves(summaries, workdir)
+    return md
+
+
+def main(argv: list[str]) -> None:
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    if _LIST.value:
+        for spec in tables.TABLES.values():
+            print(f"{spec.name}: " + ", ".join(repr(c.name) for c in spec.columns))
+        return
+    if not _TABLE.value or not _WORKDIR.value:
+        raise app.UsageError("--table and --workdir are required")
+    spec = tables.TABLES[_TABLE.value]
+    checkpoints = dict(split_checkpoint(c, spec) for c in _CHECKPOINT.value)
+    print(run_table(_CONFIG.value, spec, checkpoints, _WORKDIR.value,
+                    overwrite=_OVERWRITE.value))
+
+
+if __name__ == "__main__":
+    app.run(main)
