@@ -183,9 +183,13 @@ def interactive_rounds(
     tasks = jnp.full((q,), task_id if protocol.use_task_prompt else -1, jnp.int32)
     gt2 = jnp.concatenate([gt, gt])  # both modes as one batch of 2Q queries
 
-    def counts(pred: Array, target: Array) -> tuple[Array, ...]:
-        inter, union = clicker_jax.iou_counts(pred, target)
-        b_inter, b_union = clicker_jax.boundary_iou_counts(pred, target, dilation)
+    gt_band2 = gt2 & ~clicker_jax.erode(gt2, dilation)  # the GT's boundary, once
+
+    def counts(pred: Array) -> tuple[Array, ...]:
+        """IoU and boundary-IoU pixel counts of `pred [2Q, Hb, Wb]` against the GT."""
+        inter, union = clicker_jax.iou_counts(pred, gt2)
+        pred_band = pred & ~clicker_jax.erode(pred, dilation)
+        b_inter, b_union = clicker_jax.iou_counts(pred_band, gt_band2)
         return inter, union, b_inter, b_union
 
     # Round 1: the first prompt, three outputs (and token 0 when that is the fixed output).
@@ -207,7 +211,7 @@ def interactive_rounds(
         single_logits = multi[:, protocol.single_output_token - 1]
     logits = jnp.concatenate([oracle_logits, single_logits])  # [2Q, l, l]
     pred = decoder.upscale(context, logits) > 0
-    first = counts(pred, gt2)
+    first = counts(pred)
 
     two = lambda x: jnp.concatenate([x, x])  # noqa: E731
     points, labels = two(points), two(labels)
@@ -226,7 +230,7 @@ def interactive_rounds(
         prompts = Prompts(points, labels, boxes2, box_valid2, logits, tasks2)
         logits = decoder.decode(params, context, prompts, False)[:, 0]
         pred = decoder.upscale(context, logits) > 0
-        out = counts(pred, gt2) + (yx, label) + ((logits,) if keep_logits else ())
+        out = counts(pred) + (yx, label) + ((logits,) if keep_logits else ())
         return (points, labels, not_clicked, pred, logits), out
 
     carry = (points, labels, not_clicked, pred, logits)
