@@ -67,16 +67,21 @@ def main() -> None:
         env_py + ["--input", str(pth), "--output", str(work / "model")]
     )
     t_out, rss_out, anon_out = run_measured(
-        env_py + ["--to-pytorch", "--input", str(work / "model"), "--output", str(work / "back.pth")]
+        env_py
+        + ["--to-pytorch", "--input", str(work / "model"), "--output", str(work / "back.pth")]
     )
     a = torch.load(pth, weights_only=True, mmap=True)
     b = torch.load(work / "back.pth", weights_only=True, mmap=True)
     exact = set(a) == set(b) and all(torch.equal(a[k], b[k]) for k in a)
     print(f"{args.variant}: checkpoint {size_gib:.2f} GiB")
-    for name, t, rss, anon in (("pth -> orbax", t_in, rss_in, anon_in),
-                               ("orbax -> pth", t_out, rss_out, anon_out)):
-        print(f"  {name}: {t:6.1f} s, peak anonymous memory {anon:.2f} GiB "
-              f"({anon / size_gib:.2f}x the weights), peak RSS incl. mapped file {rss:.2f} GiB")
+    for name, t, rss, anon in (
+        ("pth -> orbax", t_in, rss_in, anon_in),
+        ("orbax -> pth", t_out, rss_out, anon_out),
+    ):
+        print(
+            f"  {name}: {t:6.1f} s, peak anonymous memory {anon:.2f} GiB "
+            f"({anon / size_gib:.2f}x the weights), peak RSS incl. mapped file {rss:.2f} GiB"
+        )
     print(f"  round trip bit-exact: {exact}")
 
 

@@ -83,8 +83,10 @@ def main() -> None:
         lambda: jax.block_until_ready(decode(state, emb, pts, lbl)), args.repeats
     )
     print(f"device: {jax.devices()[0].device_kind}, {args.variant}, {args.dtype}, {q} prompts")
-    print(f"flax   encoder {jax_enc:8.3f} s   decoder {jax_dec * 1e3:8.1f} ms"
-          f"   (first calls incl. compile: {compile_enc:.1f} s, {compile_dec:.1f} s)")
+    print(
+        f"flax   encoder {jax_enc:8.3f} s   decoder {jax_dec * 1e3:8.1f} ms"
+        f"   (first calls incl. compile: {compile_enc:.1f} s, {compile_dec:.1f} s)"
+    )
     if args.no_torch:
         return
 
@@ -111,8 +113,10 @@ def main() -> None:
     torch_decode()
     t_enc = median_seconds(torch_encode, args.repeats)
     t_dec = median_seconds(torch_decode, args.repeats)
-    print(f"torch  encoder {t_enc:8.3f} s   decoder {t_dec * 1e3:8.1f} ms   "
-          f"({torch.get_num_threads()} threads)")
+    print(
+        f"torch  encoder {t_enc:8.3f} s   decoder {t_dec * 1e3:8.1f} ms   "
+        f"({torch.get_num_threads()} threads)"
+    )
     print(f"ratio torch/flax: encoder {t_enc / jax_enc:.2f}x, decoder {t_dec / jax_dec:.2f}x")
     del g
 

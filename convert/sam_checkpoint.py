@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import tempfile
 import zipfile
 from pathlib import Path
 from typing import Any, Mapping
@@ -28,6 +27,7 @@ from tqdm import tqdm
 
 from convert import key_map
 from sum_jax import checkpointing
+from sum_jax.fileio import atomic_path
 from sum_jax.models.sam import VARIANTS, SamConfig
 
 
@@ -93,7 +93,9 @@ def infer_config(path: str, torch_shapes: Mapping[str, tuple[int, ...]], variant
         reports[name] = problems
     best = min(reports, key=lambda n: len(reports[n]))
     lines = reports[best]
-    shown = "\n  ".join(lines[:20]) + (f"\n  ... and {len(lines) - 20} more" if len(lines) > 20 else "")
+    shown = "\n  ".join(lines[:20]) + (
+        f"\n  ... and {len(lines) - 20} more" if len(lines) > 20 else ""
+    )
     what = f"the {best} architecture" if variant else f"any SAM variant (closest: {best})"
     raise ConversionError(
         f"{path} does not match {what}; {len(lines)} problem(s):\n  {shown}\n"
@@ -122,7 +124,7 @@ def pth_to_orbax(input_path: str, output_dir: str, variant: str | None = None) -
             tensors,
             shapes,
             to_numpy=_float32_numpy,
-            on_tensor=lambda k: bar.update(tensors[k].numel() * 4),
+            on_tensor=lambda k: bar.update(int(np.prod(torch_shapes[k])) * 4),
         )
     del tensors
     like = nnx.to_pure_dict(nnx.state(checkpointing.abstract_sam(config)))
@@ -149,17 +151,11 @@ def orbax_to_pth(input_dir: str, output_path: str) -> dict[str, Any]:
                     flush=True,
                 )
             continue
-        state_dict[key] = torch.from_numpy(np.ascontiguousarray(key_map.to_torch_layout(path, array)))
-    output_path = Path(output_path)
-    output_path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=output_path.parent, suffix=".pth.tmp")
-    os.close(fd)
-    try:
+        state_dict[key] = torch.from_numpy(
+            np.ascontiguousarray(key_map.to_torch_layout(path, array))
+        )
+    with atomic_path(output_path) as tmp:
         torch.save(state_dict, tmp)
-        os.replace(tmp, output_path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
     print(f"wrote {output_path}: {len(state_dict)} tensors", flush=True)
     return state_dict
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -18,25 +17,11 @@ import numpy as np
 import orbax.checkpoint as ocp
 from flax import nnx
 
+from sum_jax.fileio import atomic_write
 from sum_jax.models.sam import Sam, SamConfig
 
 CONFIG_FILE = "sam_config.json"
 PARAMS_DIR = "params"
-
-
-def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    """Writes `text` to `path` through a temporary file and a rename: never half-written."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def _checkpointer() -> ocp.Checkpointer:
@@ -67,7 +52,7 @@ def save_state_dict(directory: str | os.PathLike, config: SamConfig, state: dict
     with _checkpointer() as ckptr:
         ckptr.save(params_dir, args=ocp.args.StandardSave(state), force=True)
     # The config goes last: a directory with a config has complete parameters.
-    atomic_write_text(directory / CONFIG_FILE, json.dumps(config.to_dict(), indent=2) + "\n")
+    atomic_write(directory / CONFIG_FILE, json.dumps(config.to_dict(), indent=2) + "\n")
 
 
 def save_sam(model: Sam, directory: str | os.PathLike) -> None:

@@ -26,7 +26,14 @@ from sum_jax.checkpointing import load_sam
 from sum_jax.models.prompt_encoder import LABEL_ABSENT
 from sum_jax.models.sam import Sam
 
-TASKS = {"unlabelled": 0, "unspecified": 0, "salient": 1, "salient_object": 1, "entity": 2, "part": 3}
+TASKS = {
+    "unlabelled": 0,
+    "unspecified": 0,
+    "salient": 1,
+    "salient_object": 1,
+    "entity": 2,
+    "part": 3,
+}
 
 
 def task_index(task: int | str | None, num_tasks: int) -> int:
@@ -56,7 +63,13 @@ def _encode(graphdef, state, image_u8, image_size):
 
 @functools.partial(
     jax.jit,
-    static_argnames=("graphdef", "multimask_output", "input_size", "original_size", "return_logits"),
+    static_argnames=(
+        "graphdef",
+        "multimask_output",
+        "input_size",
+        "original_size",
+        "return_logits",
+    ),
 )
 def _decode(
     graphdef,
@@ -252,8 +265,11 @@ class SamPredictor:
                 )
             if not np.all(np.isin(labels, (-1, 0, 1))):
                 raise ValueError(f"point_labels must be 1 (foreground) or 0 (background): {labels}")
-            outside = (points[..., 0] < 0) | (points[..., 0] > w) | (points[..., 1] < 0) | (
-                points[..., 1] > h
+            outside = (
+                (points[..., 0] < 0)
+                | (points[..., 0] > w)
+                | (points[..., 1] < 0)
+                | (points[..., 1] > h)
             )
             if np.any(outside):
                 bad = points[outside][0]

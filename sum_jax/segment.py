@@ -20,7 +20,7 @@ import numpy as np
 from absl import app, flags, logging
 from PIL import Image, UnidentifiedImageError
 
-from sum_jax.checkpointing import atomic_write_text
+from sum_jax.fileio import atomic_write
 from sum_jax.predictor import SamPredictor
 from sum_jax.visualize import overlay, save_png
 
@@ -90,7 +90,9 @@ def segment(
     best = int(np.argmax(scores))
     out = Path(output_dir)
     save_png(out / "mask.png", masks[best].astype(np.uint8) * 255)
-    save_png(out / "overlay.png", overlay(image, masks[best], points=coords, labels=labels, box=box))
+    save_png(
+        out / "overlay.png", overlay(image, masks[best], points=coords, labels=labels, box=box)
+    )
     if len(masks) > 1:
         tiles = [overlay(image, m, points=coords, labels=labels, box=box) for m in masks]
         save_png(out / "candidates.png", np.concatenate([np.asarray(t) for t in tiles], axis=1))
@@ -103,7 +105,7 @@ def segment(
         "box": None if box is None else box.tolist(),
         "task": task,
     }
-    atomic_write_text(out / "result.json", json.dumps(result, indent=2) + "\n")
+    atomic_write(out / "result.json", json.dumps(result, indent=2) + "\n")
     return result
 
 
@@ -126,8 +128,13 @@ def main(argv: list[str]) -> None:
             predictor = SamPredictor(build_sam("tiny"))
         task = int(_TASK.value) if _TASK.value and _TASK.value.isdigit() else _TASK.value
         result = segment(
-            predictor, image, points, box, _OUTPUT_DIR.value,
-            multimask_output=not _SINGLE.value, task=task,
+            predictor,
+            image,
+            points,
+            box,
+            _OUTPUT_DIR.value,
+            multimask_output=not _SINGLE.value,
+            task=task,
         )
     except (ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)

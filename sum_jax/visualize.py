@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import os
-import tempfile
-from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 from PIL import Image, ImageDraw
+
+from sum_jax.fileio import atomic_path
 
 PALETTE = np.array(
     [[30, 144, 255], [255, 99, 71], [50, 205, 50], [255, 215, 0], [186, 85, 211], [0, 206, 209]],
@@ -17,19 +17,11 @@ PALETTE = np.array(
 
 
 def save_png(path: str | os.PathLike, image: np.ndarray | Image.Image) -> None:
-    """Writes a PNG through a temporary file and a rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Writes a PNG atomically."""
     if isinstance(image, np.ndarray):
         image = Image.fromarray(image)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".png")
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         image.save(tmp, format="PNG")
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def overlay(
@@ -51,7 +43,9 @@ def overlay(
         colour = PALETTE[i % len(PALETTE)].astype(np.float32)
         out[m] = (1 - alpha) * out[m] + alpha * colour
         edge = m & ~(
-            np.pad(m, 1)[2:, 1:-1] & np.pad(m, 1)[:-2, 1:-1] & np.pad(m, 1)[1:-1, 2:]
+            np.pad(m, 1)[2:, 1:-1]
+            & np.pad(m, 1)[:-2, 1:-1]
+            & np.pad(m, 1)[1:-1, 2:]
             & np.pad(m, 1)[1:-1, :-2]
         )
         out[edge] = colour

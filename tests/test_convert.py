@@ -92,7 +92,9 @@ def test_other_model_is_rejected(tmp_path):
 
     pth = tmp_path / "resnet18.pth"
     torch.save(torchvision.models.resnet18().state_dict(), pth)
-    with pytest.raises(sam_checkpoint.ConversionError, match=r"resnet18\.pth does not match any SAM"):
+    with pytest.raises(
+        sam_checkpoint.ConversionError, match=r"resnet18\.pth does not match any SAM"
+    ):
         sam_checkpoint.pth_to_orbax(str(pth), str(tmp_path / "out"))
     assert not (tmp_path / "out").exists()
 

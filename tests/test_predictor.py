@@ -43,8 +43,12 @@ def test_embedding_matches(predictors):
 
 
 def test_point_prompt(predictors):
-    m, s, l = _compare(*predictors, point_coords=np.array([[300.0, 200.0]]),
-                       point_labels=np.array([1]), multimask_output=True)
+    m, s, l = _compare(
+        *predictors,
+        point_coords=np.array([[300.0, 200.0]]),
+        point_labels=np.array([1]),
+        multimask_output=True,
+    )
     assert m.shape == (3, 400, 600) and l.shape == (3, 32, 32)
 
 
@@ -68,8 +72,9 @@ def test_box_points_and_previous_logits(predictors):
 
 def test_return_logits(predictors):
     ours, ref = predictors
-    kwargs = dict(point_coords=np.array([[100.0, 100.0]]), point_labels=np.array([0]),
-                  return_logits=True)
+    kwargs = dict(
+        point_coords=np.array([[100.0, 100.0]]), point_labels=np.array([0]), return_logits=True
+    )
     m, _, _ = ours.predict(**kwargs)
     with torch.no_grad():
         rm, _, _ = ref.predict(**kwargs)
@@ -125,7 +130,7 @@ def test_vit_b_predictor_matches():
     ours.set_image(image)
     with torch.no_grad():
         ref.set_image(image)
-    _compare(ours, ref, tol=1e-4, point_coords=np.array([[200.0, 150.0]]),
-             point_labels=np.array([1]))
-    _compare(ours, ref, tol=1e-4, box=np.array([50.0, 20.0, 400.0, 280.0]),
-             multimask_output=False)
+    _compare(
+        ours, ref, tol=1e-4, point_coords=np.array([[200.0, 150.0]]), point_labels=np.array([1])
+    )
+    _compare(ours, ref, tol=1e-4, box=np.array([50.0, 20.0, 400.0, 280.0]), multimask_output=False)

@@ -30,7 +30,9 @@ def test_preprocess_shape_and_coords(hw):
     assert transforms.preprocess_shape(*hw, size) == t.get_preprocess_shape(*hw, size)
     rng = np.random.default_rng(0)
     coords = rng.uniform(0, max(hw), (5, 2))
-    np.testing.assert_allclose(transforms.apply_coords(coords, hw, size), t.apply_coords(coords, hw))
+    np.testing.assert_allclose(
+        transforms.apply_coords(coords, hw, size), t.apply_coords(coords, hw)
+    )
     boxes = rng.uniform(0, max(hw), (3, 4))
     np.testing.assert_allclose(transforms.apply_boxes(boxes, hw, size), t.apply_boxes(boxes, hw))
 
@@ -42,8 +44,11 @@ def test_normalize_and_pad_matches_official_preprocess():
     h, w = image.shape[:2]
     mean = torch.tensor(transforms.PIXEL_MEAN).view(-1, 1, 1)
     std = torch.tensor(transforms.PIXEL_STD).view(-1, 1, 1)
-    fake = type("S", (), {"pixel_mean": mean, "pixel_std": std,
-                          "image_encoder": type("E", (), {"img_size": 128})()})()
+    fake = type(
+        "S",
+        (),
+        {"pixel_mean": mean, "pixel_std": std, "image_encoder": type("E", (), {"img_size": 128})()},
+    )()
     ref = Sam.preprocess(fake, torch.from_numpy(image).permute(2, 0, 1).float())
     padded = transforms.pad_image(image, 128)[None]
     out = transforms.normalize_and_pad(jnp.asarray(padded), jnp.asarray([[h, w]]))

@@ -122,9 +122,7 @@ class ConvTranspose2x2(nnx.Module):
     ):
         fan_in = in_features * 4
         init = nnx.initializers.variance_scaling(1.0 / 3.0, "fan_in", "uniform")
-        self.kernel = nnx.Param(
-            init(rngs.params(), (2, 2, in_features, out_features), param_dtype)
-        )
+        self.kernel = nnx.Param(init(rngs.params(), (2, 2, in_features, out_features), param_dtype))
         bound = 1.0 / fan_in**0.5
         self.bias = nnx.Param(
             jax.random.uniform(rngs.params(), (out_features,), param_dtype, -bound, bound)

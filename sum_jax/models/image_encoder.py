@@ -212,7 +212,9 @@ class ImageEncoderViT(nnx.Module):
             [
                 nnx.Conv(embed_dim, out_chans, kernel_size=(1, 1), **conv),
                 layer_norm(out_chans, ENCODER_LN_EPS, param_dtype=param_dtype, rngs=rngs),
-                nnx.Conv(out_chans, out_chans, kernel_size=(3, 3), padding=((1, 1), (1, 1)), **conv),
+                nnx.Conv(
+                    out_chans, out_chans, kernel_size=(3, 3), padding=((1, 1), (1, 1)), **conv
+                ),
                 layer_norm(out_chans, ENCODER_LN_EPS, param_dtype=param_dtype, rngs=rngs),
             ]
         )

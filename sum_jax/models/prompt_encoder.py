@@ -87,7 +87,9 @@ class PromptEncoder(nnx.Module):
                 nnx.Conv(1, c4, kernel_size=(2, 2), strides=(2, 2), padding="VALID", **conv),
                 layer_norm(c4, 1e-6, param_dtype=param_dtype, rngs=rngs),
                 GELU(),
-                nnx.Conv(c4, mask_in_chans, kernel_size=(2, 2), strides=(2, 2), padding="VALID", **conv),
+                nnx.Conv(
+                    c4, mask_in_chans, kernel_size=(2, 2), strides=(2, 2), padding="VALID", **conv
+                ),
                 layer_norm(mask_in_chans, 1e-6, param_dtype=param_dtype, rngs=rngs),
                 GELU(),
                 nnx.Conv(mask_in_chans, embed_dim, kernel_size=(1, 1), **conv),

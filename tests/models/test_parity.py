@@ -63,7 +63,9 @@ def test_decoder_matches(tiny_pair, case, multimask):
     config, tmodel, fmodel = tiny_pair
     rng = np.random.default_rng(hash((case, multimask)) % 2**32)
     s, q, p, p_pad = config.img_size, 3, 2, 5
-    emb = rng.standard_normal((1, config.embedding_size, config.embedding_size, 32)).astype(np.float32)
+    emb = rng.standard_normal((1, config.embedding_size, config.embedding_size, 32)).astype(
+        np.float32
+    )
     temb = torch.from_numpy(emb).permute(0, 3, 1, 2)
     use_points, use_box, use_mask = "points" in case, "box" in case, "mask" in case
     points = rng.uniform(0, s, (q, p, 2)).astype(np.float32)
@@ -112,9 +114,7 @@ def test_validity_flags_equal_absent_inputs(tiny_pair):
     masks = jnp.asarray(rng.standard_normal((2, 2, 4 * g, 4 * g)), jnp.float32)
     off = jnp.zeros((2, 2), bool)
     plain = fmodel.decode(emb, points, labels, multimask_output=True)
-    flagged = fmodel.decode(
-        emb, points, labels, boxes, off, masks, off, multimask_output=True
-    )
+    flagged = fmodel.decode(emb, points, labels, boxes, off, masks, off, multimask_output=True)
     for a, b in zip(plain, flagged):
         np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6)
 
@@ -164,7 +164,8 @@ def test_vit_b_full_size_matches():
     points = rng.uniform(0, 1024, (4, 2, 2)).astype(np.float32)
     labels = rng.integers(0, 2, (4, 2)).astype(np.int32)
     ref_logits, ref_iou = _torch_decode(tmodel, ref, points, labels)
-    logits, iou = fmodel.decode(out, jnp.asarray(points[None]), jnp.asarray(labels[None]),
-                                multimask_output=True)
+    logits, iou = fmodel.decode(
+        out, jnp.asarray(points[None]), jnp.asarray(labels[None]), multimask_output=True
+    )
     assert rel_err(logits[0], ref_logits) < TOL
     assert rel_err(iou[0], ref_iou) < TOL
