@@ -1,0 +1,338 @@
+"""Dataset preparation: a source folder on disk -> ArrayRecord files via a TFDS builder.
+
+One TFDS builder, `sum_segmentation`, with one builder config per dataset, prepares any source
+format (`sum_jax.data.formats`) into the schema of `sum_jax.data.records`:
+
+    <data_dir>/sum_segmentation/<dataset>/1.0.0/sum_segmentation-<split>.array_record-*
+                                                dataset_info.json, features.json,
+                                                prepare_report.json
+
+The source folder is TFDS's "manual download" folder; nothing is downloaded. Records keep the
+source order (file names sorted; COCO: the JSON's image order): shuffling is the loader's job,
+and ordered records let an evaluation use "the first N images".
+
+Atomicity: TFDS writes into `incomplete.*` next to the final folder and renames it when every
+split is done, so an interrupted run leaves no half-written dataset; a rerun removes stale
+`incomplete.*` folders and starts that dataset again. A finished dataset is reused unless
+`overwrite` is set.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import re
+import shutil
+import sys
+from pathlib import Path
+from typing import Any, Mapping
+
+import ml_collections
+import numpy as np
+import tensorflow_datasets as tfds
+from ml_collections.config_dict import placeholder
+from tqdm import tqdm
+
+from sum_jax.data import formats, registry
+from sum_jax.data.records import TASK_NAMES, DataError, IssueLog, features
+
+BUILDER_NAME = "sum_segmentation"
+DATASET_VERSION = "1.0.0"
+
+
+@dataclasses.dataclass
+class ResolvedSpec:
+    """A dataset's spec after registry defaults and config overrides are applied."""
+
+    name: str
+    format: str
+    task_id: int
+    splits: dict[str, str]
+    options: dict[str, Any]
+    source_dir: Path
+    max_images: int | None = None
+
+
+@dataclasses.dataclass
+class SplitStats:
+    images: int = 0
+    masks: int = 0
+    found: int = 0
+    masks_per_image: list[int] = dataclasses.field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        mpi = np.asarray(self.masks_per_image or [0])
+        return {
+            "items_found": self.found,
+            "images_written": self.images,
+            "masks_written": self.masks,
+            "masks_per_image": {"min": int(mpi.min()), "mean": float(mpi.mean()), "max": int(mpi.max())},
+        }
+
+
+@dataclasses.dataclass
+class PrepareReport:
+    """What a preparation found and wrote; `str()` is the summary the CLI prints."""
+
+    dataset: str
+    task_id: int
+    path: str
+    reused: bool
+    splits: dict[str, dict[str, Any]]
+    issue_counts: dict[str, int]
+    issues: list[str]
+
+    def __str__(self) -> str:
+        lines = [
+            f"dataset {self.dataset!r} (task {self.task_id}: {TASK_NAMES.get(self.task_id, '?')})"
+            f" -> {self.path}" + (" [already prepared, reused]" if self.reused else "")
+        ]
+        for split, s in self.splits.items():
+            mpi = s["masks_per_image"]
+            lines.append(
+                f"  {split}: {s['images_written']} images written of {s['items_found']} found, "
+                f"{s['masks_written']} masks (per image min {mpi['min']}, mean {mpi['mean']:.1f},"
+                f" max {mpi['max']})"
+            )
+        if self.issue_counts:
+            lines.append(f"  skipped problems: {sum(self.issue_counts.values())}")
+            lines += [f"    {n} x {kind}" for kind, n in sorted(self.issue_counts.items())]
+            lines += [f"    {msg}" for msg in self.issues[:20]]
+            if len(self.issues) > 20:
+                lines.append(f"    ... {len(self.issues) - 20} more in prepare_report.json")
+        else:
+            lines.append("  no problems found")
+        return "\n".join(lines)
+
+
+def parse_splits(value: str | Mapping[str, str] | None) -> dict[str, str] | None:
+    """`"train:DIS-TR,validation:DIS-VD"` (or a mapping) -> {split: tag}; a bare name -> tag ""."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, Mapping):
+        return {str(k): str(v) for k, v in value.items()}
+    out = {}
+    for part in str(value).split(","):
+        name, _, tag = part.strip().partition(":")
+        out[name.strip()] = tag.strip()
+    return out
+
+
+def prepare_config() -> ml_collections.ConfigDict:
+    """The settings of one preparation (`configs/data/prepare.py` returns this)."""
+    c = ml_collections.ConfigDict()
+    c.dataset = ""  # Registry name (see sum_jax.data.registry) or a new [a-z0-9_] name.
+    c.source_dir = ""  # The folder as downloaded.
+    c.data_dir = ""  # Root of prepared datasets.
+    c.format = placeholder(str)  # folder | coco | label_map | sa1b (registry default).
+    c.task_id = placeholder(int)  # 0 unlabelled, 1 salient, 2 entity, 3 part.
+    c.splits = placeholder(str)  # "train:DIS-TR,validation:DIS-VD" ({split} tags).
+    c.max_images = placeholder(int)  # Keep the first N images of each split.
+    c.on_error = "skip"  # skip (count and report bad files) | raise (stop at the first).
+    c.overwrite = False  # Re-prepare even if a finished copy exists.
+    c.dry_run = False  # Only list what would be prepared and check a few items.
+    # Format options, unset = registry/format default; lists as comma-separated strings.
+    c.options = ml_collections.ConfigDict(
+        {
+            name: placeholder(bool) if name in ("skip_crowd", "keep_masks") else placeholder(str)
+            for name in sorted(formats.all_option_names())
+        }
+    )
+    return c
+
+
+def resolve_spec(config: Mapping[str, Any]) -> ResolvedSpec:
+    """Registry entry (if any) + config overrides -> the spec to prepare."""
+    name = str(config["dataset"]).lower()
+    if not re.fullmatch(r"[a-z][a-z0-9_]*", name):
+        raise ValueError(f"dataset name {name!r} must match [a-z][a-z0-9_]* (a TFDS config name)")
+    known = registry.lookup(name)
+    fmt = config.get("format") or (known.format if known else None)
+    if fmt is None:
+        raise ValueError(f"{name!r} is not a known dataset ({sorted(registry.KNOWN)}): set format")
+    task_id = config.get("task_id")
+    if task_id is None:
+        if known is None:
+            raise ValueError(f"{name!r} is not a known dataset: set task_id (0-3)")
+        task_id = known.task_id
+    splits = parse_splits(config.get("splits")) or (dict(known.splits) if known else {"train": ""})
+    raw = config.get("options") or {}
+    user_options = raw.to_dict() if hasattr(raw, "to_dict") else dict(raw)
+    options = formats.merge_options(
+        fmt, known.options if known and known.format == fmt else None, user_options
+    )
+    if not config.get("source_dir"):
+        raise ValueError("source_dir (the folder holding the dataset) is required")
+    return ResolvedSpec(
+        name=name,
+        format=fmt,
+        task_id=int(task_id),
+        splits=splits,
+        options=options,
+        source_dir=Path(config["source_dir"]).expanduser().resolve(),
+        max_images=config.get("max_images") or None,
+    )
+
+
+class SumSegmentation(tfds.core.GeneratorBasedBuilder):
+    """Images + COCO-RLE masks + task id of one segmentation dataset (see module docstring)."""
+
+    VERSION = tfds.core.Version(DATASET_VERSION)
+    RELEASE_NOTES = {DATASET_VERSION: "Images as encoded bytes, masks as COCO RLE, task id."}
+
+    # Nothing is downloaded, so there are no URL checksums to look up. (TFDS's default lookup
+    # locates this module through `importlib_resources`, which is not installed here.)
+    @tfds.core.utils.classproperty
+    @classmethod
+    def url_infos(cls):
+        return None
+
+    def __init__(self, *, spec: ResolvedSpec, log: IssueLog, progress: bool = True, **kwargs):
+        self._spec = spec
+        self._log = log
+        self._progress = progress
+        self.stats: dict[str, SplitStats] = {}
+        super().__init__(
+            config=tfds.core.BuilderConfig(name=spec.name, description=spec.format), **kwargs
+        )
+
+    def _info(self) -> tfds.core.DatasetInfo:
+        return tfds.core.DatasetInfo(
+            builder=self,
+            description=f"{self._spec.name}: {self._spec.format} source, task {self._spec.task_id}",
+            features=features(),
+            disable_shuffling=True,
+            metadata=tfds.core.MetadataDict(
+                dataset=self._spec.name,
+                task_id=self._spec.task_id,
+                format=self._spec.format,
+                source_dir=str(self._spec.source_dir),
+                splits=self._spec.splits,
+                options=self._spec.options,
+            ),
+        )
+
+    def _split_generators(self, dl_manager):
+        del dl_manager  # The source folder is given directly; nothing is downloaded.
+        return {split: self._generate_examples(split, tag) for split, tag in self._spec.splits.items()}
+
+    def _generate_examples(self, split: str, tag: str):
+        spec, log = self._spec, self._log
+        fmt = formats.get_format(spec.format)
+        items = fmt.list_items(spec.source_dir, tag, spec.options, log)
+        if spec.max_images:
+            items = items[: spec.max_images]
+        stats = self.stats.setdefault(split, SplitStats())
+        stats.found = len(items)
+        bar = tqdm(items, desc=f"{spec.name}/{split}", unit="img", disable=not self._progress)
+        for key, item in enumerate(bar):
+            example = fmt.load_item(item, spec.options, log, require_masks=spec.task_id != 0)
+            if example is None:
+                bar.set_postfix(skipped=len(log.issues), refresh=False)
+                continue
+            stats.images += 1
+            stats.masks += len(example.masks)
+            stats.masks_per_image.append(len(example.masks))
+            # Integer keys + disable_shuffling: records stay in source order.
+            yield key, example.as_features(spec.name, spec.task_id)
+        if stats.images == 0:
+            raise DataError(
+                str(spec.source_dir),
+                f"no usable image for split {split!r} (tag {tag!r}, {len(items)} candidates; "
+                f"options {spec.options})",
+                "empty split",
+            )
+
+
+def dataset_dir(data_dir: str | os.PathLike, name: str) -> Path:
+    """Folder of a prepared dataset (where `tfds.builder_from_directory` reads it)."""
+    return Path(data_dir) / BUILDER_NAME / name.lower() / DATASET_VERSION
+
+
+def _remove_stale_incomplete(data_dir: Path, name: str) -> list[Path]:
+    parent = data_dir / BUILDER_NAME / name
+    stale = sorted(parent.glob("incomplete.*")) if parent.is_dir() else []
+    for path in stale:
+        shutil.rmtree(path, ignore_errors=True)
+    return stale
+
+
+def _write_json_atomic(path: Path, obj: Any) -> None:
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp.write_text(json.dumps(obj, indent=2))
+    os.replace(tmp, path)
+
+
+def dry_run(config: Mapping[str, Any], samples: int = 5) -> str:
+    """Lists what would be prepared and validates the first `samples` items of each split."""
+    spec = resolve_spec(config)
+    log = IssueLog("skip")
+    fmt = formats.get_format(spec.format)
+    lines = [f"{spec.name}: format {spec.format}, task {spec.task_id}, source {spec.source_dir}"]
+    for split, tag in spec.splits.items():
+        items = fmt.list_items(spec.source_dir, tag, spec.options, log)
+        if spec.max_images:
+            items = items[: spec.max_images]
+        checked = [fmt.load_item(i, spec.options, log, spec.task_id != 0) for i in items[:samples]]
+        masks = [len(e.masks) for e in checked if e is not None]
+        lines.append(
+            f"  {split} (tag {tag!r}): {len(items)} images found; first {len(checked)}: "
+            f"{len(masks)} ok, masks {masks}"
+        )
+    lines.append("  " + log.summary().replace("\n", "\n  "))
+    return "\n".join(lines)
+
+
+def prepare(
+    config: Mapping[str, Any], data_dir: str | os.PathLike | None = None, *, progress: bool = True
+) -> PrepareReport:
+    """Prepares one dataset into ArrayRecord files and returns what was found.
+
+    Args:
+      config: `dataset` (registry name or a new name), `source_dir`; optional `format`,
+        `task_id`, `splits`, `options`, `max_images`, `on_error` ("skip" or "raise"),
+        `overwrite`, and `data_dir` (if not passed as an argument).
+      data_dir: root of prepared datasets.
+      progress: show a progress bar per split.
+    """
+    spec = resolve_spec(config)
+    data_dir = Path(data_dir or config["data_dir"]).expanduser().resolve()
+    on_error = config.get("on_error") or "skip"
+    if on_error not in ("skip", "raise"):
+        raise ValueError(f"on_error must be 'skip' or 'raise', got {on_error!r}")
+    log = IssueLog(on_error)
+    stale = _remove_stale_incomplete(data_dir, spec.name)
+    if stale and progress:
+        print(f"removed {len(stale)} unfinished earlier run(s): {[p.name for p in stale]}", file=sys.stderr)
+    builder = SumSegmentation(spec=spec, log=log, progress=progress, data_dir=str(data_dir), file_format="array_record")
+    out_dir = Path(builder.data_dir)
+    reused = (out_dir / "dataset_info.json").exists() and not config.get("overwrite")
+    mode = (
+        tfds.download.GenerateMode.FORCE_REDOWNLOAD
+        if config.get("overwrite")
+        else tfds.download.GenerateMode.REUSE_DATASET_IF_EXISTS
+    )
+    # Our own progress bar and summary replace TFDS's per-stage bars.
+    tfds.display_progress_bar(False)
+    builder.download_and_prepare(
+        download_config=tfds.download.DownloadConfig(
+            manual_dir=str(spec.source_dir), download_mode=mode
+        )
+    )
+    if reused:
+        previous = out_dir / "prepare_report.json"
+        if previous.exists():
+            old = json.loads(previous.read_text())
+            return PrepareReport(**{**old, "reused": True})
+    report = PrepareReport(
+        dataset=spec.name,
+        task_id=spec.task_id,
+        path=str(out_dir),
+        reused=reused,
+        splits={k: v.as_dict() for k, v in builder.stats.items()},
+        issue_counts=log.counts(),
+        issues=[str(e) for e in log.issues],
+    )
+    _write_json_atomic(out_dir / "prepare_report.json", dataclasses.asdict(report))
+    return report

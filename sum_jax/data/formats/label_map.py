@@ -1,0 +1,76 @@
+"""Per-image label-map PNGs: every label value of every map is one mask.
+
+Multi-Human Parsing stores one map per person (`{stem}_<n>_<k>.png`, part labels 1..58) so the
+masks are (person, part) pairs; EasyPortrait stores one map per image (`{stem}.png`, 0
+background, 1 person, 2 skin, ... 8 teeth). Palette PNGs are read as palette indices, grey PNGs
+as values, colour-coded RGB maps as 24-bit colour codes. Values in `ignore_labels` (background,
+"void") give no mask; the label value is kept in `mask_labels`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+
+from sum_jax.data.formats import common
+from sum_jax.data.records import Example, IssueLog
+
+DEFAULTS = {
+    "image_dir": "",
+    "label_dir": "",
+    "image_globs": ["*.jpg", "*.jpeg", "*.JPG"],
+    "label_globs": ["{stem}.png"],
+    "ignore_labels": [0, 255],
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class Item:
+    image: Path
+    label_maps: tuple[Path, ...]
+    image_id: str
+
+
+def list_items(root: Path, split_tag: str, opts: dict, log: IssueLog) -> list[Item]:
+    image_dir = common.resolve(root, opts["image_dir"], split_tag)
+    label_dir = common.resolve(root, opts["label_dir"], split_tag)
+    if not image_dir.is_dir():
+        raise FileNotFoundError(f"{image_dir}: image folder does not exist")
+    items: dict[str, Item] = {}
+    for pattern in opts["image_globs"]:
+        for path in common.find_files(image_dir, [pattern]):
+            stem = common.stem_of(path, image_dir, pattern)
+            maps = [m for m in common.expand_with_stem(label_dir, opts["label_globs"], stem) if m != path]
+            if not maps:
+                log.report(
+                    str(path),
+                    f"no label map matches {opts['label_globs']} under {label_dir}",
+                    "image without masks",
+                )
+                continue
+            items.setdefault(stem, Item(path, tuple(maps), stem))
+    return [items[k] for k in sorted(items)]
+
+
+def load_item(item: Item, opts: dict, log: IssueLog, require_masks: bool) -> Example | None:
+    loaded = common.load_image(item.image, log)
+    if loaded is None:
+        return None
+    data, height, width = loaded
+    ignore = set(int(v) for v in opts["ignore_labels"])
+    masks, labels = [], []
+    for path in item.label_maps:
+        label_map = common.read_label_map(path, height, width, log)
+        if label_map is None:
+            continue
+        for value in np.unique(label_map):
+            if int(value) in ignore:
+                continue
+            masks.append(label_map == value)
+            labels.append(int(value))
+    if require_masks and not masks:
+        log.report(str(item.image), "label maps hold no label outside ignore_labels", "image without masks")
+        return None
+    return Example(data, item.image_id, height, width, common.encode_masks(masks), labels)

@@ -1,0 +1,130 @@
+"""Host-side image and mask operations of the data pipelines (NumPy + Pillow).
+
+The image path reproduces the official SAM preprocessing on the host: `ResizeLongestSide`
+resizes a PIL image with bilinear filtering (antialiased) so the longest side is `S`, the short
+side being `int(side * S / max(H, W) + 0.5)`; `Sam.preprocess` then zero-pads bottom/right to
+`S x S`. Normalisation happens on device (`sum_jax.transforms.normalize_and_pad`), so batches
+carry uint8 pixels and 4x less host-to-device traffic.
+
+Masks are brought into the same padded frame at any resolution `R` (the loss resolution
+`L = S / 4`, or `S` itself) by *area averaging then thresholding at 0.5*: each target pixel is
+foreground when at least half of the source pixels whose centres fall inside it are foreground
+(Pillow's BOX filter). Unlike nearest-neighbour sampling, this keeps thin structures that
+straddle a sampling grid and never shifts the mask by half a pixel.
+"""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+from PIL import Image
+
+from sum_jax.data import rle
+
+
+class ImageDecodeError(ValueError):
+    """An encoded image that cannot be decoded completely."""
+
+
+def decode_image(data: bytes) -> np.ndarray:
+    """uint8[H, W, 3] RGB pixels of encoded image bytes (JPEG, PNG, ...).
+
+    EXIF orientation is deliberately *not* applied: dataset masks are drawn on the stored pixel
+    grid. Grey, palette and alpha images are converted to RGB.
+    """
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            img.load()  # Forces a full decode, so truncated files fail here.
+            if img.mode != "RGB":
+                img = img.convert("RGB")
+            return np.asarray(img)
+    except Exception as e:  # Pillow raises OSError, SyntaxError, ValueError... for bad files.
+        raise ImageDecodeError(f"cannot decode image: {e}") from e
+
+
+def image_size(data: bytes) -> tuple[int, int]:
+    """(H, W) from the image header only."""
+    with Image.open(io.BytesIO(data)) as img:
+        return img.height, img.width
+
+
+def preprocess_shape(height: int, width: int, side: int) -> tuple[int, int]:
+    """(h, w) after resizing the longest side to `side`, rounded as SAM's ResizeLongestSide."""
+    scale = side / max(height, width)
+    return int(height * scale + 0.5), int(width * scale + 0.5)
+
+
+def resize_longest_side_and_pad(image: np.ndarray, side: int) -> tuple[np.ndarray, np.ndarray]:
+    """(uint8[side, side, 3] zero padded bottom/right, int32[2] resized (h, w))."""
+    h, w = preprocess_shape(image.shape[0], image.shape[1], side)
+    if (h, w) != image.shape[:2]:
+        resized = np.asarray(Image.fromarray(image).resize((w, h), Image.Resampling.BILINEAR))
+    else:
+        resized = image
+    out = np.zeros((side, side, 3), np.uint8)
+    out[:h, :w] = resized
+    return out, np.array([h, w], np.int32)
+
+
+def _frame_geometry(height: int, width: int, side: int, frame: int):
+    """Target extent (out_h, out_w) and source box (box_h, box_w) of a mask in the frame."""
+    h, w = preprocess_shape(height, width, side)
+    f = frame / side
+    # The image covers h*f x w*f target pixels (not always an integer): we resize onto the
+    # rows/columns it touches, sampling a source box that runs past the image into zeros.
+    out_h, out_w = min(frame, int(np.ceil(h * f))), min(frame, int(np.ceil(w * f)))
+    return out_h, out_w, out_h * height / (h * f), out_w * width / (w * f)
+
+
+def _area_resize_u8(src: np.ndarray, out_hw: tuple[int, int], box_hw: tuple[float, float]):
+    """Area-resize a 0/255 uint8 image `src`, zero-extended to the (fractional) box."""
+    pad_h, pad_w = max(src.shape[0], int(np.ceil(box_hw[0]))), max(src.shape[1], int(np.ceil(box_hw[1])))
+    if (pad_h, pad_w) != src.shape:
+        padded = np.zeros((pad_h, pad_w), np.uint8)
+        padded[: src.shape[0], : src.shape[1]] = src
+        src = padded
+    small = Image.fromarray(src).resize(
+        (out_hw[1], out_hw[0]), Image.Resampling.BOX, box=(0.0, 0.0, box_hw[1], box_hw[0])
+    )
+    return np.asarray(small) >= 128
+
+
+def mask_to_frame(mask: np.ndarray, side: int, frame: int) -> np.ndarray:
+    """uint8[frame, frame] 0/1: a mask at original resolution in the padded, resized frame.
+
+    Args:
+      mask: [H, W] mask at the image's original resolution (nonzero = foreground).
+      side: `S`, the longest side after resizing (1024 for SAM).
+      frame: output resolution `R` of the padded `S x S` square (256: the low-res logits).
+    """
+    height, width = mask.shape
+    out_h, out_w, box_h, box_w = _frame_geometry(height, width, side, frame)
+    out = np.zeros((frame, frame), np.uint8)
+    src = (mask != 0).view(np.uint8) * np.uint8(255)
+    out[:out_h, :out_w] = _area_resize_u8(src, (out_h, out_w), (box_h, box_w))
+    return out
+
+
+def rle_to_frame(counts: bytes, height: int, width: int, side: int, frames: tuple[int, ...]):
+    """Decode one COCO RLE straight into the padded frames `frames` (uint8 0/1 each).
+
+    Same result as `mask_to_frame(rle.decode(...))` for less work: the RLE decodes column-major,
+    i.e. as the C-ordered transpose `[W, H]`, already scaled to 0/255; it is resized there (the
+    BOX filter is separable) and transposed back once small.
+    """
+    src_t = rle.decode_columns(counts, height, width, value=255)  # [W, H]
+    outs = []
+    for frame in frames:
+        out_h, out_w, box_h, box_w = _frame_geometry(height, width, side, frame)
+        out = np.zeros((frame, frame), np.uint8)
+        out[:out_h, :out_w] = _area_resize_u8(src_t, (out_w, out_h), (box_w, box_h)).T
+        outs.append(out)
+    return outs
+
+
+def resize_map_to_frame(values: np.ndarray, frame: int) -> np.ndarray:
+    """uint8[frame, frame]: a uint8 map already in the padded square frame, resized bilinearly."""
+    if values.shape == (frame, frame):
+        return values
+    return np.asarray(Image.fromarray(values).resize((frame, frame), Image.Resampling.BILINEAR))
