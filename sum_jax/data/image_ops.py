@@ -9,7 +9,8 @@ carry uint8 pixels and 4x less host-to-device traffic.
 Masks are brought into the same padded frame at any resolution `R` (the loss resolution
 `L = S / 4`, or `S` itself) by *area averaging then thresholding at 0.5*: each target pixel is
 foreground when at least half of the source pixels whose centres fall inside it are foreground
-(Pillow's BOX filter). Unlike nearest-neighbour sampling, this keeps thin structures that
+(Pillow's separable BOX filter, which rounds to 8 bits between its passes, so exact ties are
+decided to within 1/255). Unlike nearest-neighbour sampling, this keeps thin structures that
 straddle a sampling grid and never shifts the mask by half a pixel.
 """
 
@@ -99,10 +100,12 @@ def mask_to_frame(mask: np.ndarray, side: int, frame: int) -> np.ndarray:
       frame: output resolution `R` of the padded `S x S` square (256: the low-res logits).
     """
     height, width = mask.shape
-    out_h, out_w, box_h, box_w = _frame_geometry(height, width, side, frame)
+    # Work on the transpose, exactly as `rle_to_frame` does: Pillow's separable filter rounds
+    # between its two passes, so the pass order must be the same for identical results.
+    src_t = np.ascontiguousarray((mask != 0).T).view(np.uint8) * np.uint8(255)
     out = np.zeros((frame, frame), np.uint8)
-    src = (mask != 0).view(np.uint8) * np.uint8(255)
-    out[:out_h, :out_w] = _area_resize_u8(src, (out_h, out_w), (box_h, box_w))
+    out_h, out_w, box_h, box_w = _frame_geometry(height, width, side, frame)
+    out[:out_h, :out_w] = _area_resize_u8(src_t, (out_w, out_h), (box_w, box_h)).T
     return out
 
 

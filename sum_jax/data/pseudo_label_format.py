@@ -31,7 +31,8 @@ refinement module) should pass its own SAM logits through `quantize_logits` /
 
 Writes are atomic (temporary file in the same folder, fsync, `os.replace`): a reader sees the
 old file or the new one, never a partial one. Size for 30 masks on SA-1B-sized images: see
-docs/data.md (about 140 KB with uncertainty in a pessimistic synthetic case).
+docs/data.md (173 KB with uncertainty in a pessimistic synthetic case, 113 KB at
+SAM-like boundary sharpness).
 """
 
 from __future__ import annotations
