@@ -95,7 +95,9 @@ def dice(
         y = y * keep
     inter = (p * y).sum(axis=(-2, -1))
     total = (p + y).sum(axis=(-2, -1))
-    return 1.0 - (2.0 * inter + eps) / (total + eps)
+    # Equal to 1 - (2 I + eps) / (S + eps), written without the cancellation of 1 - 1: it is
+    # exactly 0 when no pixel is kept, even with XLA's reciprocal-based division.
+    return (total - 2.0 * inter) / (total + eps)
 
 
 def mask_iou(logits: Array, targets: Array) -> Array:

@@ -77,7 +77,7 @@ def image_area(image_size: Array, mask_size: int, img_size: int) -> Array:
 def mask_boxes(targets: Array) -> tuple[Array, Array]:
     """Tight boxes of 0/1 masks `[N, H, W]` as `(x0, y0, x1, y1)` pixel edges on the mask
     grid, and `valid [N]` (false for empty masks, whose box is all zero)."""
-    t = targets > 0
+    t = jnp.asarray(targets) > 0
     n, h, w = t.shape
     rows, cols = t.any(axis=2), t.any(axis=1)
     ar_h, ar_w = jnp.arange(h), jnp.arange(w)
@@ -182,7 +182,7 @@ def sample_error_points(
       `point f32[N, 2]` (input frame), `label i32[N]` (1 / 0), `valid bool[N]` (false when
       there is no error left to correct).
     """
-    t = targets > 0
+    t = jnp.asarray(targets) > 0
     error = t ^ prediction
     if area is not None:
         error = error & area
