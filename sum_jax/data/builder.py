@@ -25,8 +25,9 @@ import os
 import re
 import shutil
 import sys
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, ClassVar
 
 import ml_collections
 import numpy as np
@@ -67,7 +68,11 @@ class SplitStats:
             "items_found": self.found,
             "images_written": self.images,
             "masks_written": self.masks,
-            "masks_per_image": {"min": int(mpi.min()), "mean": float(mpi.mean()), "max": int(mpi.max())},
+            "masks_per_image": {
+                "min": int(mpi.min()),
+                "mean": float(mpi.mean()),
+                "max": int(mpi.max()),
+            },
         }
 
 
@@ -179,7 +184,9 @@ class SumSegmentation(tfds.core.GeneratorBasedBuilder):
     """Images + COCO-RLE masks + task id of one segmentation dataset (see module docstring)."""
 
     VERSION = tfds.core.Version(DATASET_VERSION)
-    RELEASE_NOTES = {DATASET_VERSION: "Images as encoded bytes, masks as COCO RLE, task id."}
+    RELEASE_NOTES: ClassVar[dict[str, str]] = {
+        DATASET_VERSION: "Images as encoded bytes, masks as COCO RLE, task id."
+    }
 
     # Nothing is downloaded, so there are no URL checksums to look up. (TFDS's default lookup
     # locates this module through `importlib_resources`, which is not installed here.)
@@ -215,7 +222,9 @@ class SumSegmentation(tfds.core.GeneratorBasedBuilder):
 
     def _split_generators(self, dl_manager):
         del dl_manager  # The source folder is given directly; nothing is downloaded.
-        return {split: self._generate_examples(split, tag) for split, tag in self._spec.splits.items()}
+        return {
+            split: self._generate_examples(split, tag) for split, tag in self._spec.splits.items()
+        }
 
     def _generate_examples(self, split: str, tag: str):
         spec, log = self._spec, self._log
@@ -304,8 +313,13 @@ def prepare(
     log = IssueLog(on_error)
     stale = _remove_stale_incomplete(data_dir, spec.name)
     if stale and progress:
-        print(f"removed {len(stale)} unfinished earlier run(s): {[p.name for p in stale]}", file=sys.stderr)
-    builder = SumSegmentation(spec=spec, log=log, progress=progress, data_dir=str(data_dir), file_format="array_record")
+        print(
+            f"removed {len(stale)} unfinished earlier run(s): {[p.name for p in stale]}",
+            file=sys.stderr,
+        )
+    builder = SumSegmentation(
+        spec=spec, log=log, progress=progress, data_dir=str(data_dir), file_format="array_record"
+    )
     out_dir = Path(builder.data_dir)
     reused = (out_dir / "dataset_info.json").exists() and not config.get("overwrite")
     mode = (

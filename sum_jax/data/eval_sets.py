@@ -9,7 +9,7 @@ process reads every `process_count`-th image of that order.
 from __future__ import annotations
 
 import os
-from typing import Iterator
+from collections.abc import Iterator
 
 import numpy as np
 

@@ -80,7 +80,10 @@ def _frame_geometry(height: int, width: int, side: int, frame: int):
 
 def _area_resize_u8(src: np.ndarray, out_hw: tuple[int, int], box_hw: tuple[float, float]):
     """Area-resize a 0/255 uint8 image `src`, zero-extended to the (fractional) box."""
-    pad_h, pad_w = max(src.shape[0], int(np.ceil(box_hw[0]))), max(src.shape[1], int(np.ceil(box_hw[1])))
+    pad_h, pad_w = (
+        max(src.shape[0], int(np.ceil(box_hw[0]))),
+        max(src.shape[1], int(np.ceil(box_hw[1]))),
+    )
     if (pad_h, pad_w) != src.shape:
         padded = np.zeros((pad_h, pad_w), np.uint8)
         padded[: src.shape[0], : src.shape[1]] = src

@@ -121,7 +121,9 @@ def labelled_element(record: dict, rng: np.random.Generator, cfg: Any) -> dict[s
 def _resize_float_map(values: np.ndarray, frame: int) -> np.ndarray:
     if values.shape == (frame, frame):
         return values
-    return np.asarray(Image.fromarray(values.astype(np.float32)).resize((frame, frame), Image.Resampling.BILINEAR))
+    return np.asarray(
+        Image.fromarray(values.astype(np.float32)).resize((frame, frame), Image.Resampling.BILINEAR)
+    )
 
 
 def unlabelled_element(record: dict, rng: np.random.Generator, cfg: Any) -> dict[str, np.ndarray]:
@@ -135,7 +137,9 @@ def unlabelled_element(record: dict, rng: np.random.Generator, cfg: Any) -> dict
         if cfg.missing_pseudo_labels != "empty":
             raise
         image = image_ops.decode_image(record["image"])
-        out["image"], out["image_size"] = image_ops.resize_longest_side_and_pad(image, cfg.image_size)
+        out["image"], out["image_size"] = image_ops.resize_longest_side_and_pad(
+            image, cfg.image_size
+        )
         return out
     if (labels.height, labels.width) != (record["height"], record["width"]):
         raise ValueError(
@@ -187,7 +191,9 @@ def make_train_dataset(
     cfg = ml_collections.ConfigDict(cfg) if isinstance(cfg, dict) else cfg
     pi, pc = _process_index_and_count(process_index, process_count)
     if cfg.missing_pseudo_labels not in ("error", "empty"):
-        raise ValueError(f"missing_pseudo_labels must be 'error' or 'empty', got {cfg.missing_pseudo_labels!r}")
+        raise ValueError(
+            f"missing_pseudo_labels must be 'error' or 'empty', got {cfg.missing_pseudo_labels!r}"
+        )
     task_ids = dict(cfg.task_ids) if cfg.task_ids else {}
     streams, weights = [], []
     if cfg.labelled:
@@ -206,7 +212,9 @@ def make_train_dataset(
     ds = streams[0] if len(streams) == 1 else grain.MapDataset.mix(streams, weights=weights)
     # Threads read ahead single elements (the decode is the cost), then elements are batched.
     it = ds.to_iter_dataset(
-        grain.ReadOptions(num_threads=cfg.read_threads, prefetch_buffer_size=cfg.prefetch_buffer_size)
+        grain.ReadOptions(
+            num_threads=cfg.read_threads, prefetch_buffer_size=cfg.prefetch_buffer_size
+        )
     ).batch(cfg.batch_size, drop_remainder=True)
     if cfg.worker_count > 0:
         it = it.mp_prefetch(

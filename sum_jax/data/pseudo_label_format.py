@@ -41,8 +41,8 @@ import dataclasses
 import io
 import os
 import zlib
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
@@ -250,7 +250,9 @@ def read(directory: str | os.PathLike, image_id: str) -> PseudoLabels:
         raise ValueError(f"{path}: unreadable pseudo-label file ({e})") from e
     version = int(members.get("format_version", -1))
     if version != FORMAT_VERSION:
-        raise ValueError(f"{path}: pseudo-label format version {version}, expected {FORMAT_VERSION}")
+        raise ValueError(
+            f"{path}: pseudo-label format version {version}, expected {FORMAT_VERSION}"
+        )
     k = len(members["rle_offsets"]) - 1
     height, width = (int(v) for v in members["image_size"])
     unc = None

@@ -13,7 +13,8 @@ which pycocotools does not (a truncated counts string decodes to uninitialised m
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 from pycocotools import mask as mask_utils
@@ -66,7 +67,9 @@ def validate(counts: bytes | str, height: int, width: int) -> None:
         raise RLEError("RLE has a negative run length")
     total = int(runs.sum())
     if total != height * width:
-        raise RLEError(f"RLE covers {total} pixels but the mask is {height}x{width}={height * width}")
+        raise RLEError(
+            f"RLE covers {total} pixels but the mask is {height}x{width}={height * width}"
+        )
 
 
 def encode(mask: np.ndarray) -> bytes:

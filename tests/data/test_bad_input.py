@@ -16,8 +16,12 @@ from tests.data import fake_datasets as fake
 
 def folder_config(root, name="bad", on_error="skip"):
     return {
-        "dataset": name, "format": "folder", "task_id": 1, "source_dir": str(root),
-        "on_error": on_error, "options": fake.FOLDER_OPTIONS,
+        "dataset": name,
+        "format": "folder",
+        "task_id": 1,
+        "source_dir": str(root),
+        "on_error": on_error,
+        "options": fake.FOLDER_OPTIONS,
     }
 
 
@@ -58,12 +62,17 @@ def test_skip_counts_and_names_every_problem(broken_folder, tmp_path):
         assert name in text
     assert "truncated" in str(report) and "skipped problems: 5" in str(report)
     src = sources.open_source(tmp_path / "data", "bad", "train")
-    records = {sources.normalize_record(src[i])["image_id"]: sources.normalize_record(src[i]) for i in range(len(src))}
+    records = {
+        sources.normalize_record(src[i])["image_id"]: sources.normalize_record(src[i])
+        for i in range(len(src))
+    }
     assert set(records) == good
     # The images that lost one bad mask keep exactly their good ones.
     for image_id in ("img00", "img01"):
         np.testing.assert_array_equal(sources.decode_masks(records[image_id]), truth[image_id][1])
-    saved = json.loads((builder.dataset_dir(tmp_path / "data", "bad") / "prepare_report.json").read_text())
+    saved = json.loads(
+        (builder.dataset_dir(tmp_path / "data", "bad") / "prepare_report.json").read_text()
+    )
     assert saved["issue_counts"] == report.issue_counts
 
 
@@ -84,17 +93,34 @@ def test_coco_bad_rle_missing_fields_and_empty_masks(tmp_path, rng):
     h, w = coco["images"][0]["height"], coco["images"][0]["width"]
     img0 = coco["images"][0]["id"]
     coco["annotations"] += [
-        {"id": 900, "image_id": img0, "segmentation": {"size": [h, w], "counts": "PP"}},  # Truncated mid-value.
-        {"id": 901, "image_id": img0, "segmentation": {"size": [h, w], "counts": "0"}},  # Too short.
+        {
+            "id": 900,
+            "image_id": img0,
+            "segmentation": {"size": [h, w], "counts": "PP"},
+        },  # Truncated mid-value.
+        {
+            "id": 901,
+            "image_id": img0,
+            "segmentation": {"size": [h, w], "counts": "0"},
+        },  # Too short.
         {"id": 902, "image_id": img0, "segmentation": [[1, 2, 3]]},  # Odd polygon.
         {"id": 903, "image_id": img0},  # No segmentation.
-        {"id": 904, "image_id": img0, "segmentation": {"size": [h, w], "counts": [h * w]}},  # Empty.
+        {
+            "id": 904,
+            "image_id": img0,
+            "segmentation": {"size": [h, w], "counts": [h * w]},
+        },  # Empty.
     ]
     coco["images"].append({"id": 555, "height": 5, "width": 5})  # No file_name.
     (root / "annotations.json").write_text(json.dumps(coco))
     report = builder.prepare(
-        {"dataset": "bad_coco", "format": "coco", "task_id": 2, "source_dir": str(root),
-         "options": {"annotation_file": "annotations.json", "image_dir": "images"}},
+        {
+            "dataset": "bad_coco",
+            "format": "coco",
+            "task_id": 2,
+            "source_dir": str(root),
+            "options": {"annotation_file": "annotations.json", "image_dir": "images"},
+        },
         tmp_path / "data",
         progress=False,
     )
@@ -110,8 +136,13 @@ def test_coco_missing_top_level_field_is_fatal(tmp_path):
     (tmp_path / "annotations.json").write_text(json.dumps({"images": []}))
     with pytest.raises(DataError, match=r"annotations.json: missing top-level list 'annotations'"):
         builder.prepare(
-            {"dataset": "no_anns", "format": "coco", "task_id": 2, "source_dir": str(tmp_path),
-             "options": {"annotation_file": "annotations.json", "image_dir": "images"}},
+            {
+                "dataset": "no_anns",
+                "format": "coco",
+                "task_id": 2,
+                "source_dir": str(tmp_path),
+                "options": {"annotation_file": "annotations.json", "image_dir": "images"},
+            },
             tmp_path / "data",
             progress=False,
         )
@@ -123,15 +154,25 @@ def test_sa1b_bad_json_and_size_mismatch(tmp_path, rng):
     img = fake.random_image(rng, 30, 40)
     fake.write_sa1b_pair(root / "x", "sa_500", img, fake.random_masks(rng, 30, 40, 2))
     (root / "x" / "sa_500.json").write_text("{not json")
-    fake.write_sa1b_pair(root / "x", "sa_501", img, fake.random_masks(rng, 31, 40, 2))  # Wrong size.
+    fake.write_sa1b_pair(
+        root / "x", "sa_501", img, fake.random_masks(rng, 31, 40, 2)
+    )  # Wrong size.
     fake.write_sa1b_pair(root / "x", "sa_502", img, fake.random_masks(rng, 30, 40, 2))
     record = json.loads((root / "x" / "sa_502.json").read_text())
     del record["annotations"]
     (root / "x" / "sa_502.json").write_text(json.dumps(record))
-    report = builder.prepare({"dataset": "sa1b", "source_dir": str(root)}, tmp_path / "data", progress=False)
-    assert report.issue_counts == {"bad json": 1, "mask size differs from image": 1, "json missing field": 1}
+    report = builder.prepare(
+        {"dataset": "sa1b", "source_dir": str(root)}, tmp_path / "data", progress=False
+    )
+    assert report.issue_counts == {
+        "bad json": 1,
+        "mask size differs from image": 1,
+        "json missing field": 1,
+    }
     assert report.splits["train"]["images_written"] == 3
-    assert any("sa_500.json" in m for m in report.issues) and any("sa_502.json" in m for m in report.issues)
+    assert any("sa_500.json" in m for m in report.issues) and any(
+        "sa_502.json" in m for m in report.issues
+    )
 
 
 def test_interrupted_preparation_reruns_cleanly(tmp_path, rng, monkeypatch):
@@ -156,7 +197,9 @@ def test_interrupted_preparation_reruns_cleanly(tmp_path, rng, monkeypatch):
     stale.mkdir(parents=True)
     (stale / "sum_segmentation-train.array_record-00000-of-00001").write_bytes(b"partial")
     monkeypatch.setattr(folder, "load_item", real_load)
-    report = builder.prepare(folder_config(root, name="interrupted"), tmp_path / "data", progress=False)
+    report = builder.prepare(
+        folder_config(root, name="interrupted"), tmp_path / "data", progress=False
+    )
     assert not report.reused and not stale.exists()
     src = sources.open_source(tmp_path / "data", "interrupted", "train")
     records = [sources.normalize_record(src[i]) for i in range(len(src))]

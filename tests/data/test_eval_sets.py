@@ -27,12 +27,22 @@ def test_yields_originals_with_exact_masks(prepared_folder):
 
 def test_first_n_sharding_and_task_override(prepared_folder):
     data_dir, truth, _ = prepared_folder
-    first = [e["image_id"] for e in read_eval_set("toy_salient:train", data_dir=data_dir, max_images=5)]
+    first = [
+        e["image_id"] for e in read_eval_set("toy_salient:train", data_dir=data_dir, max_images=5)
+    ]
     assert first == sorted(truth)[:5]
     assert eval_set_size("toy_salient:train", data_dir=data_dir, max_images=5) == 5
     shards = [
-        [e["image_id"] for e in read_eval_set("toy_salient:train", data_dir=data_dir, max_images=5,
-                                              process_index=p, process_count=2)]
+        [
+            e["image_id"]
+            for e in read_eval_set(
+                "toy_salient:train",
+                data_dir=data_dir,
+                max_images=5,
+                process_index=p,
+                process_count=2,
+            )
+        ]
         for p in range(2)
     ]
     assert shards == [first[0::2], first[1::2]]
@@ -43,12 +53,19 @@ def test_first_n_sharding_and_task_override(prepared_folder):
 def test_part_labels_from_label_maps(tmp_path, rng):
     truth = fake.make_label_map_dataset(tmp_path / "src", rng, n=1)
     builder.prepare(
-        {"dataset": "easyportrait", "source_dir": str(tmp_path / "src"), "splits": "validation",
-         "options": {**fake.LABEL_MAP_OPTIONS}},
+        {
+            "dataset": "easyportrait",
+            "source_dir": str(tmp_path / "src"),
+            "splits": "validation",
+            "options": {**fake.LABEL_MAP_OPTIONS},
+        },
         tmp_path / "data",
         progress=False,
     )
-    examples = {e["image_id"]: e for e in read_eval_set("easyportrait:validation", data_dir=tmp_path / "data")}
+    examples = {
+        e["image_id"]: e
+        for e in read_eval_set("easyportrait:validation", data_dir=tmp_path / "data")
+    }
     for image_id, (image, masks, labels) in truth.items():
         assert examples[image_id]["task"] == 3
         np.testing.assert_array_equal(examples[image_id]["masks"], masks)

@@ -10,7 +10,8 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
-from sum_jax.data import builder, image_ops, pipeline, pseudo_label_format as plf, sources
+from sum_jax.data import builder, image_ops, pipeline, sources
+from sum_jax.data import pseudo_label_format as plf
 from tests.data import fake_datasets as fake
 
 S, L, N = 64, 16, 4
@@ -33,9 +34,18 @@ def unlabelled(tmp_path_factory, prepared_folder):
         masks = fake.random_masks(rng, h, w, k)
         logits = rng.normal(0, 5, (k, 256, 256)).astype(np.float32)
         u = rng.integers(0, 256, (k, 256, 256), dtype=np.uint8) if j % 2 == 0 else None
-        plf.write(pl_dir, image_id, height=h, width=w, masks=list(masks), low_res_logits=logits,
-                  points=np.zeros((k, 2)), predicted_iou=np.ones(k), stability_score=np.ones(k),
-                  uncertainty=u)
+        plf.write(
+            pl_dir,
+            image_id,
+            height=h,
+            width=w,
+            masks=list(masks),
+            low_res_logits=logits,
+            points=np.zeros((k, 2)),
+            predicted_iou=np.ones(k),
+            stability_score=np.ones(k),
+            uncertainty=u,
+        )
         stored[image_id] = (image, masks, logits, u)
     return data_dir, pl_dir, stored
 
@@ -59,7 +69,11 @@ def with_unlabelled(unlabelled, **overrides):
 
 
 def take(cfg, n, **kwargs):
-    it = iter(pipeline.make_train_dataset(cfg, process_index=kwargs.get("pi", 0), process_count=kwargs.get("pc", 1)))
+    it = iter(
+        pipeline.make_train_dataset(
+            cfg, process_index=kwargs.get("pi", 0), process_count=kwargs.get("pc", 1)
+        )
+    )
     return [next(it) for _ in range(n)]
 
 
@@ -87,7 +101,9 @@ def test_batch_layout(unlabelled):
     valid = batch["mask_valid"]
     assert not batch["masks"][~valid].any() and all(m.any() for m in batch["masks"][valid])
     # Human labels: task 1, u = 0; pseudo-labels: task 0.
-    assert (batch["task_id"][~batch["is_pseudo"]] == 1).all() and (batch["task_id"][batch["is_pseudo"]] == 0).all()
+    assert (batch["task_id"][~batch["is_pseudo"]] == 1).all() and (
+        batch["task_id"][batch["is_pseudo"]] == 0
+    ).all()
     assert not batch["uncertainty"][~batch["is_pseudo"]].any()
     assert not batch["sam_logits"][~batch["is_pseudo"]].any()
 
@@ -110,26 +126,33 @@ def test_labelled_elements_hold_the_source_masks(prepared_folder):
             for m in masks
         ]
         # Each slot holds one source mask at both resolutions, drawn without replacement.
-        picked = [frames.index(low.tobytes() + full.tobytes()) for low, full in zip(out["masks"][:n], out["masks_full"][:n])]
+        picked = [
+            frames.index(low.tobytes() + full.tobytes())
+            for low, full in zip(out["masks"][:n], out["masks_full"][:n])
+        ]
         assert len(set(picked)) == n
 
 
 def test_unlabelled_elements_read_pseudo_labels_and_uncertainty(unlabelled):
-    data_dir, pl_dir, stored = unlabelled
+    data_dir, _, stored = unlabelled
     cfg = with_unlabelled(unlabelled, mask_size=256, sam_logits=True)
     src = sources.open_sources(data_dir, ["sa1b:train"])
     for index in range(len(src)):
         record = src[index]
-        image, masks, logits, u = stored[record["image_id"]]
+        _, masks, logits, u = stored[record["image_id"]]
         out = pipeline.unlabelled_element(record, np.random.default_rng(index), cfg)
         assert out["is_pseudo"] and out["task_id"] == 0
         n = min(len(masks), N)
         frames = [image_ops.mask_to_frame(m, S, 256).tobytes() for m in masks]
         for j in range(n):
             k = frames.index(out["masks"][j].tobytes())
-            expected_u = np.zeros((256, 256), np.uint8) if u is None else u[k]  # u = 0 before the stage.
+            expected_u = (
+                np.zeros((256, 256), np.uint8) if u is None else u[k]
+            )  # u = 0 before the stage.
             np.testing.assert_array_equal(out["uncertainty"][j], expected_u)
-            np.testing.assert_allclose(out["sam_logits"][j], plf.dequantize_logits(plf.quantize_logits(logits[k])))
+            np.testing.assert_allclose(
+                out["sam_logits"][j], plf.dequantize_logits(plf.quantize_logits(logits[k]))
+            )
 
 
 @pytest.mark.parametrize("mix, batch_size", [((1, 1), 4), ((2, 1), 6), ((2, 1), 4)])

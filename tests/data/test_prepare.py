@@ -57,19 +57,31 @@ def test_folder_single_mask_and_split_tags(tmp_path, rng):
         "task_id": 1,
         "source_dir": str(tmp_path / "src"),
         "splits": "train:TR,validation:VD",
-        "options": {**fake.FOLDER_OPTIONS, "image_dir": "{split}/images", "mask_dir": "{split}/masks"},
+        "options": {
+            **fake.FOLDER_OPTIONS,
+            "image_dir": "{split}/images",
+            "mask_dir": "{split}/masks",
+        },
     }
     report = builder.prepare(config, tmp_path / "data", progress=False)
     assert set(report.splits) == {"train", "validation"}
-    assert_matches_truth(read_all(tmp_path / "data", "two_splits", "train"), truth_tr, "two_splits", 1)
-    assert_matches_truth(read_all(tmp_path / "data", "two_splits", "validation"), truth_vd, "two_splits", 1)
+    assert_matches_truth(
+        read_all(tmp_path / "data", "two_splits", "train"), truth_tr, "two_splits", 1
+    )
+    assert_matches_truth(
+        read_all(tmp_path / "data", "two_splits", "validation"), truth_vd, "two_splits", 1
+    )
 
 
 def test_coco_polygons_rle_and_uncompressed(tmp_path, rng):
     truth = fake.make_coco_dataset(tmp_path / "src", rng)
     report = builder.prepare(
-        {"dataset": "entityseg", "source_dir": str(tmp_path / "src"), "splits": "train",
-         "options": {"annotation_file": "annotations.json", "image_dir": "images"}},
+        {
+            "dataset": "entityseg",
+            "source_dir": str(tmp_path / "src"),
+            "splits": "train",
+            "options": {"annotation_file": "annotations.json", "image_dir": "images"},
+        },
         tmp_path / "data",
         progress=False,
     )
@@ -86,9 +98,17 @@ def test_coco_polygons_rle_and_uncompressed(tmp_path, rng):
 def test_coco_category_filter_and_task_override(tmp_path, rng):
     fake.make_coco_dataset(tmp_path / "src", rng, n=2)
     report = builder.prepare(
-        {"dataset": "fashionpedia", "source_dir": str(tmp_path / "src"), "splits": "validation",
-         "task_id": 2, "options": {"annotation_file": "annotations.json", "image_dir": "images",
-                                    "category_ids": "1,3"}},
+        {
+            "dataset": "fashionpedia",
+            "source_dir": str(tmp_path / "src"),
+            "splits": "validation",
+            "task_id": 2,
+            "options": {
+                "annotation_file": "annotations.json",
+                "image_dir": "images",
+                "category_ids": "1,3",
+            },
+        },
         tmp_path / "data",
         progress=False,
     )
@@ -102,8 +122,12 @@ def test_coco_category_filter_and_task_override(tmp_path, rng):
 def test_label_maps(tmp_path, rng):
     truth = fake.make_label_map_dataset(tmp_path / "src", rng)
     report = builder.prepare(
-        {"dataset": "mhp", "source_dir": str(tmp_path / "src"), "splits": "validation",
-         "options": fake.LABEL_MAP_OPTIONS},
+        {
+            "dataset": "mhp",
+            "source_dir": str(tmp_path / "src"),
+            "splits": "validation",
+            "options": fake.LABEL_MAP_OPTIONS,
+        },
         tmp_path / "data",
         progress=False,
     )
@@ -120,8 +144,13 @@ def test_sa1b_unlabelled(tmp_path, rng):
     assert_matches_truth(read_all(tmp_path / "data", "sa1b"), truth, "sa1b", 0)
     # Without masks: still written (unlabelled images need none).
     report = builder.prepare(
-        {"dataset": "sa1b_images", "format": "sa1b", "task_id": 0, "source_dir": str(tmp_path / "src"),
-         "options": {"keep_masks": False}},
+        {
+            "dataset": "sa1b_images",
+            "format": "sa1b",
+            "task_id": 0,
+            "source_dir": str(tmp_path / "src"),
+            "options": {"keep_masks": False},
+        },
         tmp_path / "data",
         progress=False,
     )
@@ -130,7 +159,7 @@ def test_sa1b_unlabelled(tmp_path, rng):
 
 
 def test_rerun_reuses_and_overwrite_redoes(prepared_folder, tmp_path):
-    data_dir, truth, first = prepared_folder
+    data_dir, _, first = prepared_folder
     again = builder.prepare(
         {"dataset": "toy_salient", "format": "folder", "task_id": 1, "source_dir": str(tmp_path)},
         data_dir,
@@ -142,8 +171,14 @@ def test_rerun_reuses_and_overwrite_redoes(prepared_folder, tmp_path):
 def test_max_images_keeps_the_first(tmp_path, rng):
     truth = fake.make_folder_dataset(tmp_path / "src", rng, n=5, many=False)
     builder.prepare(
-        {"dataset": "firsts", "format": "folder", "task_id": 1, "source_dir": str(tmp_path / "src"),
-         "max_images": 2, "options": fake.FOLDER_OPTIONS},
+        {
+            "dataset": "firsts",
+            "format": "folder",
+            "task_id": 1,
+            "source_dir": str(tmp_path / "src"),
+            "max_images": 2,
+            "options": fake.FOLDER_OPTIONS,
+        },
         tmp_path / "data",
         progress=False,
     )
@@ -154,7 +189,9 @@ def test_unknown_dataset_needs_format_and_task(tmp_path):
     with pytest.raises(ValueError, match="set format"):
         builder.resolve_spec({"dataset": "mystery", "source_dir": str(tmp_path)})
     with pytest.raises(ValueError, match="set task_id"):
-        builder.resolve_spec({"dataset": "mystery", "format": "folder", "source_dir": str(tmp_path)})
+        builder.resolve_spec(
+            {"dataset": "mystery", "format": "folder", "source_dir": str(tmp_path)}
+        )
     with pytest.raises(ValueError, match="unknown option"):
         builder.resolve_spec(
             {"dataset": "dis5k", "source_dir": str(tmp_path), "options": {"annotation_file": "x"}}
@@ -163,9 +200,23 @@ def test_unknown_dataset_needs_format_and_task(tmp_path):
 
 def test_registry_covers_the_paper_datasets():
     expected = {
-        "dis5k": 1, "thinobject5k": 1, "fss1000": 1, "ecssd": 1, "msra10k": 1, "dut_omron": 1,
-        "coift": 1, "hrsod": 1, "big": 1, "voceval": 1, "entityseg": 2, "fashionpedia": 3,
-        "paco": 3, "lvis": 3, "mhp": 3, "easyportrait": 3, "sa1b": 0,
+        "dis5k": 1,
+        "thinobject5k": 1,
+        "fss1000": 1,
+        "ecssd": 1,
+        "msra10k": 1,
+        "dut_omron": 1,
+        "coift": 1,
+        "hrsod": 1,
+        "big": 1,
+        "voceval": 1,
+        "entityseg": 2,
+        "fashionpedia": 3,
+        "paco": 3,
+        "lvis": 3,
+        "mhp": 3,
+        "easyportrait": 3,
+        "sa1b": 0,
     }
     assert {k: v.task_id for k, v in registry.KNOWN.items()} == expected
 
@@ -173,18 +224,29 @@ def test_registry_covers_the_paper_datasets():
 def test_cli_prints_what_it_found(tmp_path, rng):
     truth = fake.make_folder_dataset(tmp_path / "src", rng, n=2, many=False)
     args = [
-        sys.executable, "-m", "sum_jax.prepare_data", "--config.dataset=cli_set",
-        "--config.format=folder", "--config.task_id=1", f"--config.source_dir={tmp_path / 'src'}",
-        f"--config.data_dir={tmp_path / 'data'}", "--config.options.image_dir=images",
-        "--config.options.mask_dir=masks", "--config.options.image_globs=*.png",
+        sys.executable,
+        "-m",
+        "sum_jax.prepare_data",
+        "--config.dataset=cli_set",
+        "--config.format=folder",
+        "--config.task_id=1",
+        f"--config.source_dir={tmp_path / 'src'}",
+        f"--config.data_dir={tmp_path / 'data'}",
+        "--config.options.image_dir=images",
+        "--config.options.mask_dir=masks",
+        "--config.options.image_globs=*.png",
     ]
     env = {**os.environ, "PYTHONPATH": str(REPO), "JAX_PLATFORMS": "cpu"}
-    dry = subprocess.run(args + ["--config.dry_run"], capture_output=True, text=True, env=env, cwd=REPO)
+    dry = subprocess.run(
+        args + ["--config.dry_run"], capture_output=True, text=True, env=env, cwd=REPO, check=False
+    )
     assert dry.returncode == 0, dry.stderr
     assert "train (tag ''): 2 images found" in dry.stdout
     assert not (tmp_path / "data").exists()
-    run = subprocess.run(args, capture_output=True, text=True, env=env, cwd=REPO)
+    run = subprocess.run(args, capture_output=True, text=True, env=env, cwd=REPO, check=False)
     assert run.returncode == 0, run.stderr
     assert "train: 2 images written of 2 found, 2 masks" in run.stdout
-    report = json.loads((builder.dataset_dir(tmp_path / "data", "cli_set") / "prepare_report.json").read_text())
+    report = json.loads(
+        (builder.dataset_dir(tmp_path / "data", "cli_set") / "prepare_report.json").read_text()
+    )
     assert report["splits"]["train"]["images_written"] == len(truth)

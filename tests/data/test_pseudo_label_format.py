@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from sum_jax.data import image_ops, pseudo_label_format as plf, rle
+from sum_jax.data import image_ops, rle
+from sum_jax.data import pseudo_label_format as plf
 from tests.data import fake_datasets as fake
 
 
@@ -39,18 +40,31 @@ def synthetic_labels(rng, height, width, k, slope=1.5):
 def write_one(directory, image_id, masks, logits, rng, **kwargs):
     k = len(masks)
     return plf.write(
-        directory, image_id, height=masks.shape[1], width=masks.shape[2], masks=list(masks),
-        low_res_logits=logits, points=rng.uniform(0, 50, (k, 2)), predicted_iou=rng.uniform(0.88, 1, k),
-        stability_score=rng.uniform(0.95, 1, k), **kwargs,
+        directory,
+        image_id,
+        height=masks.shape[1],
+        width=masks.shape[2],
+        masks=list(masks),
+        low_res_logits=logits,
+        points=rng.uniform(0, 50, (k, 2)),
+        predicted_iou=rng.uniform(0.88, 1, k),
+        stability_score=rng.uniform(0.95, 1, k),
+        **kwargs,
     )
 
 
 def test_round_trip(tmp_path, rng):
-    masks, logits, u = synthetic_labels(rng, 90, 120, 5)
+    masks, logits, _ = synthetic_labels(rng, 90, 120, 5)
     points = rng.uniform(0, 90, (5, 2)).astype(np.float32)
     path = plf.write(
-        tmp_path, "sa_7", height=90, width=120, masks=[rle.encode(m) for m in masks],
-        low_res_logits=logits, points=points, predicted_iou=np.full(5, 0.9),
+        tmp_path,
+        "sa_7",
+        height=90,
+        width=120,
+        masks=[rle.encode(m) for m in masks],
+        low_res_logits=logits,
+        points=points,
+        predicted_iou=np.full(5, 0.9),
         stability_score=np.full(5, 0.97),
     )
     assert path == tmp_path / "sa_7.npz" and os.listdir(tmp_path) == ["sa_7.npz"]
@@ -60,7 +74,9 @@ def test_round_trip(tmp_path, rng):
     np.testing.assert_array_equal(labels.points, points)
     np.testing.assert_allclose(labels.predicted_iou, 0.9, rtol=1e-6)
     assert not labels.has_uncertainty
-    assert labels.uncertainty([0, 3]).shape == (2, 256, 256) and not labels.uncertainty([0, 3]).any()
+    assert (
+        labels.uncertainty([0, 3]).shape == (2, 256, 256) and not labels.uncertainty([0, 3]).any()
+    )
     # Quantised logits: exact round trip of the stored uint8; probability error <= 0.5/255 * max slope.
     np.testing.assert_array_equal(labels.logits_quantized([2]), plf.quantize_logits(logits[2:3]))
     p_true = 1 / (1 + np.exp(-logits / plf.DEFAULT_TEMPERATURE))
@@ -122,7 +138,10 @@ def test_size_budget_for_30_masks_on_sa1b_sized_images(tmp_path, rng, slope, bud
     assert size < budget, size
     labels = plf.read(tmp_path, "sa_1")
     assert labels.num_masks == 30
-    parts = [sum(map(len, blobs)) for blobs in (labels.masks, labels.logits_blobs, labels.uncertainty_blobs)]
+    parts = [
+        sum(map(len, blobs))
+        for blobs in (labels.masks, labels.logits_blobs, labels.uncertainty_blobs)
+    ]
     print(f"slope {slope}: {size} bytes (rle, logits, u) = {parts}")
 
 

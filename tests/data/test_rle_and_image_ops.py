@@ -45,7 +45,13 @@ def test_large_runs_and_negative_deltas(rng):
 
 @pytest.mark.parametrize(
     "counts, message",
-    [(b"", "empty"), (b"PP", "truncated"), (b"0", "covers"), (b"\x7f", "outside"), ("1O", "negative")],
+    [
+        (b"", "empty"),
+        (b"PP", "truncated"),
+        (b"0", "covers"),
+        (b"\x7f", "outside"),
+        ("1O", "negative"),
+    ],
 )
 def test_bad_rle_is_rejected(counts, message):
     with pytest.raises(rle.RLEError, match=message):

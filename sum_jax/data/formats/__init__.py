@@ -8,8 +8,9 @@ and its masks; `None` when skipped).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from types import ModuleType
-from typing import Any, Mapping
+from typing import Any
 
 from sum_jax.data.formats import coco, folder, label_map, sa1b
 
@@ -42,7 +43,9 @@ def merge_options(fmt: str, *layers: Mapping[str, Any] | None) -> dict[str, Any]
             if value is None:
                 continue
             if key not in opts:
-                raise ValueError(f"unknown option {key!r} for format {fmt!r}; known: {sorted(opts)}")
+                raise ValueError(
+                    f"unknown option {key!r} for format {fmt!r}; known: {sorted(opts)}"
+                )
             if key in list_keys and isinstance(value, str):
                 value = [v.strip() for v in value.split(",") if v.strip()]
             opts[key] = list(value) if isinstance(value, (tuple, list)) else value

@@ -50,9 +50,11 @@ def list_items(root: Path, split_tag: str, opts: dict, log: IssueLog) -> list[It
     # Without these the file is not a COCO file at all: no per-item skipping can help.
     for field in ("images", "annotations"):
         if not isinstance(coco, dict) or not isinstance(coco.get(field), list):
-            raise DataError(str(json_path), f"missing top-level list '{field}'", "json missing field")
+            raise DataError(
+                str(json_path), f"missing top-level list '{field}'", "json missing field"
+            )
 
-    keep = None if opts["category_ids"] is None else set(int(c) for c in opts["category_ids"])
+    keep = None if opts["category_ids"] is None else {int(c) for c in opts["category_ids"]}
     per_image: dict[Any, list] = {}
     for k, ann in enumerate(coco["annotations"]):
         missing = [f for f in ("image_id", "segmentation") if f not in ann]

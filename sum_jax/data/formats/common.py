@@ -9,8 +9,9 @@ from __future__ import annotations
 import glob
 import io
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -79,7 +80,7 @@ def _read_array(path: Path, log: IssueLog, what: str) -> np.ndarray | None:
             if img.mode in ("RGBA", "LA"):
                 img = img.convert(img.mode[:-1])
             return np.asarray(img)
-    except Exception as e:  # Pillow raises many types for corrupt files.
+    except Exception as e:  # noqa: BLE001  (Pillow raises many types for corrupt files.)
         log.report(str(path), f"cannot decode {what}: {e}", f"corrupt {what}")
         return None
 

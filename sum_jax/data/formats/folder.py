@@ -69,4 +69,6 @@ def load_item(item: Item, opts: dict, log: IssueLog, require_masks: bool) -> Exa
     if require_masks and not masks:
         log.report(str(item.image), "no usable mask left for this image", "image without masks")
         return None
-    return Example(data, item.image_id, height, width, common.encode_masks(masks), [-1] * len(masks))
+    return Example(
+        data, item.image_id, height, width, common.encode_masks(masks), [-1] * len(masks)
+    )

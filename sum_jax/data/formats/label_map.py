@@ -42,7 +42,11 @@ def list_items(root: Path, split_tag: str, opts: dict, log: IssueLog) -> list[It
     for pattern in opts["image_globs"]:
         for path in common.find_files(image_dir, [pattern]):
             stem = common.stem_of(path, image_dir, pattern)
-            maps = [m for m in common.expand_with_stem(label_dir, opts["label_globs"], stem) if m != path]
+            maps = [
+                m
+                for m in common.expand_with_stem(label_dir, opts["label_globs"], stem)
+                if m != path
+            ]
             if not maps:
                 log.report(
                     str(path),
@@ -59,7 +63,7 @@ def load_item(item: Item, opts: dict, log: IssueLog, require_masks: bool) -> Exa
     if loaded is None:
         return None
     data, height, width = loaded
-    ignore = set(int(v) for v in opts["ignore_labels"])
+    ignore = {int(v) for v in opts["ignore_labels"]}
     masks, labels = [], []
     for path in item.label_maps:
         label_map = common.read_label_map(path, height, width, log)
@@ -71,6 +75,8 @@ def load_item(item: Item, opts: dict, log: IssueLog, require_masks: bool) -> Exa
             masks.append(label_map == value)
             labels.append(int(value))
     if require_masks and not masks:
-        log.report(str(item.image), "label maps hold no label outside ignore_labels", "image without masks")
+        log.report(
+            str(item.image), "label maps hold no label outside ignore_labels", "image without masks"
+        )
         return None
     return Example(data, item.image_id, height, width, common.encode_masks(masks), labels)

@@ -37,7 +37,9 @@ def list_items(root: Path, split_tag: str, opts: dict, log: IssueLog) -> list[It
     for path in common.find_files(image_dir, opts["image_globs"]):
         annotation = path.with_suffix(".json")
         if not annotation.is_file():
-            log.report(str(path), f"no annotation file {annotation.name} next to it", "missing json")
+            log.report(
+                str(path), f"no annotation file {annotation.name} next to it", "missing json"
+            )
             continue
         items.setdefault(path.stem, Item(path, annotation, path.stem))
     return [items[k] for k in sorted(items)]
@@ -56,7 +58,9 @@ def load_item(item: Item, opts: dict, log: IssueLog, require_masks: bool) -> Exa
         return None
     info = record.get("image") if isinstance(record, dict) else None
     if not isinstance(info, dict) or "height" not in info or "width" not in info:
-        log.report(str(item.annotation), "missing 'image' with 'height' and 'width'", "json missing field")
+        log.report(
+            str(item.annotation), "missing 'image' with 'height' and 'width'", "json missing field"
+        )
         return None
     if (info["height"], info["width"]) != (height, width):
         log.report(
