@@ -18,8 +18,9 @@ loader inflates only the masks it samples. Members (K = number of kept masks):
 | `predicted_iou`       | float32 [K]       | SAM's IoU prediction                               |
 | `stability_score`     | float32 [K]       | IoU of the masks at logit thresholds -1 and +1     |
 | `logit_temperature`   | float32 []        | T of the logit quantisation below                  |
-| `logits`, `logits_offsets` | uint8 [*], int64 [K+1] | per mask: zlib(uint8 [256, 256]) quantised logits |
-| `uncertainty`, `uncertainty_offsets` | uint8 [*], int64 [K+1] | per mask: zlib(uint8 [256, 256]) `round(255 u)`; absent until the uncertainty stage ran |
+| `map_size`            | int32 []          | side L of the low-res maps (256 for SAM; absent means 256) |
+| `logits`, `logits_offsets` | uint8 [*], int64 [K+1] | per mask: zlib(uint8 [L, L]) quantised logits |
+| `uncertainty`, `uncertainty_offsets` | uint8 [*], int64 [K+1] | per mask: zlib(uint8 [L, L]) `round(255 u)`; absent until the uncertainty stage ran |
 
 Maps are in SAM's low-res frame: the padded 1024 x 1024 input downsampled by 4 (what
 `Sam.decode` returns as `low_res_logits`). Logits are stored as `q = round(255 *
@@ -107,6 +108,8 @@ class PseudoLabels:
     logit_temperature: float
     logits_blobs: list[bytes]
     uncertainty_blobs: list[bytes] | None = None
+    # Side of the square low-res maps: 256 for SAM; the model's `low_res_size` in general.
+    map_size: int = LOW_RES
 
     @property
     def num_masks(self) -> int:
@@ -118,24 +121,25 @@ class PseudoLabels:
 
     def _maps(self, blobs: Sequence[bytes], indices: Sequence[int] | None) -> np.ndarray:
         idx = range(self.num_masks) if indices is None else indices
-        out = np.empty((len(idx), LOW_RES, LOW_RES), np.uint8)
+        size = self.map_size
+        out = np.empty((len(idx), size, size), np.uint8)
         for j, k in enumerate(idx):
-            out[j] = np.frombuffer(zlib.decompress(blobs[k]), np.uint8).reshape(LOW_RES, LOW_RES)
+            out[j] = np.frombuffer(zlib.decompress(blobs[k]), np.uint8).reshape(size, size)
         return out
 
     def logits_quantized(self, indices: Sequence[int] | None = None) -> np.ndarray:
-        """uint8 [n, 256, 256] quantised logits of the masks at `indices` (all if None)."""
+        """uint8 [n, L, L] quantised logits of the masks at `indices` (all if None)."""
         return self._maps(self.logits_blobs, indices)
 
     def logits(self, indices: Sequence[int] | None = None) -> np.ndarray:
-        """float32 [n, 256, 256] (dequantised) SAM low-res logits."""
+        """float32 [n, L, L] (dequantised) SAM low-res logits."""
         return dequantize_logits(self.logits_quantized(indices), self.logit_temperature)
 
     def uncertainty(self, indices: Sequence[int] | None = None) -> np.ndarray:
-        """uint8 [n, 256, 256] `round(255 u)`; zeros when no uncertainty was written yet."""
+        """uint8 [n, L, L] `round(255 u)`; zeros when no uncertainty was written yet."""
         if self.uncertainty_blobs is None:
             n = self.num_masks if indices is None else len(indices)
-            return np.zeros((n, LOW_RES, LOW_RES), np.uint8)
+            return np.zeros((n, self.map_size, self.map_size), np.uint8)
         return self._maps(self.uncertainty_blobs, indices)
 
     def decode_masks(self, indices: Sequence[int] | None = None) -> np.ndarray:
@@ -159,9 +163,9 @@ def _as_rle(masks, height: int, width: int) -> list[bytes]:
     return out
 
 
-def _check_maps(name: str, maps: np.ndarray, k: int) -> None:
-    if maps.shape != (k, LOW_RES, LOW_RES):
-        raise ValueError(f"{name} must be [{k}, {LOW_RES}, {LOW_RES}], got {maps.shape}")
+def _check_maps(name: str, maps: np.ndarray, k: int, size: int) -> None:
+    if maps.shape != (k, size, size):
+        raise ValueError(f"{name} must be [{k}, {size}, {size}], got {maps.shape}")
 
 
 def write(
@@ -182,16 +186,17 @@ def write(
 
     Args:
       masks: K masks at (height, width): COCO RLE counts or boolean arrays.
-      low_res_logits: float [K, 256, 256] SAM logits (or uint8 already quantised at
+      low_res_logits: float [K, L, L] SAM logits (L = 256 for SAM) (or uint8 already quantised at
         `logit_temperature`).
       points: [K, 2] generating points (x, y) in original-image pixels.
       predicted_iou, stability_score: [K].
-      uncertainty: optional [K, 256, 256], float u in [0, 1] or uint8 `round(255 u)`.
+      uncertainty: optional [K, L, L], float u in [0, 1] or uint8 `round(255 u)`.
     """
     rles = _as_rle(masks, height, width)
     k = len(rles)
     logits = np.asarray(low_res_logits)
-    _check_maps("low_res_logits", logits, k)
+    size = logits.shape[-1] if logits.ndim == 3 else LOW_RES
+    _check_maps("low_res_logits", logits, k, size)
     q = logits if logits.dtype == np.uint8 else quantize_logits(logits, logit_temperature)
     labels = PseudoLabels(
         image_id=image_id,
@@ -203,10 +208,11 @@ def write(
         stability_score=np.asarray(stability_score, np.float32).reshape(k),
         logit_temperature=float(logit_temperature),
         logits_blobs=_compress_maps(q),
+        map_size=size,
     )
     if uncertainty is not None:
         u = quantize_uncertainty(uncertainty)
-        _check_maps("uncertainty", u, k)
+        _check_maps("uncertainty", u, k, size)
         labels.uncertainty_blobs = _compress_maps(u)
     return write_labels(directory, labels)
 
@@ -220,6 +226,7 @@ def write_labels(directory: str | os.PathLike, labels: PseudoLabels) -> Path:
         "predicted_iou": labels.predicted_iou,
         "stability_score": labels.stability_score,
         "logit_temperature": np.float32(labels.logit_temperature),
+        "map_size": np.int32(labels.map_size),
     }
     arrays["rle"], arrays["rle_offsets"] = _pack(labels.masks)
     arrays["logits"], arrays["logits_offsets"] = _pack(labels.logits_blobs)
@@ -269,6 +276,7 @@ def read(directory: str | os.PathLike, image_id: str) -> PseudoLabels:
         logit_temperature=float(members["logit_temperature"]),
         logits_blobs=[_unpack(members["logits"], members["logits_offsets"], i) for i in range(k)],
         uncertainty_blobs=unc,
+        map_size=int(members.get("map_size", LOW_RES)),
     )
 
 
@@ -276,7 +284,7 @@ def add_uncertainty(directory: str | os.PathLike, image_id: str, uncertainty: np
     """Adds (or replaces) the uncertainty maps of an existing file, atomically."""
     labels = read(directory, image_id)
     u = quantize_uncertainty(uncertainty)
-    _check_maps("uncertainty", u, labels.num_masks)
+    _check_maps("uncertainty", u, labels.num_masks, labels.map_size)
     labels.uncertainty_blobs = _compress_maps(u)
     return write_labels(directory, labels)
 

@@ -125,7 +125,7 @@ def test_errors_name_the_file(tmp_path, rng):
         plf.read(tmp_path, "broken")
     masks, logits, _ = synthetic_labels(rng, 40, 40, 2)
     with pytest.raises(ValueError, match="low_res_logits"):
-        write_one(tmp_path, "y", masks, logits[:, :128, :128], rng)
+        write_one(tmp_path, "y", masks, logits[:, :128, :], rng)
 
 
 @pytest.mark.parametrize("slope, budget", [(1.5, 200_000), (4.0, 150_000)])
@@ -151,3 +151,34 @@ def test_reads_back_fake_sa1b_masks(tmp_path, rng):
     logits = rng.normal(size=(len(masks), 256, 256)).astype(np.float32)
     write_one(tmp_path, "sa_99", masks, logits, rng)
     np.testing.assert_array_equal(plf.read(tmp_path, "sa_99").decode_masks([1, 4]), masks[[1, 4]])
+
+
+def test_other_map_sizes_round_trip(tmp_path):
+    """Models with another low-res size (the tiny test model: 32) store their own map side."""
+    import numpy as np
+
+    from sum_jax.data import pseudo_label_format as plf
+
+    rng = np.random.default_rng(0)
+    masks = rng.random((2, 40, 60)) > 0.5
+    logits = rng.normal(0, 4, (2, 32, 32)).astype(np.float32)
+    plf.write(
+        tmp_path,
+        "img",
+        height=40,
+        width=60,
+        masks=list(masks),
+        low_res_logits=logits,
+        points=np.zeros((2, 2)),
+        predicted_iou=np.ones(2),
+        stability_score=np.ones(2),
+    )
+    labels = plf.read(tmp_path, "img")
+    assert labels.map_size == 32
+    np.testing.assert_array_equal(labels.logits_quantized(), plf.quantize_logits(logits))
+    assert labels.uncertainty().shape == (2, 32, 32)
+    u = rng.random((2, 32, 32))
+    plf.add_uncertainty(tmp_path, "img", u)
+    assert np.abs(plf.read(tmp_path, "img").uncertainty() / 255.0 - u).max() <= 0.5 / 255 + 1e-9
+    with pytest.raises(ValueError, match=r"\[2, 32, 32\]"):
+        plf.add_uncertainty(tmp_path, "img", rng.random((2, 16, 16)))
