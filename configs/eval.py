@@ -38,24 +38,23 @@ Fields:
 import ml_collections
 
 # The paper's evaluation collection (§4.1, App. C.2), by `sum_jax.data.registry` names.
-PAPER_EVAL_SETS = ",".join(
-    [
-        # Salient object.
-        "coift:validation",
-        "dis5k:validation",
-        "thinobject5k:validation",
-        "hrsod:validation",
-        "big:validation",
-        "voceval:validation",
-        # Entity.
-        "entityseg:validation",
-        # Part: the first 1,000 validation images of MHP, EasyPortrait and PACO.
-        "fashionpedia:validation",
-        "mhp:validation@1000",
-        "easyportrait:validation@1000",
-        "paco:validation@1000",
-    ]
+_PAPER_SETS = (
+    # Salient object.
+    "coift:validation",
+    "dis5k:validation",
+    "thinobject5k:validation",
+    "hrsod:validation",
+    "big:validation",
+    "voceval:validation",
+    # Entity.
+    "entityseg:validation",
+    # Part: the first 1,000 validation images of MHP, EasyPortrait and PACO.
+    "fashionpedia:validation",
+    "mhp:validation@1000",
+    "easyportrait:validation@1000",
+    "paco:validation@1000",
 )
+PAPER_EVAL_SETS = ",".join(_PAPER_SETS)
 
 
 def get_config() -> ml_collections.ConfigDict:

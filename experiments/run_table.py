@@ -47,8 +47,14 @@ def split_checkpoint(arg: str, spec: tables.TableSpec) -> tuple[str, str]:
     raise app.UsageError(f"--checkpoint={arg!r} names no column of {spec.name}; see --list")
 
 
-def run_table(config, spec: tables.TableSpec, checkpoints: dict[str, str], workdir: str,
-              *, overwrite: bool = False) -> str:
+def run_table(
+    config,
+    spec: tables.TableSpec,
+    checkpoints: dict[str, str],
+    workdir: str,
+    *,
+    overwrite: bool = False,
+) -> str:
     """Evaluates the given columns (resumable) and writes/returns the rendered table."""
     known = {c.name: c for c in spec.columns}
     unknown = sorted(set(checkpoints) - set(known))
@@ -93,8 +99,7 @@ def main(argv: list[str]) -> None:
         raise app.UsageError("--table and --workdir are required")
     spec = tables.TABLES[_TABLE.value]
     checkpoints = dict(split_checkpoint(c, spec) for c in _CHECKPOINT.value)
-    print(run_table(_CONFIG.value, spec, checkpoints, _WORKDIR.value,
-                    overwrite=_OVERWRITE.value))
+    print(run_table(_CONFIG.value, spec, checkpoints, _WORKDIR.value, overwrite=_OVERWRITE.value))
 
 
 if __name__ == "__main__":

@@ -36,13 +36,19 @@ class TableSpec:
     title: str
     columns: tuple[Column, ...]
     num_rounds: int  # rounds the evaluator must simulate
-    render: Callable[["TableSpec", Mapping[str, Mapping[str, Any]]], list[list[str]]]
+    render: Callable[[TableSpec, Mapping[str, Mapping[str, Any]]], list[list[str]]]
     protocol: str = "point"
     mode: str = "oracle"
 
 
-def value(summary: Mapping[str, Any] | None, task: str, metric: str, rnd: int,
-          protocol: str = "point", mode: str = "oracle") -> float | None:
+def value(
+    summary: Mapping[str, Any] | None,
+    task: str,
+    metric: str,
+    rnd: int,
+    protocol: str = "point",
+    mode: str = "oracle",
+) -> float | None:
     """`summary`'s `metric` after round `rnd` for `task` (or "overall"), x100; None if absent."""
     if summary is None:
         return None
@@ -58,18 +64,26 @@ def fmt(v: float | None) -> str:
     return "–" if v is None else f"{v:.1f}"
 
 
-def _models_by_task(spec: TableSpec, summaries, rounds: Sequence[int], metrics=METRICS,
-                    round_label: str | None = None) -> list[list[str]]:
+def _models_by_task(
+    spec: TableSpec,
+    summaries,
+    rounds: Sequence[int],
+    metrics=METRICS,
+    round_label: str | None = None,
+) -> list[list[str]]:
     """Rows `metric, [round,] task` x columns `models` (Tables 1 and 2)."""
     head = ["Metrics"] + ([round_label] if round_label else []) + ["Task"]
     rows = [head + [c.name for c in spec.columns]]
     for metric, metric_name in metrics:
         for rnd in rounds:
             for task, task_name in ROW_TASKS:
-                cells = [fmt(value(summaries.get(c.name), task, metric, rnd, spec.protocol,
-                                   spec.mode)) for c in spec.columns]
-                rows.append([metric_name] + ([str(rnd)] if round_label else []) + [task_name]
-                            + cells)
+                cells = [
+                    fmt(value(summaries.get(c.name), task, metric, rnd, spec.protocol, spec.mode))
+                    for c in spec.columns
+                ]
+                rows.append(
+                    [metric_name] + ([str(rnd)] if round_label else []) + [task_name] + cells
+                )
     return rows
 
 
@@ -113,9 +127,10 @@ def render_theta(spec: TableSpec, summaries) -> list[list[str]]:
         for rnd in (1, 6):
             for theta in THETAS:
                 s = summaries.get(f"theta={theta}")
-                rows.append([metric_name, str(rnd), theta]
-                            + [fmt(value(s, t, metric, rnd, spec.protocol, spec.mode))
-                               for t, _ in TASKS])
+                rows.append(
+                    [metric_name, str(rnd), theta]
+                    + [fmt(value(s, t, metric, rnd, spec.protocol, spec.mode)) for t, _ in TASKS]
+                )
     return rows
 
 
@@ -125,26 +140,40 @@ TABLES: dict[str, TableSpec] = {
     "table1": TableSpec(
         "table1",
         "Table 1: 3-point-prompt segmentation, mIoU and mBIoU of models fine-tuned on FT-Small",
-        (Column("SAM", _NO_TP), Column("Vanilla", _NO_TP), Column("AugSeg Mixed-Prompt", _NO_TP),
-         Column("UP2L", _NO_TP), Column("SUM"), Column("SUM Confidence-Uncer"),
-         Column("SUM Discrepancy-Uncer")),
+        (
+            Column("SAM", _NO_TP),
+            Column("Vanilla", _NO_TP),
+            Column("AugSeg Mixed-Prompt", _NO_TP),
+            Column("UP2L", _NO_TP),
+            Column("SUM"),
+            Column("SUM Confidence-Uncer"),
+            Column("SUM Discrepancy-Uncer"),
+        ),
         num_rounds=3,
         render=render_table1,
     ),
     "table2": TableSpec(
         "table2",
         "Table 2: ablation, interactive mIoU (and mBIoU) after 1 and 3 points (FT-Medium)",
-        (Column("SAM", _NO_TP), Column("Vanilla", _NO_TP), Column("Mask Refinement", _NO_TP),
-         Column("SUM w/o Task Prompt", _NO_TP), Column("SUM"),
-         Column("SUM Continuous TP", (("continuous_task_prompt", True),))),
+        (
+            Column("SAM", _NO_TP),
+            Column("Vanilla", _NO_TP),
+            Column("Mask Refinement", _NO_TP),
+            Column("SUM w/o Task Prompt", _NO_TP),
+            Column("SUM"),
+            Column("SUM Continuous TP", (("continuous_task_prompt", True),)),
+        ),
         num_rounds=3,
         render=render_table2,
     ),
     "table6": TableSpec(
         "table6",
         "Table 6: SAM vs SUM with ViT-B/L/H backbones, mIoU and mBIoU after 1 and 6 points",
-        tuple(Column(f"{m} {b}", _NO_TP if m == "SAM" else ()) for b in BACKBONES
-              for m in ("SAM", "SUM")),
+        tuple(
+            Column(f"{m} {b}", _NO_TP if m == "SAM" else ())
+            for b in BACKBONES
+            for m in ("SAM", "SUM")
+        ),
         num_rounds=6,
         render=render_table6,
     ),
@@ -159,8 +188,12 @@ TABLES: dict[str, TableSpec] = {
 
 
 def to_markdown(title: str, rows: list[list[str]]) -> str:
-    lines = [f"### {title}", "", "| " + " | ".join(rows[0]) + " |",
-             "|" + "|".join("---" for _ in rows[0]) + "|"]
+    lines = [
+        f"### {title}",
+        "",
+        "| " + " | ".join(rows[0]) + " |",
+        "|" + "|".join("---" for _ in rows[0]) + "|",
+    ]
     lines += ["| " + " | ".join(r) + " |" for r in rows[1:]]
     return "\n".join(lines) + "\n"
 
@@ -190,8 +223,12 @@ def plot_theta(summaries: Mapping[str, Mapping[str, Any]], path: str) -> None:
             ax = axes[i, j]
             for k, theta in enumerate(THETAS):
                 vals = [value(summaries.get(f"theta={theta}"), t, metric, rnd) for t, _ in TASKS]
-                ax.bar(x + (k - (len(THETAS) - 1) / 2) * width,
-                       [np.nan if v is None else v for v in vals], width, label=theta)
+                ax.bar(
+                    x + (k - (len(THETAS) - 1) / 2) * width,
+                    [np.nan if v is None else v for v in vals],
+                    width,
+                    label=theta,
+                )
             ax.set_xticks(x, [n for _, n in TASKS])
             ax.set_ylabel(metric_name)
             ax.set_title(f"Number of point prompts: {rnd}")

@@ -51,8 +51,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from sum_jax import clicker_jax, metrics
-from sum_jax import transforms
+from sum_jax import clicker_jax, metrics, transforms
 from sum_jax.transforms import preprocess_shape
 
 Array = jax.Array
@@ -197,8 +196,9 @@ def interactive_rounds(
     points = jnp.zeros((q, p_slots, 2), jnp.int32).at[:, 0].set(yx0)
     labels = jnp.full((q, p_slots), LABEL_ABSENT, jnp.int32).at[:, 0].set(label0)
     use_box = protocol.first_prompt == "box"
-    prompts = Prompts(points, labels, box if use_box else None, box_valid if use_box else None,
-                      None, tasks)
+    prompts = Prompts(
+        points, labels, box if use_box else None, box_valid if use_box else None, None, tasks
+    )
     multi = decoder.decode(params, context, prompts, True)  # [Q, 3, l, l]
     multi_pred = decoder.upscale(context, multi) > 0  # [Q, 3, Hb, Wb]
     inter, union = clicker_jax.iou_counts(multi_pred, gt[:, None])
@@ -213,7 +213,7 @@ def interactive_rounds(
     pred = decoder.upscale(context, logits) > 0
     first = counts(pred)
 
-    two = lambda x: jnp.concatenate([x, x])  # noqa: E731
+    two = lambda x: jnp.concatenate([x, x])
     points, labels = two(points), two(labels)
     boxes2 = two(box) if use_box else None
     box_valid2 = two(box_valid) if use_box else None
@@ -322,6 +322,17 @@ def sam_decoder(graphdef) -> Decoder:
     return Decoder(functools.partial(_sam_decode, graphdef), _matrix_upscale)
 
 
+@functools.lru_cache(maxsize=16)
+def sam_encoder(graphdef) -> Callable[[Any, Array], Array]:
+    """Jitted `(params, image f32[S, S, 3]) -> embedding [1, h, w, C]`, one per structure."""
+
+    @jax.jit
+    def encode(params, image):
+        return nnx.merge(graphdef, params).encode_image(image[None])
+
+    return encode
+
+
 @functools.lru_cache(maxsize=64)
 def compiled_rounds(decoder: Decoder, protocol: Protocol, keep_logits: bool) -> Callable:
     """`interactive_rounds` jitted for one decoder and protocol (XLA then caches per shape)."""
@@ -362,7 +373,7 @@ class EvalSettings:
     max_images: int = -1
 
     @classmethod
-    def from_config(cls, config: Mapping[str, Any]) -> "EvalSettings":
+    def from_config(cls, config: Mapping[str, Any]) -> EvalSettings:
         known = {f.name for f in dataclasses.fields(cls)}
         values = {k: config[k] for k in known if k in config}
         if isinstance(values.get("protocols"), str):
@@ -408,12 +419,7 @@ class SamRunner:
         self.config = model.config
         graphdef, self.params = nnx.split(model)
         self.decoder = sam_decoder(graphdef)
-
-        @jax.jit
-        def encode(params, image):
-            return nnx.merge(graphdef, params).encode_image(image[None])
-
-        self._encode = encode
+        self._encode = sam_encoder(graphdef)
 
     def prepare(self, example: Mapping[str, Any], padded: tuple[int, int]) -> dict[str, Array]:
         image = np.asarray(example["image"])
@@ -485,8 +491,9 @@ def evaluate_examples(
                 idx = keep[start : start + chunk]
                 gt = np.zeros((chunk,) + padded, bool)
                 gt[: idx.size, :h, :w] = masks[idx]
-                out = fn(runner.params, context, jnp.asarray(gt), jnp.int32(dilation),
-                         jnp.int32(task))
+                out = fn(
+                    runner.params, context, jnp.asarray(gt), jnp.int32(dilation), jnp.int32(task)
+                )
                 out = jax.device_get(out)
                 records[proto_name].extend(
                     _records(out, ex, idx, masks, task, settings, proto_name)
@@ -495,8 +502,13 @@ def evaluate_examples(
                     shown.append((start, idx, out.logits[:, :, : idx.size]))
             if want_logits and shown:
                 on_example_images(
-                    {"example": ex, "protocol": proto_name, "chunks": shown, "context": context,
-                     "records": records[proto_name]}
+                    {
+                        "example": ex,
+                        "protocol": proto_name,
+                        "chunks": shown,
+                        "context": context,
+                        "records": records[proto_name],
+                    }
                 )
         n_images += 1
     if skipped:
@@ -513,8 +525,11 @@ def _records(out: RoundOutputs, ex, idx, masks, task, settings: EvalSettings, pr
         for m, mode in enumerate(MODES):
             ious = iou[:, m, j]
             clicks = [
-                [int(out.click_yx[r, m, j, 0]), int(out.click_yx[r, m, j, 1]),
-                 int(out.click_label[r, m, j])]
+                [
+                    int(out.click_yx[r, m, j, 0]),
+                    int(out.click_yx[r, m, j, 1]),
+                    int(out.click_label[r, m, j]),
+                ]
                 for r in range(iou.shape[0])
             ]
             rec = {
@@ -593,8 +608,9 @@ def evaluate(
         example_dir = os.path.join(workdir, "examples")
         shown: list[dict[str, Any]] = []
         t0 = time.perf_counter()
-        records = evaluate_examples(runner, examples, settings, progress=progress,
-                                    on_example_images=shown.append)
+        records = evaluate_examples(
+            runner, examples, settings, progress=progress, on_example_images=shown.append
+        )
         seconds = time.perf_counter() - t0
         summary = reports.summarize(records, settings, name=name)
         summary["seconds"] = seconds

@@ -51,7 +51,7 @@ def iou(pred: np.ndarray, gt: np.ndarray) -> float:
 def boundary_dilation(height: int, width: int, dilation_ratio: float = 0.02) -> int:
     """The boundary width `d` in pixels for an image of `height x width` (at least 1)."""
     # Python's round (half to even) and float64, as the reference implementation.
-    return max(1, int(round(dilation_ratio * float(np.sqrt(height**2 + width**2)))))
+    return max(1, round(dilation_ratio * float(np.sqrt(height**2 + width**2))))
 
 
 def erode(mask: np.ndarray, d: int) -> np.ndarray:

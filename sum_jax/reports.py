@@ -150,18 +150,36 @@ def records_csv(records: Mapping[str, Sequence[dict[str, Any]]]) -> str:
     rows = [r for recs in records.values() for r in recs]
     num_rounds = max((len(r["iou"]) for r in rows), default=0)
     noc_keys = sorted({k for r in rows for k in r.get("noc", {})})
-    fields = ["protocol", "mode", "dataset", "task", "image_id", "mask_index", "height",
-              "width", "area", "oracle_index"]
-    header = (fields + [f"iou_{i + 1}" for i in range(num_rounds)]
-              + [f"biou_{i + 1}" for i in range(num_rounds)]
-              + [f"noc_{k}" for k in noc_keys] + [f"failed_{k}" for k in noc_keys])
+    fields = [
+        "protocol",
+        "mode",
+        "dataset",
+        "task",
+        "image_id",
+        "mask_index",
+        "height",
+        "width",
+        "area",
+        "oracle_index",
+    ]
+    header = (
+        fields
+        + [f"iou_{i + 1}" for i in range(num_rounds)]
+        + [f"biou_{i + 1}" for i in range(num_rounds)]
+        + [f"noc_{k}" for k in noc_keys]
+        + [f"failed_{k}" for k in noc_keys]
+    )
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(header)
     for r in rows:
-        w.writerow([r[f] for f in fields]
-                   + [repr(v) for v in r["iou"]] + [repr(v) for v in r["biou"]]
-                   + [r["noc"][k] for k in noc_keys] + [int(r["failed"][k]) for k in noc_keys])
+        w.writerow(
+            [r[f] for f in fields]
+            + [repr(v) for v in r["iou"]]
+            + [repr(v) for v in r["biou"]]
+            + [r["noc"][k] for k in noc_keys]
+            + [int(r["failed"][k]) for k in noc_keys]
+        )
     return buf.getvalue()
 
 
@@ -181,8 +199,9 @@ def summary_rows(summary: Mapping[str, Any]) -> list[list[Any]]:
                         rows.append([protocol, mode, level, name, task, count, metric, i + 1, v])
                 for metric in ("noc", "nof"):
                     for k, v in d.get(metric, {}).items():
-                        rows.append([protocol, mode, level, name, task, count,
-                                     f"{metric}@{k}", "", v])
+                        rows.append(
+                            [protocol, mode, level, name, task, count, f"{metric}@{k}", "", v]
+                        )
     return rows
 
 
@@ -196,8 +215,9 @@ def write_reports(
     lines = [json.dumps(r, sort_keys=True) for recs in records.values() for r in recs]
     atomic_write_text(os.path.join(workdir, "records.jsonl"), "\n".join(lines) + "\n")
     atomic_write_text(os.path.join(workdir, "records.csv"), records_csv(records))
-    atomic_write_text(os.path.join(workdir, "summary.json"),
-                      json.dumps(summary, indent=1, sort_keys=True) + "\n")
+    atomic_write_text(
+        os.path.join(workdir, "summary.json"), json.dumps(summary, indent=1, sort_keys=True) + "\n"
+    )
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(["protocol", "mode", "level", "name", "task", "count", "metric", "round", "value"])
@@ -249,17 +269,22 @@ def plot_curves(
     protocols = sorted({p for s in summaries.values() for p in s["protocols"]})
     for protocol in protocols:
         for mode in MODES:
-            entries = {n: s["protocols"][protocol][mode] for n, s in summaries.items()
-                       if protocol in s["protocols"] and mode in s["protocols"][protocol]}
+            entries = {
+                n: s["protocols"][protocol][mode]
+                for n, s in summaries.items()
+                if protocol in s["protocols"] and mode in s["protocols"][protocol]
+            }
             entries = {n: e for n, e in entries.items() if e["overall"]}
             if not entries:
                 continue
-            tasks = sorted({(t["task"], name) for e in entries.values()
-                            for name, t in e["tasks"].items()})
+            tasks = sorted(
+                {(t["task"], name) for e in entries.values() for name, t in e["tasks"].items()}
+            )
             columns = [(TASK_TITLES.get(t, name), name) for t, name in tasks]
             columns.append(("Overall average", None))
-            fig, axes = plt.subplots(2, len(columns), figsize=(3.2 * len(columns), 5.6),
-                                     squeeze=False, sharex=True)
+            fig, axes = plt.subplots(
+                2, len(columns), figsize=(3.2 * len(columns), 5.6), squeeze=False, sharex=True
+            )
             for row, (metric, label) in enumerate((("miou", "mIoU"), ("mbiou", "mBIoU"))):
                 for col, (title, key) in enumerate(columns):
                     ax = axes[row, col]
@@ -314,8 +339,11 @@ def save_example_images(
     h, w = image.shape[:2]
     rounds = sorted({1, min(3, settings.num_rounds), settings.num_rounds})
     this = (str(ex.get("dataset", "")), str(ex.get("image_id", "")))
-    records = {(r["mask_index"], r["mode"]): r for r in item["records"]
-               if (r["dataset"], r["image_id"]) == this}
+    records = {
+        (r["mask_index"], r["mode"]): r
+        for r in item["records"]
+        if (r["dataset"], r["image_id"]) == this
+    }
     paths = []
     done = 0
     for _, idx, logits in item["chunks"]:
@@ -326,8 +354,9 @@ def save_example_images(
             gt = np.asarray(ex["masks"][k]).astype(bool)
             for m, mode in enumerate(MODES):
                 rec = records[(int(k), mode)]
-                fig, axes = plt.subplots(1, len(rounds), figsize=(4 * len(rounds), 4 * h / w + 0.6),
-                                         squeeze=False)
+                fig, axes = plt.subplots(
+                    1, len(rounds), figsize=(4 * len(rounds), 4 * h / w + 0.6), squeeze=False
+                )
                 for ax, r in zip(axes[0], rounds):
                     pred = upscale_logits(item["context"], logits[r - 1, m, j], (h, w)) > 0
                     overlay = image.astype(np.float32) / 255.0
@@ -336,14 +365,26 @@ def save_example_images(
                     ax.imshow(overlay)
                     for y, x, label in rec["clicks"][:r]:
                         if label >= 0:
-                            ax.scatter([x], [y], s=40, c="lime" if label == 1 else "red",
-                                       marker="o" if label == 1 else "X", edgecolors="black")
+                            ax.scatter(
+                                [x],
+                                [y],
+                                s=40,
+                                c="lime" if label == 1 else "red",
+                                marker="o" if label == 1 else "X",
+                                edgecolors="black",
+                            )
                     if "box" in rec:
                         x0, y0, x1, y1 = rec["box"]
-                        ax.add_patch(plt.Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False,
-                                                   color="cyan", lw=1.5))
-                    ax.set_title(f"round {r}: IoU {100 * rec['iou'][r - 1]:.1f}, "
-                                 f"BIoU {100 * rec['biou'][r - 1]:.1f}", fontsize=9)
+                        ax.add_patch(
+                            plt.Rectangle(
+                                (x0, y0), x1 - x0, y1 - y0, fill=False, color="cyan", lw=1.5
+                            )
+                        )
+                    ax.set_title(
+                        f"round {r}: IoU {100 * rec['iou'][r - 1]:.1f}, "
+                        f"BIoU {100 * rec['biou'][r - 1]:.1f}",
+                        fontsize=9,
+                    )
                     ax.axis("off")
                 name = f"{ex.get('dataset', '')}_{ex.get('image_id', '')}_{k}"
                 fig.suptitle(f"{name} ({item['protocol']}, {mode})", fontsize=9)

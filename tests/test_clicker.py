@@ -127,8 +127,9 @@ def test_numpy_and_jax_clicks_agree_on_random_masks(seed):
     h, w = rng.integers(8, 64, size=2)
     n = 12
     gts = np.stack([random_blobs(rng, h, w) for _ in range(n)])
-    preds = np.stack([random_blobs(rng, h, w) if i % 3 else np.zeros((h, w), bool)
-                      for i in range(n)])
+    preds = np.stack(
+        [random_blobs(rng, h, w) if i % 3 else np.zeros((h, w), bool) for i in range(n)]
+    )
     ncs = rng.random((n, h, w)) > 0.02
     ref = [ritm_click(g, p, c) for g, p, c in zip(gts, preds, ncs)]
     assert [clicker.next_click(g, p, c) for g, p, c in zip(gts, preds, ncs)] == ref
@@ -138,8 +139,12 @@ def test_numpy_and_jax_clicks_agree_on_random_masks(seed):
 def test_numpy_and_jax_clicks_agree_on_real_masks():
     masks = voc_masks(step=2)
     n = len(masks)
-    preds = np.stack([masks[(i + 1) % n] | (masks[i] & (np.arange(masks.shape[1])[:, None] % 7
-                                                          < 3)) for i in range(n)])
+    preds = np.stack(
+        [
+            masks[(i + 1) % n] | (masks[i] & (np.arange(masks.shape[1])[:, None] % 7 < 3))
+            for i in range(n)
+        ]
+    )
     ncs = np.ones_like(masks)
     ref = [ritm_click(g, p, c) for g, p, c in zip(masks, preds, ncs)]
     assert [clicker.next_click(g, p, c) for g, p, c in zip(masks, preds, ncs)] == ref
@@ -154,7 +159,7 @@ def test_jax_clicks_in_a_padded_frame_equal_the_unpadded_ones():
     preds = np.stack([random_blobs(rng, 31, 45) for _ in range(6)])
     ncs = np.ones_like(gts)
     ref = jax_clicks(gts, preds, ncs)
-    pad = lambda x, v: np.pad(x, ((0, 0), (0, 17), (0, 3)), constant_values=v)  # noqa: E731
+    pad = lambda x, v: np.pad(x, ((0, 0), (0, 17), (0, 3)), constant_values=v)
     assert jax_clicks(pad(gts, False), pad(preds, False), pad(ncs, True)) == ref
 
 

@@ -30,7 +30,7 @@ def ref_erode_3x3(mask: np.ndarray, iterations: int) -> np.ndarray:
 def ref_boundary_iou(pred: np.ndarray, gt: np.ndarray, ratio: float = 0.02) -> float:
     """The reference `boundary_iou` code of Cheng et al. 2021, OpenCV replaced by NumPy."""
     h, w = gt.shape
-    d = int(round(ratio * np.sqrt(h**2 + w**2)))
+    d = round(ratio * np.sqrt(h**2 + w**2))
     d = max(d, 1)
     gb = gt & ~ref_erode_3x3(gt, d)
     pb = pred & ~ref_erode_3x3(pred, d)
@@ -50,7 +50,9 @@ def random_blobs(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
     for _ in range(rng.integers(1, 4)):
         if rng.random() < 0.5:
             y0, x0 = rng.integers(-5, h), rng.integers(-5, w)
-            m[max(y0, 0) : y0 + rng.integers(2, h + 2), max(x0, 0) : x0 + rng.integers(2, w + 2)] = True
+            m[
+                max(y0, 0) : y0 + rng.integers(2, h + 2), max(x0, 0) : x0 + rng.integers(2, w + 2)
+            ] = True
         else:
             cy, cx, r = rng.integers(0, h), rng.integers(0, w), rng.integers(1, max(h, w) // 2 + 2)
             m |= (yy - cy) ** 2 + (xx - cx) ** 2 <= r * r
@@ -151,7 +153,7 @@ def test_device_metrics_match_numpy():
     gts = np.stack([real[i] for i in range(4)] + [real[3], real[5]])
     d = metrics.boundary_dilation(h, w)
     # A padded frame: results must not change when masks sit inside a larger zero canvas.
-    pad = lambda x: np.pad(x, ((0, 0), (0, 13), (0, 7)))  # noqa: E731
+    pad = lambda x: np.pad(x, ((0, 0), (0, 13), (0, 7)))
     fn = jax.jit(
         lambda p, g: (clicker_jax.iou_counts(p, g), clicker_jax.boundary_iou_counts(p, g, d))
     )
