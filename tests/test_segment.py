@@ -11,7 +11,7 @@ import pytest
 import skimage.data
 from PIL import Image
 
-from sum_jax import segment
+from sum_jax import segmentation
 from sum_jax.checkpointing import save_sam
 from sum_jax.models.sam import build_sam
 from sum_jax.predictor import SamPredictor
@@ -89,5 +89,5 @@ def test_segment_bad_inputs(tmp_path, model_dir):
 
 
 def test_parse_point():
-    assert segment.parse_point("3,4") == (3.0, 4.0, 1)
-    assert segment.parse_point("3.5,4:0") == (3.5, 4.0, 0)
+    assert segmentation.parse_point("3,4") == (3.0, 4.0, 1)
+    assert segmentation.parse_point("3.5,4:0") == (3.5, 4.0, 0)
