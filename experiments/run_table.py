@@ -24,6 +24,7 @@ from ml_collections import config_flags
 
 from experiments import tables
 from sum_jax import evaluation, reports
+from sum_jax.fileio import atomic_write
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", str(Path(__file__).resolve().parents[1] / "configs" / "eval.py"), "Eval config."
@@ -79,8 +80,8 @@ def run_table(
             summaries[column.name] = reports.load_summary(out)
     rows = spec.render(spec, summaries)
     md = tables.to_markdown(spec.title, rows)
-    reports.atomic_write_text(os.path.join(workdir, f"{spec.name}.md"), md)
-    reports.atomic_write_text(os.path.join(workdir, f"{spec.name}.csv"), tables.to_csv(rows))
+    atomic_write(os.path.join(workdir, f"{spec.name}.md"), md)
+    atomic_write(os.path.join(workdir, f"{spec.name}.csv"), tables.to_csv(rows))
     if spec.name == "fig16":
         tables.plot_theta(summaries, os.path.join(workdir, "fig16.png"))
     if summaries:

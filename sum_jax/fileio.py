@@ -16,7 +16,8 @@ from typing import Iterator
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yields a temporary path beside `path`; on success renames it to `path`.
 
-    For writers that want a file name (PIL, torch.save, savefig). On error the temporary file
+    For writers that want a file name (PIL, torch.save, savefig). The data is fsynced before
+    the rename, so a crash leaves the old file or the new one. On error the temporary file
     is removed and `path` is untouched.
     """
     path = Path(path)
@@ -25,6 +26,8 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     os.close(fd)
     try:
         yield Path(tmp)
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):

@@ -23,12 +23,13 @@ import dataclasses
 import io
 import json
 import os
-import tempfile
 from collections import Counter, defaultdict
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
+
+from sum_jax.fileio import atomic_write
 
 TASK_NAMES = {0: "unspecified", 1: "salient_object", 2: "entity", 3: "part"}
 TASK_TITLES = {0: "Unspecified", 1: "Salient Object", 2: "Entity", 3: "Part"}
@@ -39,30 +40,10 @@ MODES = ("oracle", "single")
 # Atomic files.
 
 
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    """Writes `data` to `path` through a temporary file in the same directory and a rename."""
-    path = os.fspath(path)
-    directory = os.path.dirname(path) or "."
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=os.path.basename(path))
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-
-
-def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    atomic_write_bytes(path, text.encode("utf-8"))
-
-
 def _save_figure(fig, path: str) -> None:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
-    atomic_write_bytes(path, buf.getvalue())
+    atomic_write(path, buf.getvalue())
 
 
 # ----------------------------------------------------------------------------------------
@@ -213,16 +194,16 @@ def write_reports(
     """Writes records and summary as JSON and CSV into `workdir` (see the module docstring)."""
     workdir = os.fspath(workdir)
     lines = [json.dumps(r, sort_keys=True) for recs in records.values() for r in recs]
-    atomic_write_text(os.path.join(workdir, "records.jsonl"), "\n".join(lines) + "\n")
-    atomic_write_text(os.path.join(workdir, "records.csv"), records_csv(records))
-    atomic_write_text(
+    atomic_write(os.path.join(workdir, "records.jsonl"), "\n".join(lines) + "\n")
+    atomic_write(os.path.join(workdir, "records.csv"), records_csv(records))
+    atomic_write(
         os.path.join(workdir, "summary.json"), json.dumps(summary, indent=1, sort_keys=True) + "\n"
     )
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(["protocol", "mode", "level", "name", "task", "count", "metric", "round", "value"])
     w.writerows(summary_rows(summary))
-    atomic_write_text(os.path.join(workdir, "summary.csv"), buf.getvalue())
+    atomic_write(os.path.join(workdir, "summary.csv"), buf.getvalue())
 
 
 def load_summary(path: str | os.PathLike) -> dict[str, Any]:

@@ -37,6 +37,7 @@ from tqdm import tqdm
 
 from sum_jax.data import formats, registry
 from sum_jax.data.records import TASK_NAMES, DataError, IssueLog, features
+from sum_jax.fileio import atomic_write
 
 BUILDER_NAME = "sum_segmentation"
 DATASET_VERSION = "1.0.0"
@@ -267,12 +268,6 @@ def _remove_stale_incomplete(data_dir: Path, name: str) -> list[Path]:
     return stale
 
 
-def _write_json_atomic(path: Path, obj: Any) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(json.dumps(obj, indent=2))
-    os.replace(tmp, path)
-
-
 def dry_run(config: Mapping[str, Any], samples: int = 5) -> str:
     """Lists what would be prepared and validates the first `samples` items of each split."""
     spec = resolve_spec(config)
@@ -348,5 +343,5 @@ def prepare(
         issue_counts=log.counts(),
         issues=[str(e) for e in log.issues],
     )
-    _write_json_atomic(out_dir / "prepare_report.json", dataclasses.asdict(report))
+    atomic_write(out_dir / "prepare_report.json", json.dumps(dataclasses.asdict(report), indent=2))
     return report

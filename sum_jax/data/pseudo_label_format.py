@@ -48,6 +48,7 @@ from pathlib import Path
 import numpy as np
 
 from sum_jax.data import rle
+from sum_jax.fileio import atomic_write
 
 FORMAT_VERSION = 1
 LOW_RES = 256
@@ -235,13 +236,7 @@ def write_labels(directory: str | os.PathLike, labels: PseudoLabels) -> Path:
     buffer = io.BytesIO()
     np.savez(buffer, **arrays)
     path = path_for(directory, labels.image_id)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(tmp, "wb") as f:
-        f.write(buffer.getvalue())
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    atomic_write(path, buffer.getvalue())
     return path
 
 
