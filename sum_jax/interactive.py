@@ -72,7 +72,7 @@ class InteractiveSettings:
     gamma: float = 2.0
 
     @classmethod
-    def from_config(cls, config) -> "InteractiveSettings":
+    def from_config(cls, config) -> InteractiveSettings:
         it, loss = config.interactive, config.loss
         return cls(
             num_rounds=int(it.num_rounds),
@@ -161,8 +161,8 @@ def interactive_rounds(
     certainty = jnp.clip(certainty, 0.0, 1.0)
     loss_c = jnp.where(is_pseudo & settings.uncertainty_aware_loss, certainty, 1.0)
     sample_c = jnp.where(is_pseudo & settings.uncertainty_sampling, certainty, 1.0)
-    flat = lambda x: x.reshape((bn,) + x.shape[2:])  # noqa: E731
-    unflat = lambda x: x.reshape((b, n) + x.shape[1:])  # noqa: E731
+    flat = lambda x: x.reshape((bn,) + x.shape[2:])
+    unflat = lambda x: x.reshape((b, n) + x.shape[1:])
     targets_f, loss_c_f, sample_c_f = flat(targets), flat(loss_c), flat(sample_c)
     valid_f = batch["mask_valid"].astype(bool).reshape(bn)
     area_f = None

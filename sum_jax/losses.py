@@ -168,7 +168,7 @@ def multimask_loss(
       (dict of `[N]` terms of the chosen output, `best [N]` int32 index of that output).
     """
     n, m = logits.shape[:2]
-    flat = lambda a: None if a is None else jnp.repeat(a, m, axis=0)  # noqa: E731
+    flat = lambda a: None if a is None else jnp.repeat(a, m, axis=0)
     terms = combined_loss(
         logits.reshape((n * m,) + logits.shape[2:]),
         iou_pred.reshape(n * m),

@@ -26,9 +26,7 @@ import jax.numpy as jnp
 Array = jax.Array
 
 
-def sample_points(
-    key: Array, region: Array, certainty: Array | None = None
-) -> tuple[Array, Array]:
+def sample_points(key: Array, region: Array, certainty: Array | None = None) -> tuple[Array, Array]:
     """Draw one pixel per mask from `region`, uniformly or proportionally to `certainty`.
 
     Args:
@@ -78,7 +76,7 @@ def mask_boxes(targets: Array) -> tuple[Array, Array]:
     """Tight boxes of 0/1 masks `[N, H, W]` as `(x0, y0, x1, y1)` pixel edges on the mask
     grid, and `valid [N]` (false for empty masks, whose box is all zero)."""
     t = jnp.asarray(targets) > 0
-    n, h, w = t.shape
+    _, h, w = t.shape
     rows, cols = t.any(axis=2), t.any(axis=1)
     ar_h, ar_w = jnp.arange(h), jnp.arange(w)
     y0 = jnp.min(jnp.where(rows, ar_h, h), axis=1)

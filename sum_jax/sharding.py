@@ -28,7 +28,8 @@ from typing import Any
 
 import jax
 import numpy as np
-from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec as P
+from jax.sharding import AxisType, Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
 
 from sum_jax.optim import map_with_paths, path_str
 
@@ -51,7 +52,9 @@ def make_mesh(mesh_shape: Sequence[int], devices: Sequence[jax.Device] | None = 
             raise ValueError(f"{len(devices)} devices do not fill mesh_shape {mesh_shape}")
         shape[shape.index(-1)] = len(devices) // known
     if math.prod(shape) != len(devices):
-        raise ValueError(f"mesh_shape {shape} needs {math.prod(shape)} devices, have {len(devices)}")
+        raise ValueError(
+            f"mesh_shape {shape} needs {math.prod(shape)} devices, have {len(devices)}"
+        )
     # Auto axes: shardings are given at jit boundaries and XLA propagates them inside.
     return jax.make_mesh(tuple(shape), MESH_AXES, (AxisType.Auto,) * 2, devices=devices)
 

@@ -31,7 +31,8 @@ import jax
 import jax.numpy as jnp
 import optax
 from flax import nnx
-from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
 
 from sum_jax import optim, sharding
 from sum_jax.interactive import InteractiveSettings, interactive_loss
@@ -67,7 +68,7 @@ class ModelDef:
     rest_treedef: Any
 
     @classmethod
-    def split(cls, model: nnx.Module) -> tuple["ModelDef", PyTree, PyTree]:
+    def split(cls, model: nnx.Module) -> tuple[ModelDef, PyTree, PyTree]:
         """`model -> (ModelDef, params dict, other-variables dict)`."""
         graphdef, params, rest = nnx.split(model, nnx.Param, ...)
         model_def = cls(graphdef, jax.tree.structure(params), jax.tree.structure(rest))
@@ -223,6 +224,6 @@ def describe_params(state: TrainState, plan: optim.ParamPlan | None = None) -> s
             trainable += 0 if plan.frozen[path] else x.size
             extra = f" lr_mult={plan.lr_mult[path]:.4g} frozen={plan.frozen[path]}"
         spec = getattr(getattr(x, "sharding", None), "spec", None)
-        lines.append(f"{path:64s} {str(tuple(x.shape)):20s} {spec}{extra}")
+        lines.append(f"{path:64s} {tuple(x.shape)!s:20s} {spec}{extra}")
     head = f"{total:,} parameters" + (f", {trainable:,} trainable" if plan is not None else "")
     return "\n".join([head] + lines)

@@ -3,7 +3,6 @@
 import dataclasses
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import nnx
@@ -54,7 +53,8 @@ def run(model):
     graphdef, state = nnx.split(model)
     cache = {}
 
-    def call(batch, key, settings=InteractiveSettings()):
+    def call(batch, key, settings=None):
+        settings = settings or InteractiveSettings()
         if settings not in cache:
             cache[settings] = jax.jit(
                 lambda st, bt, k: interactive_loss(
@@ -74,7 +74,7 @@ def recorded(run):
 
 
 def test_round_prompts(recorded):
-    batch, _, aux = recorded
+    _, _, aux = recorded
     r = aux["rounds"]
     labels, points = r["labels"], r["points"]  # [R, B, N, P], [R, B, N, P, 2]
     assert labels.shape == (ROUNDS, B, N, ROUNDS - 1)

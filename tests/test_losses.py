@@ -77,8 +77,10 @@ def test_dice_matches_numpy(seed, theta):
         losses.dice(logits, targets), np_dice(logits, targets), rtol=RTOL, atol=ATOL
     )
     np.testing.assert_allclose(
-        losses.dice(logits, targets, c, theta), np_dice(logits, targets, c, theta),
-        rtol=RTOL, atol=ATOL,
+        losses.dice(logits, targets, c, theta),
+        np_dice(logits, targets, c, theta),
+        rtol=RTOL,
+        atol=ATOL,
     )
 
 

@@ -115,16 +115,15 @@ def test_layer_decay_multipliers():
 def test_one_step_applies_multipliers_decay_and_freezing():
     model = TinySamLike(nnx.Rngs(0))
     params = params_of(model)
-    groups = (
-        (r"image_encoder\.blocks\.0\..*", {"frozen": True}),
-    ) + base.full_finetune_groups()
+    groups = ((r"image_encoder\.blocks\.0\..*", {"frozen": True}),) + base.full_finetune_groups()
     cfg = opt_config(lr=1e-3, weight_decay=0.0, layer_decay=0.8, param_groups=groups)
     tx, plan = optim.make_optimizer(params, cfg, num_steps=10)
     state = tx.init(params)
     # Frozen parameters keep no Adam moments.
     n_moments = sum(x.size for x in jax.tree.leaves(state))
     n_train = sum(
-        x.size for p, x in zip(optim.param_paths(params), jax.tree.leaves(params))
+        x.size
+        for p, x in zip(optim.param_paths(params), jax.tree.leaves(params))
         if not plan.frozen[p]
     )
     assert n_moments == 2 * n_train + 2  # mu, nu, and the Adam and schedule step counters
@@ -149,7 +148,9 @@ def test_decoupled_weight_decay_only_where_enabled():
     tx, plan = optim.make_optimizer(params, opt_config(lr=0.1, weight_decay=0.5), num_steps=10)
     zeros = jax.tree.map(jnp.zeros_like, params)
     updates, _ = tx.update(zeros, tx.init(params), params)
-    for p, u, x in zip(optim.param_paths(params), jax.tree.leaves(updates), jax.tree.leaves(params)):
+    for p, u, x in zip(
+        optim.param_paths(params), jax.tree.leaves(updates), jax.tree.leaves(params)
+    ):
         expected = -0.1 * plan.lr_mult[p] * 0.5 * x if plan.weight_decay[p] else 0 * x
         np.testing.assert_allclose(u, expected, rtol=1e-6, atol=1e-12, err_msg=p)
     assert plan.weight_decay["image_encoder.blocks.0.attn.qkv.kernel"]
@@ -158,9 +159,7 @@ def test_decoupled_weight_decay_only_where_enabled():
 
 
 def test_schedule():
-    cfg = ml_collections.ConfigDict(
-        {"lr": 1.0, "warmup_steps": 10, "schedule": "cosine"}
-    )
+    cfg = ml_collections.ConfigDict({"lr": 1.0, "warmup_steps": 10, "schedule": "cosine"})
     sched = optim.learning_rate_schedule(cfg, num_steps=110)
     assert float(sched(0)) == 0.0
     assert float(sched(5)) == pytest.approx(0.5)

@@ -47,10 +47,15 @@ def runs():
         initial = flat(state.params)
         step = jit_train_step(setup)
         new_state, metrics = step(state, sharding.shard_batch(batch, mesh))
-        out[name] = dict(
-            old_state=state, state=new_state, metrics=metrics, initial=initial,
-            step=step, setup=setup, mesh=mesh,
-        )
+        out[name] = {
+            "old_state": state,
+            "state": new_state,
+            "metrics": metrics,
+            "initial": initial,
+            "step": step,
+            "setup": setup,
+            "mesh": mesh,
+        }
     return out
 
 
@@ -95,7 +100,8 @@ def test_parameters_and_optimizer_state_are_sharded(runs):
     assert n_sharded >= 40, n_sharded
     # Adam's moments follow their parameters.
     mus = [
-        x for kp, x in jax.tree.leaves_with_path(run["state"].opt_state)
+        x
+        for kp, x in jax.tree.leaves_with_path(run["state"].opt_state)
         if optim.path_str(kp).endswith("image_encoder.blocks.1.mlp.lin1.kernel")
     ]
     assert len(mus) == 2  # mu and nu
@@ -144,6 +150,5 @@ def test_compiles_once_and_stays_on_device(runs):
     assert int(state.step) == 3
     assert np.isfinite(losses).all() and losses[0] != losses[1]
     # The guard is active: an implicit host-to-device copy inside it fails.
-    with pytest.raises(Exception, match="[Dd]isallowed"):
-        with jax.transfer_guard("disallow"):
-            jax.jit(lambda x: x + 1)(np.ones(3))  # NumPy argument: implicit transfer
+    with pytest.raises(Exception, match="[Dd]isallowed"), jax.transfer_guard("disallow"):
+        jax.jit(lambda x: x + 1)(np.ones(3))  # NumPy argument: implicit transfer
