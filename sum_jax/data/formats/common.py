@@ -56,6 +56,42 @@ def expand_with_stem(base: Path, patterns: Sequence[str], stem: str) -> list[Pat
     return find_files(base, [p.replace("{stem}", escaped) for p in patterns])
 
 
+def match_images(
+    root: Path,
+    split_tag: str,
+    opts: dict,
+    log: IssueLog,
+    *,
+    dir_key: str,
+    globs_key: str,
+    what: str,
+) -> list[tuple[str, Path, tuple[Path, ...]]]:
+    """Pairs each image with its annotation files: `[(stem, image, files)]`, sorted by stem.
+
+    Images come from `opts["image_dir"]` by `opts["image_globs"]`; their files from
+    `opts[dir_key]` by `opts[globs_key]` (patterns with `{stem}`). An image without any is
+    reported to `log` and left out.
+    """
+    image_dir = resolve(root, opts["image_dir"], split_tag)
+    files_dir = resolve(root, opts[dir_key], split_tag)
+    if not image_dir.is_dir():
+        raise FileNotFoundError(f"{image_dir}: image folder does not exist")
+    items: dict[str, tuple[str, Path, tuple[Path, ...]]] = {}
+    for pattern in opts["image_globs"]:
+        for path in find_files(image_dir, [pattern]):
+            stem = stem_of(path, image_dir, pattern)
+            files = [f for f in expand_with_stem(files_dir, opts[globs_key], stem) if f != path]
+            if not files:
+                log.report(
+                    str(path),
+                    f"no {what} matches {opts[globs_key]} under {files_dir}",
+                    "image without masks",
+                )
+                continue
+            items.setdefault(stem, (stem, path, tuple(files)))
+    return [items[k] for k in sorted(items)]
+
+
 def load_image(path: Path, log: IssueLog) -> tuple[bytes, int, int] | None:
     """(encoded bytes, H, W) of an image file, fully decoded once to reject bad files."""
     try:

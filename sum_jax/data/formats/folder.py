@@ -35,25 +35,10 @@ class Item:
 
 
 def list_items(root: Path, split_tag: str, opts: dict, log: IssueLog) -> list[Item]:
-    image_dir = common.resolve(root, opts["image_dir"], split_tag)
-    mask_dir = common.resolve(root, opts["mask_dir"], split_tag)
-    if not image_dir.is_dir():
-        raise FileNotFoundError(f"{image_dir}: image folder does not exist")
-    items: dict[str, Item] = {}
-    for pattern in opts["image_globs"]:
-        for path in common.find_files(image_dir, [pattern]):
-            stem = common.stem_of(path, image_dir, pattern)
-            masks = common.expand_with_stem(mask_dir, opts["mask_globs"], stem)
-            masks = [m for m in masks if m != path]
-            if not masks:
-                log.report(
-                    str(path),
-                    f"no mask file matches {opts['mask_globs']} under {mask_dir}",
-                    "image without masks",
-                )
-                continue
-            items.setdefault(stem, Item(path, tuple(masks), stem))
-    return [items[k] for k in sorted(items)]
+    matches = common.match_images(
+        root, split_tag, opts, log, dir_key="mask_dir", globs_key="mask_globs", what="mask file"
+    )
+    return [Item(image, files, stem) for stem, image, files in matches]
 
 
 def load_item(item: Item, opts: dict, log: IssueLog, require_masks: bool) -> Example | None:

@@ -34,28 +34,10 @@ class Item:
 
 
 def list_items(root: Path, split_tag: str, opts: dict, log: IssueLog) -> list[Item]:
-    image_dir = common.resolve(root, opts["image_dir"], split_tag)
-    label_dir = common.resolve(root, opts["label_dir"], split_tag)
-    if not image_dir.is_dir():
-        raise FileNotFoundError(f"{image_dir}: image folder does not exist")
-    items: dict[str, Item] = {}
-    for pattern in opts["image_globs"]:
-        for path in common.find_files(image_dir, [pattern]):
-            stem = common.stem_of(path, image_dir, pattern)
-            maps = [
-                m
-                for m in common.expand_with_stem(label_dir, opts["label_globs"], stem)
-                if m != path
-            ]
-            if not maps:
-                log.report(
-                    str(path),
-                    f"no label map matches {opts['label_globs']} under {label_dir}",
-                    "image without masks",
-                )
-                continue
-            items.setdefault(stem, Item(path, tuple(maps), stem))
-    return [items[k] for k in sorted(items)]
+    matches = common.match_images(
+        root, split_tag, opts, log, dir_key="label_dir", globs_key="label_globs", what="label map"
+    )
+    return [Item(image, files, stem) for stem, image, files in matches]
 
 
 def load_item(item: Item, opts: dict, log: IssueLog, require_masks: bool) -> Example | None:
