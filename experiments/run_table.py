@@ -23,7 +23,7 @@ from absl import app, flags
 from ml_collections import config_flags
 
 from experiments import tables
-from sum_jax import evaluation, reports
+from sum_jax import checkpointing, evaluation, reports
 from sum_jax.fileio import atomic_write
 
 _CONFIG = config_flags.DEFINE_config_file(
@@ -72,7 +72,7 @@ def run_table(
             c.noc_max_clicks = 0  # these tables report no NoC: simulate only num_rounds
             for key, val in column.overrides:
                 c[key] = val
-            model = evaluation.load_model(checkpoints[column.name])
+            model = checkpointing.load_model(checkpoints[column.name])
             summaries[column.name] = evaluation.evaluate(
                 c, model, evaluation.read_examples(c), out, name=column.name
             )

@@ -111,3 +111,13 @@ def load_sam(directory: str | os.PathLike, **config_overrides: Any) -> Sam:
     graphdef, abstract_state = nnx.split(model)
     nnx.replace_by_pure_dict(abstract_state, jax.tree.map(jax.numpy.asarray, state))
     return nnx.merge(graphdef, abstract_state)
+
+
+def load_model(spec: str, **config_overrides: Any) -> Sam:
+    """A model directory, or `random:<variant>` for a randomly initialised `build_sam` (a
+    pipeline check: its outputs mean nothing)."""
+    if spec.startswith("random:"):
+        from sum_jax.models.sam import build_sam
+
+        return build_sam(spec.split(":", 1)[1], rngs=nnx.Rngs(0), **config_overrides)
+    return load_sam(spec, **config_overrides)

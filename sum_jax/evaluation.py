@@ -52,12 +52,13 @@ import numpy as np
 from flax import nnx
 
 from sum_jax import clicker_jax, metrics, transforms
+from sum_jax.checkpointing import load_model
+from sum_jax.models.prompt_encoder import LABEL_ABSENT
 from sum_jax.transforms import preprocess_shape
 
 Array = jax.Array
 MODES = ("oracle", "single")
 PROTOCOLS = ("point", "box", "boundary")
-LABEL_ABSENT = -2
 TASK_NAMES = {0: "unspecified", 1: "salient_object", 2: "entity", 3: "part"}
 
 log = logging.getLogger(__name__)
@@ -592,10 +593,8 @@ def evaluate(
     if runner is None:
         model = model_or_checkpoint
         if isinstance(model, (str, os.PathLike)):
-            from sum_jax.checkpointing import load_sam
-
             name = name or os.path.basename(os.path.normpath(os.fspath(model)))
-            model = load_sam(model)
+            model = load_model(os.fspath(model))
         runner = SamRunner(model)
     name = name or "model"
     log_path = os.path.join(workdir, "evaluate.log")
@@ -659,17 +658,6 @@ def parse_checkpoint(spec: str) -> tuple[str, str]:
         path = spec
         name = os.path.basename(os.path.normpath(spec)).replace("random:", "random_")
     return name, path
-
-
-def load_model(path: str):
-    """A model directory, or `random:<variant>` for a randomly initialised `build_sam`."""
-    if path.startswith("random:"):
-        from sum_jax.models.sam import build_sam
-
-        return build_sam(path.split(":", 1)[1], rngs=nnx.Rngs(0))
-    from sum_jax.checkpointing import load_sam
-
-    return load_sam(path)
 
 
 def evaluate_checkpoints(

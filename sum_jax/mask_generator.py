@@ -17,6 +17,7 @@ import dataclasses
 import functools
 import itertools
 import math
+from collections import Counter
 
 import jax
 import jax.numpy as jnp
@@ -155,11 +156,16 @@ class MaskGenerator:
             for i in range(config.crop_n_layers + 1)
         ]
 
-    def generate(self, image: np.ndarray) -> list[dict]:
+    def generate(self, image: np.ndarray, stats: Counter | None = None) -> list[dict]:
         """Masks of a uint8 `HxWx3` image as a list of records (largest predicted IoU first
         within each crop), each with: `segmentation` (bool `[H, W]`), `area`, `bbox` (XYWH),
         `predicted_iou`, `stability_score`, `point_coords` ([[x, y]] in the image),
-        `crop_box` (XYWH), `low_res_logits` (`[L, L]` float32, in the crop's model frame)."""
+        `crop_box` (XYWH), `low_res_logits` (`[L, L]` float32, in the crop's model frame).
+
+        `stats`, if given, counts the masks left after each stage: `candidates`,
+        `predicted_iou`, `stability`, `area`, `crop_edge`, `box_nms`, `crop_nms`.
+        """
+        stats = Counter() if stats is None else stats
         image = transforms.check_image(image)
         orig_h, orig_w = image.shape[:2]
         boxes, layers = crop_boxes(
@@ -167,18 +173,19 @@ class MaskGenerator:
         )
         records = []
         for crop, layer in zip(boxes, layers):
-            records += self._process_crop(image, crop, layer)
+            records += self._process_crop(image, crop, layer, stats)
         if len(boxes) > 1 and records:
             crop_area = np.array([r["crop_box"][2] * r["crop_box"][3] for r in records], float)
             keep = nms(
                 np.array([r["_box"] for r in records]), 1.0 / crop_area, self.config.crop_nms_thresh
             )
             records = [records[i] for i in keep]
+        stats["crop_nms"] += len(records)
         for r in records:
             del r["_box"]
         return records
 
-    def _process_crop(self, image, crop, layer) -> list[dict]:
+    def _process_crop(self, image, crop, layer, stats: Counter) -> list[dict]:
         cfg = self.config
         x0, y0, x1, y1 = crop
         orig_h, orig_w = image.shape[:2]
@@ -211,16 +218,22 @@ class MaskGenerator:
         data = {k: np.concatenate(v) for k, v in out.items()}
 
         keep = np.ones(len(data["iou"]), bool)
+        stats["candidates"] += int(keep.sum())
         if cfg.pred_iou_thresh > 0:
             keep &= data["iou"] > cfg.pred_iou_thresh
+        stats["predicted_iou"] += int(keep.sum())
         if cfg.stability_score_thresh > 0:
             keep &= data["stability"] >= cfg.stability_score_thresh
+        stats["stability"] += int(keep.sum())
         if cfg.max_area_fraction < 1:
             keep &= data["area"] < cfg.max_area_fraction * orig_h * orig_w
+        stats["area"] += int(keep.sum())
         keep &= ~_near_crop_edge(data["boxes"], crop, (orig_w, orig_h))
+        stats["crop_edge"] += int(keep.sum())
         idx = np.nonzero(keep)[0]
         if len(idx):
             idx = idx[nms(data["boxes"][idx], data["iou"][idx], cfg.box_nms_thresh)]
+        stats["box_nms"] += len(idx)
 
         offset = np.array([x0, y0, x0, y0])
         records = []

@@ -1,0 +1,153 @@
+"""The pseudo-label command: what it writes, resuming after a kill, sharding, errors."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+from flax import nnx
+
+from sum_jax.checkpointing import save_sam
+from sum_jax.data import builder
+from sum_jax.data import pseudo_label_format as plf
+from sum_jax.mask_generator import GeneratorConfig, MaskGenerator
+from sum_jax.models.sam import build_sam
+from sum_jax.predictor import SamPredictor
+from sum_jax.pseudo_labeling import default_config, generate_pseudo_labels
+from tests.data import fake_datasets as fake
+
+# Permissive filters: the random tiny model's scores are low, and the test wants masks kept.
+GENERATOR = dict(points_per_side=4, pred_iou_thresh=0.0, stability_score_thresh=0.0,
+                 stability_score_offset=0.05, box_nms_thresh=0.9)
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    root = tmp_path_factory.mktemp("pl")
+    truth = fake.make_sa1b_dataset(root / "src", np.random.default_rng(0), n=3)
+    builder.prepare({"dataset": "sa1b", "source_dir": str(root / "src")}, root / "data",
+                    progress=False)
+    model = build_sam("tiny", rngs=nnx.Rngs(5))
+    save_sam(model, root / "model")
+    return root, truth, SamPredictor(model)
+
+
+def _config(root, out, **overrides):
+    c = default_config()
+    c.checkpoint = str(root / "model")
+    c.data_dir = str(root / "data")
+    c.output_dir = str(out)
+    c.generator.update(GENERATOR)
+    c.update(overrides)
+    return c
+
+
+def _contents(directory):
+    out = {}
+    for path in sorted(directory.glob("*.npz")):
+        labels = plf.read(directory, path.stem)
+        out[path.stem] = (labels.decode_masks(), labels.logits_quantized(), labels.points,
+                          labels.predicted_iou, labels.stability_score)
+    return out
+
+
+def _assert_same_contents(a, b):
+    assert a.keys() == b.keys()
+    for k in a:
+        for x, y in zip(a[k], b[k]):
+            np.testing.assert_array_equal(x, y)
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(setup):
+    root, _, predictor = setup
+    out = root / "full"
+    summary = generate_pseudo_labels(_config(root, out), predictor, progress=False)
+    return out, summary
+
+
+def test_files_hold_what_the_generator_returns(setup, uninterrupted):
+    root, truth, predictor = setup
+    out, summary = uninterrupted
+    assert summary["images"] == summary["written"] == len(truth) == 4
+    stages = summary["masks_after_stage"]
+    assert stages["candidates"] == 4 * 16 * 3
+    assert stages["candidates"] >= stages["area"] >= stages["box_nms"] > 0
+    assert 0 < summary["bytes_per_image"] < 200_000
+    image = fake.decode_file(next((root / "src").rglob("sa_99.jpg")))
+    expected = MaskGenerator(predictor, GeneratorConfig(**GENERATOR)).generate(image)
+    labels = plf.read(out, "sa_99")
+    assert labels.num_masks == len(expected) > 0
+    assert (labels.height, labels.width) == image.shape[:2]
+    np.testing.assert_array_equal(labels.decode_masks(), [m["segmentation"] for m in expected])
+    np.testing.assert_allclose(labels.points, [m["point_coords"][0] for m in expected], atol=1e-4)
+    np.testing.assert_allclose(labels.predicted_iou, [m["predicted_iou"] for m in expected],
+                               rtol=1e-6)
+    q = plf.quantize_logits(np.stack([m["low_res_logits"] for m in expected]))
+    np.testing.assert_array_equal(labels.logits_quantized(), q)
+    assert labels.map_size == predictor.config.low_res_size
+
+
+def test_interrupted_run_resumes_to_the_same_files(setup, uninterrupted):
+    root, _, predictor = setup
+    out = root / "resumed"
+    first = generate_pseudo_labels(_config(root, out, max_images=2), predictor, progress=False)
+    assert first["written"] == 2
+    second = generate_pseudo_labels(_config(root, out), predictor, progress=False)
+    assert (second["written"], second["skipped_existing"]) == (2, 2)
+    _assert_same_contents(_contents(out), _contents(uninterrupted[0]))
+
+
+def test_processes_write_disjoint_shards(setup, uninterrupted):
+    root, _, predictor = setup
+    out = root / "sharded"
+    counts = [
+        generate_pseudo_labels(_config(root, out), predictor, process_index=i, process_count=2,
+                               progress=False)["written"]
+        for i in range(2)
+    ]
+    assert counts == [2, 2]
+    _assert_same_contents(_contents(out), _contents(uninterrupted[0]))
+
+
+def test_killed_command_reruns_to_the_same_output(setup, uninterrupted):
+    root, _, _ = setup
+    out = root / "killed"
+    args = [sys.executable, "-m", "sum_jax.pseudo_labels", "--config=configs/pseudo_labels.py",
+            f"--config.checkpoint={root / 'model'}", f"--config.data_dir={root / 'data'}",
+            f"--config.output_dir={out}"]
+    args += [f"--config.generator.{k}={v}" for k, v in GENERATOR.items()]
+    cwd = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    proc = subprocess.Popen(args, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while time.time() < deadline and not list(out.glob("*.npz")) and proc.poll() is None:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    partial = len(list(out.glob("*.npz")))
+    assert partial < 4, "the run finished before it could be killed"
+    subprocess.run(args, cwd=cwd, check=True, capture_output=True)
+    _assert_same_contents(_contents(out), _contents(uninterrupted[0]))
+    assert not [p for p in out.iterdir() if p.name.startswith(".")]  # no temporary leftovers
+
+
+def test_errors_name_the_fix(setup, tmp_path):
+    root, _, predictor = setup
+    with pytest.raises(ValueError, match="crop_n_layers must be 0"):
+        c = _config(root, tmp_path / "o")
+        c.generator.crop_n_layers = 1
+        generate_pseudo_labels(c, predictor, progress=False)
+    with pytest.raises(ValueError, match="convert.sam_checkpoint"):
+        generate_pseudo_labels(_config(root, tmp_path / "o", checkpoint=""), progress=False)
+    with pytest.raises(FileNotFoundError, match="prepare_data"):
+        generate_pseudo_labels(_config(root, tmp_path / "o", dataset="sa1b_missing:train"),
+                               predictor, progress=False)
+    with pytest.raises(ValueError, match="unknown generator settings"):
+        c = _config(root, tmp_path / "o")
+        c.generator.points_per_sid = 3
+        generate_pseudo_labels(c, predictor, progress=False)
