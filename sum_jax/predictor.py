@@ -50,7 +50,7 @@ def task_index(task: int | str | None, num_tasks: int) -> int:
     return task
 
 
-def _bucket(n: int, minimum: int = 1) -> int:
+def bucket_size(n: int, minimum: int = 1) -> int:
     """Smallest power of two >= max(n, minimum)."""
     return 1 << max(int(n), minimum, 1).__sub__(1).bit_length()
 
@@ -209,8 +209,8 @@ class SamPredictor:
         points, labels, boxes_, mask_, q = self._check_prompts(
             point_coords, point_labels, boxes, mask_input
         )
-        q_pad = _bucket(q)
-        p_pad = _bucket(points.shape[1], minimum=4) if points is not None else 4
+        q_pad = bucket_size(q)
+        p_pad = bucket_size(points.shape[1], minimum=4) if points is not None else 4
         low = self.config.low_res_size
         s = self.config.img_size
 

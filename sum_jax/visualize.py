@@ -59,3 +59,26 @@ def overlay(
             fill = (0, 220, 0) if lab == 1 else (230, 0, 0)
             draw.ellipse([x - r, y - r, x + r, y + r], fill=fill, outline=(255, 255, 255))
     return pil
+
+
+def heat_map(image: np.ndarray, values: np.ndarray, *, alpha: float = 0.7) -> Image.Image:
+    """A `[H, W]` map in [0, 1] over a greyed photo, black (0) to yellow-white (1)."""
+    v = np.clip(np.asarray(values, np.float32), 0.0, 1.0)[..., None]
+    # A short inferno-like ramp: black -> red -> yellow -> white.
+    ramp = np.concatenate(
+        [np.clip(3 * v, 0, 1), np.clip(3 * v - 1, 0, 1), np.clip(3 * v - 2, 0, 1)], axis=-1
+    )
+    grey = image.astype(np.float32).mean(axis=-1, keepdims=True) / 255.0
+    out = (1 - alpha) * grey + alpha * ramp
+    return Image.fromarray((255 * out).clip(0, 255).astype(np.uint8))
+
+
+def side_by_side(panels: Sequence[Image.Image | np.ndarray], gap: int = 4) -> np.ndarray:
+    """Panels of equal height in a row, separated by white gaps."""
+    arrays = [np.asarray(p) for p in panels]
+    h = arrays[0].shape[0]
+    white = np.full((h, gap, 3), 255, np.uint8)
+    row = []
+    for i, a in enumerate(arrays):
+        row += [a] if i == 0 else [white, a]
+    return np.concatenate(row, axis=1)

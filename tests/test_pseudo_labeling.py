@@ -22,16 +22,22 @@ from sum_jax.pseudo_labeling import default_config, generate_pseudo_labels
 from tests.data import fake_datasets as fake
 
 # Permissive filters: the random tiny model's scores are low, and the test wants masks kept.
-GENERATOR = dict(points_per_side=4, pred_iou_thresh=0.0, stability_score_thresh=0.0,
-                 stability_score_offset=0.05, box_nms_thresh=0.9)
+GENERATOR = dict(
+    points_per_side=4,
+    pred_iou_thresh=0.0,
+    stability_score_thresh=0.0,
+    stability_score_offset=0.05,
+    box_nms_thresh=0.9,
+)
 
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
     root = tmp_path_factory.mktemp("pl")
     truth = fake.make_sa1b_dataset(root / "src", np.random.default_rng(0), n=3)
-    builder.prepare({"dataset": "sa1b", "source_dir": str(root / "src")}, root / "data",
-                    progress=False)
+    builder.prepare(
+        {"dataset": "sa1b", "source_dir": str(root / "src")}, root / "data", progress=False
+    )
     model = build_sam("tiny", rngs=nnx.Rngs(5))
     save_sam(model, root / "model")
     return root, truth, SamPredictor(model)
@@ -51,8 +57,13 @@ def _contents(directory):
     out = {}
     for path in sorted(directory.glob("*.npz")):
         labels = plf.read(directory, path.stem)
-        out[path.stem] = (labels.decode_masks(), labels.logits_quantized(), labels.points,
-                          labels.predicted_iou, labels.stability_score)
+        out[path.stem] = (
+            labels.decode_masks(),
+            labels.logits_quantized(),
+            labels.points,
+            labels.predicted_iou,
+            labels.stability_score,
+        )
     return out
 
 
@@ -86,8 +97,9 @@ def test_files_hold_what_the_generator_returns(setup, uninterrupted):
     assert (labels.height, labels.width) == image.shape[:2]
     np.testing.assert_array_equal(labels.decode_masks(), [m["segmentation"] for m in expected])
     np.testing.assert_allclose(labels.points, [m["point_coords"][0] for m in expected], atol=1e-4)
-    np.testing.assert_allclose(labels.predicted_iou, [m["predicted_iou"] for m in expected],
-                               rtol=1e-6)
+    np.testing.assert_allclose(
+        labels.predicted_iou, [m["predicted_iou"] for m in expected], rtol=1e-6
+    )
     q = plf.quantize_logits(np.stack([m["low_res_logits"] for m in expected]))
     np.testing.assert_array_equal(labels.logits_quantized(), q)
     assert labels.map_size == predictor.config.low_res_size
@@ -107,8 +119,9 @@ def test_processes_write_disjoint_shards(setup, uninterrupted):
     root, _, predictor = setup
     out = root / "sharded"
     counts = [
-        generate_pseudo_labels(_config(root, out), predictor, process_index=i, process_count=2,
-                               progress=False)["written"]
+        generate_pseudo_labels(
+            _config(root, out), predictor, process_index=i, process_count=2, progress=False
+        )["written"]
         for i in range(2)
     ]
     assert counts == [2, 2]
@@ -118,9 +131,15 @@ def test_processes_write_disjoint_shards(setup, uninterrupted):
 def test_killed_command_reruns_to_the_same_output(setup, uninterrupted):
     root, _, _ = setup
     out = root / "killed"
-    args = [sys.executable, "-m", "sum_jax.pseudo_labels", "--config=configs/pseudo_labels.py",
-            f"--config.checkpoint={root / 'model'}", f"--config.data_dir={root / 'data'}",
-            f"--config.output_dir={out}"]
+    args = [
+        sys.executable,
+        "-m",
+        "sum_jax.pseudo_labels",
+        "--config=configs/pseudo_labels.py",
+        f"--config.checkpoint={root / 'model'}",
+        f"--config.data_dir={root / 'data'}",
+        f"--config.output_dir={out}",
+    ]
     args += [f"--config.generator.{k}={v}" for k, v in GENERATOR.items()]
     cwd = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     proc = subprocess.Popen(args, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -145,9 +164,101 @@ def test_errors_name_the_fix(setup, tmp_path):
     with pytest.raises(ValueError, match="convert.sam_checkpoint"):
         generate_pseudo_labels(_config(root, tmp_path / "o", checkpoint=""), progress=False)
     with pytest.raises(FileNotFoundError, match="prepare_data"):
-        generate_pseudo_labels(_config(root, tmp_path / "o", dataset="sa1b_missing:train"),
-                               predictor, progress=False)
+        generate_pseudo_labels(
+            _config(root, tmp_path / "o", dataset="sa1b_missing:train"), predictor, progress=False
+        )
     with pytest.raises(ValueError, match="unknown generator settings"):
         c = _config(root, tmp_path / "o")
         c.generator.points_per_sid = 3
         generate_pseudo_labels(c, predictor, progress=False)
+
+
+# Uncertainty maps ------------------------------------------------------------------------
+
+
+@pytest.fixture()
+def labelled_copy(uninterrupted, tmp_path):
+    import shutil
+
+    out = tmp_path / "pl"
+    shutil.copytree(uninterrupted[0], out)
+    return out
+
+
+def _uncertainty_config(root, pseudo_dir, **overrides):
+    from sum_jax.uncertainty_maps import default_config as uncertainty_config
+
+    c = uncertainty_config()
+    c.refiner = str(root / "model")
+    c.data_dir = str(root / "data")
+    c.pseudo_labels = str(pseudo_dir)
+    c.update(overrides)
+    return c
+
+
+def test_uncertainty_equals_the_formula(setup, labelled_copy):
+    """u is |sigmoid(s) - sigmoid(r)| with r from the predictor given s, the box and the point."""
+    from sum_jax.uncertainty_maps import Refiner, compute_uncertainty
+
+    root, _, predictor = setup
+    refiner = Refiner(predictor.model)  # the random tiny SAM stands in for a trained refiner
+    summary = compute_uncertainty(_uncertainty_config(root, labelled_copy), refiner, progress=False)
+    assert summary["images_written"] == 4 and summary["masks"] > 0
+    labels = plf.read(labelled_copy, "sa_99")
+    u = labels.uncertainty() / 255.0
+    assert u.shape == (labels.num_masks, 32, 32) and 0.0 <= u.min() and u.max() <= 1.0
+    assert u.max() > 0.05  # the maps are not trivially zero
+    from PIL import Image
+
+    pic = np.asarray(Image.open(labelled_copy / "pictures" / "sa_99.png"))
+    assert pic.shape == (labels.height, 3 * labels.width + 8, 3)
+
+    image = fake.decode_file(next((root / "src").rglob("sa_99.jpg")))
+    predictor.set_image(image)
+    sam = labels.logits().astype(np.float64)
+    masks = labels.decode_masks()
+    for k in range(labels.num_masks):
+        ys, xs = np.nonzero(masks[k])
+        box = np.array([xs.min(), ys.min(), xs.max(), ys.max()], np.float64)
+        _, _, refined = predictor.predict(
+            labels.points[k][None], np.array([1]), box, labels.logits([k]), multimask_output=False
+        )
+        expected = np.abs(1 / (1 + np.exp(-sam[k])) - 1 / (1 + np.exp(-refined[0].astype(float))))
+        # Stored as round(255 u): within half a step, plus float32 rounding of the decoder.
+        assert np.abs(u[k] - expected).max() <= 0.5 / 255 + 1e-4
+
+
+def test_uncertainty_resumes_and_skips_done_files(setup, labelled_copy, tmp_path):
+    import shutil
+
+    from sum_jax.uncertainty_maps import Refiner, compute_uncertainty
+
+    root, _, predictor = setup
+    refiner = Refiner(predictor.model)
+    whole = tmp_path / "whole"
+    shutil.copytree(labelled_copy, whole)
+    compute_uncertainty(_uncertainty_config(root, whole), refiner, progress=False)
+    first = compute_uncertainty(
+        _uncertainty_config(root, labelled_copy, max_images=2), refiner, progress=False
+    )
+    second = compute_uncertainty(_uncertainty_config(root, labelled_copy), refiner, progress=False)
+    assert (first["images_written"], second["images_written"], second["skipped_existing"]) == (
+        2,
+        2,
+        2,
+    )
+    for path in whole.glob("*.npz"):
+        np.testing.assert_array_equal(
+            plf.read(whole, path.stem).uncertainty(),
+            plf.read(labelled_copy, path.stem).uncertainty(),
+        )
+
+
+def test_uncertainty_errors(setup, tmp_path):
+    from sum_jax.uncertainty_maps import compute_uncertainty
+
+    root, _, _ = setup
+    with pytest.raises(ValueError, match="train_refiner"):
+        compute_uncertainty(_uncertainty_config(root, tmp_path, refiner=""), progress=False)
+    with pytest.raises(FileNotFoundError, match="sum_jax.pseudo_labels"):
+        compute_uncertainty(_uncertainty_config(root, tmp_path / "none"), progress=False)

@@ -1,0 +1,14 @@
+"""Uncertainty maps for SA-1B pseudo-labels with a trained mask-refinement module.
+
+    python -m sum_jax.uncertainty --config=configs/uncertainty.py \
+        --config.refiner=ckpt/refiner --config.data_dir=/data/prepared \
+        --config.pseudo_labels=/data/pseudo_labels/sa1b
+
+Adds `u = |sigmoid(sam) - sigmoid(refined)|` (uint8, 256 x 256 per mask) to every file.
+"""
+
+from sum_jax.uncertainty_maps import default_config
+
+
+def get_config():
+    return default_config()
