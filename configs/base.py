@@ -10,7 +10,14 @@ Check it with:
 
 Fields:
 
-- `model.variant`: `build_sam` variant; SUM starts from ViT-H (App. B.1).
+- `model.checkpoint`: the SAM to start from, a model directory written by
+  `python -m convert.sam_checkpoint` (or a trainer's export), or `random:<variant>` for a
+  randomly initialised model (pipeline checks only). `model.variant`: the `build_sam`
+  variant it must be (checked at load); SUM starts from ViT-H (App. B.1).
+- `data.*`: the Grain pipeline (`sum_jax.data.pipeline.default_config`): `data_dir`,
+  `labelled` / `unlabelled` refs, `pseudo_label_dir`, `mix`. Its `batch_size`, `image_size`,
+  `mask_size`, `max_masks` and `seed` are set by the trainer from `train.*`, the model and
+  `seed`, so they are not set here.
 - `loss.*`: `focal_weight * focal + dice_weight * dice + iou_weight * iou_mse` per round
   (20 : 1 : 1), focal `alpha`/`gamma`, the uncertainty-aware Dice threshold `theta` (0.6 in
   App. B.1; 0.5 in the authors' released code), and `uncertainty_aware` (False trains
@@ -19,8 +26,8 @@ Fields:
   `box_prob` (0.5), box jitter (`box_noise_frac` of the side, capped at `box_noise_max`
   input-frame pixels), `uncertainty_sampling` (pseudo-label points drawn proportionally to
   `c = 1 - u`; False draws them uniformly), `continuous_task_prompt` (task prompt in every
-  round instead of round 1 only), `restrict_to_image` (error points only inside the real,
-  unpadded image).
+  round instead of round 1 only), `use_task_prompt` (False: never, "SUM w/o task prompt"),
+  `restrict_to_image` (error points only inside the real, unpadded image).
 - `optimizer.*`: AdamW (`lr` 1e-5, `b1`, `b2`, `eps`, decoupled `weight_decay`, as in SAM's
   fine-tuning recipe), layer-wise lr decay `layer_decay` (0.8) over the encoder's blocks,
   an optional linear warm-up and cosine decay, and `param_groups`: an ordered list of
@@ -32,10 +39,20 @@ Fields:
   spec `"fsdp"` shards the largest dimension divisible by the `fsdp` axis size,
   `"replicated"` replicates, a tuple gives one mesh axis name (or None) per dimension.
   Parameters smaller than `min_shard_size` elements stay replicated.
-- `train.*`: batch layout and length (FT-Small: 6000 steps of 40 images, 30 masks each).
+- `train.*`: batch layout and length (FT-Small: 6000 steps of 40 images, 30 masks each;
+  `batch_size` is global, over all hosts); `log_every` steps per progress line and
+  TensorBoard point; an Orbax checkpoint (parameters, optimiser, step, data iterator) every
+  `checkpoint_every` steps and at the end, keeping the last `keep_checkpoints`; `export`
+  writes the final model directory `<workdir>/model` for the predictor, the evaluator and
+  the converter.
+- `eval.*`: `configs/eval.py`'s fields; with `eval.eval_sets` set, the exported model is
+  evaluated into `<workdir>/eval` when training ends (single-process runs).
 """
 
 import ml_collections
+
+from configs import eval as eval_config
+from sum_jax.data import pipeline
 
 # Parameters that conventionally get no weight decay: biases, norm scales, positional
 # embeddings, relative-position tables and embedding tables (SAM's tokens, task prompts).
@@ -67,6 +84,10 @@ def get_config() -> ml_collections.ConfigDict:
 
     config.model = ml_collections.ConfigDict()
     config.model.variant = "vit_h"
+    config.model.checkpoint = "ckpt/sam_vit_h"
+
+    config.data = pipeline.default_config()
+    config.data.data_dir = "data/prepared"
 
     config.loss = ml_collections.ConfigDict()
     config.loss.focal_weight = 20.0
@@ -84,6 +105,7 @@ def get_config() -> ml_collections.ConfigDict:
     config.interactive.box_noise_max = 20.0
     config.interactive.uncertainty_sampling = True
     config.interactive.continuous_task_prompt = False
+    config.interactive.use_task_prompt = True
     config.interactive.restrict_to_image = True
 
     config.optimizer = ml_collections.ConfigDict()
@@ -107,4 +129,11 @@ def get_config() -> ml_collections.ConfigDict:
     config.train.num_steps = 6000
     config.train.batch_size = 40
     config.train.masks_per_image = 30
+    config.train.log_every = 10
+    config.train.checkpoint_every = 500
+    config.train.keep_checkpoints = 3
+    config.train.export = True
+
+    config.eval = eval_config.get_config()
+    config.eval.eval_sets = ""
     return config

@@ -10,7 +10,8 @@ For each image in the batch the image is encoded once; then, for every mask of t
 - round R: no new prompt, otherwise like rounds 2 .. R-1.
 
 With `continuous_task_prompt` the task prompt is given in every round (the paper's
-"Continuous TP" ablation), otherwise only in round 1 (`task_ids = -1` afterwards).
+"Continuous TP" ablation), otherwise only in round 1 (`task_ids = -1` afterwards); with
+`use_task_prompt` false it is never given ("SUM w/o task prompt").
 
 Fixed shapes let every round share one scan body: the decoder always receives
 `P = R - 1` point slots (slot 0: round 1's point, slot r: round r+1's point), with label -2
@@ -62,6 +63,7 @@ class InteractiveSettings:
     box_noise_max: float = 20.0
     uncertainty_sampling: bool = True
     continuous_task_prompt: bool = False
+    use_task_prompt: bool = True
     restrict_to_image: bool = True
     uncertainty_aware_loss: bool = True
     focal_weight: float = 20.0
@@ -81,6 +83,7 @@ class InteractiveSettings:
             box_noise_max=float(it.box_noise_max),
             uncertainty_sampling=bool(it.uncertainty_sampling),
             continuous_task_prompt=bool(it.continuous_task_prompt),
+            use_task_prompt=bool(it.get("use_task_prompt", True)),
             restrict_to_image=bool(it.restrict_to_image),
             uncertainty_aware_loss=bool(loss.uncertainty_aware),
             **losses.loss_kwargs_from_config(loss),
@@ -124,7 +127,8 @@ def interactive_loss(
 
     Returns:
       `(loss, aux)`: the scalar loss and `aux` with per-round `[R]` metrics `loss`, `focal`,
-      `dice`, `iou_mse`, `iou` (mean over valid masks; `iou` of the trained output) and,
+      `dice`, `iou_mse`, `iou` (mean over valid masks; `iou` of the trained output),
+      `loss_human`, `loss_pseudo` (the round loss over human / pseudo-labelled masks only) and,
       with `record`, `aux["rounds"]`: a dict of `[R, ...]` decoder inputs and outputs.
     """
     images = normalize_and_pad(batch["image"], batch["image_size"])
@@ -165,6 +169,7 @@ def interactive_rounds(
     unflat = lambda x: x.reshape((b, n) + x.shape[1:])
     targets_f, loss_c_f, sample_c_f = flat(targets), flat(loss_c), flat(sample_c)
     valid_f = batch["mask_valid"].astype(bool).reshape(bn)
+    pseudo_f = jnp.broadcast_to(batch["is_pseudo"].astype(bool)[:, None], (b, n)).reshape(bn)
     area_f = None
     if settings.restrict_to_image:
         area = prompts.image_area(batch["image_size"], size, img_size)
@@ -220,7 +225,7 @@ def interactive_rounds(
         mask_inputs = jax.lax.stop_gradient(prev_logits)
         mask_valid = jnp.broadcast_to(r > 0, (b, n))
         use_task = (r == 0) | settings.continuous_task_prompt
-        task_ids = jnp.where(use_task, task, -1)
+        task_ids = jnp.where(use_task & settings.use_task_prompt, task, -1)
         args = (points, labels, mask_inputs, mask_valid, task_ids)
 
         def first_round():
@@ -241,6 +246,9 @@ def interactive_rounds(
 
         terms, passed = jax.lax.cond(r == 0, first_round, later_round)
         metrics = {k_: losses.masked_mean(terms[k_], valid_f) for k_ in METRIC_KEYS}
+        # The same round loss split by data source, for the trainer's logs.
+        metrics["loss_human"] = losses.masked_mean(terms["loss"], valid_f & ~pseudo_f)
+        metrics["loss_pseudo"] = losses.masked_mean(terms["loss"], valid_f & pseudo_f)
         ys = {"metrics": metrics}
         if record:
             ys["rounds"] = {

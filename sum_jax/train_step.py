@@ -116,8 +116,10 @@ def train_step(
 
     Returns:
       `(new_state, metrics)`: `loss`, per-round `[R]` arrays `round_loss`, `round_iou`,
-      `round_focal`, `round_dice`, `round_iou_mse`, the global gradient norm over trainable
-      parameters, and the learning rate (when `schedule` is given).
+      `round_focal`, `round_dice`, `round_iou_mse`, `round_loss_human`, `round_loss_pseudo`,
+      the valid-mask counts `masks_human` and `masks_pseudo`, the global norms of the
+      gradient and of the update over trainable parameters, and the learning rate (when
+      `schedule` is given).
     """
     key = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
 
@@ -132,22 +134,33 @@ def train_step(
     (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
-    metrics = {"loss": loss, "grad_norm": optax.global_norm(grads)}
+    metrics = {
+        "loss": loss,
+        "grad_norm": optax.global_norm(grads),
+        # Finite old parameters plus a finite update give finite new ones: the trainer's
+        # NaN guard checks this instead of every parameter.
+        "update_norm": optax.global_norm(updates),
+    }
     metrics.update({f"round_{k}": v for k, v in aux.items() if k != "loss"})
     metrics["round_loss"] = aux["loss"]
+    pseudo = batch["is_pseudo"].astype(bool)[:, None]
+    valid = batch["mask_valid"].astype(bool)
+    metrics["masks_human"] = jnp.sum(valid & ~pseudo)
+    metrics["masks_pseudo"] = jnp.sum(valid & pseudo)
     if schedule is not None:
         metrics["lr"] = jnp.asarray(schedule(state.step), jnp.float32)
     new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state)
     return new_state, metrics
 
 
-def init_train_state(
+def train_setup(
     model: nnx.Module, config, mesh: Mesh, *, num_steps: int | None = None
-) -> tuple[TrainState, TrainSetup]:
-    """The initial state, laid out on `mesh` by `config.sharding`, and the step's setup.
+) -> tuple[TrainSetup, TrainState]:
+    """The step's static setup and the abstract state: `jax.ShapeDtypeStruct` leaves that
+    carry their shardings, with no memory behind them.
 
-    Shardings come from the abstract state (`jax.eval_shape`), and the optimiser state is
-    created by a jitted `tx.init` straight into its shardings.
+    `model` may itself be abstract (`nnx.eval_shape`), so a ViT-H setup costs nothing; the
+    abstract state is what `jit(...).lower` and an Orbax restore take.
     """
     model_def, params, model_state = ModelDef.split(model)
     num_steps = int(num_steps if num_steps is not None else config.train.num_steps)
@@ -155,11 +168,12 @@ def init_train_state(
     schedule = optim.learning_rate_schedule(config.optimizer, num_steps)
     settings = InteractiveSettings.from_config(config)
 
-    rng = jax.random.key_data(jax.random.key(int(config.seed)))
+    rng = jax.ShapeDtypeStruct((2,), jnp.uint32)  # raw threefry key data
     abstract = jax.eval_shape(
-        lambda p, s: TrainState(jnp.zeros((), jnp.int32), p, s, tx.init(p), rng),
+        lambda p, s, r: TrainState(jnp.zeros((), jnp.int32), p, s, tx.init(p), r),
         params,
         model_state,
+        rng,
     )
     param_sh = sharding.param_shardings(abstract.params, mesh, config.sharding)
     replicated = NamedSharding(mesh, P())
@@ -170,13 +184,6 @@ def init_train_state(
         opt_state=sharding.state_shardings(abstract.opt_state, abstract.params, param_sh, mesh),
         rng=replicated,
     )
-
-    def make(p, s):
-        return TrainState(jnp.zeros((), jnp.int32), p, s, tx.init(p), rng)
-
-    state = jax.jit(
-        make, in_shardings=(state_sh.params, state_sh.model_state), out_shardings=state_sh
-    )(params, model_state)
     setup = TrainSetup(
         model_def=model_def,
         tx=tx,
@@ -187,6 +194,31 @@ def init_train_state(
         state_shardings=state_sh,
         batch_sharding=sharding.batch_sharding(mesh),
     )
+    abstract = jax.tree.map(
+        lambda x, sh: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sh), abstract, state_sh
+    )
+    return setup, abstract
+
+
+def init_train_state(
+    model: nnx.Module, config, mesh: Mesh, *, num_steps: int | None = None
+) -> tuple[TrainState, TrainSetup]:
+    """The initial state, laid out on `mesh` by `config.sharding`, and the step's setup.
+
+    Shardings come from the abstract state (`train_setup`), and the optimiser state is
+    created by a jitted `tx.init` straight into its shardings.
+    """
+    setup, _ = train_setup(model, config, mesh, num_steps=num_steps)
+    _, params, model_state = ModelDef.split(model)
+    rng = jax.random.key_data(jax.random.key(int(config.seed)))
+    state_sh = setup.state_shardings
+
+    def make(p, s):
+        return TrainState(jnp.zeros((), jnp.int32), p, s, setup.tx.init(p), rng)
+
+    state = jax.jit(
+        make, in_shardings=(state_sh.params, state_sh.model_state), out_shardings=state_sh
+    )(params, model_state)
     return state, setup
 
 

@@ -53,6 +53,18 @@ class SamConfig:
     def low_res_size(self) -> int:
         return 4 * self.embedding_size
 
+    @property
+    def variant(self) -> str:
+        """The `VARIANTS` name with this architecture (compute dtypes and the task table's
+        size aside), or "custom"."""
+        for name, v in VARIANTS.items():
+            same = dataclasses.replace(
+                self, dtype=v.dtype, param_dtype=v.param_dtype, num_tasks=v.num_tasks
+            )
+            if same == v:
+                return name
+        return "custom"
+
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
         d["encoder_global_attn_indexes"] = list(self.encoder_global_attn_indexes)

