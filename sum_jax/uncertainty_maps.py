@@ -50,6 +50,9 @@ def default_config() -> ml_collections.ConfigDict:
     c.pseudo_labels = ""  # Directory of pseudo-label files; maps are added in place.
     c.max_images = placeholder(int)
     c.pictures = 4  # PNGs (pseudo-label | refined | uncertainty) for this many images.
+    # Optional: also write the refinement module's masks as pseudo-label files here (the
+    # "mask-refinement outputs as labels" baseline, configs/ablations.py:refined_labels).
+    c.refined_labels_dir = ""
     return c
 
 
@@ -141,6 +144,29 @@ class Refiner:
         return np.asarray(refined[:k]), np.asarray(u[:k])
 
 
+def write_refined_labels(
+    directory: str | Path, labels: plf.PseudoLabels, refined: np.ndarray, img_size: int
+) -> Path:
+    """The refinement module's masks (logits > 0 at the original size) and logits as a
+    pseudo-label file of their own, with the SAM masks' points and scores."""
+    size = (labels.height, labels.width)
+    input_size = transforms.preprocess_shape(*size, img_size)
+    masks = np.asarray(
+        transforms.postprocess_masks(jnp.asarray(refined), input_size, size, img_size) > 0
+    ).reshape((-1,) + size)
+    return plf.write(
+        directory,
+        labels.image_id,
+        height=labels.height,
+        width=labels.width,
+        masks=list(masks),
+        low_res_logits=refined,
+        points=labels.points,
+        predicted_iou=labels.predicted_iou,
+        stability_score=labels.stability_score,
+    )
+
+
 def picture(
     image: np.ndarray, labels: plf.PseudoLabels, refined: np.ndarray, u: np.ndarray, img_size: int
 ) -> np.ndarray:
@@ -189,6 +215,7 @@ def compute_uncertainty(
         raise FileNotFoundError(
             f"{out}: no pseudo-label directory; run python -m sum_jax.pseudo_labels first"
         )
+    refined_dir = config.get("refined_labels_dir") or ""
     done = skipped = masks = 0
     u_sum = 0.0
     start = time.perf_counter()
@@ -197,11 +224,14 @@ def compute_uncertainty(
         record = sources.normalize_record(source[index])
         image_id = record["image_id"]
         labels = plf.read(out, image_id)  # a missing file is an error naming it
-        if labels.has_uncertainty:
+        if labels.has_uncertainty and (not refined_dir or plf.exists(refined_dir, image_id)):
             skipped += 1
             continue
         image = image_ops.decode_image(record["image"])
         refined, u = refiner(image, labels)
+        if refined_dir:
+            write_refined_labels(refined_dir, labels, refined, refiner.config.img_size)
+        # Written last: a file with maps marks the image as done for a rerun.
         plf.add_uncertainty(out, image_id, u)
         if done < config.get("pictures", 0):
             save_png(

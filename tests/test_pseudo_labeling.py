@@ -202,7 +202,9 @@ def test_uncertainty_equals_the_formula(setup, labelled_copy):
 
     root, _, predictor = setup
     refiner = Refiner(predictor.model)  # the random tiny SAM stands in for a trained refiner
-    summary = compute_uncertainty(_uncertainty_config(root, labelled_copy), refiner, progress=False)
+    refined_dir = labelled_copy.parent / "refined"
+    config = _uncertainty_config(root, labelled_copy, refined_labels_dir=str(refined_dir))
+    summary = compute_uncertainty(config, refiner, progress=False)
     assert summary["images_written"] == 4 and summary["masks"] > 0
     labels = plf.read(labelled_copy, "sa_99")
     u = labels.uncertainty() / 255.0
@@ -226,6 +228,16 @@ def test_uncertainty_equals_the_formula(setup, labelled_copy):
         expected = np.abs(1 / (1 + np.exp(-sam[k])) - 1 / (1 + np.exp(-refined[0].astype(float))))
         # Stored as round(255 u): within half a step, plus float32 rounding of the decoder.
         assert np.abs(u[k] - expected).max() <= 0.5 / 255 + 1e-4
+        # The refined-labels file holds the refiner's mask (the official upscaling of r > 0),
+        # the same point and scores.
+        refined_labels = plf.read(refined_dir, "sa_99")
+        full, _, _ = predictor.predict(
+            labels.points[k][None], np.array([1]), box, labels.logits([k]), multimask_output=False
+        )
+        agree = (refined_labels.decode_masks([k])[0] == full[0]).mean()
+        assert agree >= 0.999, agree
+        np.testing.assert_array_equal(refined_labels.points[k], labels.points[k])
+        assert not refined_labels.has_uncertainty
 
 
 def test_uncertainty_resumes_and_skips_done_files(setup, labelled_copy, tmp_path):

@@ -1,0 +1,39 @@
+"""FT-Small (§4.1, App. B.1): SUM fine-tuning of SAM ViT-H on SA-250K + HQSeg-44K.
+
+    python -m sum_jax.train --config=configs/ft_small.py --workdir=runs/ft_small \
+        --config.model.checkpoint=ckpt/sam_vit_h --config.data.data_dir=/data/prepared \
+        --config.data.pseudo_label_dir=/data/pseudo_labels/sa1b
+
+Needs: SAM ViT-H converted with `python -m convert.sam_checkpoint`; HQSeg-44K's six parts
+and SA-250K prepared with `python -m sum_jax.prepare_data`; pseudo-labels
+(`python -m sum_jax.pseudo_labels`) with uncertainty maps (`python -m sum_jax.uncertainty`).
+
+Trains 6000 steps of 40 images (one image and up to 30 masks per device, human-labelled and
+unlabelled images 1:1), AdamW at 1e-5 with layer decay 0.8, 7 interactive rounds, the
+uncertainty-aware losses (theta 0.6) and sampling, the task prompt in round 1. Writes
+checkpoints, logs, TensorBoard files and the final model to the workdir
+(sum_jax/trainer.py lists them). Run the same command again to resume.
+"""
+
+from configs import base
+
+# HQSeg-44K (HQ-SAM's training set): six salient-object datasets.
+HQSEG_44K = [
+    "dis5k:train",
+    "thinobject5k:train",
+    "fss1000:train",
+    "ecssd:train",
+    "msra10k:train",
+    "dut_omron:train",
+]
+
+
+def get_config():
+    config = base.get_config()
+    config.data.labelled = list(HQSEG_44K)
+    config.data.unlabelled = "sa1b:train"
+    config.data.pseudo_label_dir = "data/pseudo_labels/sa1b"
+    config.data.mix = (1, 1)
+    config.train.num_steps = 6000
+    config.train.batch_size = 40
+    return config
