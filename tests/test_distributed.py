@@ -16,7 +16,6 @@ import pytest
 
 from sum_jax import optim, trainer
 from sum_jax.checkpointing import load_state_dict
-from tests.test_trainer import data_dir  # noqa: F401  (the prepared dataset fixture)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -27,10 +26,10 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _command(data_dir: str, workdir: Path, *extra: str) -> list[str]:
+def _command(data: str, workdir: Path, *extra: str) -> list[str]:
     return [
         sys.executable, "-m", "sum_jax.train",
-        f"--config=tests/tiny_train_config.py:{data_dir}", f"--workdir={workdir}", *extra,
+        f"--config=tests/tiny_train_config.py:{data}", f"--workdir={workdir}", *extra,
     ]  # fmt: skip
 
 
@@ -42,7 +41,7 @@ def _env(devices: int) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def runs(data_dir, tmp_path_factory):  # noqa: F811
+def runs(data_dir, tmp_path_factory):
     single = tmp_path_factory.mktemp("one_process")
     subprocess.run(
         _command(data_dir, single), cwd=ROOT, env=_env(2), check=True, capture_output=True,
@@ -64,7 +63,7 @@ def runs(data_dir, tmp_path_factory):  # noqa: F811
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
-        )  # fmt: skip
+        )
         for i in range(2)
     ]
     outputs = [p.communicate(timeout=600)[0] for p in procs]

@@ -15,26 +15,8 @@ import pytest
 from configs import base
 from sum_jax import optim, trainer
 from sum_jax.checkpointing import load_state_dict
-from sum_jax.data import builder
-from tests.data import fake_datasets as fake
 
 NUM_STEPS = 4
-
-
-@pytest.fixture(scope="module")
-def data_dir(tmp_path_factory) -> str:
-    root = tmp_path_factory.mktemp("trainer_src")
-    out = tmp_path_factory.mktemp("trainer_prepared")
-    fake.make_folder_dataset(root, np.random.default_rng(3), n=4)
-    config = {
-        "dataset": "toy_salient",
-        "format": "folder",
-        "task_id": 1,
-        "source_dir": str(root),
-        "options": fake.FOLDER_OPTIONS,
-    }
-    builder.prepare(config, out, progress=False)
-    return str(out)
 
 
 def tiny_config(data_dir: str):
