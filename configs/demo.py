@@ -39,9 +39,9 @@ def get_config():
     config.train.checkpoint_every = 20
 
     config.eval.eval_sets = "demo_photos:validation"
-    config.eval.protocols = "point,box"
+    config.eval.protocols = "point"  # box-first and boundary: --config.eval.protocols=point,box,boundary
     config.eval.noc_max_clicks = 0
-    config.eval.bucket_sizes = (1024,)  # both photos in one padded frame: one compilation
+    config.eval.bucket_sizes = (512, 1024)
 
     config.demo = ml_collections.ConfigDict()
     pl = pseudo_label_config()
