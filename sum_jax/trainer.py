@@ -47,6 +47,7 @@ import orbax.checkpoint as ocp
 from sum_jax import sharding
 from sum_jax.checkpointing import load_model, save_sam
 from sum_jax.data import pipeline
+from sum_jax.data import pseudo_label_format as plf
 from sum_jax.fileio import atomic_path, atomic_write
 from sum_jax.train_step import (
     TrainSetup,
@@ -100,6 +101,33 @@ def load_initial_model(config: ml_collections.ConfigDict):
             f"--config.model.variant={model.config.variant}"
         )
     return model
+
+
+def check_pseudo_labels(config: ml_collections.ConfigDict, data: ml_collections.ConfigDict) -> None:
+    """Fails early, naming the folder and the command, when the unlabelled set's
+    pseudo-labels (or, for SUM's uncertainty-aware training, their maps) are not there."""
+    if not data.unlabelled:
+        return
+    folder = Path(data.pseudo_label_dir) if data.pseudo_label_dir else None
+    files = sorted(folder.glob("*.npz"))[:1] if folder is not None and folder.is_dir() else []
+    if not files:
+        raise FileNotFoundError(
+            f"{folder or 'config.data.pseudo_label_dir (unset)'}: no pseudo-label files for "
+            f"{data.unlabelled}. Make them with `python -m sum_jax.pseudo_labels "
+            f"--config=configs/pseudo_labels.py --config.checkpoint={config.model.checkpoint} "
+            f"--config.data_dir={data.data_dir} --config.dataset={data.unlabelled} "
+            f"--config.output_dir={folder or 'DIR'}` and pass --config.data.pseudo_label_dir"
+        )
+    needs_maps = config.loss.uncertainty_aware or config.interactive.uncertainty_sampling
+    if needs_maps and not plf.read(folder, files[0].stem).has_uncertainty:
+        raise FileNotFoundError(
+            f"{files[0]}: pseudo-labels without uncertainty maps, which SUM's losses and "
+            f"sampling need. Add them with `python -m sum_jax.uncertainty "
+            f"--config=configs/uncertainty.py --config.refiner=REFINER_DIR "
+            f"--config.data_dir={data.data_dir} --config.dataset={data.unlabelled} "
+            f"--config.pseudo_labels={folder}` (train REFINER_DIR with python -m "
+            f"sum_jax.train_refiner), or train without them: configs/ablations.py:vanilla"
+        )
 
 
 def _check_batch_layout(config, mesh) -> None:
@@ -327,6 +355,7 @@ def _train(config, workdir: Path, is_main: bool, on_step) -> dict[str, Any]:
     model = load_initial_model(config)
     model_config = model.config
     data_cfg = data_config(config, model_config, jax.process_count())
+    check_pseudo_labels(config, data_cfg)
     mesh = sharding.make_mesh(config.sharding.mesh_shape)
     _check_batch_layout(config, mesh)
     dataset = pipeline.make_train_dataset(data_cfg)
@@ -350,7 +379,11 @@ def _train(config, workdir: Path, is_main: bool, on_step) -> dict[str, Any]:
     )  # fmt: skip
     if is_main:
         description = describe_params(state, setup.plan)
-        log.info("%s", description.splitlines()[0])
+        arrays = jax.tree.leaves(state.params)
+        split = sum(sharding.is_sharded(x.sharding) for x in arrays)
+        log.info("%s; %d of %d parameter arrays sharded over the mesh (all in %s)",
+                 description.splitlines()[0], split, len(arrays),
+                 workdir / "parameters.txt")  # fmt: skip
         atomic_write(workdir / "parameters.txt", description + "\n")
 
     step_fn = jit_train_step(setup)

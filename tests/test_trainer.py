@@ -15,6 +15,7 @@ import pytest
 from configs import base
 from sum_jax import optim, trainer
 from sum_jax.checkpointing import load_state_dict
+from sum_jax.models.sam import VARIANTS
 
 NUM_STEPS = 4
 
@@ -133,6 +134,30 @@ def test_missing_inputs_name_the_file_and_the_fix(data_dir, tmp_path):
     c.model.variant = "vit_h"
     with pytest.raises(ValueError, match=r"holds a tiny SAM.*vit_h"):
         trainer.train_and_evaluate(c, tmp_path / "w3")
+    c = tiny_config(data_dir)
+    c.data.unlabelled = "toy_salient:train"
+    c.data.pseudo_label_dir = str(tmp_path / "no_labels")
+    with pytest.raises(FileNotFoundError, match=r"no_labels: no pseudo-label files.*pseudo_labels"):
+        trainer.train_and_evaluate(c, tmp_path / "w5")
+    # Pseudo-labels without uncertainty maps: SUM needs them, the vanilla baseline does not.
+    from sum_jax.data import pseudo_label_format as plf
+
+    plf.write(
+        tmp_path / "labels",
+        "img00",
+        height=4,
+        width=4,
+        masks=[np.ones((4, 4), bool)],
+        low_res_logits=np.zeros((1, 32, 32), np.float32),
+        points=np.zeros((1, 2)),
+        predicted_iou=np.ones(1),
+        stability_score=np.ones(1),
+    )
+    c.data.pseudo_label_dir = str(tmp_path / "labels")
+    with pytest.raises(FileNotFoundError, match=r"img00.npz: .*without uncertainty.*uncertainty"):
+        trainer.train_and_evaluate(c, tmp_path / "w6")
+    c.loss.uncertainty_aware = c.interactive.uncertainty_sampling = False
+    trainer.check_pseudo_labels(c, trainer.data_config(c, VARIANTS["tiny"], 1))  # no error
     c = tiny_config(data_dir)
     c.train.batch_size = 6
     with pytest.raises(ValueError, match=r"batch_size=6.*multiple of 8"):
