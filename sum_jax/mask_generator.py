@@ -145,6 +145,14 @@ def _score_batch(graphdef, state, embeddings, points, *, input_size, crop_size, 
     }
 
 
+_SCORES = ("iou", "stability", "boxes", "area")
+
+
+def _rows(arrays: dict, n: int) -> dict[str, np.ndarray]:
+    """`[Q, 3, ...]` batch outputs -> `[3n, ...]` host rows of the first `n` prompts."""
+    return {k: np.asarray(v)[:n].reshape((-1,) + v.shape[2:]) for k, v in arrays.items()}
+
+
 class MaskGenerator:
     """Generates all masks of an image, as `SamAutomaticMaskGenerator.generate`."""
 
@@ -197,6 +205,8 @@ class MaskGenerator:
         points = self.grids[layer] * np.array([crop_w, crop_h])
         n = len(points)
         batch = cfg.points_per_batch
+        # Filters run per batch and only the survivors' full-size masks are kept: holding
+        # every candidate (3072 for a 32 x 32 grid) would take ~10 GB at SA-1B's size.
         out: dict[str, list[np.ndarray]] = {}
         for start in range(0, n, batch):
             chunk = points[start : start + batch]
@@ -211,28 +221,18 @@ class MaskGenerator:
                 crop_size=(crop_h, crop_w),
                 offset=float(cfg.stability_score_offset),
             )
-            res = jax.device_get(res)
-            for k, v in res.items():
-                out.setdefault(k, []).append(v[: len(chunk)].reshape((-1,) + v.shape[2:]))
-            out.setdefault("points", []).append(np.repeat(chunk, 3, axis=0))
+            scores = _rows(jax.device_get({k: res[k] for k in _SCORES}), len(chunk))
+            idx = np.nonzero(self._filter(scores, crop, (orig_h, orig_w), stats))[0]
+            if not len(idx):
+                continue
+            rows = _rows({"masks": res["masks"], "low_res": res["low_res"]}, len(chunk))
+            rows.update(scores, points=np.repeat(chunk, 3, axis=0))
+            for k, v in rows.items():
+                out.setdefault(k, []).append(v[idx])
         data = {k: np.concatenate(v) for k, v in out.items()}
-
-        keep = np.ones(len(data["iou"]), bool)
-        stats["candidates"] += int(keep.sum())
-        if cfg.pred_iou_thresh > 0:
-            keep &= data["iou"] > cfg.pred_iou_thresh
-        stats["predicted_iou"] += int(keep.sum())
-        if cfg.stability_score_thresh > 0:
-            keep &= data["stability"] >= cfg.stability_score_thresh
-        stats["stability"] += int(keep.sum())
-        if cfg.max_area_fraction < 1:
-            keep &= data["area"] < cfg.max_area_fraction * orig_h * orig_w
-        stats["area"] += int(keep.sum())
-        keep &= ~_near_crop_edge(data["boxes"], crop, (orig_w, orig_h))
-        stats["crop_edge"] += int(keep.sum())
-        idx = np.nonzero(keep)[0]
+        idx = np.arange(len(data.get("iou", ())))
         if len(idx):
-            idx = idx[nms(data["boxes"][idx], data["iou"][idx], cfg.box_nms_thresh)]
+            idx = idx[nms(data["boxes"], data["iou"], cfg.box_nms_thresh)]
         stats["box_nms"] += len(idx)
 
         offset = np.array([x0, y0, x0, y0])
@@ -258,6 +258,25 @@ class MaskGenerator:
                 }
             )
         return records
+
+    def _filter(self, data: dict, crop, orig_hw: tuple[int, int], stats: Counter) -> np.ndarray:
+        """SAM's per-mask filters, in its order, counting the masks left after each."""
+        cfg = self.config
+        orig_h, orig_w = orig_hw
+        keep = np.ones(len(data["iou"]), bool)
+        stats["candidates"] += int(keep.sum())
+        if cfg.pred_iou_thresh > 0:
+            keep &= data["iou"] > cfg.pred_iou_thresh
+        stats["predicted_iou"] += int(keep.sum())
+        if cfg.stability_score_thresh > 0:
+            keep &= data["stability"] >= cfg.stability_score_thresh
+        stats["stability"] += int(keep.sum())
+        if cfg.max_area_fraction < 1:
+            keep &= data["area"] < cfg.max_area_fraction * orig_h * orig_w
+        stats["area"] += int(keep.sum())
+        keep &= ~_near_crop_edge(data["boxes"], crop, (orig_w, orig_h))
+        stats["crop_edge"] += int(keep.sum())
+        return keep
 
 
 def _near_crop_edge(boxes, crop, orig_wh, atol: float = 20.0) -> np.ndarray:
