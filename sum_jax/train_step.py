@@ -168,7 +168,7 @@ def train_setup(
     schedule = optim.learning_rate_schedule(config.optimizer, num_steps)
     settings = InteractiveSettings.from_config(config)
 
-    rng = jax.ShapeDtypeStruct((2,), jnp.uint32)  # raw threefry key data
+    rng = jax.eval_shape(lambda: jax.random.key_data(jax.random.key(0)))  # raw key data
     abstract = jax.eval_shape(
         lambda p, s, r: TrainState(jnp.zeros((), jnp.int32), p, s, tx.init(p), r),
         params,
@@ -200,26 +200,27 @@ def train_setup(
     return setup, abstract
 
 
-def init_train_state(
-    model: nnx.Module, config, mesh: Mesh, *, num_steps: int | None = None
-) -> tuple[TrainState, TrainSetup]:
-    """The initial state, laid out on `mesh` by `config.sharding`, and the step's setup.
-
-    Shardings come from the abstract state (`train_setup`), and the optimiser state is
-    created by a jitted `tx.init` straight into its shardings.
-    """
-    setup, _ = train_setup(model, config, mesh, num_steps=num_steps)
+def initial_state(model: nnx.Module, setup: TrainSetup, seed: int) -> TrainState:
+    """The step-0 state of `model`, created straight into `setup`'s shardings (the
+    optimiser state by a jitted `tx.init`)."""
     _, params, model_state = ModelDef.split(model)
-    rng = jax.random.key_data(jax.random.key(int(config.seed)))
+    rng = jax.random.key_data(jax.random.key(int(seed)))
     state_sh = setup.state_shardings
 
     def make(p, s):
         return TrainState(jnp.zeros((), jnp.int32), p, s, setup.tx.init(p), rng)
 
-    state = jax.jit(
+    return jax.jit(
         make, in_shardings=(state_sh.params, state_sh.model_state), out_shardings=state_sh
     )(params, model_state)
-    return state, setup
+
+
+def init_train_state(
+    model: nnx.Module, config, mesh: Mesh, *, num_steps: int | None = None
+) -> tuple[TrainState, TrainSetup]:
+    """The initial state, laid out on `mesh` by `config.sharding`, and the step's setup."""
+    setup, _ = train_setup(model, config, mesh, num_steps=num_steps)
+    return initial_state(model, setup, config.seed), setup
 
 
 def jit_train_step(setup: TrainSetup) -> Callable:

@@ -53,8 +53,9 @@ from sum_jax.train_step import (
     TrainSetup,
     TrainState,
     describe_params,
-    init_train_state,
+    initial_state,
     jit_train_step,
+    train_setup,
 )
 
 log = logging.getLogger("sum_jax.train")
@@ -360,17 +361,15 @@ def _train(config, workdir: Path, is_main: bool, on_step) -> dict[str, Any]:
     _check_batch_layout(config, mesh)
     dataset = pipeline.make_train_dataset(data_cfg)
 
-    state, setup = init_train_state(model, config, mesh)
-    del model
-    iterator = iter(dataset)
+    setup, abstract = train_setup(model, config, mesh)
     manager = checkpoint_manager(workdir, config)
-    abstract = jax.tree.map(
-        lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), state
-    )
-    restored, start = restore_checkpoint(manager, abstract, iterator)
-    if restored is not None:
-        state = restored
+    iterator = iter(dataset)
+    if manager.latest_step() is None:
+        state, start = initial_state(model, setup, config.seed), 0
+    else:  # restored straight into its shardings: no second copy of the state
+        state, start = restore_checkpoint(manager, abstract, iterator)
         log.info("resumed from %s at step %d", workdir / "checkpoints", start)
+    del model
     log.info(
         "SUM fine-tuning %s from %s: %d steps of %d images (%d per process, %d processes), "
         "%d masks per image, mesh %s",
@@ -391,7 +390,8 @@ def _train(config, workdir: Path, is_main: bool, on_step) -> dict[str, Any]:
     log_every = max(int(config.train.log_every), 1)
     ckpt_every = max(int(config.train.checkpoint_every), 1)
     pending: list[tuple[int, dict]] = []
-    last_values: dict[str, float] = {}
+    # A finished run started again only exports; its summary keeps the last logged step.
+    last_values: dict[str, float] = read_metrics(workdir).get(start, {}) if is_main else {}
     last_good = start
     t_last, steps_since = time.perf_counter(), 0
     try:
@@ -416,7 +416,6 @@ def _train(config, workdir: Path, is_main: bool, on_step) -> dict[str, Any]:
                 metrics_log.plot()
             if on_step is not None:
                 on_step(done)
-        manager.wait_until_finished()
     finally:
         manager.wait_until_finished()
         manager.close()
