@@ -162,3 +162,12 @@ def test_missing_inputs_name_the_file_and_the_fix(data_dir, tmp_path):
     c.train.batch_size = 6
     with pytest.raises(ValueError, match=r"batch_size=6.*multiple of 8"):
         trainer.train_and_evaluate(c, tmp_path / "w4")
+
+
+def test_finished_run_started_again_only_exports(runs, data_dir):
+    straight = runs[0]
+    before = (straight / "metrics.jsonl").read_text()
+    summary = trainer.train_and_evaluate(tiny_config(data_dir), straight)
+    assert summary["step"] == NUM_STEPS
+    assert summary["metrics"]["loss"] == trainer.read_metrics(straight)[NUM_STEPS]["loss"]
+    assert (straight / "metrics.jsonl").read_text() == before  # no step was run again
