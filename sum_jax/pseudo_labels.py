@@ -18,17 +18,22 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
+from sum_jax.data import sources
 from sum_jax.pseudo_labeling import generate_pseudo_labels
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Pseudo-label config file.")
 flags.mark_flags_as_required(["config"])
+_SHARD = flags.DEFINE_string(
+    "shard", None, "INDEX/COUNT: this worker's share, e.g. one process per GPU (default: JAX's)."
+)
 
 
 def main(argv: list[str]) -> None:
     del argv
     logging.set_verbosity(logging.INFO)
     try:
-        summary = generate_pseudo_labels(_CONFIG.value)
+        index, count = sources.parse_shard(_SHARD.value)
+        summary = generate_pseudo_labels(_CONFIG.value, process_index=index, process_count=count)
     except (ValueError, FileNotFoundError, KeyError) as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(1)

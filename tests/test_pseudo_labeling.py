@@ -274,3 +274,13 @@ def test_uncertainty_errors(setup, tmp_path):
         compute_uncertainty(_uncertainty_config(root, tmp_path, refiner=""), progress=False)
     with pytest.raises(FileNotFoundError, match="sum_jax.pseudo_labels"):
         compute_uncertainty(_uncertainty_config(root, tmp_path / "none"), progress=False)
+
+
+def test_shard_flag_parsing():
+    from sum_jax.data.sources import parse_shard
+
+    assert parse_shard("3/8") == (3, 8)
+    assert parse_shard(None) == parse_shard("") == (None, None)
+    for bad in ("8/8", "-1/2", "1", "a/b", "1/0"):
+        with pytest.raises(ValueError, match="INDEX/COUNT"):
+            parse_shard(bad)

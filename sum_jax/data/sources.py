@@ -102,3 +102,18 @@ def open_sources(
         sources.append(open_source(data_dir, name, split))
         overrides.append(task_ids.get(name))
     return ConcatSource(sources, overrides)
+
+
+def parse_shard(spec: str | None) -> tuple[int | None, int | None]:
+    """`"3/8"` -> `(3, 8)`: this worker's share of a split (image `i` goes to worker
+    `i % 8`); `None` or `""` -> `(None, None)`, i.e. JAX's process index and count."""
+    if not spec:
+        return None, None
+    index, sep, count = spec.partition("/")
+    try:
+        i, n = int(index), int(count)
+    except ValueError:
+        i = n = -1
+    if not sep or not 0 <= i < n:
+        raise ValueError(f"--shard must be INDEX/COUNT with 0 <= INDEX < COUNT, got {spec!r}")
+    return i, n
