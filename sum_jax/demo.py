@@ -22,9 +22,11 @@ The filters of the pseudo-label and refinement-pair stages are opened wide in
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -146,18 +148,14 @@ def prepare_sources(root: Path, data_dir: Path) -> dict[str, Any]:
     return reports
 
 
-def _stage(name: str, timings: dict[str, float]):
-    class _Timer:
-        def __enter__(self):
-            log.info("== %s", name)
-            self.t = time.perf_counter()
-
-        def __exit__(self, *exc):
-            timings[name] = round(time.perf_counter() - self.t, 1)
-            if exc[0] is None:
-                log.info("== %s done in %.1f s", name, timings[name])
-
-    return _Timer()
+@contextlib.contextmanager
+def _stage(name: str, timings: dict[str, float]) -> Iterator[None]:
+    """Logs a stage's start and end and records its seconds in `timings`."""
+    log.info("== %s", name)
+    start = time.perf_counter()
+    yield
+    timings[name] = round(time.perf_counter() - start, 1)
+    log.info("== %s done in %.1f s", name, timings[name])
 
 
 def run_demo(config: ml_collections.ConfigDict, workdir: str | Path) -> dict[str, Any]:
