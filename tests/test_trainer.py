@@ -12,28 +12,17 @@ import jax
 import numpy as np
 import pytest
 
-from configs import base
 from sum_jax import optim, trainer
 from sum_jax.checkpointing import load_state_dict
 from sum_jax.models.sam import VARIANTS
+from tests import tiny_train_config
 
-NUM_STEPS = 4
+NUM_STEPS = 4  # tiny_train_config.py's train.num_steps
 
 
 def tiny_config(data_dir: str):
-    c = base.get_config()
-    c.model.checkpoint = "random:tiny"
-    c.model.variant = "tiny"
-    c.data.data_dir = data_dir
-    c.data.labelled = ["toy_salient:train"]
-    c.data.read_threads = 1
-    c.optimizer.lr = 1e-3
-    c.train.num_steps = NUM_STEPS
+    c = tiny_train_config.get_config(data_dir)
     c.train.batch_size = 8  # one image per fake CPU device (tests/conftest.py)
-    c.train.masks_per_image = 3
-    c.train.log_every = 1
-    c.train.checkpoint_every = 2
-    c.sharding.min_shard_size = 256
     return c
 
 
