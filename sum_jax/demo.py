@@ -35,7 +35,7 @@ import ml_collections
 import numpy as np
 from PIL import Image
 
-from sum_jax import evaluation, trainer
+from sum_jax import evaluation, reports, trainer
 from sum_jax.data import builder
 from sum_jax.fileio import atomic_path, atomic_write
 
@@ -229,21 +229,12 @@ def run_demo(config: ml_collections.ConfigDict, workdir: str | Path) -> dict[str
         "refiner": {k: v for k, v in refiner_report.items() if not isinstance(v, (dict, list))},
         "uncertainty": {"masks": u_summary["masks"], "mean_u": u_summary["mean_uncertainty"]},
         "train": {"steps": train_summary["step"], "last": train_summary["metrics"]},
-        "eval": {name: _overall(s) for name, s in summaries.items()},
+        "eval": {name: reports.overall_numbers(s) for name, s in summaries.items()},
     }
     atomic_write(w / "summary.json", json.dumps(summary, indent=2) + "\n")
     atomic_write(w / "REPORT.md", render_report(summary, w))
     print(f"\n{BANNER}\nreport: {w / 'REPORT.md'} (total {summary['seconds_total']} s)")
     return summary
-
-
-def _overall(summary: dict[str, Any]) -> dict[str, Any]:
-    out = {}
-    for protocol, modes in summary["protocols"].items():
-        for mode, s in modes.items():
-            if s["overall"]:
-                out[f"{protocol}/{mode}"] = {k: s["overall"][k] for k in ("miou", "mbiou")}
-    return out
 
 
 def render_report(summary: dict[str, Any], w: Path) -> str:

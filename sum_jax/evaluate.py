@@ -15,7 +15,7 @@ from pathlib import Path
 from absl import app, flags
 from ml_collections import config_flags
 
-from sum_jax import evaluation
+from sum_jax import evaluation, reports
 
 _DEFAULT_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "eval.py"
 _CONFIG = config_flags.DEFINE_config_file("config", str(_DEFAULT_CONFIG), "Evaluation config.")
@@ -32,12 +32,9 @@ def main(argv: list[str]) -> None:
         raise app.UsageError("--checkpoint and --workdir are required")
     summaries = evaluation.evaluate_checkpoints(_CONFIG.value, _CHECKPOINT.value, _WORKDIR.value)
     for name, summary in summaries.items():
-        for protocol, modes in summary["protocols"].items():
-            for mode, s in modes.items():
-                overall = s["overall"]
-                if overall:
-                    line = {k: overall[k] for k in ("miou", "mbiou", "noc", "nof") if k in overall}
-                    print(f"{name} {protocol}/{mode} overall: {json.dumps(line)}")
+        numbers = reports.overall_numbers(summary, ("miou", "mbiou", "noc", "nof"))
+        for mode, line in numbers.items():
+            print(f"{name} {mode} overall: {json.dumps(line)}")
     print(f"reports in {_WORKDIR.value}")
 
 

@@ -56,7 +56,9 @@ def bucket_size(n: int, minimum: int = 1) -> int:
 
 
 @functools.partial(jax.jit, static_argnames=("graphdef",))
-def _encode(graphdef, state, image_u8, image_size):
+def encode_images(graphdef, state, image_u8, image_size):
+    """Image embeddings `[B, h, w, C]` of resized, padded uint8 images `[B, S, S, 3]` whose
+    content is `image_size [B, 2]` (normalised and padded on device, as SAM's preprocess)."""
     model = nnx.merge(graphdef, state)
     return model.encode_image(transforms.normalize_and_pad(image_u8, image_size))
 
@@ -117,7 +119,7 @@ class SamPredictor:
         self.reset_image()
 
     @classmethod
-    def from_checkpoint(cls, directory: str, **config_overrides: Any) -> "SamPredictor":
+    def from_checkpoint(cls, directory: str, **config_overrides: Any) -> SamPredictor:
         """Loads a model directory written by the converter or the trainer."""
         return cls(load_sam(directory, **config_overrides))
 
@@ -143,7 +145,7 @@ class SamPredictor:
         self.original_size = image.shape[:2]
         self.input_size = resized.shape[:2]
         padded = transforms.pad_image(resized, s)[None]
-        self.features = _encode(
+        self.features = encode_images(
             self._graphdef, self._state, jnp.asarray(padded), jnp.asarray([self.input_size])
         )
 

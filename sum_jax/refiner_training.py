@@ -72,6 +72,7 @@ from sum_jax.fileio import atomic_path, atomic_write
 from sum_jax.mask_generator import stability_score
 from sum_jax.models.prompt_encoder import LABEL_ABSENT, LABEL_POSITIVE
 from sum_jax.models.sam import Sam
+from sum_jax.predictor import encode_images
 from sum_jax.train_step import ModelDef, TrainState
 from sum_jax.uncertainty_maps import mask_boxes
 
@@ -207,13 +208,6 @@ def holdout_split(num_images: int, fraction: float, seed: int) -> tuple[np.ndarr
 
 
 # Device functions --------------------------------------------------------------------------
-
-
-@functools.partial(jax.jit, static_argnames=("graphdef",))
-def _embed(graphdef, state, image_u8, image_size):
-    return nnx.merge(graphdef, state).encode_image(
-        transforms.normalize_and_pad(image_u8, image_size)
-    )
 
 
 @functools.partial(jax.jit, static_argnames=("graphdef", "input_size", "original_size", "offset"))
@@ -405,7 +399,7 @@ def _image_pairs(
     size = image.shape[:2]
     resized = transforms.resize_image(image, s)
     input_size = resized.shape[:2]
-    embedding = _embed(
+    embedding = encode_images(
         graphdef,
         state,
         jnp.asarray(transforms.pad_image(resized, s)[None]),

@@ -164,6 +164,19 @@ def records_csv(records: Mapping[str, Sequence[dict[str, Any]]]) -> str:
     return buf.getvalue()
 
 
+def overall_numbers(
+    summary: Mapping[str, Any], keys: Sequence[str] = ("miou", "mbiou")
+) -> dict[str, dict[str, Any]]:
+    """`{"protocol/mode": {key: value}}` of a summary's overall averages (modes with none
+    left out); `keys` absent from a mode are skipped."""
+    out = {}
+    for protocol, modes in summary["protocols"].items():
+        for mode, s in modes.items():
+            if s["overall"]:
+                out[f"{protocol}/{mode}"] = {k: s["overall"][k] for k in keys if k in s["overall"]}
+    return out
+
+
 def summary_rows(summary: Mapping[str, Any]) -> list[list[Any]]:
     """Long-format rows `protocol, mode, level, name, task, count, metric, round, value`."""
     rows = []

@@ -279,12 +279,10 @@ def checkpoint_manager(workdir: Path, config) -> ocp.CheckpointManager:
 
 def restore_checkpoint(
     manager: ocp.CheckpointManager, abstract_state: TrainState, iterator: Any
-) -> tuple[TrainState | None, int]:
+) -> tuple[TrainState, int]:
     """The latest checkpoint's state (into `abstract_state`'s shardings) and step, with the
-    iterator restored in place; `(None, 0)` when there is none."""
+    iterator restored in place."""
     step = manager.latest_step()
-    if step is None:
-        return None, 0
     restored = manager.restore(
         step,
         args=ocp.args.Composite(
@@ -441,19 +439,13 @@ def _train(config, workdir: Path, is_main: bool, on_step) -> dict[str, Any]:
 
 def evaluate_export(config, model_dir: Path, out: Path) -> dict[str, Any]:
     """Runs the evaluator (`config.eval`) on the exported model; returns overall numbers."""
-    from sum_jax import evaluation
+    from sum_jax import evaluation, reports
 
     eval_cfg = ml_collections.ConfigDict(config.eval.to_dict())
     if not eval_cfg.data_dir:
         eval_cfg.data_dir = config.data.data_dir
     log.info("evaluating %s on %s", model_dir, eval_cfg.eval_sets)
     summaries = evaluation.evaluate_checkpoints(eval_cfg, [f"model={model_dir}"], out)
-    overall = {}
-    for protocol, modes in summaries["model"]["protocols"].items():
-        for mode, s in modes.items():
-            if s["overall"]:
-                overall[f"{protocol}/{mode}"] = {
-                    k: s["overall"][k] for k in ("miou", "mbiou") if k in s["overall"]
-                }
+    overall = reports.overall_numbers(summaries["model"])
     log.info("evaluation: %s", json.dumps(overall))
     return overall

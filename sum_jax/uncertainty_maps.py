@@ -17,8 +17,9 @@ import functools
 import json
 import logging
 import time
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -35,7 +36,7 @@ from sum_jax.data import pseudo_label_format as plf
 from sum_jax.fileio import atomic_write
 from sum_jax.models.prompt_encoder import LABEL_POSITIVE
 from sum_jax.models.sam import Sam
-from sum_jax.predictor import bucket_size
+from sum_jax.predictor import bucket_size, encode_images
 from sum_jax.visualize import heat_map, overlay, save_png, side_by_side
 
 log = logging.getLogger(__name__)
@@ -59,13 +60,6 @@ def default_config() -> ml_collections.ConfigDict:
 def uncertainty(sam_logits: jax.Array, refined_logits: jax.Array) -> jax.Array:
     """`|sigmoid(s) - sigmoid(r)|`, elementwise, in [0, 1]."""
     return jnp.abs(jax.nn.sigmoid(sam_logits) - jax.nn.sigmoid(refined_logits))
-
-
-@functools.partial(jax.jit, static_argnames=("graphdef",))
-def _embed(graphdef, state, image_u8, image_size):
-    return nnx.merge(graphdef, state).encode_image(
-        transforms.normalize_and_pad(image_u8, image_size)
-    )
 
 
 @functools.partial(jax.jit, static_argnames=("graphdef",))
@@ -117,7 +111,7 @@ class Refiner:
         k = labels.num_masks
         resized = transforms.resize_image(image, s)
         input_size = resized.shape[:2]
-        embedding = _embed(
+        embedding = encode_images(
             self._graphdef,
             self._state,
             jnp.asarray(transforms.pad_image(resized, s)[None]),
