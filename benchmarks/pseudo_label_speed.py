@@ -181,16 +181,16 @@ def main() -> None:
     from segment_anything import SamAutomaticMaskGenerator
 
     from sum_jax.fileio import atomic_write
-    from sum_jax.mask_generator import GeneratorConfig, MaskGenerator
+    from sum_jax.inference.mask_generator import GeneratorSettings, MaskGenerator
+    from sum_jax.inference.predictor import SamPredictor
     from sum_jax.models.sam import VARIANTS
-    from sum_jax.predictor import SamPredictor
     from tests.torch_reference import flax_from_torch, torch_sam
 
     torch.set_num_threads(os.cpu_count() or 1)
     config = VARIANTS[args.variant]
     tmodel = torch_sam(config, seed=0, perturb=0.02)
     predictor = SamPredictor(flax_from_torch(tmodel, config, dtype=args.dtype))
-    gen_cfg = GeneratorConfig(
+    gen_cfg = GeneratorSettings(
         points_per_side=args.points_per_side, points_per_batch=args.points_per_batch
     )
     if args.keep_all:

@@ -25,9 +25,9 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from configs import base
-from sum_jax import sharding
 from sum_jax.models.sam import build_sam
-from sum_jax.train_step import init_train_state, jit_train_step
+from sum_jax.train import sharding
+from sum_jax.train.step import init_train_state, jit_train_step
 
 
 def random_batch(rng: np.random.Generator, images: int, masks: int, img: int, low: int):

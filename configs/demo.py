@@ -19,8 +19,8 @@ down: 7 interactive rounds, the uncertainty-aware losses and sampling, 1:1 mixin
 import ml_collections
 
 from configs import base, refine
-from sum_jax.pseudo_labeling import default_config as pseudo_label_config
-from sum_jax.uncertainty_maps import default_config as uncertainty_config
+from sum_jax.pseudo_labels.generation import default_config as pseudo_label_config
+from sum_jax.uncertainty.maps import default_config as uncertainty_config
 
 
 def get_config():

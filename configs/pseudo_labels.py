@@ -8,7 +8,7 @@ Writes one pseudo-label file per SA-1B image (32x32 grid, 3 masks per point, pre
 0.88, stability >= 0.95, area < 95% of the image, box NMS 0.7) and a summary per process.
 """
 
-from sum_jax.pseudo_labeling import default_config
+from sum_jax.pseudo_labels.generation import default_config
 
 
 def get_config():

@@ -35,7 +35,7 @@ Fields:
 import ml_collections
 
 from configs import base
-from sum_jax.refiner_training import default_config
+from sum_jax.train_refiner.training import default_config
 
 
 def param_groups() -> tuple:

@@ -10,7 +10,7 @@ pseudo-label files in DIR (the "refinement outputs as labels" baseline,
 `configs/ablations.py:refined_labels`).
 """
 
-from sum_jax.uncertainty_maps import default_config
+from sum_jax.uncertainty.maps import default_config
 
 
 def get_config():

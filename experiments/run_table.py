@@ -23,7 +23,8 @@ from absl import app, flags
 from ml_collections import config_flags
 
 from experiments import tables
-from sum_jax import checkpointing, evaluation, reports
+from sum_jax import checkpointing
+from sum_jax.evaluate import reports, runner
 from sum_jax.fileio import atomic_write
 
 _CONFIG = config_flags.DEFINE_config_file(
@@ -73,8 +74,8 @@ def run_table(
             for key, val in column.overrides:
                 c[key] = val
             model = checkpointing.load_model(checkpoints[column.name])
-            summaries[column.name] = evaluation.evaluate(
-                c, model, evaluation.read_examples(c), out, name=column.name
+            summaries[column.name] = runner.evaluate(
+                c, model, runner.read_examples(c), out, name=column.name
             )
         elif done:
             summaries[column.name] = reports.load_summary(out)

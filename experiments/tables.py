@@ -213,7 +213,7 @@ def plot_theta(summaries: Mapping[str, Mapping[str, Any]], path: str) -> None:
     import matplotlib.pyplot as plt
     import numpy as np
 
-    from sum_jax.reports import _save_figure
+    from sum_jax.evaluate.reports import _save_figure
 
     fig, axes = plt.subplots(2, 2, figsize=(10, 7), squeeze=False)
     x = np.arange(len(TASKS))

@@ -35,9 +35,10 @@ import ml_collections
 import numpy as np
 from PIL import Image
 
-from sum_jax import evaluation, reports, trainer
 from sum_jax.data import builder
+from sum_jax.evaluate import reports, runner
 from sum_jax.fileio import atomic_path, atomic_write
+from sum_jax.train import loop
 
 log = logging.getLogger("sum_jax.demo")
 
@@ -160,9 +161,9 @@ def _stage(name: str, timings: dict[str, float]) -> Iterator[None]:
 
 def run_demo(config: ml_collections.ConfigDict, workdir: str | Path) -> dict[str, Any]:
     """Runs every stage into `workdir` (see the module docstring); returns the summary."""
-    from sum_jax.pseudo_labeling import generate_pseudo_labels
-    from sum_jax.refiner_training import train_refiner
-    from sum_jax.uncertainty_maps import compute_uncertainty
+    from sum_jax.pseudo_labels.generation import generate_pseudo_labels
+    from sum_jax.train_refiner.training import train_refiner
+    from sum_jax.uncertainty.maps import compute_uncertainty
 
     w = Path(workdir).absolute()
     w.mkdir(parents=True, exist_ok=True)
@@ -206,12 +207,12 @@ def run_demo(config: ml_collections.ConfigDict, workdir: str | Path) -> dict[str
             del tc["demo"]
             tc.data.data_dir, tc.data.pseudo_label_dir = str(data_dir), str(pl_dir)
             tc.eval.eval_sets = ""
-            train_summary = trainer.train_and_evaluate(tc, w / "sum")
+            train_summary = loop.train_and_evaluate(tc, w / "sum")
 
         with _stage("evaluate", timings):
             ec = ml_collections.ConfigDict(config.eval.to_dict())
             ec.data_dir = str(data_dir)
-            summaries = evaluation.evaluate_checkpoints(
+            summaries = runner.evaluate_checkpoints(
                 ec, [f"SAM={config.model.checkpoint}", f"SUM={train_summary['model']}"], w / "eval"
             )
     finally:

@@ -73,7 +73,7 @@ def test_polygons_match_pycocotools_and_bad_ones_fail():
 
 
 def test_resize_and_pad_matches_sam_transforms(rng):
-    transforms = pytest.importorskip("sum_jax.transforms")
+    transforms = pytest.importorskip("sum_jax.ops.transforms")
     for h, w in [(375, 500), (500, 375), (64, 64), (33, 90)]:
         image = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
         padded, size = image_ops.resize_longest_side_and_pad(image, 128)

@@ -1,0 +1,258 @@
+"""SAM's automatic mask generation (the pseudo-label engine of SUM, App. B.1), in JAX.
+
+Mirrors `segment_anything.SamAutomaticMaskGenerator`: a regular grid of single-click prompts
+(32x32 by default) in fixed-size jitted batches, three masks per click, then the filters:
+predicted IoU > 0.88, stability score >= 0.95 (IoU of the masks thresholded at logits -1 and
++1), and, as in SAM's data engine (not in the released generator), area below 95% of the
+image; then box NMS at 0.7, optionally over crop layers. Scoring runs on device; the filters
+that change the number of masks (and NMS) run on the host over small per-mask arrays.
+
+Each kept mask also keeps what SUM's later stages need: its low-res logits (the mask prompt
+of the refinement module) and the generating point.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import itertools
+import math
+from collections import Counter
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from sum_jax.inference.predictor import SamPredictor
+from sum_jax.ops import transforms
+from sum_jax.ops.masks import box_iou, mask_to_box, stability_score
+
+
+@dataclasses.dataclass(frozen=True)
+class GeneratorSettings:
+    """Parameters of automatic mask generation; defaults are SAM's and the paper's."""
+
+    points_per_side: int = 32
+    points_per_batch: int = 64
+    pred_iou_thresh: float = 0.88
+    stability_score_thresh: float = 0.95
+    stability_score_offset: float = 1.0
+    max_area_fraction: float = 0.95  # SAM's data engine: drop masks covering >= 95% of the image
+    box_nms_thresh: float = 0.7
+    crop_n_layers: int = 0
+    crop_nms_thresh: float = 0.7
+    crop_overlap_ratio: float = 512 / 1500
+    crop_n_points_downscale_factor: int = 1
+
+
+def point_grid(n_per_side: int) -> np.ndarray:
+    """`[n*n, 2]` (x, y) cell centres of an n x n grid over [0, 1]^2, row by row."""
+    offset = 1.0 / (2 * n_per_side)
+    side = np.linspace(offset, 1 - offset, n_per_side)
+    xs = np.tile(side[None, :], (n_per_side, 1))
+    ys = np.tile(side[:, None], (1, n_per_side))
+    return np.stack([xs, ys], axis=-1).reshape(-1, 2)
+
+
+def crop_boxes(im_size: tuple[int, int], n_layers: int, overlap_ratio: float):
+    """SAM's crop layers: the whole image, then (2^i)^2 overlapping crops for layer i."""
+    im_h, im_w = im_size
+    short_side = min(im_h, im_w)
+    boxes, layers = [[0, 0, im_w, im_h]], [0]
+    for i_layer in range(n_layers):
+        n = 2 ** (i_layer + 1)
+        overlap = int(overlap_ratio * short_side * (2 / n))
+        crop_w = int(math.ceil((overlap * (n - 1) + im_w) / n))
+        crop_h = int(math.ceil((overlap * (n - 1) + im_h) / n))
+        x0s = [int((crop_w - overlap) * i) for i in range(n)]
+        y0s = [int((crop_h - overlap) * i) for i in range(n)]
+        for x0, y0 in itertools.product(x0s, y0s):
+            boxes.append([x0, y0, min(x0 + crop_w, im_w), min(y0 + crop_h, im_h)])
+            layers.append(i_layer + 1)
+    return boxes, layers
+
+
+def nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float) -> np.ndarray:
+    """Greedy NMS: indices kept, by decreasing score; a box is dropped if its IoU with a
+    kept, higher-scoring box is above `iou_threshold`."""
+    order = np.argsort(-scores, kind="stable")
+    boxes = boxes.astype(np.float64)
+    iou = box_iou(boxes[order], boxes[order])
+    suppressed = np.zeros(len(order), bool)
+    keep = []
+    for i in range(len(order)):
+        if suppressed[i]:
+            continue
+        keep.append(order[i])
+        suppressed |= iou[i] > iou_threshold
+    return np.asarray(keep, np.int64)
+
+
+@functools.partial(jax.jit, static_argnames=("graphdef", "input_size", "crop_size", "offset"))
+def _score_batch(graphdef, state, embeddings, points, *, input_size, crop_size, offset):
+    """One batch of single-click prompts -> everything the host filters need, on device."""
+    model = nnx.merge(graphdef, state)
+    q = points.shape[0]
+    low_res, iou = model.decode(
+        embeddings,
+        points[None, :, None, :],
+        jnp.ones((1, q, 1), jnp.int32),
+        multimask_output=True,
+    )
+    low_res, iou = low_res[0], iou[0]  # [Q, 3, L, L], [Q, 3]
+    logits = transforms.postprocess_masks(low_res, input_size, crop_size, model.config.img_size)
+    masks = logits > transforms.MASK_THRESHOLD
+    return {
+        "low_res": low_res,
+        "iou": iou,
+        "stability": stability_score(logits, offset),
+        "masks": masks,
+        "boxes": mask_to_box(masks)[0],
+        "area": jnp.sum(masks, axis=(-1, -2), dtype=jnp.int32),
+    }
+
+
+_SCORES = ("iou", "stability", "boxes", "area")
+
+
+def _rows(arrays: dict, n: int) -> dict[str, np.ndarray]:
+    """`[Q, 3, ...]` batch outputs -> `[3n, ...]` host rows of the first `n` prompts."""
+    return {k: np.asarray(v)[:n].reshape((-1,) + v.shape[2:]) for k, v in arrays.items()}
+
+
+class MaskGenerator:
+    """Generates all masks of an image, as `SamAutomaticMaskGenerator.generate`."""
+
+    def __init__(self, predictor: SamPredictor, config: GeneratorSettings = GeneratorSettings()):
+        self.predictor = predictor
+        self.config = config
+        self.grids = [
+            point_grid(config.points_per_side // config.crop_n_points_downscale_factor**i)
+            for i in range(config.crop_n_layers + 1)
+        ]
+
+    def generate(self, image: np.ndarray, stats: Counter | None = None) -> list[dict]:
+        """Masks of a uint8 `HxWx3` image as a list of records (largest predicted IoU first
+        within each crop), each with: `segmentation` (bool `[H, W]`), `area`, `bbox` (XYWH),
+        `predicted_iou`, `stability_score`, `point_coords` ([[x, y]] in the image),
+        `crop_box` (XYWH), `low_res_logits` (`[L, L]` float32, in the crop's model frame).
+
+        `stats`, if given, counts the masks left after each stage: `candidates`,
+        `predicted_iou`, `stability`, `area`, `crop_edge`, `box_nms`, `crop_nms`.
+        """
+        stats = Counter() if stats is None else stats
+        image = transforms.check_image(image)
+        orig_h, orig_w = image.shape[:2]
+        boxes, layers = crop_boxes(
+            (orig_h, orig_w), self.config.crop_n_layers, self.config.crop_overlap_ratio
+        )
+        records = []
+        for crop, layer in zip(boxes, layers):
+            records += self._process_crop(image, crop, layer, stats)
+        if len(boxes) > 1 and records:
+            crop_area = np.array([r["crop_box"][2] * r["crop_box"][3] for r in records], float)
+            keep = nms(
+                np.array([r["_box"] for r in records]), 1.0 / crop_area, self.config.crop_nms_thresh
+            )
+            records = [records[i] for i in keep]
+        stats["crop_nms"] += len(records)
+        for r in records:
+            del r["_box"]
+        return records
+
+    def _process_crop(self, image, crop, layer, stats: Counter) -> list[dict]:
+        cfg = self.config
+        x0, y0, x1, y1 = crop
+        orig_h, orig_w = image.shape[:2]
+        cropped = np.ascontiguousarray(image[y0:y1, x0:x1])
+        crop_h, crop_w = cropped.shape[:2]
+        p = self.predictor
+        p.set_image(cropped)
+        s = p.config.img_size
+        points = self.grids[layer] * np.array([crop_w, crop_h])
+        n = len(points)
+        batch = cfg.points_per_batch
+        # Filters run per batch and only the survivors' full-size masks are kept: holding
+        # every candidate (3072 for a 32 x 32 grid) would take ~10 GB at SA-1B's size.
+        out: dict[str, list[np.ndarray]] = {}
+        for start in range(0, n, batch):
+            chunk = points[start : start + batch]
+            padded = np.zeros((batch, 2))
+            padded[: len(chunk)] = chunk  # fixed batch shape: one compilation per crop size
+            res = _score_batch(
+                p._graphdef,
+                p._state,
+                p.features,
+                jnp.asarray(transforms.apply_coords(padded, (crop_h, crop_w), s), jnp.float32),
+                input_size=tuple(p.input_size),
+                crop_size=(crop_h, crop_w),
+                offset=float(cfg.stability_score_offset),
+            )
+            scores = _rows(jax.device_get({k: res[k] for k in _SCORES}), len(chunk))
+            idx = np.nonzero(self._filter(scores, crop, (orig_h, orig_w), stats))[0]
+            if not len(idx):
+                continue
+            rows = _rows({"masks": res["masks"], "low_res": res["low_res"]}, len(chunk))
+            rows.update(scores, points=np.repeat(chunk, 3, axis=0))
+            for k, v in rows.items():
+                out.setdefault(k, []).append(v[idx])
+        data = {k: np.concatenate(v) for k, v in out.items()}
+        idx = np.arange(len(data.get("iou", ())))
+        if len(idx):
+            idx = idx[nms(data["boxes"], data["iou"], cfg.box_nms_thresh)]
+        stats["box_nms"] += len(idx)
+
+        offset = np.array([x0, y0, x0, y0])
+        records = []
+        for i in idx:
+            mask = data["masks"][i]
+            if (crop_h, crop_w) != (orig_h, orig_w):
+                full = np.zeros((orig_h, orig_w), bool)
+                full[y0:y1, x0:x1] = mask
+                mask = full
+            box = data["boxes"][i] + offset
+            records.append(
+                {
+                    "segmentation": mask,
+                    "area": int(data["area"][i]),
+                    "bbox": [int(box[0]), int(box[1]), int(box[2] - box[0]), int(box[3] - box[1])],
+                    "predicted_iou": float(data["iou"][i]),
+                    "stability_score": float(data["stability"][i]),
+                    "point_coords": [(data["points"][i] + offset[:2]).tolist()],
+                    "crop_box": [x0, y0, x1 - x0, y1 - y0],
+                    "low_res_logits": data["low_res"][i],
+                    "_box": box,
+                }
+            )
+        return records
+
+    def _filter(self, data: dict, crop, orig_hw: tuple[int, int], stats: Counter) -> np.ndarray:
+        """SAM's per-mask filters, in its order, counting the masks left after each."""
+        cfg = self.config
+        orig_h, orig_w = orig_hw
+        keep = np.ones(len(data["iou"]), bool)
+        stats["candidates"] += int(keep.sum())
+        if cfg.pred_iou_thresh > 0:
+            keep &= data["iou"] > cfg.pred_iou_thresh
+        stats["predicted_iou"] += int(keep.sum())
+        if cfg.stability_score_thresh > 0:
+            keep &= data["stability"] >= cfg.stability_score_thresh
+        stats["stability"] += int(keep.sum())
+        if cfg.max_area_fraction < 1:
+            keep &= data["area"] < cfg.max_area_fraction * orig_h * orig_w
+        stats["area"] += int(keep.sum())
+        keep &= ~_near_crop_edge(data["boxes"], crop, (orig_w, orig_h))
+        stats["crop_edge"] += int(keep.sum())
+        return keep
+
+
+def _near_crop_edge(boxes, crop, orig_wh, atol: float = 20.0) -> np.ndarray:
+    """Masks touching a crop's inner edge (not the image border) are cut off: drop them."""
+    x0, y0, _, _ = crop
+    b = boxes + np.array([x0, y0, x0, y0])
+    crop_arr = np.asarray(crop, float)
+    orig = np.array([0, 0, orig_wh[0], orig_wh[1]], float)
+    near_crop = np.abs(b - crop_arr) <= atol
+    near_image = np.abs(b - orig) <= atol
+    return np.any(near_crop & ~near_image, axis=1)

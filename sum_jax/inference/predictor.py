@@ -1,0 +1,307 @@
+"""Interactive inference: embed an image once, then prompt it many times.
+
+`SamPredictor` mirrors `segment_anything.SamPredictor` (same arguments, same outputs) and adds
+`predict_batch` for many prompts at once and an optional SUM task prompt. Prompt counts are
+padded to powers of two (absent slots are masked out of attention), so a session compiles a
+handful of shapes, not one per click.
+
+    predictor = SamPredictor.from_checkpoint("ckpt/sam_vit_h")
+    predictor.set_image(np.asarray(PIL.Image.open("photo.jpg").convert("RGB")))
+    masks, scores, low_res = predictor.predict(point_coords=np.array([[500, 375]]),
+                                               point_labels=np.array([1]))
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from sum_jax.checkpointing import load_sam
+from sum_jax.models.prompt_encoder import LABEL_ABSENT
+from sum_jax.models.sam import Sam
+from sum_jax.ops import transforms
+
+TASKS = {
+    "unlabelled": 0,
+    "unspecified": 0,
+    "salient": 1,
+    "salient_object": 1,
+    "entity": 2,
+    "part": 3,
+}
+
+
+def task_index(task: int | str | None, num_tasks: int) -> int:
+    """A task name or id -> id (-1 for none), checked against the model's task table."""
+    if task is None:
+        return -1
+    if isinstance(task, str):
+        if task not in TASKS:
+            raise ValueError(f"unknown task {task!r}; use an id or one of {sorted(TASKS)}")
+        task = TASKS[task]
+    task = int(task)
+    if not 0 <= task < num_tasks:
+        raise ValueError(f"task id {task} out of range: the model has {num_tasks} task prompts")
+    return task
+
+
+def bucket_size(n: int, minimum: int = 1) -> int:
+    """Smallest power of two >= max(n, minimum)."""
+    return 1 << max(int(n), minimum, 1).__sub__(1).bit_length()
+
+
+@functools.partial(jax.jit, static_argnames=("graphdef",))
+def encode_images(graphdef, state, image_u8, image_size):
+    """Image embeddings `[B, h, w, C]` of resized, padded uint8 images `[B, S, S, 3]` whose
+    content is `image_size [B, 2]` (normalised and padded on device, as SAM's preprocess)."""
+    model = nnx.merge(graphdef, state)
+    return model.encode_image(transforms.normalize_and_pad(image_u8, image_size))
+
+
+@functools.partial(
+    jax.jit,
+    static_argnames=(
+        "graphdef",
+        "multimask_output",
+        "input_size",
+        "original_size",
+        "return_logits",
+    ),
+)
+def _decode(
+    graphdef,
+    state,
+    embeddings,
+    points,
+    labels,
+    boxes,
+    box_valid,
+    mask_inputs,
+    mask_valid,
+    task_ids,
+    *,
+    multimask_output,
+    input_size,
+    original_size,
+    return_logits,
+):
+    model = nnx.merge(graphdef, state)
+    low_res, iou = model.decode(
+        embeddings,
+        points[None],
+        labels[None],
+        boxes[None],
+        box_valid[None],
+        mask_inputs[None],
+        mask_valid[None],
+        multimask_output=multimask_output,
+        task_ids=task_ids[None],
+    )
+    low_res, iou = low_res[0], iou[0]
+    masks = transforms.postprocess_masks(low_res, input_size, original_size, model.config.img_size)
+    if not return_logits:
+        masks = masks > transforms.MASK_THRESHOLD
+    return masks, iou, low_res
+
+
+class SamPredictor:
+    """Embeds one image, then answers point / box / mask prompts on it."""
+
+    def __init__(self, model: Sam):
+        self.model = model
+        self.config = model.config
+        self._graphdef, self._state = nnx.split(model)
+        self.reset_image()
+
+    @classmethod
+    def from_checkpoint(cls, directory: str, **config_overrides: Any) -> SamPredictor:
+        """Loads a model directory written by the converter or the trainer."""
+        return cls(load_sam(directory, **config_overrides))
+
+    # Image -----------------------------------------------------------------------------
+    def reset_image(self) -> None:
+        self.features = None
+        self.original_size: tuple[int, int] | None = None
+        self.input_size: tuple[int, int] | None = None
+
+    @property
+    def is_image_set(self) -> bool:
+        return self.features is not None
+
+    def set_image(self, image: np.ndarray, image_format: str = "RGB") -> None:
+        """Computes the image embedding of a uint8 `HxWx3` image (RGB, or BGR if so stated)."""
+        if image_format not in ("RGB", "BGR"):
+            raise ValueError(f"image_format must be 'RGB' or 'BGR', got {image_format!r}")
+        image = transforms.check_image(image)
+        if image_format == "BGR":
+            image = image[..., ::-1]
+        s = self.config.img_size
+        resized = transforms.resize_image(np.ascontiguousarray(image), s)
+        self.original_size = image.shape[:2]
+        self.input_size = resized.shape[:2]
+        padded = transforms.pad_image(resized, s)[None]
+        self.features = encode_images(
+            self._graphdef, self._state, jnp.asarray(padded), jnp.asarray([self.input_size])
+        )
+
+    def get_image_embedding(self) -> jax.Array:
+        """`[1, h, w, C]` embedding of the current image."""
+        self._require_image()
+        return self.features
+
+    def _require_image(self) -> None:
+        if not self.is_image_set:
+            raise RuntimeError("call set_image(...) before predicting")
+
+    # Prompts ---------------------------------------------------------------------------
+    def predict(
+        self,
+        point_coords: np.ndarray | None = None,
+        point_labels: np.ndarray | None = None,
+        box: np.ndarray | None = None,
+        mask_input: np.ndarray | None = None,
+        multimask_output: bool = True,
+        return_logits: bool = False,
+        task: int | str | None = None,
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """One prompt, as the official `SamPredictor.predict`.
+
+        Args:
+          point_coords: `[N, 2]` (x, y) pixels in the original image; `point_labels [N]`
+            1 foreground, 0 background.
+          box: `[4]` (x0, y0, x1, y1) in the original image.
+          mask_input: `[1, 4h, 4w]` low-res logits from a previous prediction.
+          multimask_output: three masks (for ambiguous single clicks) or one.
+          return_logits: logits instead of boolean masks.
+          task: SUM task prompt (id or name: 'salient', 'entity', 'part'); None for none.
+
+        Returns:
+          `masks [C, H, W]` (bool, or float logits), `iou_predictions [C]`,
+          `low_res_logits [C, 4h, 4w]`, with C = 3 or 1.
+        """
+        masks, iou, low_res = self.predict_batch(
+            None if point_coords is None else np.asarray(point_coords)[None],
+            None if point_labels is None else np.asarray(point_labels)[None],
+            None if box is None else np.asarray(box)[None],
+            None if mask_input is None else np.asarray(mask_input)[None],
+            multimask_output=multimask_output,
+            return_logits=return_logits,
+            task=task,
+        )
+        return masks[0], iou[0], low_res[0]
+
+    def predict_batch(
+        self,
+        point_coords: np.ndarray | None = None,
+        point_labels: np.ndarray | None = None,
+        boxes: np.ndarray | None = None,
+        mask_input: np.ndarray | None = None,
+        multimask_output: bool = True,
+        return_logits: bool = False,
+        task: int | str | None = None,
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """`Q` prompts at once: coords `[Q, N, 2]`, labels `[Q, N]`, boxes `[Q, 4]`,
+        mask_input `[Q, 1, 4h, 4w]`. Returns `[Q, C, H, W]`, `[Q, C]`, `[Q, C, 4h, 4w]`."""
+        self._require_image()
+        points, labels, boxes_, mask_, q = self._check_prompts(
+            point_coords, point_labels, boxes, mask_input
+        )
+        q_pad = bucket_size(q)
+        p_pad = bucket_size(points.shape[1], minimum=4) if points is not None else 4
+        low = self.config.low_res_size
+        s = self.config.img_size
+
+        pts = np.zeros((q_pad, p_pad, 2), np.float32)
+        lbl = np.full((q_pad, p_pad), LABEL_ABSENT, np.int32)
+        if points is not None:
+            pts[:q, : points.shape[1]] = transforms.apply_coords(points, self.original_size, s)
+            lbl[:q, : points.shape[1]] = labels
+        bxs = np.zeros((q_pad, 4), np.float32)
+        box_valid = np.zeros((q_pad,), bool)
+        if boxes_ is not None:
+            bxs[:q] = transforms.apply_boxes(boxes_, self.original_size, s)
+            box_valid[:q] = True
+        masks_in = np.zeros((q_pad, low, low), np.float32)
+        mask_valid = np.zeros((q_pad,), bool)
+        if mask_ is not None:
+            masks_in[:q] = mask_
+            mask_valid[:q] = True
+        task_ids = np.full((q_pad,), task_index(task, self.config.num_tasks), np.int32)
+
+        masks, iou, low_res = _decode(
+            self._graphdef,
+            self._state,
+            self.features,
+            jnp.asarray(pts),
+            jnp.asarray(lbl),
+            jnp.asarray(bxs),
+            jnp.asarray(box_valid),
+            jnp.asarray(masks_in),
+            jnp.asarray(mask_valid),
+            jnp.asarray(task_ids),
+            multimask_output=multimask_output,
+            input_size=tuple(self.input_size),
+            original_size=tuple(self.original_size),
+            return_logits=return_logits,
+        )
+        return np.asarray(masks[:q]), np.asarray(iou[:q]), np.asarray(low_res[:q])
+
+    def _check_prompts(self, point_coords, point_labels, boxes, mask_input):
+        h, w = self.original_size
+        q = None
+        points = labels = None
+        if (point_coords is None) != (point_labels is None):
+            raise ValueError("point_coords and point_labels must be given together")
+        if point_coords is not None:
+            points = np.asarray(point_coords, np.float64)
+            labels = np.asarray(point_labels)
+            if points.ndim != 3 or points.shape[-1] != 2 or labels.shape != points.shape[:2]:
+                raise ValueError(
+                    f"point_coords must be [N, 2] (x, y) with point_labels [N]; got "
+                    f"{points.shape[1:]} and {labels.shape[1:]}"
+                )
+            if not np.all(np.isin(labels, (-1, 0, 1))):
+                raise ValueError(f"point_labels must be 1 (foreground) or 0 (background): {labels}")
+            outside = (
+                (points[..., 0] < 0)
+                | (points[..., 0] > w)
+                | (points[..., 1] < 0)
+                | (points[..., 1] > h)
+            )
+            if np.any(outside):
+                bad = points[outside][0]
+                raise ValueError(
+                    f"point ({bad[0]:g}, {bad[1]:g}) is outside the image (width {w}, height {h}); "
+                    "coordinates are (x, y) pixels of the original image"
+                )
+            q = points.shape[0]
+        if boxes is not None:
+            boxes = np.asarray(boxes, np.float64)
+            if boxes.ndim != 2 or boxes.shape[-1] != 4:
+                raise ValueError(f"box must be [4] (x0, y0, x1, y1), got {boxes.shape[1:]}")
+            if np.any(boxes[:, 2] < boxes[:, 0]) or np.any(boxes[:, 3] < boxes[:, 1]):
+                raise ValueError(f"box must be (x0, y0, x1, y1) with x0 <= x1, y0 <= y1: {boxes}")
+            if q is not None and boxes.shape[0] != q:
+                raise ValueError(f"{boxes.shape[0]} boxes for {q} point prompts")
+            q = boxes.shape[0]
+        if mask_input is not None:
+            low = self.config.low_res_size
+            mask_input = np.asarray(mask_input, np.float32)
+            if mask_input.ndim == 4 and mask_input.shape[1] == 1:
+                mask_input = mask_input[:, 0]
+            if mask_input.shape[1:] != (low, low):
+                raise ValueError(
+                    f"mask_input must be [1, {low}, {low}] low-res logits (the third output of a "
+                    f"previous predict), got {mask_input.shape[1:]}"
+                )
+            if q is not None and mask_input.shape[0] != q:
+                raise ValueError(f"{mask_input.shape[0]} mask inputs for {q} prompts")
+            q = mask_input.shape[0]
+        if q is None:
+            raise ValueError("give at least one of point_coords, box, mask_input")
+        return points, labels, boxes, mask_input, q

@@ -1,0 +1,154 @@
+"""Pseudo-labels for the unlabelled set (SUM §3.2, App. B.1): SAM's automatic masks per image.
+
+Reads a prepared unlabelled split (e.g. SA-1B prepared with `python -m sum_jax.prepare_data`),
+runs `sum_jax.mask_generator.MaskGenerator` on each image of this process's shard and writes
+one `sum_jax.data.pseudo_label_format` file per image: the kept masks (RLE, original size),
+their low-res SAM logits (quantised), generating points, predicted IoUs and stability scores.
+
+Resumable: an image whose file exists is skipped, and files are written atomically, so a run
+killed at any point and started again ends with the same files as an uninterrupted run.
+Crop layers are refused: the refinement module and the training pipeline read the logits in
+the whole image's low-res frame.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any, Mapping
+
+import jax
+import ml_collections
+import numpy as np
+from ml_collections.config_dict import placeholder
+from tqdm import tqdm
+
+from sum_jax.checkpointing import load_model
+from sum_jax.data import image_ops, sources
+from sum_jax.data import pseudo_label_format as plf
+from sum_jax.fileio import atomic_write
+from sum_jax.inference.mask_generator import GeneratorSettings, MaskGenerator
+from sum_jax.inference.predictor import SamPredictor
+
+log = logging.getLogger(__name__)
+
+STAGES = ("candidates", "predicted_iou", "stability", "area", "crop_edge", "box_nms")
+
+
+def default_config() -> ml_collections.ConfigDict:
+    """Settings of a pseudo-label run (`configs/pseudo_labels.py` returns this)."""
+    c = ml_collections.ConfigDict()
+    c.checkpoint = ""  # SAM model directory (convert.sam_checkpoint), or random:<variant>.
+    c.data_dir = ""  # Root of prepared datasets.
+    c.dataset = "sa1b:train"  # Prepared unlabelled split, "name:split".
+    c.output_dir = ""  # One <image_id>.npz per image, plus summary_<process>.json.
+    c.max_images = placeholder(int)  # Only the first N images of the split.
+    c.generator = ml_collections.ConfigDict(dataclasses.asdict(GeneratorSettings()))
+    return c
+
+
+def generator_settings(config: Mapping[str, Any]) -> GeneratorSettings:
+    fields = dict(config)
+    known = {f.name for f in dataclasses.fields(GeneratorSettings)}
+    unknown = sorted(set(fields) - known)
+    if unknown:
+        raise ValueError(f"unknown generator settings {unknown}; known: {sorted(known)}")
+    generator = GeneratorSettings(**fields)
+    if generator.crop_n_layers:
+        raise ValueError(
+            "generator.crop_n_layers must be 0 for pseudo-labels: SUM's later stages read each "
+            "mask's logits in the whole image's frame, and crop-layer masks have them in a crop's"
+        )
+    return generator
+
+
+def generate_pseudo_labels(
+    config: Mapping[str, Any],
+    predictor: SamPredictor | None = None,
+    *,
+    process_index: int | None = None,
+    process_count: int | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Writes the pseudo-labels of this process's shard; returns (and saves) a summary.
+
+    Image `i` of the split belongs to process `i % process_count`.
+    """
+    for key in ("data_dir", "output_dir"):
+        if not config[key]:
+            raise ValueError(f"config.{key} is not set")
+    generator_cfg = generator_settings(config["generator"])
+    if predictor is None:
+        if not config["checkpoint"]:
+            raise ValueError(
+                "config.checkpoint is not set: convert SAM with `python -m convert.sam_checkpoint "
+                "--input sam_vit_h_4b8939.pth --output ckpt/sam_vit_h` and pass its directory"
+            )
+        predictor = SamPredictor(load_model(config["checkpoint"]))
+    process_index = jax.process_index() if process_index is None else process_index
+    process_count = jax.process_count() if process_count is None else process_count
+    name, split = sources.parse_ref(config["dataset"])
+    source = sources.open_source(config["data_dir"], name, split)
+    n = len(source) if config.get("max_images") is None else min(len(source), config["max_images"])
+    out = Path(config["output_dir"])
+    generator = MaskGenerator(predictor, generator_cfg)
+
+    stats: Counter = Counter()
+    written = skipped = total_bytes = 0
+    start = time.perf_counter()
+    indices = range(process_index, n, process_count)
+    for index in tqdm(indices, desc=f"pseudo-labels {name}", disable=not progress, unit="img"):
+        record = sources.normalize_record(source[index])
+        image_id = record["image_id"]
+        if plf.exists(out, image_id):
+            skipped += 1
+            total_bytes += plf.path_for(out, image_id).stat().st_size
+            continue
+        try:
+            image = image_ops.decode_image(record["image"])
+        except ValueError as e:
+            raise ValueError(f"{name}:{split} image {image_id!r} (record {index}): {e}") from e
+        masks = generator.generate(image, stats)
+        low = predictor.config.low_res_size
+        path = plf.write(
+            out,
+            image_id,
+            height=image.shape[0],
+            width=image.shape[1],
+            masks=[m["segmentation"] for m in masks],
+            low_res_logits=np.stack([m["low_res_logits"] for m in masks])
+            if masks
+            else np.zeros((0, low, low), np.float32),
+            points=np.array([m["point_coords"][0] for m in masks], np.float32).reshape(-1, 2),
+            predicted_iou=np.array([m["predicted_iou"] for m in masks], np.float32),
+            stability_score=np.array([m["stability_score"] for m in masks], np.float32),
+        )
+        written += 1
+        total_bytes += path.stat().st_size
+    seconds = time.perf_counter() - start
+    images = written + skipped
+    summary = {
+        "dataset": f"{name}:{split}",
+        "process": f"{process_index}/{process_count}",
+        "images": images,
+        "written": written,
+        "skipped_existing": skipped,
+        "masks_after_stage": {k: int(stats[k]) for k in STAGES},
+        "bytes_per_image": total_bytes / images if images else 0.0,
+        "seconds": seconds,
+        "images_per_second_written": written / seconds if seconds > 0 else 0.0,
+        "generator": dataclasses.asdict(generator_cfg),
+    }
+    atomic_write(out / f"summary_{process_index}.json", json.dumps(summary, indent=2) + "\n")
+    kept = stats["box_nms"]
+    log.info(
+        "%d images (%d written, %d already there), %d masks kept of %d candidates "
+        "(after IoU %d, stability %d, area %d, NMS %d), %.1f KB per image",
+        images, written, skipped, kept, stats["candidates"], stats["predicted_iou"],
+        stats["stability"], stats["area"], kept, summary["bytes_per_image"] / 1e3,
+    )  # fmt: skip
+    return summary

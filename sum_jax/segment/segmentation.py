@@ -1,0 +1,93 @@
+"""Segmenting one image from clicks and a box, to files (the library behind `sum_jax.segment`).
+
+`segment` runs one prediction and writes `mask.png`, `overlay.png`, `candidates.png` and
+`result.json`; the parsers turn command-line text into prompts.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from sum_jax.fileio import atomic_write
+from sum_jax.inference.predictor import SamPredictor
+from sum_jax.visualize import overlay, save_png
+
+
+def parse_point(text: str) -> tuple[float, float, int]:
+    """'x,y' or 'x,y:label' -> (x, y, label)."""
+    try:
+        xy, _, label = text.partition(":")
+        x, y = (float(v) for v in xy.split(","))
+        return x, y, int(label) if label else 1
+    except ValueError as e:
+        raise ValueError(f"--point={text!r}: expected 'x,y' or 'x,y:0'") from e
+
+
+def parse_box(text: str) -> np.ndarray:
+    try:
+        box = np.array([float(v) for v in text.split(",")])
+    except ValueError as e:
+        raise ValueError(f"--box={text!r}: expected 'x0,y0,x1,y1'") from e
+    if box.shape != (4,):
+        raise ValueError(f"--box={text!r}: expected 4 numbers 'x0,y0,x1,y1'")
+    return box
+
+
+def load_image(path: str | None) -> np.ndarray:
+    """RGB uint8 array of an image file (default: scikit-image's coffee photo)."""
+    if path is None:
+        import skimage.data
+
+        return skimage.data.coffee()
+    try:
+        with Image.open(path) as im:
+            return np.asarray(im.convert("RGB"))
+    except FileNotFoundError as e:
+        raise ValueError(f"{path}: no such image file") from e
+    except (UnidentifiedImageError, OSError) as e:
+        raise ValueError(f"{path} is not a readable image (corrupt or truncated?): {e}") from e
+
+
+def segment(
+    predictor: SamPredictor,
+    image: np.ndarray,
+    points: list[tuple[float, float, int]],
+    box: np.ndarray | None,
+    output_dir: str,
+    *,
+    multimask_output: bool = True,
+    task: str | int | None = None,
+) -> dict:
+    """Runs one prediction and writes mask.png, overlay.png, candidates.png, result.json."""
+    predictor.set_image(image)
+    if not points and box is None:
+        points = [(image.shape[1] / 2, image.shape[0] / 2, 1)]
+    coords = np.array([p[:2] for p in points]) if points else None
+    labels = np.array([p[2] for p in points]) if points else None
+    masks, scores, _ = predictor.predict(
+        coords, labels, box, multimask_output=multimask_output, task=task
+    )
+    best = int(np.argmax(scores))
+    out = Path(output_dir)
+    save_png(out / "mask.png", masks[best].astype(np.uint8) * 255)
+    save_png(
+        out / "overlay.png", overlay(image, masks[best], points=coords, labels=labels, box=box)
+    )
+    if len(masks) > 1:
+        tiles = [overlay(image, m, points=coords, labels=labels, box=box) for m in masks]
+        save_png(out / "candidates.png", np.concatenate([np.asarray(t) for t in tiles], axis=1))
+    result = {
+        "scores": [float(s) for s in scores],
+        "best": best,
+        "mask_area_px": int(masks[best].sum()),
+        "image_size": list(image.shape[:2]),
+        "points": [list(p) for p in points],
+        "box": None if box is None else box.tolist(),
+        "task": task,
+    }
+    atomic_write(out / "result.json", json.dumps(result, indent=2) + "\n")
+    return result

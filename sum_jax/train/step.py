@@ -1,0 +1,287 @@
+"""SUM's training state and step: pure `train_step`, and its sharded, jitted, donating form.
+
+The model lives in the state as plain pytrees: `nnx.split` gives a static graph definition
+(kept in `ModelDef`, outside the state) and two nested dicts of arrays, the trainable
+`nnx.Param`s (`state.params`, paths like `image_encoder.blocks.3.attn.qkv.kernel`) and
+everything else (`state.model_state`, e.g. the prompt encoder's fixed Gaussian matrix), so
+optax, Orbax and the sharding rules all see plain '.'-addressable trees.
+
+Usage (see `benchmarks/train_step_speed.py` for a complete example):
+
+    model = build_sam("tiny")
+    mesh = sharding.make_mesh(config.sharding.mesh_shape)
+    state, setup = init_train_state(model, config, mesh)
+    step_fn = jit_train_step(setup)
+    state, metrics = step_fn(state, sharding.shard_batch(numpy_batch, mesh))
+
+`step_fn` donates `state`: do not reuse the state passed in. The step's PRNG key is
+`fold_in(state.rng, state.step)`, so a run restarted from a checkpoint draws the same
+prompts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from collections.abc import Callable
+from typing import Any
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+import optax
+from flax import nnx
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
+
+from sum_jax.train import optim, sharding
+from sum_jax.train.rounds import InteractiveSettings, interactive_loss
+
+PyTree = Any
+
+
+@flax.struct.dataclass
+class TrainState:
+    """Everything a training step reads and writes.
+
+    Attributes:
+      step: i32 scalar, steps taken.
+      params: trainable parameters, nested dict of arrays.
+      model_state: the model's non-trainable variables, nested dict of arrays (unchanged).
+      opt_state: the optax state of `params`.
+      rng: u32 raw key data (`jax.random.key_data`), kept raw so checkpoints stay plain.
+    """
+
+    step: jax.Array
+    params: PyTree
+    model_state: PyTree
+    opt_state: optax.OptState
+    rng: jax.Array
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelDef:
+    """The static half of an `nnx.split` model: rebuilds the module from plain dicts."""
+
+    graphdef: Any
+    param_treedef: Any
+    rest_treedef: Any
+
+    @classmethod
+    def split(cls, model: nnx.Module) -> tuple[ModelDef, PyTree, PyTree]:
+        """`model -> (ModelDef, params dict, other-variables dict)`."""
+        graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+        model_def = cls(graphdef, jax.tree.structure(params), jax.tree.structure(rest))
+        return model_def, nnx.to_pure_dict(params), nnx.to_pure_dict(rest)
+
+    def merge(self, params: PyTree, model_state: PyTree) -> nnx.Module:
+        # Pure dicts and nnx States flatten in the same (sorted-key) leaf order.
+        return nnx.merge(
+            self.graphdef,
+            jax.tree.unflatten(self.param_treedef, jax.tree.leaves(params)),
+            jax.tree.unflatten(self.rest_treedef, jax.tree.leaves(model_state)),
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainSetup:
+    """The static parts of training: model definition, optimiser, settings, shardings."""
+
+    model_def: ModelDef
+    tx: optax.GradientTransformation
+    plan: optim.ParamPlan
+    settings: InteractiveSettings
+    schedule: optax.Schedule
+    mesh: Mesh
+    state_shardings: TrainState
+    batch_sharding: NamedSharding
+
+
+def gradient_step(
+    state: TrainState,
+    loss_fn: Callable[[nnx.Module], tuple[jax.Array, Any]],
+    *,
+    model_def: ModelDef,
+    tx: optax.GradientTransformation,
+    plan: optim.ParamPlan,
+) -> tuple[TrainState, jax.Array, Any, dict[str, jax.Array]]:
+    """One optimiser step on `loss_fn(model) -> (loss, aux)`, shared by every trainer here.
+
+    Parameters the plan freezes enter the loss as constants (`stop_gradient`), so XLA drops
+    their backward pass; the optimiser leaves them unchanged.
+
+    Returns:
+      `(new_state, loss, aux, metrics)` with `metrics` holding the global norms of the
+      gradient (`grad_norm`) and of the update (`update_norm`).
+    """
+
+    def params_loss(params):
+        params = optim.map_with_paths(
+            lambda p, x: jax.lax.stop_gradient(x) if plan.frozen[p] else x, params
+        )
+        return loss_fn(model_def.merge(params, state.model_state))
+
+    (loss, aux), grads = jax.value_and_grad(params_loss, has_aux=True)(state.params)
+    updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    metrics = {
+        "loss": loss,
+        "grad_norm": optax.global_norm(grads),
+        # Finite old parameters plus a finite update give finite new ones: the trainer's
+        # NaN guard checks this instead of every parameter.
+        "update_norm": optax.global_norm(updates),
+    }
+    new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state)
+    return new_state, loss, aux, metrics
+
+
+def train_step(
+    state: TrainState,
+    batch: dict[str, jax.Array],
+    *,
+    model_def: ModelDef,
+    tx: optax.GradientTransformation,
+    plan: optim.ParamPlan,
+    settings: InteractiveSettings,
+    schedule: optax.Schedule | None = None,
+) -> tuple[TrainState, dict[str, jax.Array]]:
+    """One SUM step: interactive rounds on the batch, gradients, AdamW update.
+
+    Args:
+      state: the current state.
+      batch: the training batch of docs/contracts.md (device arrays).
+      model_def, tx, plan, settings, schedule: static, bind with `functools.partial`.
+
+    Returns:
+      `(new_state, metrics)`: `loss`, per-round `[R]` arrays `round_loss`, `round_iou`,
+      `round_focal`, `round_dice`, `round_iou_mse`, `round_loss_human`, `round_loss_pseudo`,
+      the valid-mask counts `masks_human` and `masks_pseudo`, the global norms of the
+      gradient and of the update over trainable parameters, and the learning rate (when
+      `schedule` is given).
+    """
+    key = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
+    new_state, loss, aux, metrics = gradient_step(
+        state,
+        lambda model: interactive_loss(model, batch, key, settings),
+        model_def=model_def,
+        tx=tx,
+        plan=plan,
+    )
+    metrics.update({f"round_{k}": v for k, v in aux.items() if k != "loss"})
+    metrics["round_loss"] = aux["loss"]
+    pseudo = batch["is_pseudo"].astype(bool)[:, None]
+    valid = batch["mask_valid"].astype(bool)
+    metrics["masks_human"] = jnp.sum(valid & ~pseudo)
+    metrics["masks_pseudo"] = jnp.sum(valid & pseudo)
+    if schedule is not None:
+        metrics["lr"] = jnp.asarray(schedule(state.step), jnp.float32)
+    return new_state, metrics
+
+
+def train_setup(
+    model: nnx.Module, config, mesh: Mesh, *, num_steps: int | None = None
+) -> tuple[TrainSetup, TrainState]:
+    """The step's static setup and the abstract state: `jax.ShapeDtypeStruct` leaves that
+    carry their shardings, with no memory behind them.
+
+    `model` may itself be abstract (`nnx.eval_shape`), so a ViT-H setup costs nothing; the
+    abstract state is what `jit(...).lower` and an Orbax restore take.
+    """
+    model_def, params, model_state = ModelDef.split(model)
+    num_steps = int(num_steps if num_steps is not None else config.train.num_steps)
+    tx, plan = optim.make_optimizer(params, config.optimizer, num_steps)
+    schedule = optim.learning_rate_schedule(config.optimizer, num_steps)
+    settings = InteractiveSettings.from_config(config)
+
+    rng = jax.eval_shape(lambda: jax.random.key_data(jax.random.key(0)))  # raw key data
+    abstract = jax.eval_shape(
+        lambda p, s, r: TrainState(jnp.zeros((), jnp.int32), p, s, tx.init(p), r),
+        params,
+        model_state,
+        rng,
+    )
+    param_sh = sharding.param_shardings(abstract.params, mesh, config.sharding)
+    replicated = NamedSharding(mesh, P())
+    state_sh = TrainState(
+        step=replicated,
+        params=param_sh,
+        model_state=jax.tree.map(lambda _: replicated, abstract.model_state),
+        opt_state=sharding.state_shardings(abstract.opt_state, abstract.params, param_sh, mesh),
+        rng=replicated,
+    )
+    setup = TrainSetup(
+        model_def=model_def,
+        tx=tx,
+        plan=plan,
+        settings=settings,
+        schedule=schedule,
+        mesh=mesh,
+        state_shardings=state_sh,
+        batch_sharding=sharding.batch_sharding(mesh),
+    )
+    abstract = jax.tree.map(
+        lambda x, sh: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sh), abstract, state_sh
+    )
+    return setup, abstract
+
+
+def initial_state(model: nnx.Module, setup: TrainSetup, seed: int) -> TrainState:
+    """The step-0 state of `model`, created straight into `setup`'s shardings (the
+    optimiser state by a jitted `tx.init`)."""
+    _, params, model_state = ModelDef.split(model)
+    rng = jax.random.key_data(jax.random.key(int(seed)))
+    state_sh = setup.state_shardings
+
+    def make(p, s):
+        return TrainState(jnp.zeros((), jnp.int32), p, s, setup.tx.init(p), rng)
+
+    return jax.jit(
+        make, in_shardings=(state_sh.params, state_sh.model_state), out_shardings=state_sh
+    )(params, model_state)
+
+
+def init_train_state(
+    model: nnx.Module, config, mesh: Mesh, *, num_steps: int | None = None
+) -> tuple[TrainState, TrainSetup]:
+    """The initial state, laid out on `mesh` by `config.sharding`, and the step's setup."""
+    setup, _ = train_setup(model, config, mesh, num_steps=num_steps)
+    return initial_state(model, setup, config.seed), setup
+
+
+def jit_train_step(setup: TrainSetup) -> Callable:
+    """`train_step` bound to `setup`, jitted with in/out shardings and the state donated.
+
+    The batch must be laid out with `setup.batch_sharding` (see `sharding.shard_batch`);
+    metrics come back replicated.
+    """
+    step = functools.partial(
+        train_step,
+        model_def=setup.model_def,
+        tx=setup.tx,
+        plan=setup.plan,
+        settings=setup.settings,
+        schedule=setup.schedule,
+    )
+    return jax.jit(
+        step,
+        in_shardings=(setup.state_shardings, setup.batch_sharding),
+        out_shardings=(setup.state_shardings, NamedSharding(setup.mesh, P())),
+        donate_argnums=0,
+    )
+
+
+def describe_params(state: TrainState, plan: optim.ParamPlan | None = None) -> str:
+    """Parameter count and one line per parameter: shape, sharding spec, (lr mult, frozen)."""
+    lines = []
+    total = trainable = 0
+    for kp, x in jax.tree.leaves_with_path(state.params):
+        path = optim.path_str(kp)
+        total += x.size
+        extra = ""
+        if plan is not None:
+            trainable += 0 if plan.frozen[path] else x.size
+            extra = f" lr_mult={plan.lr_mult[path]:.4g} frozen={plan.frozen[path]}"
+        spec = getattr(getattr(x, "sharding", None), "spec", None)
+        lines.append(f"{path:64s} {tuple(x.shape)!s:20s} {spec}{extra}")
+    head = f"{total:,} parameters" + (f", {trainable:,} trainable" if plan is not None else "")
+    return "\n".join([head] + lines)

@@ -1,0 +1,167 @@
+"""Uncertainty maps of pseudo-labels (SUM §3.2.3): `u = |sigmoid(s) - sigmoid(r)|`.
+
+`s` are SAM's low-res logits of a pseudo-label (as stored by the pseudo-label stage) and `r`
+the mask-refinement module's logits for the same mask, given `s` as mask prompt, a box around
+the pseudo-label and its generating point (App. D). Both live in SAM's low-res frame (256 x
+256 for SAM), where `u` is stored, quantised to uint8, in the pseudo-label file.
+
+`compute_uncertainty` walks a prepared unlabelled split, embeds each image once with the
+refinement module's (frozen, SAM's) encoder, refines all its masks in one padded batch, and
+adds the maps to the image's pseudo-label file. Files that already have maps are skipped,
+so a killed run started again ends with the same files.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+from ml_collections.config_dict import placeholder
+from tqdm import tqdm
+
+from sum_jax.checkpointing import load_model
+from sum_jax.data import image_ops, sources
+from sum_jax.data import pseudo_label_format as plf
+from sum_jax.fileio import atomic_write
+from sum_jax.inference.refiner import Refiner
+from sum_jax.ops import transforms
+from sum_jax.visualize import heat_map, overlay, save_png, side_by_side
+
+log = logging.getLogger(__name__)
+
+
+def default_config() -> ml_collections.ConfigDict:
+    """Settings of an uncertainty run (`configs/uncertainty.py` returns this)."""
+    c = ml_collections.ConfigDict()
+    c.refiner = ""  # Model directory of the mask-refinement module (train_refiner's output).
+    c.data_dir = ""  # Root of prepared datasets.
+    c.dataset = "sa1b:train"  # The prepared unlabelled split the pseudo-labels were made from.
+    c.pseudo_labels = ""  # Directory of pseudo-label files; maps are added in place.
+    c.max_images = placeholder(int)
+    c.pictures = 4  # PNGs (pseudo-label | refined | uncertainty) for this many images.
+    # Optional: also write the refinement module's masks as pseudo-label files here (the
+    # "mask-refinement outputs as labels" baseline, configs/ablations.py:refined_labels).
+    c.refined_labels_dir = ""
+    return c
+
+
+def write_refined_labels(
+    directory: str | Path, labels: plf.PseudoLabels, refined: np.ndarray, img_size: int
+) -> Path:
+    """The refinement module's masks (logits > 0 at the original size) and logits as a
+    pseudo-label file of their own, with the SAM masks' points and scores."""
+    size = (labels.height, labels.width)
+    input_size = transforms.preprocess_shape(*size, img_size)
+    masks = np.asarray(
+        transforms.postprocess_masks(jnp.asarray(refined), input_size, size, img_size) > 0
+    ).reshape((-1,) + size)
+    return plf.write(
+        directory,
+        labels.image_id,
+        height=labels.height,
+        width=labels.width,
+        masks=list(masks),
+        low_res_logits=refined,
+        points=labels.points,
+        predicted_iou=labels.predicted_iou,
+        stability_score=labels.stability_score,
+    )
+
+
+def picture(
+    image: np.ndarray, labels: plf.PseudoLabels, refined: np.ndarray, u: np.ndarray, img_size: int
+) -> np.ndarray:
+    """Pseudo-labels | refined masks | uncertainty (max over masks), over the photo."""
+    size = (labels.height, labels.width)
+    input_size = transforms.preprocess_shape(*size, img_size)
+    refined_masks = np.asarray(
+        transforms.postprocess_masks(jnp.asarray(refined), input_size, size, img_size) > 0
+    )
+    u_full = np.asarray(transforms.postprocess_masks(jnp.asarray(u), input_size, size, img_size))
+    return side_by_side(
+        [
+            overlay(image, labels.decode_masks(), alpha=0.45),
+            overlay(image, refined_masks, alpha=0.45),
+            heat_map(image, u_full.max(axis=0) if len(u_full) else np.zeros(size)),
+        ]
+    )
+
+
+def compute_uncertainty(
+    config: Mapping[str, Any],
+    refiner: Refiner | None = None,
+    *,
+    process_index: int | None = None,
+    process_count: int | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Adds uncertainty maps to this process's pseudo-label files; returns a summary."""
+    for key in ("data_dir", "pseudo_labels"):
+        if not config[key]:
+            raise ValueError(f"config.{key} is not set")
+    if refiner is None:
+        if not config["refiner"]:
+            raise ValueError(
+                "config.refiner is not set: train the mask-refinement module first "
+                "(python -m sum_jax.train_refiner) and pass its model directory"
+            )
+        refiner = Refiner(load_model(config["refiner"]))
+    process_index = jax.process_index() if process_index is None else process_index
+    process_count = jax.process_count() if process_count is None else process_count
+    name, split = sources.parse_ref(config["dataset"])
+    source = sources.open_source(config["data_dir"], name, split)
+    n = len(source) if config.get("max_images") is None else min(len(source), config["max_images"])
+    out = Path(config["pseudo_labels"])
+    if not out.is_dir():
+        raise FileNotFoundError(
+            f"{out}: no pseudo-label directory; run python -m sum_jax.pseudo_labels first"
+        )
+    refined_dir = config.get("refined_labels_dir") or ""
+    done = skipped = masks = 0
+    u_sum = 0.0
+    start = time.perf_counter()
+    for index in tqdm(range(process_index, n, process_count), desc="uncertainty",
+                      disable=not progress, unit="img"):  # fmt: skip
+        record = sources.normalize_record(source[index])
+        image_id = record["image_id"]
+        labels = plf.read(out, image_id)  # a missing file is an error naming it
+        if labels.has_uncertainty and (not refined_dir or plf.exists(refined_dir, image_id)):
+            skipped += 1
+            continue
+        image = image_ops.decode_image(record["image"])
+        refined, u = refiner(image, labels)
+        if refined_dir:
+            write_refined_labels(refined_dir, labels, refined, refiner.config.img_size)
+        # Written last: a file with maps marks the image as done for a rerun.
+        plf.add_uncertainty(out, image_id, u)
+        if done < config.get("pictures", 0):
+            save_png(
+                out / "pictures" / f"{image_id}.png",
+                picture(image, labels, refined, u, refiner.config.img_size),
+            )
+        done += 1
+        masks += labels.num_masks
+        u_sum += float(u.sum())
+    seconds = time.perf_counter() - start
+    low = refiner.config.low_res_size
+    summary = {
+        "dataset": f"{name}:{split}",
+        "process": f"{process_index}/{process_count}",
+        "images_written": done,
+        "skipped_existing": skipped,
+        "masks": masks,
+        "mean_uncertainty": u_sum / (masks * low * low) if masks else 0.0,
+        "seconds": seconds,
+    }
+    atomic_write(out / f"uncertainty_summary_{process_index}.json", json.dumps(summary, indent=2))
+    log.info("uncertainty maps for %d images (%d already done), %d masks, mean u %.4f",
+             done, skipped, masks, summary["mean_uncertainty"])  # fmt: skip
+    return summary

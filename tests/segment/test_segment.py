@@ -1,0 +1,93 @@
+"""The segmentation CLI on a real photo: outputs exist and agree with the predictor."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import skimage.data
+from PIL import Image
+
+from sum_jax.checkpointing import save_sam
+from sum_jax.inference.predictor import SamPredictor
+from sum_jax.models.sam import build_sam
+from sum_jax.segment import segmentation
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    path = tmp_path_factory.mktemp("model")
+    from flax import nnx
+
+    save_sam(build_sam("tiny", rngs=nnx.Rngs(11)), path)
+    return path
+
+
+def test_segment_writes_mask_overlay_and_scores(tmp_path, model_dir):
+    image = skimage.data.chelsea()
+    Image.fromarray(image).save(tmp_path / "cat.jpg", quality=95)
+    out = tmp_path / "out"
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "sum_jax.segment",
+            f"--checkpoint={model_dir}",
+            f"--image={tmp_path / 'cat.jpg'}",
+            "--point=200,150",
+            "--point=30,20:0",
+            "--box=100,50,400,290",
+            "--task=salient",
+            f"--output_dir={out}",
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    result = json.loads((out / "result.json").read_text())
+    mask = np.asarray(Image.open(out / "mask.png"))
+    overlay = np.asarray(Image.open(out / "overlay.png"))
+    assert mask.shape == image.shape[:2] and set(np.unique(mask)) <= {0, 255}
+    assert overlay.shape == image.shape
+    assert np.asarray(Image.open(out / "candidates.png")).shape == (300, 3 * 451, 3)
+    # The CLI's mask is the predictor's best mask for the same prompt on the decoded JPEG.
+    predictor = SamPredictor.from_checkpoint(str(model_dir))
+    predictor.set_image(np.asarray(Image.open(tmp_path / "cat.jpg").convert("RGB")))
+    masks, scores, _ = predictor.predict(
+        np.array([[200.0, 150.0], [30.0, 20.0]]),
+        np.array([1, 0]),
+        np.array([100.0, 50.0, 400.0, 290.0]),
+        task="salient",
+    )
+    np.testing.assert_allclose(result["scores"], scores, rtol=1e-4, atol=1e-5)
+    assert result["best"] == int(np.argmax(scores))
+    assert np.mean((mask > 0) == masks[result["best"]]) > 0.999
+
+
+def test_segment_bad_inputs(tmp_path, model_dir):
+    bad = tmp_path / "broken.jpg"
+    bad.write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    for args, message in [
+        ([f"--image={bad}"], "broken.jpg is not a readable image"),
+        ([f"--image={tmp_path / 'missing.png'}"], "missing.png: no such image file"),
+        (["--point=1,2,3"], "expected 'x,y' or 'x,y:0'"),
+        (["--box=1,2,3"], "expected 4 numbers"),
+        (["--point=5000,10"], "outside the image"),
+        ([f"--checkpoint={tmp_path / 'nope'}"], "convert.sam_checkpoint"),
+    ]:
+        proc = subprocess.run(
+            [sys.executable, "-m", "sum_jax.segment", f"--output_dir={tmp_path / 'o'}", *args],
+            capture_output=True,
+            text=True,
+        )
+        assert proc.returncode == 1, args
+        assert message in proc.stderr, (args, proc.stderr[-500:])
+    assert not (tmp_path / "o").exists()
+
+
+def test_parse_point():
+    assert segmentation.parse_point("3,4") == (3.0, 4.0, 1)
+    assert segmentation.parse_point("3.5,4:0") == (3.5, 4.0, 0)

