@@ -174,7 +174,7 @@ def main(argv: list[str] | None = None) -> int:
             pth_to_orbax(args.input, args.output, args.variant)
     except (ConversionError, FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
-        return 1
+        return 2  # sum_jax.cli.EXIT_USAGE: a known failure, explained in one paragraph
     return 0
 
 

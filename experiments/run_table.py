@@ -17,19 +17,15 @@ from __future__ import annotations
 
 import os
 import re
-from pathlib import Path
 
-from absl import app, flags
-from ml_collections import config_flags
+from absl import flags
 
 from experiments import tables
-from sum_jax import checkpointing
+from sum_jax import checkpointing, cli
 from sum_jax.evaluate import reports, runner
 from sum_jax.fileio import atomic_write
 
-_CONFIG = config_flags.DEFINE_config_file(
-    "config", str(Path(__file__).resolve().parents[1] / "configs" / "eval.py"), "Eval config."
-)
+_CONFIG = cli.config_flag("eval.py", "Evaluation config.")
 _TABLE = flags.DEFINE_enum("table", None, sorted(tables.TABLES), "Which table.")
 _CHECKPOINT = flags.DEFINE_multi_string("checkpoint", [], "COLUMN=DIR (repeat).")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Output directory.")
@@ -46,7 +42,7 @@ def split_checkpoint(arg: str, spec: tables.TableSpec) -> tuple[str, str]:
     for name in sorted((c.name for c in spec.columns), key=len, reverse=True):
         if arg.startswith(name + "="):
             return name, arg[len(name) + 1 :]
-    raise app.UsageError(f"--checkpoint={arg!r} names no column of {spec.name}; see --list")
+    raise ValueError(f"--checkpoint={arg!r} names no column of {spec.name}; see --list")
 
 
 def run_table(
@@ -91,18 +87,17 @@ def run_table(
 
 
 def main(argv: list[str]) -> None:
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    del argv
     if _LIST.value:
         for spec in tables.TABLES.values():
             print(f"{spec.name}: " + ", ".join(repr(c.name) for c in spec.columns))
         return
     if not _TABLE.value or not _WORKDIR.value:
-        raise app.UsageError("--table and --workdir are required")
+        cli.fail("--table and --workdir are required (--list shows the tables)")
     spec = tables.TABLES[_TABLE.value]
     checkpoints = dict(split_checkpoint(c, spec) for c in _CHECKPOINT.value)
     print(run_table(_CONFIG.value, spec, checkpoints, _WORKDIR.value, overwrite=_OVERWRITE.value))
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

@@ -21,6 +21,11 @@ from sum_jax.fileio import atomic_write
 from sum_jax.models.sam import Sam, SamConfig
 
 CONFIG_FILE = "sam_config.json"
+# How to make a model directory from an official SAM checkpoint (`.format(directory=...)`).
+CONVERT_HINT = (
+    "Convert an official SAM checkpoint with `python -m convert.sam_checkpoint "
+    "--input sam_vit_h_4b8939.pth --output {directory}`"
+)
 PARAMS_DIR = "params"
 
 
@@ -65,8 +70,8 @@ def read_config(directory: str | os.PathLike) -> SamConfig:
     config_path = directory / CONFIG_FILE
     if not directory.is_dir():
         raise FileNotFoundError(
-            f"model directory {directory} does not exist. Convert a SAM checkpoint with "
-            f"`python -m convert.sam_checkpoint --input sam_vit_h_4b8939.pth --output {directory}`"
+            f"model directory {directory} does not exist. "
+            + CONVERT_HINT.format(directory=directory)
         )
     if not config_path.is_file() or not (directory / PARAMS_DIR).is_dir():
         raise FileNotFoundError(
@@ -113,9 +118,16 @@ def load_sam(directory: str | os.PathLike, **config_overrides: Any) -> Sam:
     return nnx.merge(graphdef, abstract_state)
 
 
-def load_model(spec: str, **config_overrides: Any) -> Sam:
+def load_model(spec: str, *, field: str = "config.checkpoint", **config_overrides: Any) -> Sam:
     """A model directory, or `random:<variant>` for a randomly initialised `build_sam` (a
-    pipeline check: its outputs mean nothing)."""
+    pipeline check: its outputs mean nothing). An empty `spec` is an error that names the
+    config `field` it came from and how to make a model directory."""
+    if not spec:
+        raise ValueError(
+            f"{field} is not set. "
+            + CONVERT_HINT.format(directory="ckpt/sam_vit_h")
+            + f" and pass --{field}=ckpt/sam_vit_h (or random:tiny for a pipeline check)."
+        )
     if spec.startswith("random:"):
         from sum_jax.models.sam import build_sam
 

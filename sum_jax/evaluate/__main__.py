@@ -10,26 +10,22 @@ See configs/eval.py for the settings and what is written; the library side is
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
-from absl import app, flags
-from ml_collections import config_flags
+from absl import flags
 
+from sum_jax import cli
 from sum_jax.evaluate import reports, runner
 
-_DEFAULT_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "eval.py"
-_CONFIG = config_flags.DEFINE_config_file("config", str(_DEFAULT_CONFIG), "Evaluation config.")
+_CONFIG = cli.config_flag("eval.py", "Evaluation config.")
 _CHECKPOINT = flags.DEFINE_multi_string(
     "checkpoint", None, "Model directory, NAME=DIR, or random:<variant>; repeat to compare."
 )
 _WORKDIR = flags.DEFINE_string("workdir", None, "Where reports are written.")
+flags.mark_flags_as_required(["checkpoint", "workdir"])
 
 
 def main(argv: list[str]) -> None:
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    if not _CHECKPOINT.value or not _WORKDIR.value:
-        raise app.UsageError("--checkpoint and --workdir are required")
+    del argv
     summaries = runner.evaluate_checkpoints(_CONFIG.value, _CHECKPOINT.value, _WORKDIR.value)
     for name, summary in summaries.items():
         numbers = reports.overall_numbers(summary, ("miou", "mbiou", "noc", "nof"))
@@ -39,4 +35,4 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

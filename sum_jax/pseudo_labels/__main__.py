@@ -12,33 +12,22 @@ every `process_count`-th image.
 
 from __future__ import annotations
 
-import json
-import sys
+from absl import logging
 
-from absl import app, flags, logging
-from ml_collections import config_flags
-
+from sum_jax import cli
 from sum_jax.data import sources
 from sum_jax.pseudo_labels.generation import generate_pseudo_labels
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Pseudo-label config file.")
-flags.mark_flags_as_required(["config"])
-_SHARD = flags.DEFINE_string(
-    "shard", None, "INDEX/COUNT: this worker's share, e.g. one process per GPU (default: JAX's)."
-)
+_CONFIG = cli.config_flag(None, "Pseudo-label config file (configs/pseudo_labels.py).")
+_SHARD = cli.shard_flag()
 
 
 def main(argv: list[str]) -> None:
     del argv
     logging.set_verbosity(logging.INFO)
-    try:
-        index, count = sources.parse_shard(_SHARD.value)
-        summary = generate_pseudo_labels(_CONFIG.value, process_index=index, process_count=count)
-    except (ValueError, FileNotFoundError, KeyError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(1)
-    print(json.dumps(summary, indent=2))
+    index, count = sources.parse_shard(_SHARD.value)
+    cli.print_json(generate_pseudo_labels(_CONFIG.value, process_index=index, process_count=count))
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

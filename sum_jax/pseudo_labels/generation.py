@@ -83,11 +83,6 @@ def generate_pseudo_labels(
             raise ValueError(f"config.{key} is not set")
     generator_cfg = generator_settings(config["generator"])
     if predictor is None:
-        if not config["checkpoint"]:
-            raise ValueError(
-                "config.checkpoint is not set: convert SAM with `python -m convert.sam_checkpoint "
-                "--input sam_vit_h_4b8939.pth --output ckpt/sam_vit_h` and pass its directory"
-            )
         predictor = SamPredictor(load_model(config["checkpoint"]))
     process_index = jax.process_index() if process_index is None else process_index
     process_count = jax.process_count() if process_count is None else process_count

@@ -12,10 +12,10 @@ and its masks are meaningless. With no `--image`, scikit-image's coffee photo is
 
 from __future__ import annotations
 
-import sys
+from absl import flags, logging
 
-from absl import app, flags, logging
-
+from sum_jax import cli
+from sum_jax.checkpointing import CONVERT_HINT
 from sum_jax.inference.predictor import SamPredictor
 from sum_jax.segment.segmentation import load_image, parse_box, parse_point, segment
 
@@ -30,34 +30,29 @@ _OUTPUT_DIR = flags.DEFINE_string("output_dir", "out/segment", "Where the PNGs a
 
 def main(argv: list[str]) -> None:
     del argv
-    try:
-        points = [parse_point(p) for p in _POINT.value]
-        box = parse_box(_BOX.value) if _BOX.value else None
-        image = load_image(_IMAGE.value)
-        if _CHECKPOINT.value:
-            predictor = SamPredictor.from_checkpoint(_CHECKPOINT.value)
-        else:
-            from sum_jax.models.sam import build_sam
+    points = [parse_point(p) for p in _POINT.value]
+    box = parse_box(_BOX.value) if _BOX.value else None
+    image = load_image(_IMAGE.value)
+    if _CHECKPOINT.value:
+        predictor = SamPredictor.from_checkpoint(_CHECKPOINT.value)
+    else:
+        from sum_jax.models.sam import build_sam
 
-            logging.warning(
-                "no --checkpoint: using a RANDOMLY INITIALISED tiny model. This checks the "
-                "pipeline; its masks mean nothing. Convert real SAM weights with "
-                "`python -m convert.sam_checkpoint --input sam_vit_h_4b8939.pth --output DIR`."
-            )
-            predictor = SamPredictor(build_sam("tiny"))
-        task = int(_TASK.value) if _TASK.value and _TASK.value.isdigit() else _TASK.value
-        result = segment(
-            predictor,
-            image,
-            points,
-            box,
-            _OUTPUT_DIR.value,
-            multimask_output=not _SINGLE.value,
-            task=task,
+        logging.warning(
+            "no --checkpoint: using a RANDOMLY INITIALISED tiny model. This checks the "
+            "pipeline; its masks mean nothing. " + CONVERT_HINT.format(directory="DIR")
         )
-    except (ValueError, FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(1)
+        predictor = SamPredictor(build_sam("tiny"))
+    task = int(_TASK.value) if _TASK.value and _TASK.value.isdigit() else _TASK.value
+    result = segment(
+        predictor,
+        image,
+        points,
+        box,
+        _OUTPUT_DIR.value,
+        multimask_output=not _SINGLE.value,
+        task=task,
+    )
     print(
         f"wrote {_OUTPUT_DIR.value}/mask.png, overlay.png, result.json "
         f"(scores {[round(s, 3) for s in result['scores']]}, best mask "
@@ -66,4 +61,4 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

@@ -18,13 +18,12 @@ Multi-host: on a TPU pod (or any cluster `jax.distributed` detects, e.g. SLURM) 
 
 from __future__ import annotations
 
-import sys
-
 import jax
-from absl import app, flags, logging
-from ml_collections import config_flags
+from absl import flags, logging
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Training config file.")
+from sum_jax import cli
+
+_CONFIG = cli.config_flag(None, "Training config file (configs/ft_small.py, ...).")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Checkpoints, logs, exported model.")
 _DISTRIBUTED = flags.DEFINE_bool(
     "distributed", False, "Call jax.distributed.initialize() with auto-detected settings."
@@ -32,7 +31,6 @@ _DISTRIBUTED = flags.DEFINE_bool(
 _COORDINATOR = flags.DEFINE_string("coordinator_address", None, "HOST:PORT of process 0.")
 _NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Processes in the run.")
 _PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process's index.")
-flags.mark_flags_as_required(["config"])
 
 
 def initialize_distributed() -> None:
@@ -48,29 +46,27 @@ def initialize_distributed() -> None:
 
 
 def main(argv: list[str]) -> None:
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    del argv
     config = _CONFIG.value
     workdir = _WORKDIR.value or config.get("workdir")
     if not workdir:
-        raise app.UsageError("--workdir is required")
+        cli.fail("--workdir is required: the folder for checkpoints, logs and the model")
     # Our progress lines go to stdout and train.log; absl's INFO stream (Orbax's per-save
     # chatter) would bury them.
     logging.set_verbosity(logging.WARNING)
     initialize_distributed()
     from sum_jax.train import loop
 
-    try:
-        if config.get("demo"):
-            from sum_jax import demo
+    if config.get("demo"):
+        from sum_jax import demo
 
-            demo.run_demo(config, workdir)
-        else:
+        demo.run_demo(config, workdir)
+    else:
+        try:
             loop.train_and_evaluate(config, workdir)
-    except (FileNotFoundError, ValueError, KeyError, loop.NonFiniteLossError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(1)
+        except loop.NonFiniteLossError as e:
+            cli.fail(str(e))
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

@@ -87,13 +87,7 @@ def data_config(config: ml_collections.ConfigDict, model_config: Any, process_co
 def load_initial_model(config: ml_collections.ConfigDict):
     """The SAM to fine-tune; errors name the missing file and the command that makes it."""
     spec = str(config.model.checkpoint)
-    if not spec:
-        raise ValueError(
-            "config.model.checkpoint is not set: convert SAM with `python -m "
-            "convert.sam_checkpoint --input sam_vit_h_4b8939.pth --output ckpt/sam_vit_h` and "
-            "pass --config.model.checkpoint=ckpt/sam_vit_h"
-        )
-    model = load_model(spec)
+    model = load_model(spec, field="config.model.checkpoint")
     variant = config.model.get("variant")
     if variant and model.config.variant != variant:
         raise ValueError(

@@ -11,33 +11,25 @@ directory that `python -m sum_jax.uncertainty --config.refiner=...` reads), `rep
 
 from __future__ import annotations
 
-import json
 import logging as std_logging
-import sys
 
-from absl import app, flags, logging
-from ml_collections import config_flags
+from absl import flags, logging
 
+from sum_jax import cli
 from sum_jax.train_refiner.training import train_refiner
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Refinement-module config file.")
+_CONFIG = cli.config_flag(None, "Refinement-module config file (configs/refine.py).")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for the cache, checkpoints, outputs.")
-flags.mark_flags_as_required(["config", "workdir"])
+flags.mark_flags_as_required(["workdir"])
 
 
 def main(argv: list[str]) -> None:
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    del argv
     # Our progress lines at INFO; Orbax's and TFDS's (one per array saved) only as warnings.
     logging.set_verbosity(logging.WARNING)
     std_logging.getLogger("sum_jax").setLevel(std_logging.INFO)
-    try:
-        report = train_refiner(_CONFIG.value, _WORKDIR.value)
-    except (ValueError, FileNotFoundError, KeyError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(1)
-    print(json.dumps(report, indent=2))
+    cli.print_json(train_refiner(_CONFIG.value, _WORKDIR.value))
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

@@ -665,12 +665,6 @@ def train_refiner(
         if key not in config:
             raise ValueError(f"config.{key} is missing: start from configs/refine.py")
     if model is None:
-        if not config["checkpoint"]:
-            raise ValueError(
-                "config.checkpoint is not set: convert SAM with `python -m convert.sam_checkpoint "
-                "--input sam_vit_h_4b8939.pth --output ckpt/sam_vit_h` and pass its directory "
-                "(or random:tiny for a pipeline check)"
-            )
         model = load_model(config["checkpoint"])
     tc = config["train"]
     num_steps, batch_size = int(tc["num_steps"]), int(tc["batch_size"])

@@ -11,33 +11,22 @@ Rerun after an interruption: files that already have maps are skipped.
 
 from __future__ import annotations
 
-import json
-import sys
+from absl import logging
 
-from absl import app, flags, logging
-from ml_collections import config_flags
-
+from sum_jax import cli
 from sum_jax.data import sources
 from sum_jax.uncertainty.maps import compute_uncertainty
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Uncertainty config file.")
-flags.mark_flags_as_required(["config"])
-_SHARD = flags.DEFINE_string(
-    "shard", None, "INDEX/COUNT: this worker's share, e.g. one process per GPU (default: JAX's)."
-)
+_CONFIG = cli.config_flag(None, "Uncertainty config file (configs/uncertainty.py).")
+_SHARD = cli.shard_flag()
 
 
 def main(argv: list[str]) -> None:
     del argv
     logging.set_verbosity(logging.INFO)
-    try:
-        index, count = sources.parse_shard(_SHARD.value)
-        summary = compute_uncertainty(_CONFIG.value, process_index=index, process_count=count)
-    except (ValueError, FileNotFoundError, KeyError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(1)
-    print(json.dumps(summary, indent=2))
+    index, count = sources.parse_shard(_SHARD.value)
+    cli.print_json(compute_uncertainty(_CONFIG.value, process_index=index, process_count=count))
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

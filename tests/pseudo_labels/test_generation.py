@@ -141,7 +141,7 @@ def test_killed_command_reruns_to_the_same_output(setup, uninterrupted):
         f"--config.output_dir={out}",
     ]
     args += [f"--config.generator.{k}={v}" for k, v in GENERATOR.items()]
-    cwd = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    cwd = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     proc = subprocess.Popen(args, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 300
     while time.time() < deadline and not list(out.glob("*.npz")) and proc.poll() is None:

@@ -83,7 +83,7 @@ def test_segment_bad_inputs(tmp_path, model_dir):
             capture_output=True,
             text=True,
         )
-        assert proc.returncode == 1, args
+        assert proc.returncode == 2, args
         assert message in proc.stderr, (args, proc.stderr[-500:])
     assert not (tmp_path / "o").exists()
 

@@ -1,0 +1,150 @@
+"""The one command-line wrapper of every `python -m sum_jax.<stage>` command.
+
+    from sum_jax import cli
+
+    _CONFIG = cli.config_flag("pseudo_labels.py", "Pseudo-label config file.")
+
+    def main(argv):
+        ...
+
+    if __name__ == "__main__":
+        cli.run(main)
+
+`run` parses the flags and calls `main` with one error path for every command: a known
+failure (missing or wrong input, wrong model, config typo, unparsable value, an output path
+that is a file) prints one short paragraph naming the file or field and what fixes it, and
+the command exits with status 2; with `--verbose` the traceback follows. Anything else is a
+bug and keeps Python's traceback (exit 1).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+
+from absl import app, flags
+from ml_collections import config_flags
+
+EXIT_USAGE = 2
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+
+flags.DEFINE_bool("verbose", False, "Show the traceback of a failed command.")
+
+
+class InputError(ValueError):
+    """A failure the user fixes: the message names the file or field, what was expected and
+    the command or flag that fixes it."""
+
+
+# Raised by the library for problems in what the user gave (files, folders, settings).
+KNOWN_ERRORS = (
+    InputError,
+    FileNotFoundError,
+    FileExistsError,
+    NotADirectoryError,
+    IsADirectoryError,
+    PermissionError,
+    ValueError,
+    KeyError,
+)
+
+
+_CONFIG_FLAGS: list[flags.FlagHolder] = []
+_CONFIG_HELP = (
+    "Set config fields as --config.FIELD=VALUE, with FIELD defined in the config file's "
+    "get_config(); a list field cannot be set on the command line: copy the config file, "
+    "edit the list and pass --config=YOUR_COPY.py."
+)
+
+
+def config_flag(default: str | None, help_text: str, **kwargs) -> flags.FlagHolder:
+    """`--config`: an ml_collections config file, default `configs/<default>` of this
+    checkout (None: required)."""
+    path = str(CONFIGS / default) if default else None
+    try:
+        # With a default file, ml_collections reads the overrides in sys.argv right here.
+        holder = config_flags.DEFINE_config_file("config", path, help_text, **kwargs)
+    except (KeyError, AttributeError, ValueError, TypeError) as e:
+        fail(f"{_message(e)}\n{_CONFIG_HELP}")
+    if default is None:
+        flags.mark_flags_as_required(["config"])
+    _CONFIG_FLAGS.append(holder)
+    return holder
+
+
+def shard_flag() -> flags.FlagHolder:
+    """`--shard=INDEX/COUNT`: this worker's share of a per-image stage (one process per GPU
+    of a machine); default: JAX's process index and count."""
+    return flags.DEFINE_string(
+        "shard", None, "INDEX/COUNT: this worker's share, e.g. one process per GPU (default: JAX's)."
+    )
+
+
+def print_json(value) -> None:
+    """A command's summary on stdout, as indented JSON."""
+    print(json.dumps(value, indent=2))
+
+
+def _message(error: BaseException) -> str:
+    while error.args and isinstance(error.args[0], BaseException):  # ml_collections wraps
+        error = error.args[0]
+    text = str(error.args[0]) if isinstance(error, KeyError) and error.args else str(error)
+    if isinstance(error, KeyError) and text.startswith("'") and "\n" in text:
+        name, _, hint = text.partition("\n")  # "'trian'\nDid you mean ..."
+        text = f"no config field {name}. {hint}"
+    if isinstance(error, OSError) and error.filename and str(error.filename) not in text:
+        text = f"{text}: {error.filename}"
+    return text.strip() or type(error).__name__
+
+
+def fail(message: str) -> None:
+    """Prints `error: message` to stderr and exits with status 2."""
+    print(f"error: {message}", file=sys.stderr)
+    if "--verbose" in sys.argv:
+        traceback.print_exc()
+    sys.exit(EXIT_USAGE)
+
+
+def _parse_flags(argv: list[str]) -> list[str]:
+    """absl's flag parsing, with config typos and bad values as one short message."""
+    try:
+        try:
+            rest = flags.FLAGS(argv)
+        except SystemExit as e:  # absl exits with 1 after printing --help
+            asked = {"--help", "-h", "--helpfull", "--helpshort", "-?"} & set(argv[1:])
+            raise SystemExit(0 if asked and e.code == 1 else e.code) from None
+        for holder in _CONFIG_FLAGS:
+            # A config file that failed to load raises on first use: say so here.
+            getattr(holder.value, "get")
+        return rest
+    except flags.Error as e:
+        fail(f"{e}\n(see `python -m {_command_name(argv)} --help` for the flags)")
+    except (KeyError, AttributeError, ValueError, TypeError, OSError) as e:
+        # ml_collections raises these for an unknown field (`--config.trian.num_steps`), a
+        # value of the wrong type, a list field given on the command line, or a config file
+        # that is missing or does not load.
+        fail(f"{_message(e)}\n{_CONFIG_HELP}")
+    return []  # unreachable
+
+
+def _command_name(argv: list[str]) -> str:
+    if argv and argv[0].endswith("__main__.py"):
+        return f"sum_jax.{Path(argv[0]).parent.name}"
+    return "sum_jax.<command>"
+
+
+def run(main: Callable[[list[str]], object]) -> None:
+    """`absl.app.run(main)` with the one error path of the module docstring."""
+
+    def guarded(argv: list[str]) -> None:
+        if len(argv) > 1:
+            fail(f"unexpected arguments: {argv[1:]} (flags take the form --name=value)")
+        try:
+            main(argv)
+        except KNOWN_ERRORS as e:
+            fail(_message(e))
+
+    app.run(guarded, flags_parser=_parse_flags)
