@@ -99,9 +99,9 @@ def build_inputs(workdir: Path, n: int) -> tuple[Path, Path]:
 
 
 def config(data_dir: Path, pl_dir: Path, threads: int, workers: int):
-    from sum_jax.data import pipeline
+    from configs.data import pipeline as pipeline_config
 
-    cfg = pipeline.default_config()
+    cfg = pipeline_config.get_config()
     cfg.data_dir, cfg.pseudo_label_dir = str(data_dir), str(pl_dir)
     cfg.labelled, cfg.unlabelled, cfg.mix = ["bench_labelled"], "bench_unlabelled", (1, 1)
     cfg.batch_size, cfg.read_threads, cfg.worker_count = 4, threads, workers

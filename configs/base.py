@@ -14,7 +14,7 @@ Fields:
   `python -m convert.sam_checkpoint` (or a trainer's export), or `random:<variant>` for a
   randomly initialised model (pipeline checks only). `model.variant`: the `build_sam`
   variant it must be (checked at load); SUM starts from ViT-H (App. B.1).
-- `data.*`: the Grain pipeline (`sum_jax.data.pipeline.default_config`): `data_dir`,
+- `data.*`: the Grain pipeline (`configs/data/pipeline.py`): `data_dir`,
   `labelled` / `unlabelled` refs, `pseudo_label_dir`, `mix`. Its `batch_size`, `image_size`,
   `mask_size`, `max_masks` and `seed` are set by the trainer from `train.*`, the model and
   `seed`, so they are not set here.
@@ -52,7 +52,7 @@ Fields:
 import ml_collections
 
 from configs import eval as eval_config
-from sum_jax.data import pipeline
+from configs.data import pipeline
 
 # Parameters that conventionally get no weight decay: biases, norm scales, positional
 # embeddings, relative-position tables and embedding tables (SAM's tokens, task prompts).
@@ -86,7 +86,7 @@ def get_config() -> ml_collections.ConfigDict:
     config.model.variant = "vit_h"
     config.model.checkpoint = "ckpt/sam_vit_h"
 
-    config.data = pipeline.default_config()
+    config.data = pipeline.get_config()
     config.data.data_dir = "data/prepared"
 
     config.loss = ml_collections.ConfigDict()

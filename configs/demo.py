@@ -18,9 +18,7 @@ down: 7 interactive rounds, the uncertainty-aware losses and sampling, 1:1 mixin
 
 import ml_collections
 
-from configs import base, refine
-from sum_jax.pseudo_labels.generation import default_config as pseudo_label_config
-from sum_jax.uncertainty.maps import default_config as uncertainty_config
+from configs import base, pseudo_labels, refine, uncertainty
 
 
 def get_config():
@@ -45,7 +43,7 @@ def get_config():
     config.eval.bucket_sizes = (512, 1024)
 
     config.demo = ml_collections.ConfigDict()
-    pl = pseudo_label_config()
+    pl = pseudo_labels.get_config()
     pl.generator.points_per_side = 8
     pl.generator.points_per_batch = 64
     pl.generator.pred_iou_thresh = 0.0
@@ -65,5 +63,5 @@ def get_config():
     rc.eval_batch_size = 16
     config.demo.refiner = rc
 
-    config.demo.uncertainty = uncertainty_config()
+    config.demo.uncertainty = uncertainty.get_config()
     return config

@@ -8,8 +8,20 @@ Writes one pseudo-label file per SA-1B image (32x32 grid, 3 masks per point, pre
 0.88, stability >= 0.95, area < 95% of the image, box NMS 0.7) and a summary per process.
 """
 
-from sum_jax.pseudo_labels.generation import default_config
+import dataclasses
+
+import ml_collections
+from ml_collections.config_dict import placeholder
+
+from sum_jax.inference.mask_generator import GeneratorSettings
 
 
-def get_config():
-    return default_config()
+def get_config() -> ml_collections.ConfigDict:
+    c = ml_collections.ConfigDict()
+    c.checkpoint = ""  # SAM model directory (convert.sam_checkpoint), or random:<variant>.
+    c.data_dir = ""  # Root of prepared datasets.
+    c.dataset = "sa1b:train"  # Prepared unlabelled split, "name:split".
+    c.output_dir = ""  # One <image_id>.npz per image, plus summary_<process>.json.
+    c.max_images = placeholder(int)  # Only the first N images of the split.
+    c.generator = ml_collections.ConfigDict(dataclasses.asdict(GeneratorSettings()))
+    return c

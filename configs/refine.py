@@ -33,9 +33,9 @@ Fields:
 """
 
 import ml_collections
+from ml_collections.config_dict import placeholder
 
 from configs import base
-from sum_jax.train_refiner.training import default_config
 
 
 def param_groups() -> tuple:
@@ -45,8 +45,35 @@ def param_groups() -> tuple:
     )
 
 
+def defaults() -> ml_collections.ConfigDict:
+    """Every field but `optimizer` and `loss` (from `configs/base.py`), with no paths set."""
+    c = ml_collections.ConfigDict()
+    c.checkpoint = ""
+    c.data_dir = ""
+    c.dataset = "dis5k:train"
+    c.max_images = placeholder(int)
+    c.output = ""
+    c.seed = 0
+    c.holdout_fraction = 0.1
+    c.pairs = ml_collections.ConfigDict()
+    c.pairs.point = "farthest"
+    c.pairs.min_iou = 0.7
+    c.pairs.pred_iou_thresh = 0.88
+    c.pairs.stability_score_thresh = 0.95
+    c.pairs.stability_score_offset = 1.0
+    c.pairs.masks_per_call = 16
+    c.train = ml_collections.ConfigDict()
+    c.train.num_steps = 16000
+    c.train.batch_size = 32
+    c.train.log_every = 50
+    c.train.checkpoint_every = 1000
+    c.train.keep_checkpoints = 2
+    c.eval_batch_size = 32
+    return c
+
+
 def get_config() -> ml_collections.ConfigDict:
-    config = default_config()
+    config = defaults()
     config.checkpoint = "ckpt/sam_vit_h"
     config.data_dir = "data/prepared"
     config.dataset = ",".join(

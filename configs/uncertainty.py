@@ -10,8 +10,19 @@ pseudo-label files in DIR (the "refinement outputs as labels" baseline,
 `configs/ablations.py:refined_labels`).
 """
 
-from sum_jax.uncertainty.maps import default_config
+import ml_collections
+from ml_collections.config_dict import placeholder
 
 
-def get_config():
-    return default_config()
+def get_config() -> ml_collections.ConfigDict:
+    c = ml_collections.ConfigDict()
+    c.refiner = ""  # Model directory of the mask-refinement module (train_refiner's output).
+    c.data_dir = ""  # Root of prepared datasets.
+    c.dataset = "sa1b:train"  # The prepared unlabelled split the pseudo-labels were made from.
+    c.pseudo_labels = ""  # Directory of pseudo-label files; maps are added in place.
+    c.max_images = placeholder(int)
+    c.pictures = 4  # PNGs (pseudo-label | refined | uncertainty) for this many images.
+    # Optional: also write the refinement module's masks as pseudo-label files here (the
+    # "mask-refinement outputs as labels" baseline, configs/ablations.py:refined_labels).
+    c.refined_labels_dir = ""
+    return c

@@ -18,9 +18,28 @@ Add --config.dry_run to list what would be prepared and check the first few imag
 """
 
 import ml_collections
+from ml_collections.config_dict import placeholder
 
-from sum_jax.data.builder import prepare_config
+from sum_jax.data import formats
 
 
 def get_config() -> ml_collections.ConfigDict:
-    return prepare_config()
+    c = ml_collections.ConfigDict()
+    c.dataset = ""  # Registry name (see sum_jax.data.registry) or a new [a-z0-9_] name.
+    c.source_dir = ""  # The folder as downloaded.
+    c.data_dir = ""  # Root of prepared datasets.
+    c.format = placeholder(str)  # folder | coco | label_map | sa1b (registry default).
+    c.task_id = placeholder(int)  # 0 unlabelled, 1 salient, 2 entity, 3 part.
+    c.splits = placeholder(str)  # "train:DIS-TR,validation:DIS-VD" ({split} tags).
+    c.max_images = placeholder(int)  # Keep the first N images of each split.
+    c.on_error = "skip"  # skip (count and report bad files) | raise (stop at the first).
+    c.overwrite = False  # Re-prepare even if a finished copy exists.
+    c.dry_run = False  # Only list what would be prepared and check a few items.
+    # Format options, unset = registry/format default; lists as comma-separated strings.
+    c.options = ml_collections.ConfigDict(
+        {
+            name: placeholder(bool) if name in ("skip_crowd", "keep_masks") else placeholder(str)
+            for name in sorted(formats.all_option_names())
+        }
+    )
+    return c

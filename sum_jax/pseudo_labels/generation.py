@@ -22,9 +22,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 import jax
-import ml_collections
 import numpy as np
-from ml_collections.config_dict import placeholder
 from tqdm import tqdm
 
 from sum_jax.checkpointing import load_model
@@ -37,18 +35,6 @@ from sum_jax.inference.predictor import SamPredictor
 log = logging.getLogger(__name__)
 
 STAGES = ("candidates", "predicted_iou", "stability", "area", "crop_edge", "box_nms")
-
-
-def default_config() -> ml_collections.ConfigDict:
-    """Settings of a pseudo-label run (`configs/pseudo_labels.py` returns this)."""
-    c = ml_collections.ConfigDict()
-    c.checkpoint = ""  # SAM model directory (convert.sam_checkpoint), or random:<variant>.
-    c.data_dir = ""  # Root of prepared datasets.
-    c.dataset = "sa1b:train"  # Prepared unlabelled split, "name:split".
-    c.output_dir = ""  # One <image_id>.npz per image, plus summary_<process>.json.
-    c.max_images = placeholder(int)  # Only the first N images of the split.
-    c.generator = ml_collections.ConfigDict(dataclasses.asdict(GeneratorSettings()))
-    return c
 
 
 def generator_settings(config: Mapping[str, Any]) -> GeneratorSettings:

@@ -61,7 +61,6 @@ import numpy as np
 import optax
 import orbax.checkpoint as ocp
 from flax import nnx
-from ml_collections.config_dict import placeholder
 from scipy import ndimage
 from tqdm import tqdm
 
@@ -83,34 +82,6 @@ log = logging.getLogger(__name__)
 # Masks left after each filter, in the order the filters apply.
 FILTER_STAGES = ("gt_masks", "sam_mask_not_empty", "gt_iou", "predicted_iou", "stability")
 CACHE_FORMAT = 1
-
-
-def default_config() -> ml_collections.ConfigDict:
-    """Everything but `optimizer` and `loss`, which `configs/refine.py` takes from
-    `configs/base.py` (see there for every field)."""
-    c = ml_collections.ConfigDict()
-    c.checkpoint = ""
-    c.data_dir = ""
-    c.dataset = "dis5k:train"
-    c.max_images = placeholder(int)
-    c.output = ""
-    c.seed = 0
-    c.holdout_fraction = 0.1
-    c.pairs = ml_collections.ConfigDict()
-    c.pairs.point = "farthest"
-    c.pairs.min_iou = 0.7
-    c.pairs.pred_iou_thresh = 0.88
-    c.pairs.stability_score_thresh = 0.95
-    c.pairs.stability_score_offset = 1.0
-    c.pairs.masks_per_call = 16
-    c.train = ml_collections.ConfigDict()
-    c.train.num_steps = 16000
-    c.train.batch_size = 32
-    c.train.log_every = 50
-    c.train.checkpoint_every = 1000
-    c.train.keep_checkpoints = 2
-    c.eval_batch_size = 32
-    return c
 
 
 # Pair filters (pure, host side) ------------------------------------------------------------

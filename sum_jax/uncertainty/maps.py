@@ -22,9 +22,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
-from ml_collections.config_dict import placeholder
 from tqdm import tqdm
 
 from sum_jax.checkpointing import load_model
@@ -36,21 +34,6 @@ from sum_jax.ops import transforms
 from sum_jax.visualize import heat_map, overlay, save_png, side_by_side
 
 log = logging.getLogger(__name__)
-
-
-def default_config() -> ml_collections.ConfigDict:
-    """Settings of an uncertainty run (`configs/uncertainty.py` returns this)."""
-    c = ml_collections.ConfigDict()
-    c.refiner = ""  # Model directory of the mask-refinement module (train_refiner's output).
-    c.data_dir = ""  # Root of prepared datasets.
-    c.dataset = "sa1b:train"  # The prepared unlabelled split the pseudo-labels were made from.
-    c.pseudo_labels = ""  # Directory of pseudo-label files; maps are added in place.
-    c.max_images = placeholder(int)
-    c.pictures = 4  # PNGs (pseudo-label | refined | uncertainty) for this many images.
-    # Optional: also write the refinement module's masks as pseudo-label files here (the
-    # "mask-refinement outputs as labels" baseline, configs/ablations.py:refined_labels).
-    c.refined_labels_dir = ""
-    return c
 
 
 def write_refined_labels(

@@ -24,7 +24,15 @@ CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 TRAINING = ["ft_small.py", "ft_medium.py", "ft_large.py", "demo.py"] + [
     f"ablations.py:{v}" for v in ablations.VARIANTS
 ]
-OTHER = ["base.py", "eval.py", "pseudo_labels.py", "uncertainty.py", "refine.py", "data/prepare.py"]
+OTHER = [
+    "base.py",
+    "eval.py",
+    "pseudo_labels.py",
+    "uncertainty.py",
+    "refine.py",
+    "data/prepare.py",
+    "data/pipeline.py",
+]
 
 
 def load(spec: str):

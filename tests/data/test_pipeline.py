@@ -51,7 +51,9 @@ def unlabelled(tmp_path_factory, prepared_folder):
 
 
 def make_config(data_dir, **overrides):
-    cfg = pipeline.default_config()
+    from configs.data import pipeline as pipeline_config
+
+    cfg = pipeline_config.get_config()
     cfg.data_dir = str(data_dir)
     cfg.labelled = ["toy_salient:train"]
     cfg.image_size, cfg.mask_size, cfg.max_masks = S, L, N

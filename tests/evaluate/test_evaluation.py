@@ -332,7 +332,9 @@ def prepare_folder_set(root, name: str, task: int, flip: bool) -> None:
         Image.fromarray(np.ascontiguousarray(d["rgb"][sl])).save(src / "images" / f"im{i}.jpg")
         mask = np.ascontiguousarray(d["masks"][i + 2][sl]).astype(np.uint8) * 255
         Image.fromarray(mask).save(src / "masks" / f"im{i}.png")
-    config = builder.prepare_config()
+    from configs.data import prepare
+
+    config = prepare.get_config()
     config.update(
         {
             "dataset": name,

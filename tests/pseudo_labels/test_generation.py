@@ -12,13 +12,14 @@ import numpy as np
 import pytest
 from flax import nnx
 
+from configs import pseudo_labels as pseudo_label_config
 from sum_jax.checkpointing import save_sam
 from sum_jax.data import builder
 from sum_jax.data import pseudo_label_format as plf
 from sum_jax.inference.mask_generator import GeneratorSettings, MaskGenerator
 from sum_jax.inference.predictor import SamPredictor
 from sum_jax.models.sam import build_sam
-from sum_jax.pseudo_labels.generation import default_config, generate_pseudo_labels
+from sum_jax.pseudo_labels.generation import generate_pseudo_labels
 from tests.data import fake_datasets as fake
 
 # Permissive filters: the random tiny model's scores are low, and the test wants masks kept.
@@ -44,7 +45,7 @@ def setup(tmp_path_factory):
 
 
 def _config(root, out, **overrides):
-    c = default_config()
+    c = pseudo_label_config.get_config()
     c.checkpoint = str(root / "model")
     c.data_dir = str(root / "data")
     c.output_dir = str(out)
@@ -186,9 +187,9 @@ def labelled_copy(uninterrupted, tmp_path):
 
 
 def _uncertainty_config(root, pseudo_dir, **overrides):
-    from sum_jax.uncertainty.maps import default_config as uncertainty_config
+    from configs import uncertainty as uncertainty_config
 
-    c = uncertainty_config()
+    c = uncertainty_config.get_config()
     c.refiner = str(root / "model")
     c.data_dir = str(root / "data")
     c.pseudo_labels = str(pseudo_dir)

@@ -12,12 +12,12 @@ import pytest
 from flax import nnx
 from PIL import Image
 
+from configs import pseudo_labels as pseudo_label_config
 from configs import refine
 from sum_jax.checkpointing import load_model
 from sum_jax.data import builder
 from sum_jax.data import pseudo_label_format as plf
 from sum_jax.models.sam import build_sam
-from sum_jax.pseudo_labels.generation import default_config as pseudo_label_config
 from sum_jax.pseudo_labels.generation import generate_pseudo_labels
 from sum_jax.train import optim
 from sum_jax.train_refiner.training import (
@@ -240,7 +240,7 @@ def test_interrupted_run_resumes_to_the_same_parameters(trained, photos, tmp_pat
 def test_exported_refiner_runs_on_pseudo_labels(trained, photos, tmp_path):
     workdir, _ = trained
     _, data_dir = photos
-    pl = pseudo_label_config()
+    pl = pseudo_label_config.get_config()
     pl.checkpoint = "random:tiny"
     pl.data_dir = str(data_dir)
     pl.dataset = "toy_refine:train"
