@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import traceback
 import zipfile
 from pathlib import Path
 from typing import Any, Mapping
@@ -27,7 +28,8 @@ from tqdm import tqdm
 
 from convert import key_map
 from sum_jax import checkpointing
-from sum_jax.fileio import atomic_path
+from sum_jax.cli import message as cli_message
+from sum_jax.fileio import atomic_path, check_output_dir
 from sum_jax.models.sam import VARIANTS, SamConfig
 
 
@@ -55,8 +57,17 @@ def read_torch_state_dict(path: str | os.PathLike) -> dict[str, Any]:
     """Opens a `.pth` memory-mapped; returns {key: torch.Tensor}. Clear errors for bad files."""
     torch = _import_torch()
     path = Path(path)
+    if path.is_dir():
+        raise ConversionError(
+            f"--input={path} is a folder; expected a .pth file (a model directory is converted "
+            "back with --to-pytorch)"
+        )
     if not path.is_file():
-        raise ConversionError(f"{path}: no such file")
+        raise ConversionError(f"--input={path}: no such file")
+    if path.stat().st_size == 0:
+        raise ConversionError(
+            f"--input={path} is empty (0 bytes): an interrupted download? Download it again."
+        )
     try:
         obj = torch.load(path, map_location="cpu", mmap=True, weights_only=True)
     except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as e:
@@ -66,7 +77,8 @@ def read_torch_state_dict(path: str | os.PathLike) -> dict[str, Any]:
         except Exception:  # noqa: BLE001 - reported with the first, more telling error
             raise ConversionError(
                 f"{path} is not a readable PyTorch checkpoint (truncated or corrupt download?): "
-                f"{type(e).__name__}: {e}. Download it again and compare its size/checksum."
+                f"{type(e).__name__}: {str(e).split('. ')[0]}. Download it again and compare its "
+                "size/checksum."
             ) from e
     if isinstance(obj, Mapping):
         for wrapper in ("model", "state_dict"):
@@ -80,17 +92,57 @@ def read_torch_state_dict(path: str | os.PathLike) -> dict[str, Any]:
     return dict(obj)
 
 
+SAM_PREFIXES = ("image_encoder.", "prompt_encoder.", "mask_decoder.")
+
+
+def describe_tensors(torch_shapes: Mapping[str, tuple[int, ...]]) -> str:
+    """What a state dict looks like, for a message: its size and top-level tensor names."""
+    prefixes: dict[str, int] = {}
+    for key in torch_shapes:
+        head = key.split(".", 1)[0]
+        prefixes[head] = prefixes.get(head, 0) + 1
+    shown = ", ".join(f"{k}.* ({n})" for k, n in list(prefixes.items())[:8])
+    more = f", ... {len(prefixes) - 8} more" if len(prefixes) > 8 else ""
+    return f"{len(torch_shapes)} tensors named {shown}{more}"
+
+
+def _matching_variant(torch_shapes: Mapping[str, tuple[int, ...]]) -> str | None:
+    for name, config in VARIANTS.items():
+        if not key_map.check_keys(flax_shapes(config), torch_shapes):
+            return name
+    return None
+
+
 def infer_config(path: str, torch_shapes: Mapping[str, tuple[int, ...]], variant: str | None):
     """The `SamConfig` whose tensors match `torch_shapes` exactly, or a ConversionError."""
-    candidates = [variant] if variant else list(VARIANTS)
     if variant and variant not in VARIANTS:
         raise ConversionError(f"unknown --variant {variant!r}; choose from {sorted(VARIANTS)}")
-    reports = {}
-    for name in candidates:
-        problems = key_map.check_keys(flax_shapes(VARIANTS[name]), torch_shapes)
+    sam_keys = [k for k in torch_shapes if k.startswith(SAM_PREFIXES)]
+    if not sam_keys:
+        raise ConversionError(
+            f"{path} is not a SAM checkpoint: it holds {describe_tensors(torch_shapes)}; a SAM "
+            f"checkpoint's tensors start with {', '.join(p + '*' for p in SAM_PREFIXES)} "
+            "(official files: sam_vit_b_01ec64.pth, sam_vit_l_0b3195.pth, sam_vit_h_4b8939.pth)."
+        )
+    if variant:
+        problems = key_map.check_keys(flax_shapes(VARIANTS[variant]), torch_shapes)
+        if not problems:
+            return variant, VARIANTS[variant]
+        actual = _matching_variant(torch_shapes)
+        if actual:
+            raise ConversionError(
+                f"{path} is a SAM {actual} checkpoint, not {variant} ({len(problems)} tensors "
+                f"differ, e.g. {problems[0]}); drop --variant (it is inferred) or pass "
+                f"--variant={actual}."
+            )
+        candidates = [variant]
+    else:
+        candidates = list(VARIANTS)
+    reports = {name: key_map.check_keys(flax_shapes(VARIANTS[name]), torch_shapes)
+               for name in candidates}  # fmt: skip
+    for name, problems in reports.items():
         if not problems:
             return name, VARIANTS[name]
-        reports[name] = problems
     best = min(reports, key=lambda n: len(reports[n]))
     lines = reports[best]
     shown = "\n  ".join(lines[:20]) + (
@@ -98,7 +150,8 @@ def infer_config(path: str, torch_shapes: Mapping[str, tuple[int, ...]], variant
     )
     what = f"the {best} architecture" if variant else f"any SAM variant (closest: {best})"
     raise ConversionError(
-        f"{path} does not match {what}; {len(lines)} problem(s):\n  {shown}\n"
+        f"{path} ({describe_tensors(torch_shapes)}) does not match {what}; {len(lines)} "
+        f"problem(s):\n  {shown}\n"
         "Is this an official SAM (v1) checkpoint? SAM 2, HQ-SAM and MobileSAM checkpoints have "
         "other tensors."
     )
@@ -111,8 +164,39 @@ def _float32_numpy(tensor) -> np.ndarray:
     return (tensor if tensor.dtype == torch.float32 else tensor.float()).numpy()
 
 
-def pth_to_orbax(input_path: str, output_dir: str, variant: str | None = None) -> SamConfig:
-    """Converts a PyTorch SAM state_dict file to a model directory; returns its config."""
+def check_output(output: str, *, overwrite: bool, directory: bool) -> None:
+    """Refuses, before any work, an output that exists (without `overwrite`) or has the wrong
+    kind (a file where a model directory goes, or the reverse)."""
+    path = Path(output)
+    if directory:
+        check_output_dir(path, "--output")
+    elif path.is_dir():
+        raise ConversionError(f"--output={path} is a folder; --to-pytorch writes a .pth file")
+    else:
+        check_output_dir(path.parent, "--output")
+    if path.exists() and not overwrite:
+        what = "model directory" if directory else "file"
+        raise ConversionError(
+            f"--output={path}: a {what} is already there and is kept; pass --overwrite to "
+            "replace it (the old one stays until the new one is complete)"
+        )
+
+
+def _existing_variant(output_dir: str) -> str | None:
+    try:
+        return checkpointing.read_config(output_dir).variant
+    except (OSError, ValueError):
+        return None
+
+
+def pth_to_orbax(
+    input_path: str, output_dir: str, variant: str | None = None, *, overwrite: bool = True
+) -> SamConfig:
+    """Converts a PyTorch SAM state_dict file to a model directory; returns its config.
+
+    An existing `output_dir` is replaced only with `overwrite`, and only once the new model
+    directory is complete."""
+    check_output(output_dir, overwrite=overwrite, directory=True)
     tensors = read_torch_state_dict(input_path)
     torch_shapes = {k: tuple(v.shape) for k, v in tensors.items()}
     name, config = infer_config(input_path, torch_shapes, variant)
@@ -128,13 +212,17 @@ def pth_to_orbax(input_path: str, output_dir: str, variant: str | None = None) -
         )
     del tensors
     like = nnx.to_pure_dict(nnx.state(checkpointing.abstract_sam(config)))
+    old = _existing_variant(output_dir) if Path(output_dir).exists() else None
+    if old and old != name:
+        print(f"note: replacing the SAM {old} model in {output_dir} with SAM {name}", flush=True)
     print(f"writing {output_dir}", flush=True)
     checkpointing.save_state_dict(output_dir, config, key_map.unflatten(flat, like))
     return config
 
 
-def orbax_to_pth(input_dir: str, output_path: str) -> dict[str, Any]:
+def orbax_to_pth(input_dir: str, output_path: str, *, overwrite: bool = True) -> dict[str, Any]:
     """Writes a model directory as a PyTorch state_dict file loadable with `strict=True`."""
+    check_output(output_path, overwrite=overwrite, directory=False)
     torch = _import_torch()
     config = checkpointing.read_config(input_dir)
     flat = key_map.flatten(checkpointing.load_state_dict(input_dir, config))
@@ -166,14 +254,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--output", required=True, help="model dir (or .pth with --to-pytorch)")
     parser.add_argument("--variant", choices=sorted(VARIANTS), help="force the architecture")
     parser.add_argument("--to-pytorch", action="store_true", help="model dir -> .pth")
+    parser.add_argument(
+        "--overwrite", action="store_true", help="replace an existing --output (kept otherwise)"
+    )
+    parser.add_argument("--verbose", action="store_true", help="traceback of a failure")
     args = parser.parse_args(argv)
     try:
         if args.to_pytorch:
-            orbax_to_pth(args.input, args.output)
+            orbax_to_pth(args.input, args.output, overwrite=args.overwrite)
         else:
-            pth_to_orbax(args.input, args.output, args.variant)
-    except (ConversionError, FileNotFoundError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
+            pth_to_orbax(args.input, args.output, args.variant, overwrite=args.overwrite)
+    except (ConversionError, OSError, ValueError) as e:
+        print(f"error: {cli_message(e)}", file=sys.stderr)
+        if args.verbose:
+            traceback.print_exc()
         return 2  # sum_jax.cli.EXIT_USAGE: a known failure, explained in one paragraph
     return 0
 

@@ -17,7 +17,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 from flax import nnx
 
-from sum_jax.fileio import atomic_write
+from sum_jax.fileio import atomic_dir, atomic_write
 from sum_jax.models.sam import Sam, SamConfig
 
 CONFIG_FILE = "sam_config.json"
@@ -49,15 +49,23 @@ def abstract_sam(config: SamConfig) -> Sam:
     return nnx.eval_shape(lambda: Sam(config, rngs=nnx.Rngs(0)))
 
 
-def save_state_dict(directory: str | os.PathLike, config: SamConfig, state: dict[str, Any]) -> None:
-    """Writes a pure (nested dict) model state and its config as a model directory."""
-    directory = Path(directory).absolute()
-    directory.mkdir(parents=True, exist_ok=True)
-    params_dir = directory / PARAMS_DIR
-    with _checkpointer() as ckptr:
-        ckptr.save(params_dir, args=ocp.args.StandardSave(state), force=True)
-    # The config goes last: a directory with a config has complete parameters.
-    atomic_write(directory / CONFIG_FILE, json.dumps(config.to_dict(), indent=2) + "\n")
+def save_state_dict(
+    directory: str | os.PathLike,
+    config: SamConfig,
+    state: dict[str, Any],
+    *,
+    overwrite: bool = True,
+) -> None:
+    """Writes a pure (nested dict) model state and its config as a model directory.
+
+    The directory is built beside `directory` and swapped in when complete, so an existing
+    model stays whole until then; `overwrite=False` refuses an existing one.
+    """
+    with atomic_dir(directory, overwrite=overwrite) as tmp:
+        with _checkpointer() as ckptr:
+            ckptr.save(tmp / PARAMS_DIR, args=ocp.args.StandardSave(state), force=True)
+        # The config goes last: a directory with a config has complete parameters.
+        atomic_write(tmp / CONFIG_FILE, json.dumps(config.to_dict(), indent=2) + "\n")
 
 
 def save_sam(model: Sam, directory: str | os.PathLike) -> None:

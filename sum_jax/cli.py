@@ -68,7 +68,7 @@ def config_flag(default: str | None, help_text: str, **kwargs) -> flags.FlagHold
         # With a default file, ml_collections reads the overrides in sys.argv right here.
         holder = config_flags.DEFINE_config_file("config", path, help_text, **kwargs)
     except (KeyError, AttributeError, ValueError, TypeError) as e:
-        fail(f"{_message(e)}\n{_CONFIG_HELP}")
+        fail(f"{message(e)}\n{_CONFIG_HELP}")
     if default is None:
         flags.mark_flags_as_required(["config"])
     _CONFIG_FLAGS.append(holder)
@@ -88,7 +88,7 @@ def print_json(value) -> None:
     print(json.dumps(value, indent=2))
 
 
-def _message(error: BaseException) -> str:
+def message(error: BaseException) -> str:
     while error.args and isinstance(error.args[0], BaseException):  # ml_collections wraps
         error = error.args[0]
     text = str(error.args[0]) if isinstance(error, KeyError) and error.args else str(error)
@@ -126,7 +126,7 @@ def _parse_flags(argv: list[str]) -> list[str]:
         # ml_collections raises these for an unknown field (`--config.trian.num_steps`), a
         # value of the wrong type, a list field given on the command line, or a config file
         # that is missing or does not load.
-        fail(f"{_message(e)}\n{_CONFIG_HELP}")
+        fail(f"{message(e)}\n{_CONFIG_HELP}")
     return []  # unreachable
 
 
@@ -145,6 +145,6 @@ def run(main: Callable[[list[str]], object]) -> None:
         try:
             main(argv)
         except KNOWN_ERRORS as e:
-            fail(_message(e))
+            fail(message(e))
 
     app.run(guarded, flags_parser=_parse_flags)

@@ -1,15 +1,30 @@
 """Atomic file output: a reader sees the old file or the complete new one, never a half.
 
-Every stage writes through these helpers, so a job killed mid-write leaves nothing partial.
+Every stage writes through these helpers, so a job killed mid-write leaves nothing partial,
+and a failing run never costs what an earlier run wrote. Files and folders get the user's
+normal permissions (the umask), not `tempfile`'s private 0600 / 0700.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Iterator
+
+
+def _umask() -> int:
+    # os.umask can only be read by setting it; set it straight back (one syscall pair).
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def default_mode(directory: bool = False) -> int:
+    """Permissions a plain `open()` / `mkdir()` would give: 0666 / 0777 minus the umask."""
+    return (0o777 if directory else 0o666) & ~_umask()
 
 
 @contextlib.contextmanager
@@ -18,12 +33,15 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
 
     For writers that want a file name (PIL, torch.save, savefig). The data is fsynced before
     the rename, so a crash leaves the old file or the new one. On error the temporary file
-    is removed and `path` is untouched.
+    is removed and `path` is untouched. The file gets the umask's permissions.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    if path.is_dir():
+        raise IsADirectoryError(f"{path} is a folder; expected a file path to write")
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
+    os.chmod(tmp, default_mode())  # mkstemp creates 0600
     try:
         yield Path(tmp)
         with open(tmp, "rb") as f:
@@ -41,3 +59,54 @@ def atomic_write(path: str | os.PathLike, data: str | bytes) -> None:
             tmp.write_text(data)
         else:
             tmp.write_bytes(data)
+
+
+@contextlib.contextmanager
+def atomic_dir(path: str | os.PathLike, *, overwrite: bool = True) -> Iterator[Path]:
+    """Yields an empty folder beside `path`; on success swaps it in for `path`.
+
+    An existing `path` stays untouched until the new folder is complete: it is then renamed
+    aside, the new one renamed in, and the old one removed. On error the new folder is
+    removed and `path` is as it was. `overwrite=False` refuses an existing `path`
+    (FileExistsError) before anything is written.
+    """
+    path = Path(path).absolute()
+    if path.exists() and not path.is_dir():
+        raise NotADirectoryError(f"{path} is a file; expected a folder to write into")
+    if path.exists() and not overwrite:
+        raise FileExistsError(f"{path} already exists; pass the overwrite flag to replace it")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".partial"))
+    os.chmod(tmp, default_mode(directory=True))  # mkdtemp creates 0700
+    old = None
+    try:
+        yield tmp
+        if path.exists():
+            old = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".old"))
+            os.replace(path, old / "x")
+        os.replace(tmp, path)
+    except BaseException:
+        if old is not None and not path.exists():  # put the old one back
+            os.replace(old / "x", path)
+        raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+
+
+def check_output_dir(path: str | os.PathLike, field: str) -> Path:
+    """`path` as a folder to write into (existing or not); a file there is refused, naming
+    `field` (the flag or config field it came from). Call it before any model is loaded."""
+    path = Path(path).expanduser()
+    for p in (path, *path.parents):
+        if p.exists():
+            if not p.is_dir():
+                raise NotADirectoryError(
+                    f"{field}={path}: {p} is a file, not a folder; give a folder path "
+                    "(it is created if missing)"
+                )
+            if not os.access(p, os.W_OK):
+                raise PermissionError(f"{field}={path}: cannot write in {p} (permissions)")
+            break
+    return path

@@ -93,7 +93,8 @@ def test_other_model_is_rejected(tmp_path):
     pth = tmp_path / "resnet18.pth"
     torch.save(torchvision.models.resnet18().state_dict(), pth)
     with pytest.raises(
-        sam_checkpoint.ConversionError, match=r"resnet18\.pth does not match any SAM"
+        sam_checkpoint.ConversionError,
+        match=r"resnet18\.pth is not a SAM checkpoint: it holds 122 tensors named conv1\.\*",
     ):
         sam_checkpoint.pth_to_orbax(str(pth), str(tmp_path / "out"))
     assert not (tmp_path / "out").exists()
@@ -117,7 +118,7 @@ def test_missing_extra_and_misshaped_tensors_are_named(tmp_path):
 def test_forced_wrong_variant(tmp_path):
     pth = tmp_path / "tiny.pth"
     torch.save(torch_sam(VARIANTS["tiny"]).state_dict(), pth)
-    with pytest.raises(sam_checkpoint.ConversionError, match="does not match the vit_b"):
+    with pytest.raises(sam_checkpoint.ConversionError, match="is a SAM tiny checkpoint, not vit_b.*--variant=tiny"):
         sam_checkpoint.pth_to_orbax(str(pth), str(tmp_path / "out"), variant="vit_b")
 
 
@@ -130,7 +131,7 @@ def test_truncated_and_missing_files(tmp_path, capsys):
     with pytest.raises(sam_checkpoint.ConversionError, match="truncated.pth is not a readable"):
         sam_checkpoint.pth_to_orbax(str(truncated), str(tmp_path / "out"))
     # The CLI reports it as one clear line and a non-zero exit.
-    assert sam_checkpoint.main(["--input", str(truncated), "--output", str(tmp_path / "o")]) == 1
+    assert sam_checkpoint.main(["--input", str(truncated), "--output", str(tmp_path / "o")]) == 2
     assert "truncated.pth is not a readable PyTorch checkpoint" in capsys.readouterr().err
     with pytest.raises(sam_checkpoint.ConversionError, match="no such file"):
         sam_checkpoint.pth_to_orbax(str(tmp_path / "nope.pth"), str(tmp_path / "out"))
