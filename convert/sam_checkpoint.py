@@ -19,8 +19,9 @@ import os
 import sys
 import traceback
 import zipfile
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 from flax import nnx

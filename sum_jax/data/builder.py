@@ -14,7 +14,11 @@ and ordered records let an evaluation use "the first N images".
 Atomicity: TFDS writes into `incomplete.*` next to the final folder and renames it when every
 split is done, so an interrupted run leaves no half-written dataset; a rerun removes stale
 `incomplete.*` folders and starts that dataset again. A finished dataset is reused unless
-`overwrite` is set.
+`overwrite` is set, and only if it was prepared from the same source and settings: each
+dataset keeps a `source.json` (the resolved spec and the source folder's file count and
+bytes) and a rerun that asks for something else stops and says what changed. With
+`overwrite` the new copy is built in a folder beside the old one and swapped in only when
+complete, so a failing rebuild (a typo in `source_dir`) leaves the old dataset as it was.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ import os
 import re
 import shutil
 import sys
+import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, ClassVar
@@ -35,7 +40,7 @@ from tqdm import tqdm
 
 from sum_jax.data import formats, registry
 from sum_jax.data.records import TASK_NAMES, DataError, IssueLog, features
-from sum_jax.fileio import atomic_write
+from sum_jax.fileio import atomic_write, check_output_dir
 
 BUILDER_NAME = "sum_segmentation"
 DATASET_VERSION = "1.0.0"
@@ -144,7 +149,17 @@ def resolve_spec(config: Mapping[str, Any]) -> ResolvedSpec:
         fmt, known.options if known and known.format == fmt else None, user_options
     )
     if not config.get("source_dir"):
-        raise ValueError("source_dir (the folder holding the dataset) is required")
+        raise ValueError(
+            "config.source_dir (the folder holding the dataset) is not set: pass "
+            "--config.source_dir=/path/to/the/downloaded/dataset"
+        )
+    source_dir = Path(config["source_dir"]).expanduser()
+    if not source_dir.is_dir():
+        what = "is a file, not a folder" if source_dir.exists() else "does not exist"
+        raise FileNotFoundError(
+            f"config.source_dir={source_dir} {what}; pass the folder holding the downloaded "
+            f"dataset (--config.source_dir=...)"
+        )
     return ResolvedSpec(
         name=name,
         format=fmt,
@@ -236,8 +251,17 @@ def dataset_dir(data_dir: str | os.PathLike, name: str) -> Path:
 
 
 def _remove_stale_incomplete(data_dir: Path, name: str) -> list[Path]:
+    """Removes what an interrupted run left (TFDS's `incomplete.*`, our `.rebuild.*`); an old
+    copy set aside by a rebuild killed mid-swap is put back."""
     parent = data_dir / BUILDER_NAME / name
-    stale = sorted(parent.glob("incomplete.*")) if parent.is_dir() else []
+    if not parent.is_dir():
+        return []
+    aside, final = parent / f".{DATASET_VERSION}.old", parent / DATASET_VERSION
+    if aside.is_dir() and not final.exists():
+        os.replace(aside, final)
+    stale = sorted(
+        [*parent.glob("incomplete.*"), *parent.glob(".rebuild.*"), *parent.glob(".*.old")]
+    )
     for path in stale:
         shutil.rmtree(path, ignore_errors=True)
     return stale
@@ -276,7 +300,12 @@ def prepare(
       progress: show a progress bar per split.
     """
     spec = resolve_spec(config)
-    data_dir = Path(data_dir or config["data_dir"]).expanduser().resolve()
+    if not (data_dir or config.get("data_dir")):
+        raise ValueError(
+            "config.data_dir (where prepared datasets go) is not set: pass "
+            "--config.data_dir=/path/to/prepared"
+        )
+    data_dir = check_output_dir(data_dir or config["data_dir"], "config.data_dir").resolve()
     on_error = config.get("on_error") or "skip"
     if on_error not in ("skip", "raise"):
         raise ValueError(f"on_error must be 'skip' or 'raise', got {on_error!r}")
@@ -287,23 +316,22 @@ def prepare(
             f"removed {len(stale)} unfinished earlier run(s): {[p.name for p in stale]}",
             file=sys.stderr,
         )
-    builder = SumSegmentation(
-        spec=spec, log=log, progress=progress, data_dir=str(data_dir), file_format="array_record"
-    )
-    out_dir = Path(builder.data_dir)
-    reused = (out_dir / "dataset_info.json").exists() and not config.get("overwrite")
-    mode = (
-        tfds.download.GenerateMode.FORCE_REDOWNLOAD
-        if config.get("overwrite")
-        else tfds.download.GenerateMode.REUSE_DATASET_IF_EXISTS
-    )
-    # Our own progress bar and summary replace TFDS's per-stage bars.
-    tfds.display_progress_bar(False)
-    builder.download_and_prepare(
-        download_config=tfds.download.DownloadConfig(
-            manual_dir=str(spec.source_dir), download_mode=mode
-        )
-    )
+    out_dir = dataset_dir(data_dir, spec.name)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise NotADirectoryError(f"{out_dir} is a file; config.data_dir must hold folders only")
+    fingerprint = source_fingerprint(spec)
+    finished = (out_dir / "dataset_info.json").exists()
+    if finished and not config.get("overwrite"):
+        _check_same_source(out_dir, spec, fingerprint)
+        reused = True
+        builder = _build(spec, log, data_dir, progress)
+    elif finished:
+        reused = False
+        builder = _rebuild_beside(spec, log, data_dir, progress)
+    else:
+        reused = False
+        builder = _build(spec, log, data_dir, progress)
+        atomic_write(out_dir / SOURCE_FILE, json.dumps(fingerprint, indent=2))
     if reused:
         previous = out_dir / "prepare_report.json"
         if previous.exists():
@@ -320,3 +348,88 @@ def prepare(
     )
     atomic_write(out_dir / "prepare_report.json", json.dumps(dataclasses.asdict(report), indent=2))
     return report
+
+
+SOURCE_FILE = "source.json"
+
+
+def source_fingerprint(spec: ResolvedSpec) -> dict[str, Any]:
+    """What a prepared dataset was made from: the resolved spec and the source folder's
+    file count and total bytes (a changed, added or removed file changes them)."""
+    files = size = 0
+    for root, _, names in os.walk(spec.source_dir):
+        for name in names:
+            try:
+                size += os.stat(os.path.join(root, name)).st_size
+            except OSError:
+                continue
+            files += 1
+    return {
+        "format": spec.format,
+        "task_id": spec.task_id,
+        "splits": spec.splits,
+        "options": spec.options,
+        "max_images": spec.max_images,
+        "source_dir": str(spec.source_dir),
+        "source_files": files,
+        "source_bytes": size,
+    }
+
+
+def _check_same_source(out_dir: Path, spec: ResolvedSpec, fingerprint: dict[str, Any]) -> None:
+    """Raises when the prepared dataset in `out_dir` was made from another source or spec."""
+    path = out_dir / SOURCE_FILE
+    if not path.is_file():
+        return  # prepared before fingerprints existed: nothing to compare with
+    try:
+        old = json.loads(path.read_text())
+    except (OSError, ValueError):
+        old = {}
+    changed = [
+        f"{k}: {old.get(k)!r} then, {v!r} now"
+        for k, v in json.loads(json.dumps(fingerprint)).items()
+        if old.get(k) != v
+    ]
+    if changed:
+        raise FileExistsError(
+            f"dataset {spec.name!r} in {out_dir} was prepared from another source or with "
+            f"other settings ({'; '.join(changed)}). It is kept as it is. Pass "
+            "--config.overwrite=true to prepare it again (the old copy stays until the new one "
+            "is complete), or choose another --config.dataset name."
+        )
+
+
+def _build(spec: ResolvedSpec, log: IssueLog, data_dir: Path, progress: bool):
+    builder = SumSegmentation(
+        spec=spec, log=log, progress=progress, data_dir=str(data_dir), file_format="array_record"
+    )
+    # Our own progress bar and summary replace TFDS's per-stage bars.
+    tfds.display_progress_bar(False)
+    builder.download_and_prepare(
+        download_config=tfds.download.DownloadConfig(
+            manual_dir=str(spec.source_dir),
+            download_mode=tfds.download.GenerateMode.REUSE_DATASET_IF_EXISTS,
+        )
+    )
+    return builder
+
+
+def _rebuild_beside(spec: ResolvedSpec, log: IssueLog, data_dir: Path, progress: bool):
+    """Builds the dataset under a temporary root beside `data_dir`'s copy and swaps it in when
+    complete; the old copy is untouched if anything fails before that."""
+    final = dataset_dir(data_dir, spec.name)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    root = Path(tempfile.mkdtemp(dir=final.parent, prefix=".rebuild."))
+    try:
+        builder = _build(spec, log, root, progress)
+        built = Path(builder.data_dir)
+        (built / SOURCE_FILE).write_text(json.dumps(source_fingerprint(spec), indent=2))
+        aside = final.parent / f".{final.name}.old"
+        shutil.rmtree(aside, ignore_errors=True)
+        if final.exists():
+            os.replace(final, aside)
+        os.replace(built, final)
+        shutil.rmtree(aside, ignore_errors=True)
+        return builder
+    finally:
+        shutil.rmtree(root, ignore_errors=True)

@@ -158,14 +158,55 @@ def test_sa1b_unlabelled(tmp_path, rng):
     assert len(records) == len(truth) and all(r["masks"] == [] for r in records)
 
 
-def test_rerun_reuses_and_overwrite_redoes(prepared_folder, tmp_path):
-    data_dir, _, first = prepared_folder
-    again = builder.prepare(
-        {"dataset": "toy_salient", "format": "folder", "task_id": 1, "source_dir": str(tmp_path)},
-        data_dir,
-        progress=False,
-    )
+def _tree_bytes(root):
+    return {p: p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_rerun_reuses_same_source_refuses_another_and_overwrite_keeps_old_until_done(tmp_path, rng):
+    fake.make_folder_dataset(tmp_path / "a", rng, n=3, many=False)
+    truth_b = fake.make_folder_dataset(tmp_path / "b", rng, n=2, many=False)
+    config = {
+        "dataset": "toy",
+        "format": "folder",
+        "task_id": 1,
+        "source_dir": str(tmp_path / "a"),
+        "options": fake.FOLDER_OPTIONS,
+    }
+    data = tmp_path / "data"
+    first = builder.prepare(config, data, progress=False)
+    before = _tree_bytes(data)
+    again = builder.prepare(config, data, progress=False)
     assert again.reused and again.splits == first.splits
+    # Another source folder: refused, saying what changed; nothing on disk changes.
+    with pytest.raises(FileExistsError, match=r"source_dir: .*/a' then, .*/b' now"):
+        builder.prepare({**config, "source_dir": str(tmp_path / "b")}, data, progress=False)
+    assert _tree_bytes(data) == before
+    # overwrite with a typo in source_dir fails before anything is touched.
+    with pytest.raises(FileNotFoundError, match="source_dir=.*typo does not exist"):
+        builder.prepare(
+            {**config, "source_dir": str(tmp_path / "typo"), "overwrite": True},
+            data,
+            progress=False,
+        )
+    assert _tree_bytes(data) == before
+    # overwrite whose build fails (no usable image) keeps the old copy too.
+    (tmp_path / "empty" / "images").mkdir(parents=True)
+    (tmp_path / "empty" / "masks").mkdir()
+    with pytest.raises(Exception, match="images|image"):
+        builder.prepare(
+            {**config, "source_dir": str(tmp_path / "empty"), "overwrite": True},
+            data,
+            progress=False,
+        )
+    assert _tree_bytes(data) == before
+    # A successful overwrite swaps the new copy in.
+    redone = builder.prepare(
+        {**config, "source_dir": str(tmp_path / "b"), "overwrite": True}, data, progress=False
+    )
+    assert not redone.reused and redone.splits["train"]["images_written"] == len(truth_b)
+    assert [r["image_id"] for r in read_all(data, "toy")] == sorted(truth_b)
+    leftovers = [p.name for p in (data / "sum_segmentation" / "toy").iterdir()]
+    assert leftovers == ["1.0.0"]
 
 
 def test_max_images_keeps_the_first(tmp_path, rng):
