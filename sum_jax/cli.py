@@ -20,6 +20,7 @@ bug and keeps Python's traceback (exit 1).
 from __future__ import annotations
 
 import json
+import re
 import sys
 import traceback
 from collections.abc import Callable
@@ -79,8 +80,76 @@ def shard_flag() -> flags.FlagHolder:
     """`--shard=INDEX/COUNT`: this worker's share of a per-image stage (one process per GPU
     of a machine); default: JAX's process index and count."""
     return flags.DEFINE_string(
-        "shard", None, "INDEX/COUNT: this worker's share, e.g. one process per GPU (default: JAX's)."
+        "shard",
+        None,
+        "INDEX/COUNT: this worker's share, e.g. one process per GPU (default: JAX's).",
     )
+
+
+def check_output_dir(path: str | None, field: str) -> str:
+    """`path` as a folder to write into; unset or a file there is an InputError naming `field`
+    (the flag or config field). Run it before any model is loaded."""
+    if not path:
+        raise InputError(f"{field} is not set: the folder where this command writes")
+    from sum_jax.fileio import check_output_dir as check
+
+    return str(check(path, field))
+
+
+# How each kind of model directory is made, for the message when one is missing.
+MAKES = {
+    "sam": "convert an official SAM checkpoint: python -m convert.sam_checkpoint "
+    "--input sam_vit_h_4b8939.pth --output {path} (or train one: python -m sum_jax.train "
+    "exports WORKDIR/model)",
+    "refiner": "train the mask-refinement module: python -m sum_jax.train_refiner "
+    "--config=configs/refine.py --workdir=WORKDIR (it writes WORKDIR/refiner)",
+}
+
+
+def check_model_dir(spec: str | None, field: str, kind: str = "sam") -> None:
+    """A model directory (or `random:<variant>`) given in `field` exists and is complete; else
+    an InputError saying which command makes one. Reads only its small config file."""
+    if spec and str(spec).startswith("random:"):
+        return
+    how = MAKES[kind].format(path=spec or "DIR")
+    if not spec:
+        raise InputError(f"{field} is not set; {how}, and pass {field}=DIR")
+    from sum_jax import checkpointing
+
+    path = Path(spec).expanduser()
+    if not path.is_dir():
+        what = "is a file, not a model directory" if path.exists() else "does not exist"
+        raise InputError(f"{field}={spec}: {what}; {how}")
+    try:
+        checkpointing.read_config(path)
+    except (OSError, ValueError) as e:
+        raise InputError(f"{field}={spec}: {message(e)}") from e
+
+
+def check_prepared(data_dir: str | None, refs, field: str) -> None:
+    """Every `name:split` in `refs` (a comma-separated string or a list) is a prepared split
+    under `data_dir`; else an InputError naming `field` and the prepare_data command."""
+    if not data_dir:
+        raise InputError(
+            f"{field.rsplit('.', 1)[0]}.data_dir is not set: the root of the prepared datasets "
+            "(python -m sum_jax.prepare_data --config.data_dir=...)"
+        )
+    if not Path(data_dir).expanduser().is_dir():
+        raise InputError(
+            f"data_dir={data_dir} does not exist; prepare datasets into it with python -m "
+            "sum_jax.prepare_data --config.dataset=NAME --config.source_dir=... "
+            f"--config.data_dir={data_dir}"
+        )
+    from sum_jax.data import sources
+
+    items = refs.split(",") if isinstance(refs, str) else list(refs)
+    for ref in [str(r).strip() for r in items if str(r).strip()]:
+        ref = ref.split("@", 1)[0]  # "name:split@N" (first N images) in eval sets
+        try:
+            name, split = sources.parse_ref(ref)
+            sources.open_source(data_dir, name, split)
+        except (OSError, ValueError, KeyError) as e:
+            raise InputError(f"{field}: {message(e)}") from e
 
 
 def print_json(value) -> None:
@@ -95,6 +164,8 @@ def message(error: BaseException) -> str:
     if isinstance(error, KeyError) and text.startswith("'") and "\n" in text:
         name, _, hint = text.partition("\n")  # "'trian'\nDid you mean ..."
         text = f"no config field {name}. {hint}"
+    elif isinstance(error, KeyError) and text.startswith("'") and text.endswith("'"):
+        text = f"no config field {text}"
     if isinstance(error, OSError) and error.filename and str(error.filename) not in text:
         text = f"{text}: {error.filename}"
     return text.strip() or type(error).__name__
@@ -118,16 +189,41 @@ def _parse_flags(argv: list[str]) -> list[str]:
             raise SystemExit(0 if asked and e.code == 1 else e.code) from None
         for holder in _CONFIG_FLAGS:
             # A config file that failed to load raises on first use: say so here.
-            getattr(holder.value, "get")
+            holder.value.get  # noqa: B018 - the access is the check
         return rest
     except flags.Error as e:
+        listed = re.search(r"Type <class '(\w+)'> of field (\S+) is not supported", str(e))
+        if listed:
+            fail(
+                f"--{listed.group(2)}: a {listed.group(1)} field cannot be set on the command "
+                "line; copy the config file, edit the list there and pass --config=YOUR_COPY.py"
+            )
         fail(f"{e}\n(see `python -m {_command_name(argv)} --help` for the flags)")
     except (KeyError, AttributeError, ValueError, TypeError, OSError) as e:
         # ml_collections raises these for an unknown field (`--config.trian.num_steps`), a
         # value of the wrong type, a list field given on the command line, or a config file
         # that is missing or does not load.
-        fail(f"{message(e)}\n{_CONFIG_HELP}")
+        fail(f"{_config_message(e, argv)}\n{_CONFIG_HELP}")
     return []  # unreachable
+
+
+def _config_message(error: BaseException, argv: list[str]) -> str:
+    """`message(error)`, naming the `--config.` flag it came from when one matches."""
+    text = message(error)
+    missing = re.search(r"Attempted \[.*?\]:\s+(\S+)\s+\[Errno 2\]", text)
+    if missing:
+        known = ", ".join(sorted(p.name for p in CONFIGS.glob("*.py")))
+        return f"--config={missing.group(1)}: no such config file (configs/ has {known})"
+    while error.args and isinstance(error.args[0], BaseException):
+        error = error.args[0]
+    if isinstance(error, KeyError) and error.args and not text.startswith("no config field"):
+        text = f"no config field {error.args[0]!r}"
+    if isinstance(error, KeyError) and error.args:
+        name = str(error.args[0]).split("\n")[0].strip("'\"")
+        given = [a.split("=")[0] for a in argv[1:] if a.startswith("--config.") and name in a]
+        if given:
+            text = f"{given[0]}: {text}"
+    return text
 
 
 def _command_name(argv: list[str]) -> str:

@@ -19,7 +19,7 @@ from __future__ import annotations
 import io
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageOps
 
 from sum_jax.data import rle
 
@@ -28,18 +28,56 @@ class ImageDecodeError(ValueError):
     """An encoded image that cannot be decoded completely."""
 
 
-def decode_image(data: bytes) -> np.ndarray:
-    """uint8[H, W, 3] RGB pixels of encoded image bytes (JPEG, PNG, ...).
+# Integer modes wider than 8 bits: Pillow's convert("RGB") would clip them at 255.
+_WIDE_INT_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")
 
-    EXIF orientation is deliberately *not* applied: dataset masks are drawn on the stored pixel
-    grid. Grey, palette and alpha images are converted to RGB.
+
+def to_rgb8(img: Image.Image) -> np.ndarray:
+    """uint8[H, W, 3] of a decoded Pillow image of any mode, or ImageDecodeError.
+
+    8-bit modes (grey "L", bilevel "1", palette "P", "RGBA"/"LA"/"PA" with the alpha dropped,
+    "CMYK", "YCbCr", ...) go through Pillow's conversion; 16-bit grey is scaled by 255/65535
+    (not clipped); float images ("F": depth maps, scientific TIFFs) and 32-bit integer images
+    beyond 16 bits are refused, since no scaling of them is the photo a user means.
+    """
+    if img.mode == "RGB":
+        return np.asarray(img)
+    if img.mode in _WIDE_INT_MODES:
+        values = np.asarray(img).astype(np.int64)
+        if values.size and (values.min() < 0 or values.max() > 65535):
+            raise ImageDecodeError(
+                f"32-bit integer image (values {values.min()}..{values.max()}): save it as 8- or "
+                "16-bit RGB or grey first"
+            )
+        grey = np.round(values * (255.0 / 65535.0)).astype(np.uint8)
+        return np.repeat(grey[..., None], 3, axis=-1)
+    if img.mode == "F":
+        raise ImageDecodeError(
+            "32-bit float image (a depth map or scientific TIFF?): save it as 8- or 16-bit RGB or "
+            "grey first"
+        )
+    try:
+        return np.asarray(img.convert("RGB"))
+    except (ValueError, OSError) as e:
+        raise ImageDecodeError(f"image mode {img.mode!r} cannot be converted to RGB: {e}") from e
+
+
+def decode_image(data: bytes, *, apply_exif: bool = False) -> np.ndarray:
+    """uint8[H, W, 3] RGB pixels of encoded image bytes (JPEG, PNG, ...), any mode (`to_rgb8`).
+
+    EXIF orientation is *not* applied by default: dataset masks are drawn on the stored pixel
+    grid. `apply_exif=True` (one user image, clicked where a viewer shows it) applies it.
     """
     try:
         with Image.open(io.BytesIO(data)) as img:
             img.load()  # Forces a full decode, so truncated files fail here.
-            if img.mode != "RGB":
-                img = img.convert("RGB")
-            return np.asarray(img)
+            if apply_exif:
+                img = ImageOps.exif_transpose(img)
+            return to_rgb8(img)
+    except ImageDecodeError:
+        raise
+    except Image.UnidentifiedImageError as e:
+        raise ImageDecodeError("not an image format Pillow reads (corrupt or not an image?)") from e
     except Exception as e:  # Pillow raises OSError, SyntaxError, ValueError... for bad files.
         raise ImageDecodeError(f"cannot decode image: {e}") from e
 

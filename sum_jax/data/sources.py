@@ -11,6 +11,7 @@ from __future__ import annotations
 import bisect
 import os
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -37,7 +38,32 @@ def open_source(data_dir: str | os.PathLike, name: str, split: str):
     builder = tfds.builder_from_directory(str(path))
     if split not in builder.info.splits:
         raise KeyError(f"{path}: no split {split!r}; has {sorted(builder.info.splits)}")
-    return builder.as_data_source(split=split)
+    source = builder.as_data_source(split=split)
+    _verify_shards(path, name, builder.info.splits[split], source)
+    return source
+
+
+def _verify_shards(path: Path, name: str, info, source) -> None:
+    """Every shard file of the split is there and its last record reads (a truncated or
+    missing shard names its file, instead of failing mid-training)."""
+    redo = (
+        f"; prepare {name!r} again: python -m sum_jax.prepare_data --config.dataset={name} "
+        "--config.source_dir=... --config.overwrite=true"
+    )
+    end = 0
+    for filename, length in zip(info.filenames, info.shard_lengths):
+        shard = path / filename
+        if not shard.is_file() or shard.stat().st_size == 0:
+            raise FileNotFoundError(
+                f"{shard}: shard of a prepared dataset is missing or empty{redo}"
+            )
+        end += int(length)
+        try:
+            normalize_record(source[end - 1])
+        except Exception as e:  # array_record and TFDS raise many types on damage
+            raise ValueError(
+                f"{shard}: damaged shard (record {end - 1} unreadable: {e}){redo}"
+            ) from e
 
 
 def normalize_record(record: dict[str, Any]) -> dict[str, Any]:

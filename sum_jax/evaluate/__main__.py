@@ -26,7 +26,14 @@ flags.mark_flags_as_required(["checkpoint", "workdir"])
 
 def main(argv: list[str]) -> None:
     del argv
-    summaries = runner.evaluate_checkpoints(_CONFIG.value, _CHECKPOINT.value, _WORKDIR.value)
+    config = _CONFIG.value
+    # Everything that needs no model is checked before the first one loads.
+    cli.check_output_dir(_WORKDIR.value, "--workdir")
+    refs = [ref for ref, _ in runner.parse_eval_sets(config.eval_sets)]
+    cli.check_prepared(config.data_dir, refs, "config.eval_sets")
+    for spec in _CHECKPOINT.value:
+        cli.check_model_dir(runner.parse_checkpoint(spec)[1], "--checkpoint")
+    summaries = runner.evaluate_checkpoints(config, _CHECKPOINT.value, _WORKDIR.value)
     for name, summary in summaries.items():
         numbers = reports.overall_numbers(summary, ("miou", "mbiou", "noc", "nof"))
         for mode, line in numbers.items():

@@ -26,7 +26,12 @@ def main(argv: list[str]) -> None:
     del argv
     logging.set_verbosity(logging.INFO)
     index, count = sources.parse_shard(_SHARD.value)
-    cli.print_json(generate_pseudo_labels(_CONFIG.value, process_index=index, process_count=count))
+    config = _CONFIG.value
+    # Everything that needs no model is checked before the model loads.
+    cli.check_output_dir(config.output_dir, "config.output_dir")
+    cli.check_prepared(config.data_dir, config.dataset, "config.dataset")
+    cli.check_model_dir(config.checkpoint, "config.checkpoint")
+    cli.print_json(generate_pseudo_labels(config, process_index=index, process_count=count))
 
 
 if __name__ == "__main__":

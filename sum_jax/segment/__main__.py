@@ -33,7 +33,10 @@ def main(argv: list[str]) -> None:
     points = [parse_point(p) for p in _POINT.value]
     box = parse_box(_BOX.value) if _BOX.value else None
     image = load_image(_IMAGE.value)
+    # Everything that needs no model is checked before the model loads.
+    cli.check_output_dir(_OUTPUT_DIR.value, "--output_dir")
     if _CHECKPOINT.value:
+        cli.check_model_dir(_CHECKPOINT.value, "--checkpoint")
         predictor = SamPredictor.from_checkpoint(_CHECKPOINT.value)
     else:
         from sum_jax.models.sam import build_sam

@@ -10,8 +10,8 @@ import json
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
 
+from sum_jax.data import image_ops
 from sum_jax.fileio import atomic_write
 from sum_jax.inference.predictor import SamPredictor
 from sum_jax.visualize import overlay, save_png
@@ -22,9 +22,14 @@ def parse_point(text: str) -> tuple[float, float, int]:
     try:
         xy, _, label = text.partition(":")
         x, y = (float(v) for v in xy.split(","))
-        return x, y, int(label) if label else 1
+        label = int(label) if label else 1
     except ValueError as e:
         raise ValueError(f"--point={text!r}: expected 'x,y' or 'x,y:0'") from e
+    if not (np.isfinite(x) and np.isfinite(y)):
+        raise ValueError(f"--point={text!r}: coordinates must be finite numbers (pixels)")
+    if label not in (0, 1):
+        raise ValueError(f"--point={text!r}: the label after ':' is 1 (object) or 0 (background)")
+    return x, y, label
 
 
 def parse_box(text: str) -> np.ndarray:
@@ -34,6 +39,8 @@ def parse_box(text: str) -> np.ndarray:
         raise ValueError(f"--box={text!r}: expected 'x0,y0,x1,y1'") from e
     if box.shape != (4,):
         raise ValueError(f"--box={text!r}: expected 4 numbers 'x0,y0,x1,y1'")
+    if not np.all(np.isfinite(box)):
+        raise ValueError(f"--box={text!r}: coordinates must be finite numbers (pixels)")
     return box
 
 
@@ -43,13 +50,18 @@ def load_image(path: str | None) -> np.ndarray:
         import skimage.data
 
         return skimage.data.coffee()
+    file = Path(path)
+    if file.is_dir():
+        raise ValueError(f"--image={path} is a folder; give one image file")
+    if not file.is_file():
+        raise ValueError(f"--image={path}: no such image file")
+    if file.stat().st_size == 0:
+        raise ValueError(f"--image={path} is empty (0 bytes)")
     try:
-        with Image.open(path) as im:
-            return np.asarray(im.convert("RGB"))
-    except FileNotFoundError as e:
-        raise ValueError(f"{path}: no such image file") from e
-    except (UnidentifiedImageError, OSError) as e:
-        raise ValueError(f"{path} is not a readable image (corrupt or truncated?): {e}") from e
+        # As a viewer shows it: EXIF rotation applied, so clicks are where the user sees them.
+        return image_ops.decode_image(file.read_bytes(), apply_exif=True)
+    except image_ops.ImageDecodeError as e:
+        raise ValueError(f"--image={path} is not a readable image: {e}") from e
 
 
 def segment(

@@ -51,6 +51,14 @@ def main(argv: list[str]) -> None:
     workdir = _WORKDIR.value or config.get("workdir")
     if not workdir:
         cli.fail("--workdir is required: the folder for checkpoints, logs and the model")
+    cli.check_output_dir(workdir, "--workdir")
+    if not config.get("demo"):
+        # Everything that needs no model is checked before the model loads.
+        cli.check_model_dir(config.model.checkpoint, "config.model.checkpoint")
+        data = config.data
+        cli.check_prepared(data.data_dir, list(data.labelled), "config.data.labelled")
+        if data.unlabelled:
+            cli.check_prepared(data.data_dir, data.unlabelled, "config.data.unlabelled")
     # Our progress lines go to stdout and train.log; absl's INFO stream (Orbax's per-save
     # chatter) would bury them.
     logging.set_verbosity(logging.WARNING)

@@ -28,7 +28,12 @@ def main(argv: list[str]) -> None:
     # Our progress lines at INFO; Orbax's and TFDS's (one per array saved) only as warnings.
     logging.set_verbosity(logging.WARNING)
     std_logging.getLogger("sum_jax").setLevel(std_logging.INFO)
-    cli.print_json(train_refiner(_CONFIG.value, _WORKDIR.value))
+    config = _CONFIG.value
+    # Everything that needs no model is checked before the model loads.
+    cli.check_output_dir(_WORKDIR.value, "--workdir")
+    cli.check_prepared(config.data_dir, config.dataset, "config.dataset")
+    cli.check_model_dir(config.checkpoint, "config.checkpoint")
+    cli.print_json(train_refiner(config, _WORKDIR.value))
 
 
 if __name__ == "__main__":

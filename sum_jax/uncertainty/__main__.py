@@ -11,6 +11,8 @@ Rerun after an interruption: files that already have maps are skipped.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from absl import logging
 
 from sum_jax import cli
@@ -25,7 +27,21 @@ def main(argv: list[str]) -> None:
     del argv
     logging.set_verbosity(logging.INFO)
     index, count = sources.parse_shard(_SHARD.value)
-    cli.print_json(compute_uncertainty(_CONFIG.value, process_index=index, process_count=count))
+    config = _CONFIG.value
+    # Everything that needs no model is checked before the refiner loads.
+    cli.check_prepared(config.data_dir, config.dataset, "config.dataset")
+    folder = Path(config.pseudo_labels or "")
+    if not config.pseudo_labels or not folder.is_dir():
+        raise cli.InputError(
+            f"config.pseudo_labels={config.pseudo_labels or '(unset)'}: no pseudo-label folder; "
+            "make one with python -m sum_jax.pseudo_labels --config=configs/pseudo_labels.py "
+            f"--config.dataset={config.dataset} --config.output_dir=DIR and pass "
+            "--config.pseudo_labels=DIR"
+        )
+    if config.refined_labels_dir:
+        cli.check_output_dir(config.refined_labels_dir, "config.refined_labels_dir")
+    cli.check_model_dir(config.refiner, "config.refiner", kind="refiner")
+    cli.print_json(compute_uncertainty(config, process_index=index, process_count=count))
 
 
 if __name__ == "__main__":

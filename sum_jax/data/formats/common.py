@@ -113,8 +113,21 @@ def _read_array(path: Path, log: IssueLog, what: str) -> np.ndarray | None:
             img.load()
             if img.mode == "P":
                 return np.asarray(img)  # Palette indices are the labels, not the colours.
+            if img.mode == "PA":
+                img = img.convert("RGBA")
+            if img.mode in ("CMYK", "F") or img.mode.startswith("YCbCr"):
+                log.report(
+                    str(path),
+                    f"{img.mode} {what}: save {what}s as grey, palette, RGB or alpha images",
+                    f"unsupported {what} mode",
+                )
+                return None
             if img.mode in ("RGBA", "LA"):
-                img = img.convert(img.mode[:-1])
+                values = np.asarray(img)
+                colour, alpha = values[..., :-1], values[..., -1]
+                if (colour == colour.flat[0]).all() and not (alpha == alpha.flat[0]).all():
+                    return alpha  # One flat colour, the shape in the alpha channel.
+                return colour[..., 0] if img.mode == "LA" else colour
             return np.asarray(img)
     except Exception as e:  # noqa: BLE001  (Pillow raises many types for corrupt files.)
         log.report(str(path), f"cannot decode {what}: {e}", f"corrupt {what}")
