@@ -286,3 +286,31 @@ def add_uncertainty(directory: str | os.PathLike, image_id: str, uncertainty: np
 
 def exists(directory: str | os.PathLike, image_id: str) -> bool:
     return path_for(directory, image_id).is_file()
+
+
+def problem(
+    directory: str | os.PathLike, image_id: str, *, uncertainty: bool = False
+) -> str | None:
+    """Why an existing file cannot be resumed from (None: it reads completely).
+
+    Reads every member and inflates every map (and, with `uncertainty`, requires the maps of
+    the uncertainty stage): what a later stage would read, checked before a rerun skips it.
+    """
+    try:
+        labels = read(directory, image_id)
+        k = labels.num_masks
+        sizes = {len(labels.points), len(labels.predicted_iou), len(labels.stability_score)}
+        if sizes != {k}:
+            return f"{path_for(directory, image_id)}: {k} masks but per-mask arrays of {sizes}"
+        labels.logits_quantized()
+        if uncertainty:
+            if not labels.has_uncertainty:
+                return f"{path_for(directory, image_id)}: no uncertainty maps"
+            labels.uncertainty()
+    except (OSError, ValueError, KeyError, zlib.error) as e:
+        return (
+            str(e)
+            if str(path_for(directory, image_id)) in str(e)
+            else (f"{path_for(directory, image_id)}: {e}")
+        )
+    return None

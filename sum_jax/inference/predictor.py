@@ -265,6 +265,8 @@ class SamPredictor:
                     f"point_coords must be [N, 2] (x, y) with point_labels [N]; got "
                     f"{points.shape[1:]} and {labels.shape[1:]}"
                 )
+            if not np.all(np.isfinite(points)):
+                raise ValueError(f"point_coords must be finite (x, y) pixels, got {points[0]}")
             if not np.all(np.isin(labels, (-1, 0, 1))):
                 raise ValueError(f"point_labels must be 1 (foreground) or 0 (background): {labels}")
             outside = (
@@ -284,6 +286,8 @@ class SamPredictor:
             boxes = np.asarray(boxes, np.float64)
             if boxes.ndim != 2 or boxes.shape[-1] != 4:
                 raise ValueError(f"box must be [4] (x0, y0, x1, y1), got {boxes.shape[1:]}")
+            if not np.all(np.isfinite(boxes)):
+                raise ValueError(f"box must be finite (x0, y0, x1, y1) pixels, got {boxes}")
             if np.any(boxes[:, 2] < boxes[:, 0]) or np.any(boxes[:, 3] < boxes[:, 1]):
                 raise ValueError(f"box must be (x0, y0, x1, y1) with x0 <= x1, y0 <= y1: {boxes}")
             if q is not None and boxes.shape[0] != q:
@@ -299,6 +303,8 @@ class SamPredictor:
                     f"mask_input must be [1, {low}, {low}] low-res logits (the third output of a "
                     f"previous predict), got {mask_input.shape[1:]}"
                 )
+            if not np.all(np.isfinite(mask_input)):
+                raise ValueError("mask_input holds NaN or infinite logits")
             if q is not None and mask_input.shape[0] != q:
                 raise ValueError(f"{mask_input.shape[0]} mask inputs for {q} prompts")
             q = mask_input.shape[0]

@@ -5,8 +5,10 @@ runs `sum_jax.mask_generator.MaskGenerator` on each image of this process's shar
 one `sum_jax.data.pseudo_label_format` file per image: the kept masks (RLE, original size),
 their low-res SAM logits (quantised), generating points, predicted IoUs and stability scores.
 
-Resumable: an image whose file exists is skipped, and files are written atomically, so a run
-killed at any point and started again ends with the same files as an uninterrupted run.
+Resumable: an image whose file exists and reads completely is skipped; a damaged one (a
+truncated copy, a full disk) is named in a warning and in the summary's `redone`, and made
+again. Files are written atomically, so a run killed at any point and started again ends with
+the same files as an uninterrupted run.
 Crop layers are refused: the refinement module and the training pipeline read the logits in
 the whole image's low-res frame.
 """
@@ -68,27 +70,32 @@ def generate_pseudo_labels(
         if not config[key]:
             raise ValueError(f"config.{key} is not set")
     generator_cfg = generator_settings(config["generator"])
-    if predictor is None:
-        predictor = SamPredictor(load_model(config["checkpoint"]))
     process_index = jax.process_index() if process_index is None else process_index
     process_count = jax.process_count() if process_count is None else process_count
     name, split = sources.parse_ref(config["dataset"])
-    source = sources.open_source(config["data_dir"], name, split)
+    source = sources.open_source(config["data_dir"], name, split)  # before the model loads
+    if predictor is None:
+        predictor = SamPredictor(load_model(config["checkpoint"]))
     n = len(source) if config.get("max_images") is None else min(len(source), config["max_images"])
     out = Path(config["output_dir"])
     generator = MaskGenerator(predictor, generator_cfg)
 
     stats: Counter = Counter()
     written = skipped = total_bytes = 0
+    redone: list[str] = []
     start = time.perf_counter()
     indices = range(process_index, n, process_count)
     for index in tqdm(indices, desc=f"pseudo-labels {name}", disable=not progress, unit="img"):
         record = sources.normalize_record(source[index])
         image_id = record["image_id"]
         if plf.exists(out, image_id):
-            skipped += 1
-            total_bytes += plf.path_for(out, image_id).stat().st_size
-            continue
+            broken = plf.problem(out, image_id)
+            if broken is None:
+                skipped += 1
+                total_bytes += plf.path_for(out, image_id).stat().st_size
+                continue
+            log.warning("redoing a damaged pseudo-label file: %s", broken)
+            redone.append(broken)
         try:
             image = image_ops.decode_image(record["image"])
         except ValueError as e:
@@ -118,6 +125,7 @@ def generate_pseudo_labels(
         "images": images,
         "written": written,
         "skipped_existing": skipped,
+        "redone": redone,
         "masks_after_stage": {k: int(stats[k]) for k in STAGES},
         "bytes_per_image": total_bytes / images if images else 0.0,
         "seconds": seconds,

@@ -115,8 +115,19 @@ def compute_uncertainty(
                       disable=not progress, unit="img"):  # fmt: skip
         record = sources.normalize_record(source[index])
         image_id = record["image_id"]
-        labels = plf.read(out, image_id)  # a missing file is an error naming it
-        if labels.has_uncertainty and (not refined_dir or plf.exists(refined_dir, image_id)):
+        broken = plf.problem(out, image_id)
+        if broken and "no uncertainty maps" not in broken:
+            raise ValueError(
+                f"{broken}. Run python -m sum_jax.pseudo_labels again with the same "
+                "--config.output_dir: it redoes damaged and missing files"
+            )
+        labels = plf.read(out, image_id)
+        # Done before (and readable, maps included): skip. A damaged refined file is redone.
+        if (
+            labels.has_uncertainty
+            and plf.problem(out, image_id, uncertainty=True) is None
+            and (not refined_dir or plf.problem(refined_dir, image_id) is None)
+        ):
             skipped += 1
             continue
         image = image_ops.decode_image(record["image"])
