@@ -107,9 +107,21 @@ def describe_tensors(torch_shapes: Mapping[str, tuple[int, ...]]) -> str:
     return f"{len(torch_shapes)} tensors named {shown}{more}"
 
 
+def _likely_variants(torch_shapes: Mapping[str, tuple[int, ...]]) -> list[str]:
+    """VARIANTS ordered by how well the encoder's width and depth match (cheap: no model
+    shapes are built), so the full check usually runs once."""
+    width = torch_shapes.get("image_encoder.patch_embed.proj.weight", (None,))[0]
+    blocks = {k.split(".")[2] for k in torch_shapes if k.startswith("image_encoder.blocks.")}
+    return sorted(
+        VARIANTS,
+        key=lambda n: (VARIANTS[n].encoder_embed_dim, VARIANTS[n].encoder_depth)
+        != (width, len(blocks)),
+    )
+
+
 def _matching_variant(torch_shapes: Mapping[str, tuple[int, ...]]) -> str | None:
-    for name, config in VARIANTS.items():
-        if not key_map.check_keys(flax_shapes(config), torch_shapes):
+    for name in _likely_variants(torch_shapes)[:1]:
+        if not key_map.check_keys(flax_shapes(VARIANTS[name]), torch_shapes):
             return name
     return None
 
@@ -138,11 +150,11 @@ def infer_config(path: str, torch_shapes: Mapping[str, tuple[int, ...]], variant
             )
         candidates = [variant]
     else:
-        candidates = list(VARIANTS)
-    reports = {name: key_map.check_keys(flax_shapes(VARIANTS[name]), torch_shapes)
-               for name in candidates}  # fmt: skip
-    for name, problems in reports.items():
-        if not problems:
+        candidates = _likely_variants(torch_shapes)
+    reports = {}
+    for name in candidates:
+        reports[name] = key_map.check_keys(flax_shapes(VARIANTS[name]), torch_shapes)
+        if not reports[name]:
             return name, VARIANTS[name]
     best = min(reports, key=lambda n: len(reports[n]))
     lines = reports[best]

@@ -69,7 +69,7 @@ def config_flag(default: str | None, help_text: str, **kwargs) -> flags.FlagHold
         # With a default file, ml_collections reads the overrides in sys.argv right here.
         holder = config_flags.DEFINE_config_file("config", path, help_text, **kwargs)
     except (KeyError, AttributeError, ValueError, TypeError) as e:
-        fail(f"{message(e)}\n{_CONFIG_HELP}")
+        fail(f"{_config_message(e, sys.argv)}\n{_CONFIG_HELP}")
     if default is None:
         flags.mark_flags_as_required(["config"])
     _CONFIG_FLAGS.append(holder)
