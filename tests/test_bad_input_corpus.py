@@ -156,6 +156,14 @@ def _truncated_pth(w: W, tmp: Path) -> None:
     (tmp / "cut.pth").write_bytes(data[: len(data) // 2])
 
 
+def _own_train_config(w: W, tmp: Path) -> None:
+    """What the list-field message tells a user to do: a copy of the config with the list."""
+    (tmp / "mine.py").write_text(
+        "from configs import ft_small\n\n\ndef get_config():\n"
+        "    c = ft_small.get_config()\n    c.data.labelled = ['toy:train']\n    return c\n"
+    )
+
+
 def _prep(w: W, *extra: str) -> list[str]:
     return [f"--config.data_dir={w.data}", "--config.dataset=toy", *extra]
 
@@ -301,9 +309,15 @@ CASES = [
          lambda w, t: ["--config=configs/ft_smal.py", f"--workdir={t}/wd"],
          ("ft_smal.py", "no such config file", "ft_small.py")),
     Case("train: unlabelled set not prepared", "sum_jax.train",
-         lambda w, t: [*FT, f"--workdir={t}/wd", f"--config.model.checkpoint={w.model}",
-                       f"--config.data.data_dir={w.data}", "--config.data.unlabelled=sa1b:train"],
-         ("config.data.labelled", "dis5k", "not prepared")),
+         lambda w, t: [f"--config={t}/mine.py", f"--workdir={t}/wd",
+                       f"--config.model.checkpoint={w.model}", f"--config.data.data_dir={w.data}",
+                       "--config.data.unlabelled=sa1b:train"],
+         ("config.data.unlabelled", "sa1b", "not prepared"), _own_train_config),
+    Case("train: model of another variant", "sum_jax.train",
+         lambda w, t: [f"--config={t}/mine.py", f"--workdir={t}/wd",
+                       f"--config.model.checkpoint={w.model}", f"--config.data.data_dir={w.data}",
+                       "--config.data.unlabelled="],
+         ("holds a tiny SAM", "config.model.variant"), _own_train_config),
     # --- evaluate ---
     Case("evaluate: checkpoint missing", "sum_jax.evaluate",
          lambda w, t: [*EVAL, f"--config.data_dir={w.data}", f"--workdir={t}/ev",
@@ -467,8 +481,10 @@ def test_set_image_refuses(predictor, image, expect):
     "argv,expect",
     [
         ([sys.executable, "-m", "sum_jax.prepare_data", "--config.trian=1"], "trian"),
-        ([sys.executable, "-m", "convert.sam_checkpoint", "--input", "EMPTY", "--output", "M"],
-         "0 bytes"),
+        (
+            [sys.executable, "-m", "convert.sam_checkpoint", "--input", "EMPTY", "--output", "M"],
+            "0 bytes",
+        ),
     ],  # fmt: skip
     ids=["prepare_data typo", "convert empty file"],
 )

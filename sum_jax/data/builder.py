@@ -136,7 +136,10 @@ def resolve_spec(config: Mapping[str, Any]) -> ResolvedSpec:
     known = registry.lookup(name)
     fmt = config.get("format") or (known.format if known else None)
     if fmt is None:
-        raise ValueError(f"{name!r} is not a known dataset ({sorted(registry.KNOWN)}): set format")
+        raise ValueError(
+            f"{name!r} is not a known dataset ({sorted(registry.KNOWN)}): set "
+            f"--config.format (one of {sorted(formats.FORMATS)}) and --config.task_id"
+        )
     task_id = config.get("task_id")
     if task_id is None:
         if known is None:
@@ -308,7 +311,7 @@ def prepare(
     data_dir = check_output_dir(data_dir or config["data_dir"], "config.data_dir").resolve()
     on_error = config.get("on_error") or "skip"
     if on_error not in ("skip", "raise"):
-        raise ValueError(f"on_error must be 'skip' or 'raise', got {on_error!r}")
+        raise ValueError(f"config.on_error must be 'skip' or 'raise', got {on_error!r}")
     log = IssueLog(on_error)
     stale = _remove_stale_incomplete(data_dir, spec.name)
     if stale and progress:
