@@ -485,12 +485,12 @@ def test_set_image_refuses(predictor, image, expect):
             [sys.executable, "-m", "convert.sam_checkpoint", "--input", "EMPTY", "--output", "M"],
             "0 bytes",
         ),
-    ],  # fmt: skip
+    ],
     ids=["prepare_data typo", "convert empty file"],
 )
 def test_subprocess(argv, expect, tmp_path):
     (tmp_path / "EMPTY").write_bytes(b"")
-    proc = subprocess.run(argv, cwd=tmp_path, env={**_env(), "PYTHONPATH": str(ROOT)},
+    proc = subprocess.run(argv, check=False, cwd=tmp_path, env={**_env(), "PYTHONPATH": str(ROOT)},
                           capture_output=True, text=True, timeout=120)  # fmt: skip
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert expect in proc.stderr and "Traceback" not in proc.stderr, proc.stderr[-2000:]

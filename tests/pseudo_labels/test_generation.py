@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -113,6 +114,18 @@ def test_interrupted_run_resumes_to_the_same_files(setup, uninterrupted):
     assert first["written"] == 2
     second = generate_pseudo_labels(_config(root, out), predictor, progress=False)
     assert (second["written"], second["skipped_existing"]) == (2, 2)
+    _assert_same_contents(_contents(out), _contents(uninterrupted[0]))
+
+
+def test_damaged_file_is_named_and_redone(setup, uninterrupted):
+    root, _, predictor = setup
+    out = root / "damaged"
+    shutil.copytree(uninterrupted[0], out)
+    victim = min(out.glob("*.npz"))
+    victim.write_bytes(victim.read_bytes()[:100])  # a copy cut short
+    summary = generate_pseudo_labels(_config(root, out), predictor, progress=False)
+    assert summary["written"] == 1 and len(summary["redone"]) == 1
+    assert victim.name in summary["redone"][0]
     _assert_same_contents(_contents(out), _contents(uninterrupted[0]))
 
 

@@ -1,0 +1,65 @@
+"""Atomic output: the user's permissions, and an old file or folder kept until the new one
+is complete."""
+
+from __future__ import annotations
+
+import os
+import stat
+
+import pytest
+
+from sum_jax import fileio
+
+
+@pytest.fixture
+def umask_027():
+    old = os.umask(0o027)
+    yield
+    os.umask(old)
+
+
+def _mode(path) -> int:
+    return stat.S_IMODE(os.stat(path).st_mode)
+
+
+def test_files_and_folders_get_the_umask_permissions(tmp_path, umask_027):
+    fileio.atomic_write(tmp_path / "a.txt", "x")
+    with fileio.atomic_dir(tmp_path / "model") as tmp:
+        (tmp / "f").write_text("y")
+    assert _mode(tmp_path / "a.txt") == 0o640  # 0666 & ~027, as open() would give
+    assert _mode(tmp_path / "model") == 0o750  # 0777 & ~027, as mkdir() would give
+
+
+def test_failed_write_keeps_the_old_folder(tmp_path):
+    target = tmp_path / "model"
+    target.mkdir()
+    (target / "params").write_text("old")
+    with pytest.raises(RuntimeError), fileio.atomic_dir(target) as tmp:
+        (tmp / "params").write_text("half")
+        raise RuntimeError("killed mid-write")
+    assert (target / "params").read_text() == "old"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]  # no leftovers
+    with fileio.atomic_dir(target) as tmp:
+        (tmp / "params").write_text("new")
+    assert (target / "params").read_text() == "new"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]
+
+
+def test_refusals_name_the_path(tmp_path):
+    (tmp_path / "model").mkdir()
+    with (
+        pytest.raises(FileExistsError, match="model already exists"),
+        fileio.atomic_dir(tmp_path / "model", overwrite=False),
+    ):
+        pass
+    (tmp_path / "file").write_text("x")
+    with (
+        pytest.raises(NotADirectoryError, match="file is a file"),
+        fileio.atomic_dir(tmp_path / "file"),
+    ):
+        pass
+    with pytest.raises(NotADirectoryError, match=r"--out=.*file/sub: .*file is a file"):
+        fileio.check_output_dir(tmp_path / "file" / "sub", "--out")
+    with pytest.raises(IsADirectoryError, match="model is a folder"):
+        fileio.atomic_write(tmp_path / "model", "x")
+    assert (tmp_path / "file").read_text() == "x"
