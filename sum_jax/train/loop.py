@@ -277,14 +277,40 @@ def restore_checkpoint(
     """The latest checkpoint's state (into `abstract_state`'s shardings) and step, with the
     iterator restored in place."""
     step = manager.latest_step()
-    restored = manager.restore(
-        step,
-        args=ocp.args.Composite(
-            state=ocp.args.StandardRestore(abstract_state),
-            data=grain.checkpoint.CheckpointRestore(iterator),
-        ),
-    )
+    try:
+        restored = manager.restore(
+            step,
+            args=ocp.args.Composite(
+                state=ocp.args.StandardRestore(abstract_state),
+                data=grain.checkpoint.CheckpointRestore(iterator),
+            ),
+        )
+    except (ValueError, KeyError, OSError) as e:
+        folder = Path(manager.directory) / str(step)
+        raise ValueError(
+            f"{folder}: the checkpoint to resume from does not restore ({type(e).__name__}: "
+            f"{str(e)[:300]}). A damaged copy, or a config whose model or optimizer differs from "
+            f"the run that wrote it: move {folder} away to resume from the previous "
+            "checkpoint, or use a new --workdir"
+        ) from e
     return restored["state"], int(step)
+
+
+def _latest_step(workdir: Path) -> int:
+    steps = [int(p.name) for p in (workdir / "checkpoints").iterdir() if p.name.isdigit()]
+    return max(steps, default=0)
+
+
+def _config_changes(old: dict, new: dict, prefix: str = "") -> list[str]:
+    """`field: old -> new` for every config field that differs (nested dicts flattened)."""
+    out = []
+    for key in sorted(set(old) | set(new)):
+        a, b = old.get(key), new.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += _config_changes(a, b, f"{prefix}{key}.")
+        elif a != b:
+            out.append(f"{prefix}{key}: {a!r} -> {b!r}")
+    return out
 
 
 def _save_checkpoint(manager, step: int, state: TrainState, iterator: Any) -> None:
@@ -344,7 +370,17 @@ def train_and_evaluate(
 def _train(config, workdir: Path, is_main: bool, on_step) -> dict[str, Any]:
     num_steps = int(config.train.num_steps)
     if is_main:
-        atomic_write(workdir / "config.json", config.to_json_best_effort(indent=2) + "\n")
+        text = config.to_json_best_effort(indent=2) + "\n"
+        previous = workdir / "config.json"
+        if previous.is_file() and (workdir / "checkpoints").is_dir():
+            try:
+                changed = _config_changes(json.loads(previous.read_text()), json.loads(text))
+            except ValueError:
+                changed = ["config.json unreadable"]
+            if changed:  # resuming with other settings: say so (train.log keeps it)
+                log.warning("resuming in %s (checkpoint step %d) with a changed config: %s",
+                            workdir, _latest_step(workdir), "; ".join(changed[:12]))  # fmt: skip
+        atomic_write(previous, text)
     model = load_initial_model(config)
     model_config = model.config
     data_cfg = data_config(config, model_config, jax.process_count())
