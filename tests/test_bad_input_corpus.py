@@ -501,3 +501,21 @@ def _env() -> dict[str, str]:
     import os
 
     return dict(os.environ)
+
+
+def test_convert_overwrite_swaps_whole_and_says_the_variant(world, tmp_path):
+    import json
+    import shutil
+
+    from sum_jax.checkpointing import CONFIG_FILE, read_config
+    from sum_jax.models.sam import VARIANTS
+
+    target = tmp_path / "model"
+    shutil.copytree(world.model, target)
+    # An existing model of another variant (its config says vit_b).
+    (target / CONFIG_FILE).write_text(json.dumps(VARIANTS["vit_b"].to_dict()))
+    result = run_convert(["--input", str(world.pth), "--output", str(target), "--overwrite"])
+    assert result.code == 0, result.stderr
+    assert f"replacing the SAM vit_b model in {target} with SAM tiny" in result.stdout
+    assert read_config(target).variant == "tiny"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]  # nothing left beside it
