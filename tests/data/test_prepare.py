@@ -227,7 +227,7 @@ def test_max_images_keeps_the_first(tmp_path, rng):
 
 
 def test_unknown_dataset_needs_format_and_task(tmp_path):
-    with pytest.raises(ValueError, match="set format"):
+    with pytest.raises(ValueError, match="set --config.format"):
         builder.resolve_spec({"dataset": "mystery", "source_dir": str(tmp_path)})
     with pytest.raises(ValueError, match="set task_id"):
         builder.resolve_spec(
