@@ -519,3 +519,11 @@ def test_convert_overwrite_swaps_whole_and_says_the_variant(world, tmp_path):
     assert f"replacing the SAM vit_b model in {target} with SAM tiny" in result.stdout
     assert read_config(target).variant == "tiny"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]  # nothing left beside it
+
+
+def test_verbose_adds_the_traceback(tmp_path):
+    quiet = run_command("sum_jax.segment", [f"--image={tmp_path}/none.png"])
+    loud = run_command("sum_jax.segment", [f"--image={tmp_path}/none.png", "--verbose"])
+    assert quiet.code == loud.code == 2
+    assert "Traceback" not in quiet.stderr and "Traceback" in loud.stderr
+    assert "none.png: no such image file" in loud.stderr

@@ -33,7 +33,7 @@ def get_config() -> ml_collections.ConfigDict:
     c.splits = placeholder(str)  # "train:DIS-TR,validation:DIS-VD" ({split} tags).
     c.max_images = placeholder(int)  # Keep the first N images of each split.
     c.on_error = "skip"  # skip (count and report bad files) | raise (stop at the first).
-    c.overwrite = False  # Re-prepare even if a finished copy exists.
+    c.overwrite = False  # Re-prepare a finished copy (kept until the new one is complete).
     c.dry_run = False  # Only list what would be prepared and check a few items.
     # Format options, unset = registry/format default; lists as comma-separated strings.
     c.options = ml_collections.ConfigDict(
