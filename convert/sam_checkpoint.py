@@ -114,8 +114,9 @@ def _likely_variants(torch_shapes: Mapping[str, tuple[int, ...]]) -> list[str]:
     blocks = {k.split(".")[2] for k in torch_shapes if k.startswith("image_encoder.blocks.")}
     return sorted(
         VARIANTS,
-        key=lambda n: (VARIANTS[n].encoder_embed_dim, VARIANTS[n].encoder_depth)
-        != (width, len(blocks)),
+        key=lambda n: (
+            (VARIANTS[n].encoder_embed_dim, VARIANTS[n].encoder_depth) != (width, len(blocks))
+        ),
     )
 
 

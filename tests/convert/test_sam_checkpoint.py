@@ -118,7 +118,9 @@ def test_missing_extra_and_misshaped_tensors_are_named(tmp_path):
 def test_forced_wrong_variant(tmp_path):
     pth = tmp_path / "tiny.pth"
     torch.save(torch_sam(VARIANTS["tiny"]).state_dict(), pth)
-    with pytest.raises(sam_checkpoint.ConversionError, match="is a SAM tiny checkpoint, not vit_b.*--variant=tiny"):
+    with pytest.raises(
+        sam_checkpoint.ConversionError, match="is a SAM tiny checkpoint, not vit_b.*--variant=tiny"
+    ):
         sam_checkpoint.pth_to_orbax(str(pth), str(tmp_path / "out"), variant="vit_b")
 
 
