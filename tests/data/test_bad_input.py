@@ -206,3 +206,17 @@ def test_interrupted_preparation_reruns_cleanly(tmp_path, rng, monkeypatch):
     assert sorted(r["image_id"] for r in records) == sorted(truth)
     for r in records:
         np.testing.assert_array_equal(sources.decode_masks(r), truth[r["image_id"]][1])
+
+
+def test_damaged_or_missing_shard_is_named(tmp_path, rng):
+    root = tmp_path / "src"
+    fake.make_folder_dataset(root, rng, n=2, many=False)
+    builder.prepare(folder_config(root, name="shards"), tmp_path / "data", progress=False)
+    shard = next(builder.dataset_dir(tmp_path / "data", "shards").glob("*.array_record-*"))
+    data = shard.read_bytes()
+    shard.write_bytes(data[: len(data) // 2])
+    with pytest.raises(ValueError, match=rf"{shard.name}: damaged shard.*--config.overwrite=true"):
+        sources.open_source(tmp_path / "data", "shards", "train")
+    shard.unlink()
+    with pytest.raises(FileNotFoundError, match=rf"{shard.name}: shard .* missing"):
+        sources.open_source(tmp_path / "data", "shards", "train")

@@ -182,3 +182,22 @@ def test_other_map_sizes_round_trip(tmp_path):
     assert np.abs(plf.read(tmp_path, "img").uncertainty() / 255.0 - u).max() <= 0.5 / 255 + 1e-9
     with pytest.raises(ValueError, match=r"\[2, 32, 32\]"):
         plf.add_uncertainty(tmp_path, "img", rng.random((2, 16, 16)))
+
+
+def test_problem_reads_everything_a_resume_would_skip(tmp_path, rng):
+    masks, logits, u = synthetic_labels(rng, 40, 50, 3)
+    path = write_one(tmp_path, "ok", masks, logits, rng)
+    assert plf.problem(tmp_path, "ok") is None
+    assert "no uncertainty maps" in plf.problem(tmp_path, "ok", uncertainty=True)
+    plf.add_uncertainty(tmp_path, "ok", u)
+    assert plf.problem(tmp_path, "ok", uncertainty=True) is None
+    # A map that no longer inflates (bit rot) though the zip itself reads.
+    labels = plf.read(tmp_path, "ok")
+    labels.image_id = "rot"
+    labels.logits_blobs[1] = b"not zlib"
+    plf.write_labels(tmp_path, labels)
+    assert plf.problem(tmp_path, "rot").startswith(str(tmp_path / "rot.npz"))
+    # A copy cut short.
+    (tmp_path / "cut.npz").write_bytes(path.read_bytes()[:300])
+    assert "cut.npz: unreadable" in plf.problem(tmp_path, "cut")
+    assert "missing.npz" in plf.problem(tmp_path, "missing")
