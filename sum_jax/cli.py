@@ -79,7 +79,9 @@ def shard_flag() -> flags.FlagHolder:
     """`--shard=INDEX/COUNT`: this worker's share of a per-image stage (one process per GPU
     of a machine); default: JAX's process index and count."""
     return flags.DEFINE_string(
-        "shard", None, "INDEX/COUNT: this worker's share, e.g. one process per GPU (default: JAX's)."
+        "shard",
+        None,
+        "INDEX/COUNT: this worker's share, e.g. one process per GPU (default: JAX's).",
     )
 
 

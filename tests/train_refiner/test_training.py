@@ -215,7 +215,7 @@ def _checkpointed_history(workdir):
 
     with ocp.CheckpointManager(workdir / "checkpoints") as m:
         step = m.latest_step()
-        restored = m.restore(step)
+        restored = m.restore(step)["state"]  # sum_jax.checkpointing.TrainingCheckpoints' item
     return step, restored, np.asarray(restored["loss"])
 
 
