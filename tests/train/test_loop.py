@@ -17,6 +17,8 @@ from sum_jax.models.sam import VARIANTS
 from sum_jax.train import loop, optim
 from tests import tiny_train_config
 
+pytestmark = pytest.mark.integration
+
 NUM_STEPS = 4  # tiny_train_config.py's train.num_steps
 
 
