@@ -12,7 +12,7 @@ Trains 6000 steps of 40 images (one image and up to 30 masks per device, human-l
 unlabelled images 1:1), AdamW at 1e-5 with layer decay 0.8, 7 interactive rounds, the
 uncertainty-aware losses (theta 0.6) and sampling, the task prompt in round 1. Writes
 checkpoints, logs, TensorBoard files and the final model to the workdir
-(sum_jax/trainer.py lists them). Run the same command again to resume.
+(sum_jax/train/loop.py lists them). Run the same command again to resume.
 """
 
 from configs import base

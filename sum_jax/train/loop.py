@@ -2,7 +2,7 @@
 
 `train_and_evaluate(config, workdir)` loads the SAM named in `config.model.checkpoint`, lays
 the training state out on a `('data', 'fsdp')` mesh, streams the mixed human / pseudo-label
-Grain pipeline into the jitted interactive step (`sum_jax.train_step`), and writes to
+Grain pipeline into the jitted interactive step (`sum_jax.train.step`), and writes to
 `workdir`:
 
     config.json              the resolved config of the run

