@@ -22,7 +22,7 @@ DATA is `ft_small`, `ft_medium` (default: the paper runs its ablations on FT-Med
   (the lightweight HQ-SAM-style scheme).
 - `full`: full fine-tuning, every parameter trains (the default of `sum`, named for tables).
 
-Each writes what the FT configs write (sum_jax/trainer.py).
+Each writes what the FT configs write (sum_jax/train/loop.py).
 """
 
 from configs import base, ft_large, ft_medium, ft_small

@@ -2,8 +2,8 @@
 
 Every training config (FT-Small, FT-Medium, FT-Large, the mask-refinement module, ablations)
 starts from `get_config()` here and overrides a few fields. This file alone is not an
-experiment: it fixes the schema that `sum_jax.losses`, `sum_jax.prompts`,
-`sum_jax.interactive`, `sum_jax.optim`, `sum_jax.sharding` and `sum_jax.train_step` read.
+experiment: it fixes the schema that `sum_jax.train.losses`, `sum_jax.train.prompts`,
+`sum_jax.train.rounds`, `sum_jax.train.optim`, `sum_jax.train.sharding` and `sum_jax.train.step` read.
 Check it with:
 
     python -c "from configs import base; print(base.get_config())"

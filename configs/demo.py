@@ -38,7 +38,9 @@ def get_config():
     config.train.checkpoint_every = 20
 
     config.eval.eval_sets = "demo_photos:validation"
-    config.eval.protocols = "point"  # box-first and boundary: --config.eval.protocols=point,box,boundary
+    config.eval.protocols = (
+        "point"  # box-first and boundary: --config.eval.protocols=point,box,boundary
+    )
     config.eval.noc_max_clicks = 0
     config.eval.bucket_sizes = (512, 1024)
 

@@ -33,6 +33,10 @@ Fields:
 - `masks_per_batch`: GT masks decoded together (x2 modes); `bucket_sizes`: padded GT frame
   sizes (one compilation per bucket pair).
 - `num_examples`: images with example PNGs; `max_images`: per run, -1 for all.
+
+Sized for: one accelerator per process. Run time: dominated by the click rounds (20 for
+NoC) per object; docs/evaluation.md gives measured throughput. The paper's numbers for SAM
+and SUM on these sets are in its Tables 14-18 (experiments/ prints them beside ours).
 """
 
 import ml_collections

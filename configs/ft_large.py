@@ -13,6 +13,10 @@ state sharded 8 ways over `fsdp`, 8-way data parallel); launch on every host at 
 
 On other hardware set `--config.train.batch_size` to a multiple of the device count and
 `--config.sharding.mesh_shape` to fit it. docs/training.md has the multi-GPU command.
+
+Run time: not measured here. What the paper reports (Table 14, one point, round 1, with
+its internal human-labelled set): mIoU 75.1 vs SAM's 69.0, mBIoU 68.2 vs 61.6; parts 60.5
+vs 52.2 mIoU.
 """
 
 from configs import ft_small

@@ -6,6 +6,11 @@
 
 Writes one pseudo-label file per SA-1B image (32x32 grid, 3 masks per point, predicted IoU >
 0.88, stability >= 0.95, area < 95% of the image, box NMS 0.7) and a summary per process.
+
+Sized for: one GPU per process (`--shard=INDEX/COUNT` splits one machine's images). Run
+time: on this project's 2-core CPU a random tiny SAM takes seconds per image and vit_b about
+two minutes per image (benchmarks/pseudo_label_speed.py); ViT-H on a GPU is not measured yet.
+The paper keeps ~30 masks per SA-1B image after these filters.
 """
 
 import dataclasses

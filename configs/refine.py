@@ -30,6 +30,10 @@ Fields:
   (the refiner never gets a task prompt); prompt encoder and mask decoder train.
 - `loss.*`: `configs/base.py`'s (20 focal + 1 Dice + 1 IoU MSE); no uncertainty weighting.
 - `output`: model directory to write (default `<workdir>/refiner`).
+
+Sized for: one accelerator (only the prompt encoder and mask decoder train, on cached
+embeddings; the paper trains it on 8 A100s in about 4 hours, App. D). Run time: the embedding
+cache costs one encoder pass per image; the training steps are decoder-only.
 """
 
 import ml_collections

@@ -8,6 +8,10 @@ Adds `u = |sigmoid(sam) - sigmoid(refined)|` (uint8, 256 x 256 per mask) to ever
 With `--config.refined_labels_dir=DIR` it also writes the refinement module's masks as
 pseudo-label files in DIR (the "refinement outputs as labels" baseline,
 `configs/ablations.py:refined_labels`).
+
+Sized for: one GPU per process (`--shard=INDEX/COUNT`); the encoder runs once per image and
+all of an image's masks are refined in one padded batch. Run time: a few seconds per image
+for the tiny model on a 2-core CPU (the demo); ViT-H on a GPU is not measured yet.
 """
 
 import ml_collections

@@ -141,3 +141,65 @@ def load_model(spec: str, *, field: str = "config.checkpoint", **config_override
 
         return build_sam(spec.split(":", 1)[1], rngs=nnx.Rngs(0), **config_overrides)
     return load_sam(spec, **config_overrides)
+
+
+class TrainingCheckpoints:
+    """Orbax checkpoints of one training run: a state pytree and, optionally, the Grain data
+    iterator, saved together under `directory/<step>/`, the last `keep` kept.
+
+    A checkpoint becomes visible only once complete (Orbax writes to a temporary directory
+    and renames it), so a run killed mid-save resumes from the previous one. Used by the SUM
+    trainer and the refinement module's trainer alike.
+    """
+
+    def __init__(self, directory: str | os.PathLike, keep: int, *, asynchronous: bool = True):
+        options = ocp.CheckpointManagerOptions(
+            max_to_keep=int(keep), create=True, enable_async_checkpointing=asynchronous
+        )
+        self.directory = Path(directory)
+        self._manager = ocp.CheckpointManager(self.directory, options=options)
+
+    def latest_step(self) -> int | None:
+        return self._manager.latest_step()
+
+    def save(self, step: int, state: Any, iterator: Any = None) -> None:
+        items = {"state": ocp.args.StandardSave(state)}
+        if iterator is not None:
+            import grain
+
+            items["data"] = grain.checkpoint.CheckpointSave(iterator)
+        self._manager.save(step, args=ocp.args.Composite(**items), force=True)
+
+    def restore(self, abstract_state: Any, iterator: Any = None, step: int | None = None):
+        """`(state, step)` of checkpoint `step` (default: the latest), restored into the
+        shapes, dtypes and shardings of `abstract_state`; `iterator` is restored in place."""
+        step = self.latest_step() if step is None else step
+        items = {"state": ocp.args.StandardRestore(abstract_state)}
+        if iterator is not None:
+            import grain
+
+            items["data"] = grain.checkpoint.CheckpointRestore(iterator)
+        try:
+            restored = self._manager.restore(step, args=ocp.args.Composite(**items))
+        except (ValueError, KeyError, OSError) as e:
+            folder = self.directory / str(step)
+            raise ValueError(
+                f"{folder}: the checkpoint to resume from does not restore ({type(e).__name__}: "
+                f"{str(e)[:300]}). A damaged copy, or a config whose model or optimizer differs "
+                f"from the run that wrote it: move {folder} away to resume from the previous "
+                "checkpoint, or use a new --workdir"
+            ) from e
+        return restored["state"], int(step)
+
+    def wait(self) -> None:
+        """Blocks until an asynchronous save has been written."""
+        self._manager.wait_until_finished()
+
+    def close(self) -> None:
+        self._manager.close()
+
+    def __enter__(self) -> TrainingCheckpoints:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

@@ -75,11 +75,14 @@ def _save_image(path: Path, image: np.ndarray, **kwargs: Any) -> None:
 def _crops(image: np.ndarray, masks: np.ndarray):
     """Four overlapping corner crops (70% of each side) and their mirror images."""
     h, w = image.shape[:2]
-    ch, cw = int(0.7 * h), int(0.7 * w)
-    for name, (y, x) in {"tl": (0, 0), "tr": (0, w - cw), "bl": (h - ch, 0), "br": (h - ch, w - cw)}.items():  # fmt: skip
-        img, m = image[y : y + ch, x : x + cw], masks[:, y : y + ch, x : x + cw]
-        yield name, img, m
-        yield name + "_flip", img[:, ::-1], m[:, :, ::-1]
+    crop_h, crop_w = int(0.7 * h), int(0.7 * w)
+    corners = {"tl": (0, 0), "tr": (0, w - crop_w), "bl": (h - crop_h, 0),
+               "br": (h - crop_h, w - crop_w)}  # fmt: skip
+    for name, (y, x) in corners.items():
+        crop = image[y : y + crop_h, x : x + crop_w]
+        crop_masks = masks[:, y : y + crop_h, x : x + crop_w]
+        yield name, crop, crop_masks
+        yield name + "_flip", crop[:, ::-1], crop_masks[:, :, ::-1]
 
 
 def write_sources(root: Path) -> dict[str, int]:
@@ -97,25 +100,29 @@ def write_sources(root: Path) -> dict[str, int]:
         image = np.asarray(data["rgb"], np.uint8)
         masks = np.asarray(data["masks"]) > 0
         items = [("validation", name, image, masks)]
-        items += [("train", f"{name}_{c}", img, m) for c, img, m in _crops(image, masks)]
-        for split, image_id, img, m in items:
-            keep = m.reshape(len(m), -1).sum(axis=1) >= MIN_MASK_AREA
+        items += [
+            ("train", f"{name}_{corner}", crop, crop_masks)
+            for corner, crop, crop_masks in _crops(image, masks)
+        ]
+        for split, image_id, item_image, item_masks in items:
+            keep = item_masks.reshape(len(item_masks), -1).sum(axis=1) >= MIN_MASK_AREA
             base = root / "labelled" / split
-            for k, mask in enumerate(m[keep]):
-                _save_image(base / "masks" / image_id / f"{k:02d}.png", mask.astype(np.uint8) * 255)
-            _save_image(base / "images" / f"{image_id}.png", np.ascontiguousarray(img))
+            for index, mask in enumerate(item_masks[keep]):
+                png = mask.astype(np.uint8) * 255
+                _save_image(base / "masks" / image_id / f"{index:02d}.png", png)
+            _save_image(base / "images" / f"{image_id}.png", np.ascontiguousarray(item_image))
             counts[split] += 1
-    for n, name in enumerate(UNLABELLED_PHOTOS, start=1):
+    for number, name in enumerate(UNLABELLED_PHOTOS, start=1):
         photo = np.asarray(getattr(skimage.data, name)())
         if photo.ndim == 2:
             photo = np.repeat(photo[..., None], 3, axis=-1)
         photo = np.ascontiguousarray(photo[..., :3]).astype(np.uint8)
-        _save_image(root / "unlabelled" / f"sa_{n}.jpg", photo, quality=95)
-        info = {"image_id": n, "height": photo.shape[0], "width": photo.shape[1],
-                "file_name": f"sa_{n}.jpg", "source": f"skimage.data.{name}"}  # fmt: skip
-        ann = root / "unlabelled" / f"sa_{n}.json"
-        if not ann.exists():
-            atomic_write(ann, json.dumps({"image": info, "annotations": []}))
+        _save_image(root / "unlabelled" / f"sa_{number}.jpg", photo, quality=95)
+        info = {"image_id": number, "height": photo.shape[0], "width": photo.shape[1],
+                "file_name": f"sa_{number}.jpg", "source": f"skimage.data.{name}"}  # fmt: skip
+        annotation = root / "unlabelled" / f"sa_{number}.json"
+        if not annotation.exists():
+            atomic_write(annotation, json.dumps({"image": info, "annotations": []}))
         counts["unlabelled"] += 1
     return counts
 
@@ -165,55 +172,55 @@ def run_demo(config: ml_collections.ConfigDict, workdir: str | Path) -> dict[str
     from sum_jax.train_refiner.training import train_refiner
     from sum_jax.uncertainty.maps import compute_uncertainty
 
-    w = Path(workdir).absolute()
-    w.mkdir(parents=True, exist_ok=True)
+    workdir = Path(workdir).absolute()
+    workdir.mkdir(parents=True, exist_ok=True)
     handler = logging.StreamHandler()
     handler.setFormatter(logging.Formatter("%(message)s"))
     log.addHandler(handler)
     log.setLevel(logging.INFO)
     log.propagate = False
     log.info("%s", BANNER)
-    d = config.demo
-    data_dir, pl_dir = w / "prepared", w / "pseudo_labels"
+    demo_config = config.demo
+    data_dir, pl_dir = workdir / "prepared", workdir / "pseudo_labels"
     timings: dict[str, float] = {}
     try:
         with _stage("data", timings):
-            counts = write_sources(w / "sources")
-            prepare_sources(w / "sources", data_dir)
-            log.info("labelled: %d train crops, %d validation photos; unlabelled: %d photos",
+            counts = write_sources(workdir / "sources")
+            prepare_sources(workdir / "sources", data_dir)
+            log.info("labelled: %demo_config train crops, %demo_config validation photos; unlabelled: %demo_config photos",
                      counts["train"], counts["validation"], counts["unlabelled"])  # fmt: skip
 
         with _stage("pseudo_labels", timings):
-            pl = ml_collections.ConfigDict(d.pseudo_labels.to_dict())
-            pl.checkpoint, pl.data_dir = config.model.checkpoint, str(data_dir)
-            pl.dataset, pl.output_dir = f"{UNLABELLED}:train", str(pl_dir)
-            pl_summary = generate_pseudo_labels(pl, progress=False)
+            pl_config = ml_collections.ConfigDict(demo_config.pseudo_labels.to_dict())
+            pl_config.checkpoint, pl_config.data_dir = config.model.checkpoint, str(data_dir)
+            pl_config.dataset, pl_config.output_dir = f"{UNLABELLED}:train", str(pl_dir)
+            pl_summary = generate_pseudo_labels(pl_config, progress=False)
 
         with _stage("refiner", timings):
-            rc = ml_collections.ConfigDict(d.refiner.to_dict())
-            rc.checkpoint, rc.data_dir = config.model.checkpoint, str(data_dir)
-            rc.dataset = f"{LABELLED}:train"
-            refiner_report = train_refiner(rc, w / "refiner", progress=False)
-            refiner_dir = Path(refiner_report.get("output") or w / "refiner" / "refiner")
+            refiner_config = ml_collections.ConfigDict(demo_config.refiner.to_dict())
+            refiner_config.checkpoint, refiner_config.data_dir = config.model.checkpoint, str(data_dir)
+            refiner_config.dataset = f"{LABELLED}:train"
+            refiner_report = train_refiner(refiner_config, workdir / "refiner", progress=False)
+            refiner_dir = Path(refiner_report.get("output") or workdir / "refiner" / "refiner")
 
         with _stage("uncertainty", timings):
-            uc = ml_collections.ConfigDict(d.uncertainty.to_dict())
-            uc.refiner, uc.data_dir = str(refiner_dir), str(data_dir)
-            uc.dataset, uc.pseudo_labels = f"{UNLABELLED}:train", str(pl_dir)
-            u_summary = compute_uncertainty(uc, progress=False)
+            uncertainty_config = ml_collections.ConfigDict(demo_config.uncertainty.to_dict())
+            uncertainty_config.refiner, uncertainty_config.data_dir = str(refiner_dir), str(data_dir)
+            uncertainty_config.dataset, uncertainty_config.pseudo_labels = f"{UNLABELLED}:train", str(pl_dir)
+            u_summary = compute_uncertainty(uncertainty_config, progress=False)
 
         with _stage("train", timings):
-            tc = ml_collections.ConfigDict(config.to_dict())
-            del tc["demo"]
-            tc.data.data_dir, tc.data.pseudo_label_dir = str(data_dir), str(pl_dir)
-            tc.eval.eval_sets = ""
-            train_summary = loop.train_and_evaluate(tc, w / "sum")
+            train_config = ml_collections.ConfigDict(config.to_dict())
+            del train_config["demo"]
+            train_config.data.data_dir, train_config.data.pseudo_label_dir = str(data_dir), str(pl_dir)
+            train_config.eval.eval_sets = ""
+            train_summary = loop.train_and_evaluate(train_config, workdir / "sum")
 
         with _stage("evaluate", timings):
-            ec = ml_collections.ConfigDict(config.eval.to_dict())
-            ec.data_dir = str(data_dir)
+            eval_config = ml_collections.ConfigDict(config.eval.to_dict())
+            eval_config.data_dir = str(data_dir)
             summaries = runner.evaluate_checkpoints(
-                ec, [f"SAM={config.model.checkpoint}", f"SUM={train_summary['model']}"], w / "eval"
+                eval_config, [f"SAM={config.model.checkpoint}", f"SUM={train_summary['model']}"], workdir / "eval"
             )
     finally:
         log.removeHandler(handler)
@@ -232,9 +239,9 @@ def run_demo(config: ml_collections.ConfigDict, workdir: str | Path) -> dict[str
         "train": {"steps": train_summary["step"], "last": train_summary["metrics"]},
         "eval": {name: reports.overall_numbers(s) for name, s in summaries.items()},
     }
-    atomic_write(w / "summary.json", json.dumps(summary, indent=2) + "\n")
-    atomic_write(w / "REPORT.md", render_report(summary, w))
-    print(f"\n{BANNER}\nreport: {w / 'REPORT.md'} (total {summary['seconds_total']} s)")
+    atomic_write(workdir / "summary.json", json.dumps(summary, indent=2) + "\n")
+    atomic_write(workdir / "REPORT.md", render_report(summary, workdir))
+    print(f"\n{BANNER}\nreport: {workdir / 'REPORT.md'} (total {summary['seconds_total']} s)")
     return summary
 
 

@@ -82,3 +82,40 @@ def side_by_side(panels: Sequence[Image.Image | np.ndarray], gap: int = 4) -> np
     for i, a in enumerate(arrays):
         row += [a] if i == 0 else [white, a]
     return np.concatenate(row, axis=1)
+
+
+def plot_curves(
+    path: str | os.PathLike,
+    curves: dict[str, tuple[Sequence[float], Sequence[float]]],
+    *,
+    ylabel: str,
+    title: str,
+    xlabel: str = "step",
+    smooth: bool = False,
+) -> None:
+    """A PNG of training curves `{label: (steps, values)}`, written atomically. With
+    `smooth`, each curve also gets its running mean over a twentieth of its length."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
+    for label, (steps, values) in curves.items():
+        steps, values = np.asarray(steps), np.asarray(values, np.float64)
+        few = len(values) < 30
+        ax.plot(steps, values, lw=0.8, alpha=0.5 if smooth else 1.0, label=label,
+                marker="." if few else None)  # fmt: skip
+        window = max(1, len(values) // 20)
+        if smooth and window > 1:
+            mean = np.convolve(values, np.ones(window) / window, mode="valid")
+            ax.plot(steps[window - 1 :], mean, lw=1.5, label=f"{label}, mean of {window}")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png")
+    plt.close(fig)

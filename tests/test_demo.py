@@ -4,6 +4,7 @@ writes its report, pictures and the outputs of every stage."""
 
 from __future__ import annotations
 
+import pytest
 import json
 import os
 import subprocess
@@ -14,6 +15,8 @@ from PIL import Image
 
 from sum_jax.checkpointing import load_model
 from sum_jax.data import pseudo_label_format as plf
+
+pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[1]
 

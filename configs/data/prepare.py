@@ -15,6 +15,9 @@ sum_jax/data/registry.py; anything can be overridden, e.g. for a custom folder d
     --config.options.mask_globs="{stem}.png,{stem}/*.png"
 
 Add --config.dry_run to list what would be prepared and check the first few images.
+
+Sized for: one CPU machine (decoding and RLE encoding; no accelerator). Run time: about
+the time to read and decode every image once.
 """
 
 import ml_collections

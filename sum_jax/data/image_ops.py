@@ -3,7 +3,7 @@
 The image path reproduces the official SAM preprocessing on the host: `ResizeLongestSide`
 resizes a PIL image with bilinear filtering (antialiased) so the longest side is `S`, the short
 side being `int(side * S / max(H, W) + 0.5)`; `Sam.preprocess` then zero-pads bottom/right to
-`S x S`. Normalisation happens on device (`sum_jax.transforms.normalize_and_pad`), so batches
+`S x S`. Normalisation happens on device (`sum_jax.ops.transforms.normalize_and_pad`), so batches
 carry uint8 pixels and 4x less host-to-device traffic.
 
 Masks are brought into the same padded frame at any resolution `R` (the loss resolution

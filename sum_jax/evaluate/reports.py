@@ -7,7 +7,7 @@ NoC@t is averaged the same way; NoF@t (failures) is summed.
 
 Files written by `write_reports(records, summary, workdir)` (all atomically):
 - `records.jsonl`: one JSON object per (protocol, mode, object), see
-  `sum_jax.evaluation.evaluate_examples`;
+  `sum_jax.evaluate.runner.evaluate_examples`;
 - `records.csv`: the same, one row each, with `iou_1..iou_R`, `biou_1..biou_R`, `noc_85`, ...;
 - `summary.json`: `{"name", "num_images", "num_objects", "settings", "protocols": {protocol:
   {mode: {"datasets": {...}, "tasks": {...}, "overall": {...}}}}}`;

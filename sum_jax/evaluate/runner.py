@@ -270,7 +270,7 @@ def evaluate(
       config: the evaluation config (`configs/eval.py`), or a plain mapping of its fields.
       model_or_checkpoint: an NNX `Sam` or a model directory (`sum_jax.checkpointing`).
       examples: dicts as yielded by `sum_jax.data.eval_sets.read_eval_set`.
-      workdir: output directory (created); see `sum_jax.reports.write_reports`.
+      workdir: output directory (created); see `sum_jax.evaluate.reports.write_reports`.
       name: the model's name in reports and plots (default: the checkpoint's basename).
       runner: overrides the model (tests pass a stand-in predictor here).
     """

@@ -22,6 +22,7 @@ import numpy as np
 from flax import nnx
 
 from sum_jax.checkpointing import load_sam
+from sum_jax.inference.decoding import Prompts, decode
 from sum_jax.models.prompt_encoder import LABEL_ABSENT
 from sum_jax.models.sam import Sam
 from sum_jax.ops import transforms
@@ -71,6 +72,7 @@ def encode_images(graphdef, state, image_u8, image_size):
         "input_size",
         "original_size",
         "return_logits",
+        "img_size",
     ),
 )
 def _decode(
@@ -89,21 +91,20 @@ def _decode(
     input_size,
     original_size,
     return_logits,
+    img_size,
 ):
-    model = nnx.merge(graphdef, state)
-    low_res, iou = model.decode(
-        embeddings,
+    prompts = Prompts(
         points[None],
         labels[None],
         boxes[None],
         box_valid[None],
         mask_inputs[None],
         mask_valid[None],
-        multimask_output=multimask_output,
-        task_ids=task_ids[None],
+        task_ids[None],
     )
+    low_res, iou = decode(graphdef, state, embeddings, prompts, multimask_output=multimask_output)
     low_res, iou = low_res[0], iou[0]
-    masks = transforms.postprocess_masks(low_res, input_size, original_size, model.config.img_size)
+    masks = transforms.postprocess_masks(low_res, input_size, original_size, img_size)
     if not return_logits:
         masks = masks > transforms.MASK_THRESHOLD
     return masks, iou, low_res
@@ -248,6 +249,7 @@ class SamPredictor:
             input_size=tuple(self.input_size),
             original_size=tuple(self.original_size),
             return_logits=return_logits,
+            img_size=s,
         )
         return np.asarray(masks[:q]), np.asarray(iou[:q]), np.asarray(low_res[:q])
 

@@ -17,6 +17,7 @@ import numpy as np
 from flax import nnx
 
 from sum_jax.data import pseudo_label_format as plf
+from sum_jax.inference.decoding import Prompts, decode
 from sum_jax.inference.predictor import bucket_size, encode_images
 from sum_jax.models.prompt_encoder import LABEL_ABSENT, LABEL_POSITIVE
 from sum_jax.models.sam import Sam
@@ -31,48 +32,32 @@ def uncertainty(sam_logits: jax.Array, refined_logits: jax.Array) -> jax.Array:
     return jnp.abs(jax.nn.sigmoid(sam_logits) - jax.nn.sigmoid(refined_logits))
 
 
+def refiner_prompts(points: Array, boxes: Array, sam_logits: Array, valid: Array) -> Prompts:
+    """The refinement module's prompts for `Q` pseudo-labels per image (App. D): the point
+    that generated each (`[B, Q, 2]`, input frame), the box around it (`[B, Q, 4]`, input
+    frame, inclusive) and SAM's low-res logits as the mask prompt (`[B, Q, L, L]`); padding
+    slots (`valid [B, Q]` False) get no prompt at all."""
+    labels = jnp.where(valid, LABEL_POSITIVE, LABEL_ABSENT)[..., None]
+    return Prompts(points[..., None, :], labels, boxes, valid, sam_logits, valid)
+
+
 def refine(
     model: Sam, embeddings: Array, points: Array, boxes: Array, sam_logits: Array, valid: Array
 ) -> tuple[Array, Array]:
-    """The refinement module's single-mask answer for `Q` pseudo-labels per image (App. D).
-
-    Args:
-      model: the refinement module (a SAM whose prompt encoder and decoder were fine-tuned).
-      embeddings: `[B, h, w, C]` image embeddings.
-      points: `[B, Q, 2]` the point that generated each pseudo-label (input frame).
-      boxes: `[B, Q, 4]` the box around each pseudo-label (input frame, inclusive).
-      sam_logits: `[B, Q, L, L]` SAM's low-res logits, given as the mask prompt.
-      valid: bool `[B, Q]`: padding slots get no prompt at all.
-
-    Returns:
-      `(logits [B, Q, L, L], iou_predictions [B, Q])`.
-    """
-    labels = jnp.where(valid, LABEL_POSITIVE, LABEL_ABSENT)[..., None]
-    logits, iou = model.decode(
-        embeddings,
-        points[..., None, :],
-        labels,
-        boxes,
-        valid,
-        sam_logits,
-        valid,
-        multimask_output=False,
-    )
+    """The refinement module's single-mask answer -> `(logits [B, Q, L, L], iou [B, Q])`,
+    for a merged model (the refiner's training step differentiates through it); shapes as
+    `refiner_prompts`, `embeddings [B, h, w, C]`."""
+    prompts = refiner_prompts(points, boxes, sam_logits, valid)
+    logits, iou = model.decode(embeddings, *prompts[:6], multimask_output=False)
     return logits[:, :, 0], iou[:, :, 0]
 
 
 @functools.partial(jax.jit, static_argnames=("graphdef",))
 def _refine_image(graphdef, state, embedding, points, boxes, sam_logits, valid):
     """`[K]` masks of one image -> (refined logits, u), both `[K, L, L]`."""
-    refined, _ = refine(
-        nnx.merge(graphdef, state),
-        embedding,
-        points[None],
-        boxes[None],
-        sam_logits[None],
-        valid[None],
-    )
-    return refined[0], uncertainty(sam_logits, refined[0])
+    prompts = refiner_prompts(points[None], boxes[None], sam_logits[None], valid[None])
+    refined = decode(graphdef, state, embedding, prompts, multimask_output=False)[0][0, :, 0]
+    return refined, uncertainty(sam_logits, refined)
 
 
 def mask_boxes(masks: np.ndarray) -> np.ndarray:

@@ -1,7 +1,7 @@
 """Segmentation metrics for interactive evaluation (§4.1, App. B.3): IoU, boundary IoU, NoC.
 
 Everything here is NumPy/SciPy on host arrays at the ground truth's original resolution; it is
-the reference that the on-device versions in `sum_jax.clicker_jax` are tested against.
+the reference that the on-device versions in `sum_jax.ops.clicks` are tested against.
 
 Conventions:
 - Masks are boolean `[H, W]` arrays (anything else is compared with `!= 0`).

@@ -1,7 +1,7 @@
 """Pseudo-labels for the unlabelled set (SUM §3.2, App. B.1): SAM's automatic masks per image.
 
 Reads a prepared unlabelled split (e.g. SA-1B prepared with `python -m sum_jax.prepare_data`),
-runs `sum_jax.mask_generator.MaskGenerator` on each image of this process's shard and writes
+runs `sum_jax.inference.mask_generator.MaskGenerator` on each image of this process's shard and writes
 one `sum_jax.data.pseudo_label_format` file per image: the kept masks (RLE, original size),
 their low-res SAM logits (quantised), generating points, predicted IoUs and stability scores.
 

@@ -2,7 +2,7 @@
 
 `train_and_evaluate(config, workdir)` loads the SAM named in `config.model.checkpoint`, lays
 the training state out on a `('data', 'fsdp')` mesh, streams the mixed human / pseudo-label
-Grain pipeline into the jitted interactive step (`sum_jax.train_step`), and writes to
+Grain pipeline into the jitted interactive step (`sum_jax.train.step`), and writes to
 `workdir`:
 
     config.json              the resolved config of the run
@@ -38,16 +38,14 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-import grain
 import jax
 import ml_collections
 import numpy as np
-import orbax.checkpoint as ocp
 
-from sum_jax.checkpointing import load_model, save_sam
+from sum_jax.checkpointing import TrainingCheckpoints, load_model, save_sam
 from sum_jax.data import pipeline
 from sum_jax.data import pseudo_label_format as plf
-from sum_jax.fileio import atomic_path, atomic_write
+from sum_jax.fileio import atomic_write
 from sum_jax.train import sharding
 from sum_jax.train.step import (
     TrainSetup,
@@ -57,6 +55,7 @@ from sum_jax.train.step import (
     jit_train_step,
     train_setup,
 )
+from sum_jax.visualize import plot_curves
 
 log = logging.getLogger("sum_jax.train")
 
@@ -217,31 +216,20 @@ class MetricsLog:
     def plot(self) -> None:
         """`loss.png` from `metrics.jsonl` (the last record of each step wins: a resumed
         run logs the steps after its checkpoint again)."""
-        if not self.enabled or not (self.workdir / "metrics.jsonl").exists():
+        if not self.enabled:
             return
         records = read_metrics(self.workdir)
-        if not records:
-            return
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
         steps = sorted(records)
-        fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
+        curves = {}
         for key, label in (("loss", "all"), ("loss_human", "human"), ("loss_pseudo", "pseudo")):
-            pts = [(s, records[s][key]) for s in steps if key in records[s]]
-            if pts:
-                ax.plot(*zip(*pts), label=label, marker="." if len(pts) < 30 else None)
-        ax.set_xlabel("step")
-        ax.set_ylabel("loss (mean of rounds)")
-        ax.set_title("SUM fine-tuning")
-        ax.grid(alpha=0.3)
-        ax.legend()
-        fig.tight_layout()
-        with atomic_path(self.workdir / "loss.png") as tmp:
-            fig.savefig(tmp, format="png")
-        plt.close(fig)
+            points = [(step, records[step][key]) for step in steps if key in records[step]]
+            if points:
+                curves[label] = tuple(zip(*points))
+        if curves:
+            plot_curves(
+                self.workdir / "loss.png", curves, ylabel="loss (mean of rounds)",
+                title="SUM fine-tuning",
+            )  # fmt: skip
 
     def close(self) -> None:
         if self.writer is not None:
@@ -260,42 +248,6 @@ def read_metrics(workdir: str | os.PathLike) -> dict[int, dict[str, float]]:
     return records
 
 
-def checkpoint_manager(workdir: Path, config) -> ocp.CheckpointManager:
-    options = ocp.CheckpointManagerOptions(
-        max_to_keep=int(config.train.keep_checkpoints),
-        create=True,
-        # A checkpoint becomes visible only once complete (Orbax's temporary-directory
-        # rename), so a run killed mid-save resumes from the previous one.
-        enable_async_checkpointing=True,
-    )
-    return ocp.CheckpointManager(workdir / "checkpoints", options=options)
-
-
-def restore_checkpoint(
-    manager: ocp.CheckpointManager, abstract_state: TrainState, iterator: Any
-) -> tuple[TrainState, int]:
-    """The latest checkpoint's state (into `abstract_state`'s shardings) and step, with the
-    iterator restored in place."""
-    step = manager.latest_step()
-    try:
-        restored = manager.restore(
-            step,
-            args=ocp.args.Composite(
-                state=ocp.args.StandardRestore(abstract_state),
-                data=grain.checkpoint.CheckpointRestore(iterator),
-            ),
-        )
-    except (ValueError, KeyError, OSError) as e:
-        folder = Path(manager.directory) / str(step)
-        raise ValueError(
-            f"{folder}: the checkpoint to resume from does not restore ({type(e).__name__}: "
-            f"{str(e)[:300]}). A damaged copy, or a config whose model or optimizer differs from "
-            f"the run that wrote it: move {folder} away to resume from the previous "
-            "checkpoint, or use a new --workdir"
-        ) from e
-    return restored["state"], int(step)
-
-
 def _latest_step(workdir: Path) -> int:
     steps = [int(p.name) for p in (workdir / "checkpoints").iterdir() if p.name.isdigit()]
     return max(steps, default=0)
@@ -311,17 +263,6 @@ def _config_changes(old: dict, new: dict, prefix: str = "") -> list[str]:
         elif a != b:
             out.append(f"{prefix}{key}: {a!r} -> {b!r}")
     return out
-
-
-def _save_checkpoint(manager, step: int, state: TrainState, iterator: Any) -> None:
-    manager.save(
-        step,
-        args=ocp.args.Composite(
-            state=ocp.args.StandardSave(state),
-            data=grain.checkpoint.CheckpointSave(iterator),
-        ),
-        force=True,
-    )
 
 
 def export_model(state: TrainState, setup: TrainSetup, directory: Path) -> None:
@@ -390,12 +331,12 @@ def _train(config, workdir: Path, is_main: bool, on_step) -> dict[str, Any]:
     dataset = pipeline.make_train_dataset(data_cfg)
 
     setup, abstract = train_setup(model, config, mesh)
-    manager = checkpoint_manager(workdir, config)
+    checkpoints = TrainingCheckpoints(workdir / "checkpoints", config.train.keep_checkpoints)
     iterator = iter(dataset)
-    if manager.latest_step() is None:
+    if checkpoints.latest_step() is None:
         state, start = initial_state(model, setup, config.seed), 0
     else:  # restored straight into its shardings: no second copy of the state
-        state, start = restore_checkpoint(manager, abstract, iterator)
+        state, start = checkpoints.restore(abstract, iterator)
         log.info("resumed from %s at step %d", workdir / "checkpoints", start)
     del model
     log.info(
@@ -439,14 +380,14 @@ def _train(config, workdir: Path, is_main: bool, on_step) -> dict[str, Any]:
                 metrics_log.write(done, last_values, rate)
                 pending, t_last, steps_since = [], now, 0
             if is_ckpt:
-                _save_checkpoint(manager, done, state, iterator)
+                checkpoints.save(done, state, iterator)
                 last_good = done
                 metrics_log.plot()
             if on_step is not None:
                 on_step(done)
     finally:
-        manager.wait_until_finished()
-        manager.close()
+        checkpoints.wait()
+        checkpoints.close()
         metrics_log.close()
 
     summary: dict[str, Any] = {"step": num_steps, "workdir": str(workdir), "metrics": last_values}

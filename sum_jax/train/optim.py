@@ -87,31 +87,31 @@ def parse_groups(param_groups: Sequence[tuple[str, Any]]) -> list[tuple[re.Patte
 
 def group_index(path: str, groups: Sequence[tuple[re.Pattern, GroupSettings]]) -> int:
     """Index of the first group whose regex fully matches `path`; ValueError if none does."""
-    for i, (pattern, _) in enumerate(groups):
+    for index, (pattern, _) in enumerate(groups):
         if pattern.fullmatch(path):
-            return i
+            return index
     raise ValueError(
         f"parameter {path!r} matches no parameter group; add a catch-all ('.*', {{}}) entry "
-        f"to config.optimizer.param_groups ({[p.pattern for p, _ in groups]})"
+        f"to config.optimizer.param_groups ({[regex.pattern for regex, _ in groups]})"
     )
 
 
 def assign_groups(params: PyTree, param_groups: Sequence[tuple[str, Any]]) -> PyTree:
     """A tree like `params` holding each parameter's group index (int)."""
     groups = parse_groups(param_groups)
-    return map_with_paths(lambda p, _: group_index(p, groups), params)
+    return map_with_paths(lambda path, _: group_index(path, groups), params)
 
 
 def encoder_depth(paths: Sequence[str]) -> int:
     """Number of image-encoder blocks, from the `image_encoder.blocks.{i}` paths (0 if none)."""
-    idx = [int(m.group(1)) for p in paths if (m := _BLOCK.fullmatch(p))]
+    idx = [int(match.group(1)) for path in paths if (match := _BLOCK.fullmatch(path))]
     return max(idx) + 1 if idx else 0
 
 
 def layer_decay_multiplier(path: str, depth: int, decay: float) -> float:
     """SAM's layer-wise lr multiplier of the parameter at `path` (see the module docstring)."""
-    if m := _BLOCK.fullmatch(path):
-        return decay ** (depth - int(m.group(1)))
+    if match := _BLOCK.fullmatch(path):
+        return decay ** (depth - int(match.group(1)))
     if _EMBED.fullmatch(path):
         return decay ** (depth + 1)
     return 1.0
@@ -128,15 +128,15 @@ class ParamPlan:
 
     def trainable_mask(self, params: PyTree) -> PyTree:
         """A bool tree like `params`: True for parameters that train."""
-        return map_with_paths(lambda p, _: not self.frozen[p], params)
+        return map_with_paths(lambda path, _: not self.frozen[path], params)
 
     def describe(self) -> str:
         """One line per parameter: group, frozen, lr multiplier, weight decay."""
         lines = [f"{'parameter':64s} group frozen  lr_mult  wd"]
-        for p in sorted(self.group):
+        for path in sorted(self.group):
             lines.append(
-                f"{p:64s} {self.group[p]:5d} {self.frozen[p]!s:6s} {self.lr_mult[p]:8.4g}"
-                f"  {self.weight_decay[p]}"
+                f"{path:64s} {self.group[path]:5d} {self.frozen[path]!s:6s} "
+                f"{self.lr_mult[path]:8.4g}  {self.weight_decay[path]}"
             )
         return "\n".join(lines)
 
@@ -148,13 +148,13 @@ def make_plan(params: PyTree, opt_config) -> ParamPlan:
     depth = encoder_depth(paths)
     decay = float(opt_config.layer_decay)
     plan = ParamPlan({}, {}, {}, {})
-    for p in paths:
-        i = group_index(p, groups)
-        settings = groups[i][1]
-        plan.group[p] = i
-        plan.frozen[p] = settings.frozen
-        plan.lr_mult[p] = settings.lr_mult * layer_decay_multiplier(p, depth, decay)
-        plan.weight_decay[p] = settings.weight_decay
+    for path in paths:
+        index = group_index(path, groups)
+        settings = groups[index][1]
+        plan.group[path] = index
+        plan.frozen[path] = settings.frozen
+        plan.lr_mult[path] = settings.lr_mult * layer_decay_multiplier(path, depth, decay)
+        plan.weight_decay[path] = settings.weight_decay
     return plan
 
 
@@ -181,10 +181,10 @@ def _scale_and_decay(plan: ParamPlan, weight_decay: float) -> optax.GradientTran
         if params is None:
             raise ValueError("weight decay needs the parameters: call update(g, s, params)")
 
-        def one(path, u, p):
+        def one(path, update, param):
             if plan.weight_decay[path] and weight_decay:
-                u = u + weight_decay * p
-            return u * jnp.asarray(plan.lr_mult[path], u.dtype)
+                update = update + weight_decay * param
+            return update * jnp.asarray(plan.lr_mult[path], update.dtype)
 
         return map_with_paths(one, updates, params), state
 
@@ -214,6 +214,6 @@ def make_optimizer(
         _scale_and_decay(plan, float(opt_config.weight_decay)),
         optax.scale_by_learning_rate(learning_rate_schedule(opt_config, num_steps)),
     )
-    labels = map_with_paths(lambda p, _: "frozen" if plan.frozen[p] else "train", params)
+    labels = map_with_paths(lambda path, _: "frozen" if plan.frozen[path] else "train", params)
     tx = optax.multi_transform({"train": train, "frozen": optax.set_to_zero()}, labels)
     return tx, plan

@@ -2,21 +2,21 @@
 
 The refinement module is SAM with a fine-tuned prompt encoder and mask decoder: given SAM's
 low-res logits of a mask as mask prompt, a box around SAM's binarised mask and the point that
-generated it, it predicts one refined mask. `sum_jax.uncertainty_maps.Refiner` applies it to
+generated it, it predicts one refined mask. `sum_jax.uncertainty.maps.Refiner` applies it to
 pseudo-labels; this module trains it on a human-labelled split, in three phases:
 
 1. **Pairs** (App. D.2), once per image, cached in `<workdir>/cache`:
    - the frozen encoder embeds the image once (`embeddings/<index>.npy`, float32);
    - each ground-truth mask gets one positive point: by default the GT pixel farthest from
      the GT's boundary (`pairs.point = "farthest"`, the evaluation protocol's first click,
-     `sum_jax.clicker`), or a uniformly drawn GT pixel (`"random"`, from a generator seeded by
+     `tests.evaluate.reference_clicker`), or a uniformly drawn GT pixel (`"random"`, from a generator seeded by
      `(seed, image index, mask index)`); points are `(column, row)` pixel coordinates, as the
      evaluator's clicks;
    - frozen SAM answers the point with three masks; the one with the highest IoU with the GT
      **at the GT's original resolution** is the pseudo-label (App. D.2's "most aligned");
    - the pair is dropped when that IoU is below `pairs.min_iou` (0.7), or when SAM's own
      filters reject the chosen mask: predicted IoU `> pred_iou_thresh` (0.88, strict as in
-     `segment_anything` and `sum_jax.mask_generator`) and stability score
+     `segment_anything` and `sum_jax.inference.mask_generator`) and stability score
      `>= stability_score_thresh` (0.95 at offset 1.0, `mask_generator.stability_score` on the
      original-resolution logits, as the mask generator computes it);
    - a kept pair stores SAM's low-res logits quantised as pseudo-label files store them
@@ -25,11 +25,11 @@ pseudo-labels; this module trains it on a human-labelled split, in three phases:
      (`sum_jax.ops.masks.mask_to_box`, what `Refiner` computes from a pseudo-label file), both
      in the model's input frame, and the GT at the loss resolution `L` in the padded frame
      (`image_ops.mask_to_frame`, the training pipeline's `masks`).
-2. **Training**: AdamW (`sum_jax.optim`) on the prompt encoder and mask decoder only; the
+2. **Training**: AdamW (`sum_jax.train.optim`) on the prompt encoder and mask decoder only; the
    image encoder must be frozen by `config.optimizer.param_groups` (checked), and the task
    table is frozen too (the refiner is never given a task prompt). One jitted step on cached
    embeddings, batches of `train.batch_size` pairs (the last batch of an epoch padded, with a
-   validity mask), loss `20 focal + dice + IoU MSE` (`sum_jax.losses`), single-mask output.
+   validity mask), loss `20 focal + dice + IoU MSE` (`sum_jax.train.losses`), single-mask output.
    Batch `t` depends only on `(seed, t)`, and Orbax checkpoints (trainable parameters,
    optimiser state, loss history) every `train.checkpoint_every` steps in
    `<workdir>/checkpoints`, so a run started again in its workdir ends with the same
@@ -59,15 +59,15 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
-import orbax.checkpoint as ocp
 from flax import nnx
 from scipy import ndimage
 from tqdm import tqdm
 
-from sum_jax.checkpointing import load_model, save_sam
+from sum_jax.checkpointing import TrainingCheckpoints, load_model, save_sam
 from sum_jax.data import image_ops, sources
 from sum_jax.data import pseudo_label_format as plf
 from sum_jax.fileio import atomic_path, atomic_write
+from sum_jax.inference.decoding import Prompts, decode
 from sum_jax.inference.predictor import encode_images
 from sum_jax.inference.refiner import refine
 from sum_jax.models.prompt_encoder import LABEL_POSITIVE
@@ -76,6 +76,7 @@ from sum_jax.ops import metrics, transforms
 from sum_jax.ops.masks import iou_counts, iou_from_counts, mask_to_box, stability_score
 from sum_jax.train import losses, optim
 from sum_jax.train.step import ModelDef, TrainState, gradient_step
+from sum_jax.visualize import plot_curves
 
 log = logging.getLogger(__name__)
 
@@ -108,7 +109,7 @@ def filter_pairs(
     A pair is kept when SAM's mask is not empty (it needs a box), its IoU with the GT is at
     least `min_iou`, SAM's predicted IoU is above `pred_iou_thresh` (strict, as SAM's
     generator) and its stability score is at least `stability_score_thresh`. A threshold
-    `<= 0` disables its filter, as in `sum_jax.mask_generator`.
+    `<= 0` disables its filter, as in `sum_jax.inference.mask_generator`.
 
     Returns:
       `(keep bool[K], counts)` with `counts[stage]` the pairs left after each stage of
@@ -185,24 +186,23 @@ def holdout_split(num_images: int, fraction: float, seed: int) -> tuple[np.ndarr
 # Device functions --------------------------------------------------------------------------
 
 
-@functools.partial(jax.jit, static_argnames=("graphdef", "input_size", "original_size", "offset"))
-def _sam_outputs(graphdef, state, embedding, points, gt, *, input_size, original_size, offset):
+@functools.partial(
+    jax.jit, static_argnames=("graphdef", "input_size", "original_size", "img_size", "offset")
+)
+def _sam_outputs(
+    graphdef, state, embedding, points, gt, *, input_size, original_size, img_size, offset
+):
     """Frozen SAM on `Q` single-point prompts of one image, scored against the GTs.
 
     Args: `embedding [1, h, w, C]`, `points [Q, 2]` (input frame), `gt bool[Q, H, W]`.
     Returns low-res logits `[Q, 3, L, L]`, predicted IoU, stability, IoU with the GT (all
     `[Q, 3]`) and the binarised masks `bool[Q, 3, H, W]` at the original resolution.
     """
-    model = nnx.merge(graphdef, state)
     q = points.shape[0]
-    low, iou = model.decode(
-        embedding,
-        points[None, :, None, :],
-        jnp.full((1, q, 1), LABEL_POSITIVE, jnp.int32),
-        multimask_output=True,
-    )
+    prompts = Prompts(points[None, :, None, :], jnp.full((1, q, 1), LABEL_POSITIVE, jnp.int32))
+    low, iou = decode(graphdef, state, embedding, prompts, multimask_output=True)
     low, iou = low[0], iou[0]
-    logits = transforms.postprocess_masks(low, input_size, original_size, model.config.img_size)
+    logits = transforms.postprocess_masks(low, input_size, original_size, img_size)
     masks = logits > transforms.MASK_THRESHOLD
     gt_iou = iou_from_counts(*iou_counts(masks, gt[:, None]))
     return low, iou, stability_score(logits, offset), gt_iou, masks
@@ -390,6 +390,7 @@ def _image_pairs(
                 jnp.asarray(gt),
                 input_size=tuple(input_size),
                 original_size=tuple(size),
+                img_size=s,
                 offset=float(pair_cfg["stability_score_offset"]),
             )
         )
@@ -413,7 +414,9 @@ def _image_pairs(
             rows["logits_q"].append(plf.quantize_logits(low_res[j, best[j]]))
             rows["targets"].append(image_ops.mask_to_frame(gt[j], s, low))
             rows["points"].append(transforms.apply_coords(points[j], size, s))
-            rows["boxes"].append(transforms.apply_boxes(np.asarray(mask_to_box(chosen[j])[0]), size, s))
+            rows["boxes"].append(
+                transforms.apply_boxes(np.asarray(mask_to_box(chosen[j])[0]), size, s)
+            )
             rows["gt_index"].append(start + j)
             rows["sam_iou"].append(gt_iou[j, best[j]])
     shapes = {"logits_q": (0, low, low), "targets": (0, low, low), "points": (0, 2),
@@ -515,29 +518,6 @@ def _check_plan(plan: optim.ParamPlan) -> None:
             f"but config.optimizer.param_groups leaves {moving[:3]}... trainable: start from "
             "configs/refine.py's groups (image_encoder frozen)"
         )
-
-
-def _loss_curve(path: Path, history: np.ndarray) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    steps = np.arange(1, len(history) + 1)
-    fig, ax = plt.subplots(figsize=(6, 3.5))
-    ax.plot(steps, history, lw=0.8, alpha=0.5, label="loss")
-    w = max(1, len(history) // 20)
-    if len(history) >= w > 1:
-        smooth = np.convolve(history, np.ones(w) / w, mode="valid")
-        ax.plot(steps[w - 1 :], smooth, lw=1.5, label=f"mean of {w}")
-    ax.set_xlabel("step")
-    ax.set_ylabel("20 focal + dice + IoU MSE")
-    ax.set_title("mask-refinement module")
-    ax.legend()
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=100)
-    plt.close(fig)
 
 
 def evaluate_holdout(
@@ -674,11 +654,11 @@ def train_refiner(
     )
     history = np.full(num_steps, np.nan, np.float32)
 
-    options = ocp.CheckpointManagerOptions(
-        max_to_keep=int(tc["keep_checkpoints"]), enable_async_checkpointing=False, create=True
+    checkpoints = TrainingCheckpoints(
+        workdir / "checkpoints", tc["keep_checkpoints"], asynchronous=False
     )
-    with ocp.CheckpointManager(workdir / "checkpoints", options=options) as manager:
-        latest = manager.latest_step()
+    with checkpoints:
+        latest = checkpoints.latest_step()
         if latest is not None:
             target = {
                 "step": np.zeros((), np.int32),
@@ -686,7 +666,7 @@ def train_refiner(
                 "opt_state": state.opt_state,
                 "loss": history,
             }
-            restored = manager.restore(latest, args=ocp.args.StandardRestore(target))
+            restored, _ = checkpoints.restore(target)
             # Frozen parameters were not saved: they come from config.checkpoint again.
             trained = {optim.path_str(kp): v
                        for kp, v in jax.tree.leaves_with_path(restored["params"])}  # fmt: skip
@@ -701,22 +681,19 @@ def train_refiner(
                 opt_state=jax.tree.map(fresh, restored["opt_state"]),
             )
             history = np.asarray(restored["loss"], np.float32).copy()
-            log.info("resumed from step %d in %s", latest, workdir / "checkpoints")
+            log.info("resumed from step %d in %s", latest, checkpoints.directory)
         start = int(state.step)
         end = num_steps if stop_after is None else min(num_steps, int(stop_after))
 
         def save(step: int) -> None:
-            manager.save(
+            checkpoints.save(
                 step,
-                args=ocp.args.StandardSave(
-                    {
-                        "step": np.asarray(step, np.int32),
-                        "params": _trainable_only(state.params, plan),
-                        "opt_state": state.opt_state,
-                        "loss": history,
-                    }
-                ),
-                force=True,
+                {
+                    "step": np.asarray(step, np.int32),
+                    "params": _trainable_only(state.params, plan),
+                    "opt_state": state.opt_state,
+                    "loss": history,
+                },
             )
 
         t0, t_last, s_last = time.perf_counter(), time.perf_counter(), start
@@ -747,7 +724,11 @@ def train_refiner(
 
     output = Path(config["output"] or workdir / "refiner")
     save_sam(model_def.merge(state.params, state.model_state), output)
-    _loss_curve(workdir / "loss.png", history)
+    steps = np.arange(1, len(history) + 1)
+    plot_curves(
+        workdir / "loss.png", {"loss": (steps, history)}, ylabel="20 focal + dice + IoU MSE",
+        title="mask-refinement module", smooth=True,
+    )  # fmt: skip
     report = {
         "model_dir": str(output),
         "checkpoint": str(config["checkpoint"]),

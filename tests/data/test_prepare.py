@@ -262,6 +262,7 @@ def test_registry_covers_the_paper_datasets():
     assert {k: v.task_id for k, v in registry.KNOWN.items()} == expected
 
 
+@pytest.mark.integration
 def test_cli_prints_what_it_found(tmp_path, rng):
     truth = fake.make_folder_dataset(tmp_path / "src", rng, n=2, many=False)
     args = [

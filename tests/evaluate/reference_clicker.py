@@ -1,6 +1,6 @@
 """Deterministic clicks for interactive-segmentation evaluation (App. B.3), NumPy/SciPy.
 
-This is the reference semantics; `sum_jax.clicker_jax` is the same protocol in `jax.numpy`
+This is the reference semantics; `sum_jax.ops.clicks` is the same protocol in `jax.numpy`
 for the on-device rounds, and the tests check that both agree exactly.
 
 The protocol (Xu et al. 2016, as implemented by RITM and used by SAM):

@@ -223,6 +223,7 @@ def voc_example(step: int = 3, num_masks: int = 3) -> dict[str, Any]:
 # prompt, so the compilations of the first one serve the others (`compiled_rounds` cache).
 
 
+@pytest.mark.integration
 def test_tiny_sam_end_to_end(tmp_path):
     from flax import nnx
 
@@ -349,6 +350,7 @@ def prepare_folder_set(root, name: str, task: int, flip: bool) -> None:
     builder.prepare(config, progress=False)
 
 
+@pytest.mark.integration
 def test_configured_run_over_prepared_sets_compares_two_models(tmp_path):
     from configs import eval as eval_config
 
@@ -422,6 +424,7 @@ def test_table_layouts_put_values_in_the_paper_cells():
     assert rows6[4][6] == "83.5" and rows6[4][5] == "–"
 
 
+@pytest.mark.integration
 def test_run_table_evaluates_resumes_and_renders(tmp_path):
     from configs import eval as eval_config
     from experiments import run_table, tables

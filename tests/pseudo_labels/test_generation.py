@@ -32,6 +32,8 @@ GENERATOR = dict(
     box_nms_thresh=0.9,
 )
 
+pytestmark = pytest.mark.integration
+
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):

@@ -26,6 +26,7 @@ def model_dir(tmp_path_factory):
     return path
 
 
+@pytest.mark.integration
 def test_segment_writes_mask_overlay_and_scores(tmp_path, model_dir):
     image = skimage.data.chelsea()
     Image.fromarray(image).save(tmp_path / "cat.jpg", quality=95)
@@ -67,6 +68,7 @@ def test_segment_writes_mask_overlay_and_scores(tmp_path, model_dir):
     assert np.mean((mask > 0) == masks[result["best"]]) > 0.999
 
 
+@pytest.mark.integration
 def test_segment_bad_inputs(tmp_path, model_dir):
     bad = tmp_path / "broken.jpg"
     bad.write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")

@@ -17,6 +17,8 @@ import pytest
 from sum_jax.checkpointing import load_state_dict
 from sum_jax.train import loop, optim
 
+pytestmark = pytest.mark.integration
+
 ROOT = Path(__file__).resolve().parents[2]
 
 

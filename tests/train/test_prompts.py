@@ -1,4 +1,4 @@
-"""sum_jax.prompts: region and certainty-weighted sampling, boxes, error-region clicks."""
+"""sum_jax.train.prompts: region and certainty-weighted sampling, boxes, error-region clicks."""
 
 import jax
 import jax.numpy as jnp

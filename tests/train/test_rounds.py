@@ -1,4 +1,4 @@
-"""sum_jax.interactive: what each scanned round feeds the decoder, and what flows back."""
+"""sum_jax.train.rounds: what each scanned round feeds the decoder, and what flows back."""
 
 import dataclasses
 

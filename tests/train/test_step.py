@@ -1,4 +1,4 @@
-"""sum_jax.train_step on 8 fake CPU devices: sharded == single-device, shardings, donation,
+"""sum_jax.train.step on 8 fake CPU devices: sharded == single-device, shardings, donation,
 frozen parameters, one compilation, no host transfers."""
 
 import jax

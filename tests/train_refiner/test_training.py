@@ -169,6 +169,7 @@ def _flat(params):
     return {optim.path_str(kp): np.asarray(v) for kp, v in jax.tree.leaves_with_path(params)}
 
 
+@pytest.mark.integration
 def test_trains_only_prompt_encoder_and_decoder(trained):
     workdir, _ = trained
     before = _flat(nnx.to_pure_dict(nnx.state(_model(), nnx.Param)))
@@ -186,6 +187,7 @@ def test_trains_only_prompt_encoder_and_decoder(trained):
     assert all(p.startswith(("mask_decoder.", "prompt_encoder.")) for p in changed)
 
 
+@pytest.mark.integration
 def test_loss_falls_and_report_is_written(trained):
     workdir, report = trained
     print("refiner report:", json.dumps(report, indent=1))
@@ -215,10 +217,11 @@ def _checkpointed_history(workdir):
 
     with ocp.CheckpointManager(workdir / "checkpoints") as m:
         step = m.latest_step()
-        restored = m.restore(step)
+        restored = m.restore(step)["state"]  # sum_jax.checkpointing.TrainingCheckpoints' item
     return step, restored, np.asarray(restored["loss"])
 
 
+@pytest.mark.integration
 def test_interrupted_run_resumes_to_the_same_parameters(trained, photos, tmp_path):
     workdir, _ = trained
     _, data_dir = photos
@@ -237,6 +240,7 @@ def test_interrupted_run_resumes_to_the_same_parameters(trained, photos, tmp_pat
                                   _checkpointed_history(resumed)[2])  # fmt: skip
 
 
+@pytest.mark.integration
 def test_exported_refiner_runs_on_pseudo_labels(trained, photos, tmp_path):
     workdir, _ = trained
     _, data_dir = photos
