@@ -68,8 +68,11 @@ def test_segment_writes_mask_overlay_and_scores(tmp_path, model_dir):
     assert np.mean((mask > 0) == masks[result["best"]]) > 0.999
 
 
-@pytest.mark.integration
 def test_segment_bad_inputs(tmp_path, model_dir):
+    """In-process through the command harness (one real subprocess run is in
+    tests/test_bad_input_corpus.py, which also covers more inputs)."""
+    from tests.cli_harness import run_command
+
     bad = tmp_path / "broken.jpg"
     bad.write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
     for args, message in [
@@ -80,13 +83,10 @@ def test_segment_bad_inputs(tmp_path, model_dir):
         (["--point=5000,10"], "outside the image"),
         ([f"--checkpoint={tmp_path / 'nope'}"], "convert.sam_checkpoint"),
     ]:
-        proc = subprocess.run(
-            [sys.executable, "-m", "sum_jax.segment", f"--output_dir={tmp_path / 'o'}", *args],
-            capture_output=True,
-            text=True,
-        )
-        assert proc.returncode == 2, args
-        assert message in proc.stderr, (args, proc.stderr[-500:])
+        result = run_command("sum_jax.segment", [f"--output_dir={tmp_path / 'o'}", *args])
+        assert result.code == 2, args
+        assert message in result.stderr, (args, result.stderr[-500:])
+        assert "Traceback" not in result.stderr
     assert not (tmp_path / "o").exists()
 
 
