@@ -11,8 +11,6 @@ The page and its JSON API are described in docs/serve.md.
 
 from __future__ import annotations
 
-import socket
-
 from absl import flags
 
 from sum_jax import cli
@@ -29,27 +27,10 @@ _MAX_SIDE = flags.DEFINE_integer("max_side", images.MAX_SIDE, "Largest image sid
 _MAX_MB = flags.DEFINE_float("max_mb", images.MAX_BYTES / 2**20, "Largest upload accepted, MB.")
 
 
-def listen(host: str, port: int) -> socket.socket:
-    """A bound, listening TCP socket (port 0: a free one), so the address printed is real."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    try:
-        sock.bind((host, port))
-    except OSError as e:
-        sock.close()
-        raise cli.InputError(
-            f"cannot listen on {host}:{port} ({e.strerror}); pass another --port (or --port=0)"
-        ) from e
-    sock.listen(128)
-    return sock
-
-
 def main(argv: list[str]) -> None:
     del argv
-    import uvicorn
-
     from sum_jax.serve.app import create_app
+    from sum_jax.serve.server import address, listen, serve_forever
     from sum_jax.serve.sessions import load_sessions
 
     checkpoints = _CHECKPOINT.value or ["random:tiny=random:tiny"]
@@ -58,18 +39,19 @@ def main(argv: list[str]) -> None:
         from sum_jax.demo import BANNER as banner
     limits = images.Limits(_MAX_SIDE.value, int(_MAX_MB.value * 2**20))
     catalogue = images.Catalogue(_IMAGES.value, limits)
+    sock = listen(_HOST.value, _PORT.value)  # before the models load: a taken port fails fast
     sessions = load_sessions(checkpoints, _CACHE_IMAGES.value)
-    sock = listen(_HOST.value, _PORT.value)
-    host, port = sock.getsockname()[:2]
-    shown = f"[{host}]" if ":" in host else host
+    # The page opens on the first image: embedding it now also compiles the encoder and the
+    # decoder, so the first visit and the first click do not wait for XLA.
+    first = catalogue.list()[0]["id"]
+    for session in sessions:
+        session.embed(first, catalogue.array(first))
     if banner:
         print(banner)
     names = ", ".join(s.name for s in sessions)
-    print(f"serving {names} on {len(catalogue.list())} images at http://{shown}:{port}/ "
+    print(f"serving {names} on {len(catalogue.list())} images at {address(sock)} "
           "(Ctrl-C stops)", flush=True)  # fmt: skip
-    app = create_app(sessions, catalogue, banner)
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
-    server.run(sockets=[sock])
+    serve_forever(create_app(sessions, catalogue, banner), sock)
 
 
 if __name__ == "__main__":

@@ -70,9 +70,11 @@ def decode_image(data: bytes, limits: Limits, name: str = "upload") -> np.ndarra
                 return np.asarray(rgb, np.uint8)
     except ApiError:
         raise
-    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombWarning,
+    except UnidentifiedImageError as e:
+        raise ApiError(415, f"{name} is not an image PIL can read (JPEG, PNG, WebP, ...)") from e
+    except (OSError, ValueError, Image.DecompressionBombWarning,
             Image.DecompressionBombError) as e:  # fmt: skip
-        raise ApiError(415, f"{name} is not an image PIL can read (JPEG, PNG, ...): {e}") from e
+        raise ApiError(415, f"{name} is not a readable image (truncated or corrupt?): {e}") from e
 
 
 def encode_png(image: np.ndarray) -> bytes:

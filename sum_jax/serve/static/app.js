@@ -15,6 +15,7 @@ const state = {
   results: null,     // the last /api/predict answer
   candidates: null,  // the first click's answer: {model: [{mask, score}, ...]}
   seq: 0,            // requests sent; an answer to an older one is dropped
+  shown: 0,          // the request whose answer is on screen
   drag: null,        // {x0, y0, sx, sy, button, moved}
 };
 window.sumServe = state;  // for people (and tests) poking at the page from the console
@@ -74,7 +75,9 @@ function colourOf(name) {
 function sizeStages() {
   const { width, height } = state.image;
   for (const panel of panels()) {
-    panel.querySelector(".stage").style.width = `${width}px`;
+    // The panel is as wide as the photo (or the window), so that nothing below it (the
+    // candidates) moves the panels around after a click.
+    panel.style.width = `${width}px`;
     for (const canvas of panel.querySelectorAll(".stage canvas")) {
       canvas.width = width;
       canvas.height = height;
@@ -221,6 +224,7 @@ async function predict() {
         Object.entries(answer.models).map(([name, m]) => [name, { items: m.candidates, best: m.best }]));
     }
     await render();
+    state.shown = seq;
     const roundTrip = performance.now() - started;
     const parts = Object.entries(answer.models).map(
       ([name, m]) => `${name} ${m.ms.toFixed(1)} ms` + (m.embed_ms ? ` (+embed ${m.embed_ms.toFixed(0)} ms)` : ""));
@@ -314,10 +318,15 @@ async function render() {
 async function renderCandidates(panel, name) {
   const box = panel.querySelector(".candidates");
   box.textContent = "";
+  panel.querySelectorAll(".candidates-title").forEach((el) => el.remove());
   const c = state.candidates && state.candidates[name];
   if (!c) return;
   const { width, height } = state.image;
-  const scale = Math.min(1, 160 / width);
+  const heading = document.createElement("div");
+  heading.className = "candidates-title";
+  heading.textContent = "The first click's three candidates (framed: the one shown)";
+  box.before(heading);
+  const scale = Math.min(1, 200 / width);  // thumbnails; CSS fits three across the panel
   for (const [k, item] of c.items.entries()) {
     const figure = document.createElement("figure");
     figure.className = k === c.best ? "best" : "";
@@ -335,7 +344,8 @@ async function renderCandidates(panel, name) {
     full.getContext("2d").drawImage(overlay, 0, 0);
     canvas.getContext("2d").drawImage(full, 0, 0, canvas.width, canvas.height);
     const caption = document.createElement("figcaption");
-    caption.textContent = `first click, mask ${k + 1}: ${item.score.toFixed(3)}`;
+    caption.textContent = `mask ${k + 1}: ${item.score.toFixed(3)}`;
+    figure.title = "a candidate of the first click alone";
     figure.append(canvas, caption);
     box.appendChild(figure);
   }
