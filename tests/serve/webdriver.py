@@ -32,7 +32,11 @@ BUTTONS = {"left": 0, "right": 2}
 def find_browser() -> tuple[str, str] | None:
     """(chromium, chromedriver) executables, or None if either is missing."""
     browser = next(
-        (shutil.which(n) for n in ("chromium", "chromium-browser", "google-chrome") if shutil.which(n)),
+        (
+            shutil.which(n)
+            for n in ("chromium", "chromium-browser", "google-chrome")
+            if shutil.which(n)
+        ),
         None,
     )
     driver = shutil.which("chromedriver")
@@ -82,7 +86,7 @@ class Chromium:
     def _session_call(self, method: str, path: str, body: Any = None) -> Any:
         return self._call(method, f"/session/{self._session}{path}", body)
 
-    def __enter__(self) -> Chromium:
+    def __enter__(self):
         deadline = time.monotonic() + self.timeout
         while True:  # chromedriver takes a moment to listen
             try:
@@ -106,7 +110,9 @@ class Chromium:
         capabilities = {"browserName": "chrome",
                         "goog:chromeOptions": {"binary": self.binary, "args": args}}  # fmt: skip
         try:
-            created = self._call("POST", "/session", {"capabilities": {"alwaysMatch": capabilities}})
+            created = self._call(
+                "POST", "/session", {"capabilities": {"alwaysMatch": capabilities}}
+            )
         except BaseException:
             self.close()
             raise
