@@ -167,8 +167,9 @@ def create_app(
                 )
             except ValueError as e:  # the predictor's own checks, e.g. a task it lacks
                 raise ApiError(400, f"model {session.name}: {e}") from e
+            encoded = [encode_mask(m, prompts.mask_format) for m in p.masks]
             answer = {
-                "mask": encode_mask(p.masks[p.best], prompts.mask_format),
+                "mask": encoded[p.best],
                 "score": float(p.scores[p.best]),
                 "best": p.best,
                 "ms": _ms(p.ms),
@@ -176,8 +177,7 @@ def create_app(
             }
             if prompts.multimask:
                 answer["candidates"] = [
-                    {"mask": encode_mask(m, prompts.mask_format), "score": float(s)}
-                    for m, s in zip(p.masks, p.scores)
+                    {"mask": m, "score": float(s)} for m, s in zip(encoded, p.scores)
                 ]
             answers[session.name] = answer
         return JSONResponse(

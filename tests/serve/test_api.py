@@ -180,6 +180,17 @@ def test_upload_is_embedded_listed_served_and_segmented(client, photo_dir):
 TOO_WIDE = png_bytes(np.zeros((8, 1100, 3), np.uint8))  # the test limit is 1024 px per side
 
 
+def _truncated_jpeg() -> bytes:
+    out = io.BytesIO()
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (64, 64, 3), np.uint8)).save(
+        out, format="JPEG"
+    )
+    return out.getvalue()[:2000]  # the header reads, the pixels do not
+
+
+TRUNCATED = _truncated_jpeg()
+
+
 ONE = {"image_id": "chelsea.jpg", "points": [[1, 1, 1]]}  # a valid body, spoilt below
 CAT = {"image_id": "chelsea.jpg"}
 
@@ -206,6 +217,7 @@ CAT = {"image_id": "chelsea.jpg"}
         (("embed", {"image": "chelsea.jpg"}), 400, "image_id"),
         (("upload", b"GIF89a but not really"), 415, "not an image"),
         (("upload", b""), 415, "empty"),
+        (("upload", TRUNCATED), 415, "truncated or corrupt"),
         (("upload", TOO_WIDE), 413, "1100x8 px; the limit is 1024 px"),
         (("upload", b"\0" * (2 * 2**20 + 1)), 413, "the limit is 2 MB"),
         (("get", "/api/images/nope.jpg"), 404, "unknown image id"),
