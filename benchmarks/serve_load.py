@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import http.client
+import io
 import json
 import statistics
 import subprocess
@@ -30,6 +31,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -142,7 +144,7 @@ def screenshot(url: str, path: str, clicks: list[tuple[float, float, str]]) -> N
     """Opens the page in headless Chromium, clicks, waits for the masks, saves the page."""
     from tests.serve import webdriver
 
-    with webdriver.Chromium(width=1280, height=820) as browser:
+    with webdriver.Chromium(width=1280, height=1000) as browser:
         browser.open(url)
         browser.wait_for("return document.getElementById('status').textContent"
                          ".includes('embedded')", timeout=300)  # fmt: skip
@@ -155,8 +157,9 @@ def screenshot(url: str, path: str, clicks: list[tuple[float, float, str]]) -> N
             browser.click(round(rect["x"] + x * scale), round(rect["y"] + y * scale), button)
             browser.wait_for(f"const s = window.sumServe; return s.seq > {seq} && "
                              "s.shown === s.seq", timeout=120)  # fmt: skip
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        Path(path).write_bytes(browser.screenshot())
+        shot = Image.open(io.BytesIO(browser.screenshot())).convert("RGB")
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    shot.save(path, optimize=True)
     print(f"screenshot: {path}")
 
 
