@@ -124,6 +124,13 @@ def create_app(
             models = pick_models(body.get("models"))
         else:
             data = await _read_body(request, catalogue.limits.max_bytes, "the upload")
+            if data[:1] == b"{":
+                raise ApiError(
+                    415,
+                    f"the body looks like JSON but its Content-Type is "
+                    f"{request.headers.get('content-type')!r}: send JSON as application/json "
+                    "(curl --json), or an image file as the body",
+                )
             name = request.query_params.get("name", "upload")
             entry = await run_in_threadpool(catalogue.upload, data, name)
             models = sessions

@@ -217,6 +217,7 @@ CAT = {"image_id": "chelsea.jpg"}
         (("embed", {"image": "chelsea.jpg"}), 400, "image_id"),
         (("upload", b"GIF89a but not really"), 415, "not an image"),
         (("upload", b""), 415, "empty"),
+        (("upload", b'{"image_id": "chelsea.jpg"}'), 415, "send JSON as application/json"),
         (("upload", TRUNCATED), 415, "truncated or corrupt"),
         (("upload", TOO_WIDE), 413, "1100x8 px; the limit is 1024 px"),
         (("upload", b"\0" * (2 * 2**20 + 1)), 413, "the limit is 2 MB"),
