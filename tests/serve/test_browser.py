@@ -158,3 +158,26 @@ def test_clicks_show_each_models_mask_equal_to_the_predictor(page, models, tmp_p
     assert [p["kind"] for p in prompts] == ["point", "point"]
     for name in models:
         np.testing.assert_array_equal(shown_mask(browser, name), two_points[name])
+
+
+def test_an_uploaded_photo_is_shown_and_segmented(page, models, photo_dir, tmp_path):
+    browser, _ = page
+    photo = np.ascontiguousarray(np.asarray(Image.open(photo_dir / "coffee.png"))[::-1])
+    Image.fromarray(photo).save(tmp_path / "upside down.png")
+    browser.upload("#upload", tmp_path / "upside down.png")
+    browser.wait_for(
+        "const s = window.sumServe; return s.image && s.image.name === 'upside down.png' && "
+        "document.getElementById('status').textContent.includes('embedded');",
+        timeout=60,
+    )
+    assert browser.run("return document.getElementById('image').value").startswith("upload-")
+    assert browser.run("return window.sumServe.prompts.length") == 0  # a new photo, no prompts
+    left, top = browser.run(PHOTO_RECT, "SUM")[:2]
+    seq = browser.run("return window.sumServe.seq")
+    browser.click(round(left + 300), round(top + 100))
+    browser.wait_for(ANSWER_SHOWN.replace("arguments[0]", str(seq)), timeout=60)
+    (point,) = browser.run("return window.sumServe.prompts")
+    predictor = SamPredictor(models["SUM"])
+    predictor.set_image(photo)
+    masks, scores, _ = predictor.predict(np.array([[point["x"], point["y"]]]), np.array([1]))
+    np.testing.assert_array_equal(shown_mask(browser, "SUM"), masks[np.argmax(scores)])

@@ -155,6 +155,12 @@ class Chromium:
                 raise TimeoutError(f"waited {timeout} s for: {script}")
             time.sleep(poll)
 
+    def upload(self, css: str, path: str) -> None:
+        """Gives the file at `path` to the `<input type=file>` matching `css`."""
+        found = self._session_call("POST", "/element", {"using": "css selector", "value": css})
+        element = next(iter(found.values()))  # {"element-6066-...": id}
+        self._session_call("POST", f"/element/{element}/value", {"text": str(path)})
+
     def pointer(self, steps: list[dict]) -> None:
         """One W3C pointer action sequence (mouse), then releases it."""
         actions = {"type": "pointer", "id": "mouse", "parameters": {"pointerType": "mouse"},
