@@ -123,16 +123,16 @@ class Catalogue:
         if folder is None:
             for image_id, module, attribute in SAMPLES:
                 image = sample_photo(module, attribute)
-                self._add(image_id, f"{module}.data.{attribute}", image, source="sample")
+                self._add(image_id, f"{module}.data.{attribute}", "sample", image)
         else:
             self._list_folder(Path(folder))
 
-    def _add(self, image_id: str, name: str, image: np.ndarray | None, source: str, **extra):
-        h, w = image.shape[:2] if image is not None else (extra.pop("height"), extra.pop("width"))
-        self._entries[image_id] = {"id": image_id, "name": name, "width": int(w),
-                                   "height": int(h), "source": source, **extra}  # fmt: skip
-        if image is not None:
-            self._arrays[image_id] = image
+    def _add(self, image_id: str, name: str, source: str, image: np.ndarray) -> None:
+        """An image held in memory (a sample or an upload)."""
+        h, w = image.shape[:2]
+        self._entries[image_id] = {"id": image_id, "name": name, "width": w, "height": h,
+                                   "source": source}  # fmt: skip
+        self._arrays[image_id] = image
 
     def _list_folder(self, folder: Path) -> None:
         if not folder.is_dir():
@@ -150,7 +150,8 @@ class Catalogue:
             if transposed:
                 w, h = h, w
             rel = path.relative_to(folder).as_posix()
-            self._add(rel, rel, None, source="folder", width=w, height=h, path=str(path))
+            self._entries[rel] = {"id": rel, "name": rel, "width": w, "height": h,
+                                  "source": "folder", "path": str(path)}  # fmt: skip
         if not self._entries:
             raise FileNotFoundError(
                 f"--images={folder}: no readable image ({', '.join(IMAGE_SUFFIXES)}) in it"
@@ -208,7 +209,7 @@ class Catalogue:
         image_id = "upload-" + hashlib.sha1(data).hexdigest()[:12]
         with self._lock:
             if image_id not in self._entries:
-                self._add(image_id, name, image, source="upload")
+                self._add(image_id, name, "upload", image)
             self._uploads[image_id] = None
             self._uploads.move_to_end(image_id)
             while len(self._uploads) > self.max_uploads:
