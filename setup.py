@@ -30,7 +30,13 @@ setup(
         # COCO RLE encode/decode and the reference polygon rasteriser (data preparation and
         # loading); prebuilt wheels, no compiler needed.
         "pycocotools>=2.0.7",
+        # The local web page of `python -m sum_jax.serve` (SAM and SUM side by side): an ASGI
+        # app and the server that runs it; small, pure Python, no page framework.
+        "starlette>=0.40",
+        "uvicorn>=0.30",
     ],
+    # The page's own HTML, JavaScript and CSS, served from the installed package.
+    package_data={"sum_jax.serve": ["static/*"]},
     extras_require={
         # The numerical reference. torch 2.13.0 cannot load PyPI's torchvision, which the
         # official segment_anything imports, so the pair below is pinned together.
@@ -39,6 +45,8 @@ setup(
             "pytest>=8",
             "torch==2.14.1",
             "torchvision==0.29.1",
+            # Starlette's TestClient for the web API tests (Starlette 1.x wants httpx2).
+            "httpx2>=2",
         ],
     },
 )

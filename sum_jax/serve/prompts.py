@@ -1,0 +1,145 @@
+"""A `POST /api/predict` body -> checked prompts, and masks -> the API's JSON encodings.
+
+The request (pixels of the original image, x right, y down):
+
+    {"image_id": "coffee", "points": [[x, y, 1], [x, y, 0]], "box": [x0, y0, x1, y1],
+     "task": "none" | "salient" | "entity" | "part", "models": ["SAM", "SUM"],
+     "mask_format": "png" | "rle"}
+
+Every problem is an ApiError 400 whose message names the field.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from sum_jax.data import rle
+from sum_jax.serve.errors import ApiError
+
+# The page's task selector -> SamPredictor's `task` (None: no task prompt).
+TASKS = {"none": None, "salient": "salient", "entity": "entity", "part": "part"}
+MASK_FORMATS = ("png", "rle")
+MAX_POINTS = 64
+_FIELDS = {"image_id", "points", "box", "task", "models", "mask_format"}
+
+
+@dataclass(frozen=True)
+class Prompts:
+    """One prediction's prompts: `points [N, 2]` (x, y), `labels [N]` (1 or 0), `box [4]`."""
+
+    image_id: str
+    points: np.ndarray | None
+    labels: np.ndarray | None
+    box: np.ndarray | None
+    task: str  # a key of TASKS
+    models: list[str] | None  # None: every model
+    mask_format: str
+
+    @property
+    def multimask(self) -> bool:
+        """SAM's rule: one click alone is ambiguous, so three candidates; more prompts, one."""
+        return self.box is None and self.points is not None and len(self.points) == 1
+
+
+def _number(value: Any, field: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ApiError(400, f"{field} must be a finite number, got {value!r}")
+    return float(value)
+
+
+def parse_prompts(body: Any) -> Prompts:
+    """Checks a decoded JSON body (types, labels, box order, task, format)."""
+    if not isinstance(body, dict):
+        raise ApiError(400, f"the request body must be a JSON object, got {type(body).__name__}")
+    unknown = sorted(set(body) - _FIELDS)
+    if unknown:
+        raise ApiError(400, f"unknown field(s) {unknown}; the fields are {sorted(_FIELDS)}")
+    image_id = body.get("image_id")
+    if not isinstance(image_id, str) or not image_id:
+        raise ApiError(
+            400, "image_id (a string from GET /api/images or POST /api/embed) is missing"
+        )
+
+    points = labels = None
+    raw_points = body.get("points") or []
+    if not isinstance(raw_points, list) or len(raw_points) > MAX_POINTS:
+        raise ApiError(400, f"points must be a list of at most {MAX_POINTS} [x, y, label] triples")
+    if raw_points:
+        rows = []
+        for i, p in enumerate(raw_points):
+            if not isinstance(p, list) or len(p) != 3:
+                raise ApiError(400, f"points[{i}] must be [x, y, label], got {p!r}")
+            x, y = _number(p[0], f"points[{i}][0]"), _number(p[1], f"points[{i}][1]")
+            if p[2] not in (0, 1) or isinstance(p[2], bool):
+                raise ApiError(400, f"points[{i}][2] (label) must be 1 (positive) or 0 (negative)")
+            rows.append((x, y, int(p[2])))
+        points = np.array([r[:2] for r in rows], np.float64)
+        labels = np.array([r[2] for r in rows], np.int32)
+
+    box = None
+    if body.get("box") is not None:
+        b = body["box"]
+        if not isinstance(b, list) or len(b) != 4:
+            raise ApiError(400, f"box must be [x0, y0, x1, y1], got {b!r}")
+        box = np.array([_number(v, f"box[{i}]") for i, v in enumerate(b)], np.float64)
+        if box[2] < box[0] or box[3] < box[1]:
+            raise ApiError(400, f"box must have x0 <= x1 and y0 <= y1, got {b}")
+    if points is None and box is None:
+        raise ApiError(400, "give at least one point or a box")
+
+    task = body.get("task") or "none"
+    if task not in TASKS:
+        raise ApiError(400, f"task must be one of {list(TASKS)}, got {task!r}")
+    models = body.get("models")
+    if models is not None and (
+        not isinstance(models, list) or not models or not all(isinstance(m, str) for m in models)
+    ):
+        raise ApiError(400, f"models must be a non-empty list of model names, got {models!r}")
+    mask_format = body.get("mask_format") or "png"
+    if mask_format not in MASK_FORMATS:
+        raise ApiError(400, f"mask_format must be one of {list(MASK_FORMATS)}, got {mask_format!r}")
+    return Prompts(image_id, points, labels, box, task, models, mask_format)
+
+
+def check_on_image(prompts: Prompts, width: int, height: int) -> None:
+    """ApiError 400 unless every point and the box lie on the `width x height` image
+    (0 <= x <= width, 0 <= y <= height, as SamPredictor accepts)."""
+    points, box = prompts.points, prompts.box
+    if points is not None:
+        for i, (x, y) in enumerate(points):
+            if not (0 <= x <= width and 0 <= y <= height):
+                raise ApiError(
+                    400,
+                    f"points[{i}] = ({x:g}, {y:g}) is outside the image "
+                    f"({width}x{height} px; x in 0..{width}, y in 0..{height})",
+                )
+    if box is not None and not (
+        0 <= box[0] and 0 <= box[1] and box[2] <= width and box[3] <= height
+    ):
+        raise ApiError(400, f"box {box.tolist()} is outside the image ({width}x{height} px)")
+
+
+def encode_mask(mask: np.ndarray, mask_format: str) -> dict[str, Any]:
+    """bool `[H, W]` -> `{"png": base64 of a 1-bit PNG}` or `{"rle": {"size": [H, W],
+    "counts": COCO compressed RLE}}` (pycocotools' format: runs down the columns)."""
+    if mask_format == "rle":
+        return {"rle": {"size": list(mask.shape), "counts": rle.encode(mask).decode("ascii")}}
+    out = io.BytesIO()
+    Image.fromarray(np.asarray(mask, bool)).save(out, format="PNG")
+    return {"png": base64.b64encode(out.getvalue()).decode("ascii")}
+
+
+def decode_mask(encoded: dict[str, Any]) -> np.ndarray:
+    """The inverse of `encode_mask`: bool `[H, W]` (for clients written in Python, and tests)."""
+    if "rle" in encoded:
+        h, w = encoded["rle"]["size"]
+        return rle.decode(encoded["rle"]["counts"], h, w)
+    with Image.open(io.BytesIO(base64.b64decode(encoded["png"]))) as im:
+        return np.asarray(im.convert("L")) > 127

@@ -1,0 +1,103 @@
+"""`python -m sum_jax.serve` as a user runs it: it prints its address and serves the API; a
+checkpoint that does not load or a taken port stops it at start-up with exit status 2."""
+
+from __future__ import annotations
+
+import json
+import signal
+import socket
+import subprocess
+import sys
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.integration
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def serve_command(*flags: str) -> list[str]:
+    return [sys.executable, "-m", "sum_jax.serve", *flags]
+
+
+def post(url: str, body: dict) -> tuple[int, dict]:
+    request = urllib.request.Request(
+        url, json.dumps(body).encode(), {"Content-Type": "application/json"}
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=60) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read())
+
+
+def test_serves_the_random_tiny_model_under_the_demo_banner_and_prints_its_address(photo_dir):
+    from sum_jax.demo import BANNER
+
+    process = subprocess.Popen(
+        serve_command(f"--images={photo_dir}", "--port=0"),
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    try:
+        first = process.stdout.readline()  # printed once the model is loaded and warm
+        assert first.strip() == BANNER, first
+        line = process.stdout.readline()
+        assert "serving random:tiny on 3 images at http://127.0.0.1:" in line  # loopback
+        url = line.split(" at ")[1].split()[0]
+        with urllib.request.urlopen(url + "api/info", timeout=30) as r:
+            info = json.loads(r.read())
+        assert info["banner"] == BANNER and info["models"][0]["img_size"] == 128
+        body = {"image_id": "chelsea.jpg", "points": [[100, 100, 1]]}
+        status, answer = post(url + "api/predict", body)
+        assert status == 200 and len(answer["models"]["random:tiny"]["candidates"]) == 3
+        # The page's first image was embedded at start-up: the click did not wait for it.
+        assert answer["models"]["random:tiny"]["embed_ms"] == 0
+        status, answer = post(url + "api/predict", {**body, "points": [[1000, 1, 1]]})
+        assert status == 400 and "outside the image" in answer["error"]
+        assert post(url + "api/predict", body)[0] == 200  # still serving
+    finally:
+        process.send_signal(signal.SIGINT)
+        try:
+            # Ctrl-C stops it (uvicorn shuts down, then re-raises the signal, as Python would).
+            assert process.wait(timeout=30) in (0, -signal.SIGINT)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            raise
+
+
+@pytest.fixture
+def taken_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen(1)
+        yield s.getsockname()[1]
+
+
+def test_a_checkpoint_that_does_not_load_stops_with_status_2(tmp_path):
+    broken = tmp_path / "broken"
+    (broken / "params").mkdir(parents=True)
+    (broken / "sam_config.json").write_text("{not json")
+    for flag, words in [
+        (f"--checkpoint=SUM={tmp_path / 'missing'}", "does not exist"),
+        (f"--checkpoint=SUM={broken}", "is not a valid SamConfig"),
+        ("--checkpoint=SUM=random:huge", "does not load"),
+    ]:
+        run = subprocess.run(
+            serve_command(flag, "--port=0"), check=False, cwd=ROOT, capture_output=True, text=True
+        )
+        assert run.returncode == 2, run.stderr
+        assert "error: --checkpoint=SUM=" in run.stderr and words in run.stderr
+        assert "Traceback" not in run.stderr
+
+
+def test_a_taken_port_stops_with_status_2(taken_port):
+    run = subprocess.run(
+        serve_command(f"--port={taken_port}"), check=False, cwd=ROOT, capture_output=True, text=True
+    )
+    assert run.returncode == 2
+    assert f"cannot listen on 127.0.0.1:{taken_port}" in run.stderr and "--port" in run.stderr
