@@ -171,6 +171,7 @@ def summarize_step(metrics: Mapping[str, np.ndarray]) -> dict[str, float]:
         if int(metrics[f"masks_{source}"]) > 0:
             out[f"loss_{source}"] = float(np.mean(metrics[f"round_loss_{source}"]))
         out[f"masks_{source}"] = float(metrics[f"masks_{source}"])
+        out[f"images_{source}"] = float(metrics[f"images_{source}"])
     out["grad_norm"] = float(metrics["grad_norm"])
     out["update_norm"] = float(metrics["update_norm"])
     if "lr" in metrics:

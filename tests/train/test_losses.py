@@ -1,5 +1,7 @@
 """sum_jax.losses against float64 NumPy implementations of the paper's formulas (§3.2.1)."""
 
+import itertools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -16,7 +18,8 @@ def np_sigmoid(x):
 
 
 def np_focal(logits, y, c=None, alpha=0.25, gamma=2.0):
-    """Eq. (1): (1/m) sum_i c_i * alpha_t (1 - p_t)^gamma * CE_i, in float64."""
+    """Eq. (1): (1/m) sum_i c_i * alpha_t (1 - p_t)^gamma * CE_i over all m pixels of
+    `[N, H, W]` arrays, in float64."""
     x = logits.astype(np.float64)
     y = y.astype(np.float64)
     p = np_sigmoid(x)
@@ -45,6 +48,81 @@ def np_iou(logits, y):
     inter = (pred & y).reshape(len(y), -1).sum(-1)
     union = (pred | y).reshape(len(y), -1).sum(-1)
     return np.where(union > 0, inter / np.maximum(union, 1), 1.0)
+
+
+def photo_inputs(n=4, side=128, grid=32):
+    """A 3:2 photo (scikit-image's coffee, 400 x 600) resized into the padded `side` frame as
+    the data pipeline does, `n` masks on the `grid` (grey-level bands of the photo), smooth
+    logits that roughly follow them and certainties, and `(h, w)`: the grid rows and
+    columns that overlap the real image (the rest is zero padding)."""
+    from skimage import color, data, filters
+
+    from sum_jax.data import image_ops
+
+    photo = data.coffee()
+    grey = color.rgb2gray(photo)
+    cuts = np.quantile(grey, np.linspace(0, 1, n + 1))
+    masks = np.stack(
+        [
+            image_ops.mask_to_frame((grey >= lo) & (grey < hi), side, grid)
+            for lo, hi in itertools.pairwise(cuts)
+        ]
+    )
+    _, (hs, ws) = image_ops.resize_longest_side_and_pad(photo, side)
+    h, w = int(np.ceil(hs * grid / side)), int(np.ceil(ws * grid / side))
+    rng = np.random.default_rng(0)
+    noise = np.stack([filters.gaussian(rng.standard_normal((grid, grid)), 2) for _ in range(n)])
+    logits = (4 * (masks - 0.5) + 20 * noise).astype(np.float32)
+    logits[:, h:] = 50 * rng.standard_normal((n, grid - h, grid))  # junk in the padding
+    logits[:, :, w:] = 50 * rng.standard_normal((n, grid, grid - w))
+    c = rng.random((n, grid, grid)).astype(np.float32)
+    return logits, masks, c, (h, w)
+
+
+def test_photo_inputs_have_padding():
+    _, masks, _, (h, w) = photo_inputs()
+    assert (h, w) == (22, 32)  # 85 x 128 of the 128 frame: 22 of 32 rows are real
+    assert masks[:, h:].sum() == 0 and all(m[:h, :w].sum() > 20 for m in masks)
+
+
+def test_only_real_pixels_count():
+    """Eq. (1) averages over "the m pixels of an input image": with `area`, focal, Dice and
+    the IoU target equal the float64 formulas on the real image alone (cropped), whatever
+    the logits in the zero padding."""
+    logits, masks, c, (h, w) = photo_inputs()
+    area = np.zeros(masks.shape, bool)
+    area[:, :h, :w] = True
+    crop = lambda a: a[:, :h, :w]
+    iou_pred = np.full(len(masks), 0.7, np.float32)
+    terms = losses.combined_loss(logits, iou_pred, masks, c, theta=0.6, area=area)
+    np.testing.assert_allclose(
+        terms["focal"], np_focal(crop(logits), crop(masks), crop(c)), rtol=RTOL, atol=ATOL
+    )
+    np.testing.assert_allclose(
+        terms["dice"], np_dice(crop(logits), crop(masks), crop(c), 0.6), rtol=RTOL, atol=ATOL
+    )
+    np.testing.assert_allclose(terms["iou"], np_iou(crop(logits), crop(masks)), rtol=1e-6)
+    # Without `area` the padding counts, and the numbers differ (so the check can fail).
+    plain = losses.combined_loss(logits, iou_pred, masks, c, theta=0.6)
+    assert np.all(np.abs(np.asarray(plain["focal"]) - np.asarray(terms["focal"])) > 1e-3)
+    assert np.all(np.abs(np.asarray(plain["iou"]) - np.asarray(terms["iou"])) > 1e-3)
+
+
+def test_image_reduction_weighs_images_equally():
+    """`image_means` then `mean_over_images`: one human image with 1 mask and one image with
+    30 masks weigh the same, and an image with no valid mask does not count."""
+    rng = np.random.default_rng(8)
+    values = rng.random((3, 30))
+    valid = np.zeros((3, 30), bool)
+    valid[0, 0] = True  # 1 mask
+    valid[1, :] = True  # 30 masks
+    per_image, image_valid = losses.image_means(values, valid)
+    np.testing.assert_array_equal(image_valid, [True, True, False])
+    expected = (values[0, 0] + values[1].mean()) / 2
+    np.testing.assert_allclose(losses.mean_over_images(per_image, image_valid), expected, 1e-6)
+    # The per-mask mean gives the human mask 1/31 of the weight instead of 1/2.
+    per_mask = (values[0, 0] + values[1].sum()) / 31
+    assert abs(per_mask - expected) > 1e-3
 
 
 def random_inputs(seed, n=5, size=32):
