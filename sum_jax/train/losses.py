@@ -175,19 +175,31 @@ def multimask_loss(
     targets: Array,
     certainty: Array | None = None,
     area: Array | None = None,
+    *,
+    supervise_all_iou: bool = True,
     **loss_kwargs,
 ) -> tuple[dict[str, Array], Array]:
-    """The combined loss of the best of `M` outputs per mask (SAM's "minimum over outputs").
+    """The loss of `M` outputs per mask for one ambiguous prompt (round 1).
 
-    Each of the `M` outputs gets the full combined loss (focal, Dice and its own IoU MSE);
-    the output with the lowest value is kept, so only it receives gradient.
+    With `supervise_all_iou` (the default, SAM 2's `MultiStepMultiMasksAndIous`): the output
+    with the lowest mask loss `focal_weight * focal + dice_weight * dice` is chosen, only its
+    mask is back-propagated, and the IoU head of **every** output is trained:
+    `iou_mse = mean over the M outputs of (iou_pred_j - IoU_j)^2`. The IoU predictions of the
+    outputs not chosen pick the mask passed to round 2 and the mask returned at inference,
+    so they must be trained too.
+
+    With `supervise_all_iou=False` (the rule before issue 11): each output gets the full
+    combined loss, IoU MSE included, and the lowest is kept, so the IoU head is trained only
+    on the chosen output, and the IoU error takes part in the choice.
 
     Args:
       logits: `[N, M, H, W]`; iou_pred: `[N, M]`; targets, certainty, area: `[N, H, W]`.
+      supervise_all_iou: the rule above.
       loss_kwargs: weights and focal/Dice parameters for `combined_loss`.
 
     Returns:
-      (dict of `[N]` terms of the chosen output, `best [N]` int32 index of that output).
+      (dict of `[N]` terms: `loss`, `focal`, `dice`, `iou` of the chosen output and
+      `iou_mse` as trained; `best [N]` int32 index of the chosen output).
     """
     n, m = logits.shape[:2]
     flat = lambda a: None if a is None else jnp.repeat(a, m, axis=0)
@@ -200,8 +212,17 @@ def multimask_loss(
         **loss_kwargs,
     )
     terms = {k: v.reshape(n, m) for k, v in terms.items()}
-    best = jnp.argmin(terms["loss"], axis=1)
+    focal_weight = loss_kwargs.get("focal_weight", 20.0)
+    dice_weight = loss_kwargs.get("dice_weight", 1.0)
+    iou_weight = loss_kwargs.get("iou_weight", 1.0)
+    mask_loss = focal_weight * terms["focal"] + dice_weight * terms["dice"]
+    best = jnp.argmin(mask_loss if supervise_all_iou else terms["loss"], axis=1)
     chosen = {k: jnp.take_along_axis(v, best[:, None], axis=1)[:, 0] for k, v in terms.items()}
+    if supervise_all_iou:
+        chosen["iou_mse"] = terms["iou_mse"].mean(axis=1)
+        chosen["loss"] = (
+            focal_weight * chosen["focal"] + dice_weight * chosen["dice"]
+        ) + iou_weight * chosen["iou_mse"]
     return chosen, best.astype(jnp.int32)
 
 

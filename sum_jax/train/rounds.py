@@ -3,7 +3,10 @@
 For each image in the batch the image is encoded once; then, for every mask of the image,
 
 - round 1: a jittered box or one positive point (equal probability), the task prompt, no mask
-  prompt, three outputs; the loss is that of the lowest-loss output (SAM);
+  prompt, three outputs; the mask loss is that of the output with the lowest
+  `20 focal + dice`, and the IoU head of all three outputs is trained (SAM 2's
+  `supervise_all_iou`; `config.loss.supervise_all_iou = False` restores the earlier rule:
+  the lowest full loss, IoU MSE included, trains only its own IoU prediction);
 - rounds 2 .. R-1: one new point each from the error region of the previous round's
   prediction (false negative -> positive, false positive -> negative), all earlier prompts
   kept; the previous round's low-res logits (stop-gradient) as mask prompt; one output;
@@ -77,6 +80,7 @@ class InteractiveSettings:
     use_task_prompt: bool = True
     restrict_to_image: bool = True
     uncertainty_aware_loss: bool = True
+    supervise_all_iou: bool = True
     focal_weight: float = 20.0
     dice_weight: float = 1.0
     iou_weight: float = 1.0
@@ -97,6 +101,7 @@ class InteractiveSettings:
             use_task_prompt=bool(it.get("use_task_prompt", True)),
             restrict_to_image=bool(it.restrict_to_image),
             uncertainty_aware_loss=bool(loss.uncertainty_aware),
+            supervise_all_iou=bool(loss.get("supervise_all_iou", True)),
             **losses.loss_kwargs_from_config(loss),
         )
 
@@ -247,7 +252,13 @@ def training_rounds(
         def first_round():
             logits, iou_pred = decode(*args, multimask=True)  # [B, N, 3, L, L], [B, N, 3]
             terms, _ = losses.multimask_loss(
-                flat(logits), flat(iou_pred), targets_f, loss_c_f, area_f, **loss_kwargs
+                flat(logits),
+                flat(iou_pred),
+                targets_f,
+                loss_c_f,
+                area_f,
+                supervise_all_iou=settings.supervise_all_iou,
+                **loss_kwargs,
             )
             best = jnp.argmax(iou_pred, axis=-1)  # SAM passes on the most confident mask
             passed = jnp.take_along_axis(logits, best[..., None, None, None], axis=2)[:, :, 0]

@@ -211,13 +211,53 @@ def test_combined_weights():
     np.testing.assert_allclose(terms["loss"], expected, rtol=RTOL, atol=ATOL)
 
 
-def test_multimask_takes_minimum_and_only_its_gradient():
+def multimask_inputs():
+    """Three outputs per mask, where the IoU prediction of the output with the lowest mask
+    loss is badly wrong, so that a choice by the full loss (IoU MSE included) differs."""
     rng = np.random.default_rng(7)
     n, m, size = 4, 3, 16
     logits = (2 * rng.standard_normal((n, m, size, size))).astype(np.float32)
     targets = (rng.random((n, size, size)) < 0.4).astype(np.uint8)
+    logits[:, 1] += 3 * (targets - 0.5)  # output 1 follows the target: lowest mask loss
     iou_pred = rng.random((n, m)).astype(np.float32)
-    chosen, best = losses.multimask_loss(logits, iou_pred, targets)
+    iou_pred[:, 1] = 4.0
+    return logits, iou_pred, targets
+
+
+def test_multimask_chooses_by_mask_loss_and_supervises_every_iou():
+    """SAM 2's rule (App. B.1 follows SAM; SAM 2's `supervise_all_iou`): back-propagate the
+    mask of the output with the lowest `20 focal + dice`, train all three IoU predictions."""
+    logits, iou_pred, targets = multimask_inputs()
+    n, m = iou_pred.shape
+    mask_loss = np.stack(
+        [20 * np_focal(logits[:, j], targets) + np_dice(logits[:, j], targets) for j in range(m)],
+        axis=1,
+    )
+    mse = np.stack([(iou_pred[:, j] - np_iou(logits[:, j], targets)) ** 2 for j in range(m)], 1)
+    best = mask_loss.argmin(1)
+    assert np.all(best == 1)
+    chosen, got_best = losses.multimask_loss(logits, iou_pred, targets)
+    np.testing.assert_array_equal(got_best, best)
+    np.testing.assert_allclose(chosen["iou_mse"], mse.mean(1), rtol=RTOL)
+    expected = mask_loss[np.arange(n), best] + mse.mean(1)
+    np.testing.assert_allclose(chosen["loss"], expected, rtol=RTOL, atol=ATOL)
+    grads = jax.grad(
+        lambda x, q: losses.multimask_loss(x, q, targets)[0]["loss"].sum(), argnums=(0, 1)
+    )(jnp.asarray(logits), jnp.asarray(iou_pred))
+    logit_norm = np.abs(np.asarray(grads[0])).sum(axis=(2, 3))  # [n, m]
+    for i in range(n):
+        for j in range(m):
+            assert (logit_norm[i, j] > 0) == (j == best[i])
+    # Every IoU prediction gets d/dq (1/M) sum_j (q_j - IoU_j)^2 = 2 (q_j - IoU_j) / M.
+    actual = np.stack([np_iou(logits[:, j], targets) for j in range(m)], axis=1)
+    np.testing.assert_allclose(grads[1], 2 * (iou_pred - actual) / m, rtol=1e-5, atol=1e-7)
+
+
+def test_multimask_earlier_rule_behind_the_switch():
+    """`supervise_all_iou=False`: the lowest full loss (IoU MSE included) is kept, and only
+    its IoU prediction trains; here the wrong IoU prediction moves the choice."""
+    logits, iou_pred, targets = multimask_inputs()
+    m = iou_pred.shape[1]
     per_output = np.stack(
         [
             20 * np_focal(logits[:, j], targets)
@@ -227,15 +267,16 @@ def test_multimask_takes_minimum_and_only_its_gradient():
         ],
         axis=1,
     )
+    chosen, best = losses.multimask_loss(logits, iou_pred, targets, supervise_all_iou=False)
     np.testing.assert_array_equal(best, per_output.argmin(1))
+    assert np.all(np.asarray(best) != 1)  # unlike the default rule
     np.testing.assert_allclose(chosen["loss"], per_output.min(1), rtol=RTOL, atol=ATOL)
-    grad = jax.grad(lambda x: losses.multimask_loss(x, iou_pred, targets)[0]["loss"].sum())(
-        jnp.asarray(logits)
-    )
-    grad_norm = np.abs(np.asarray(grad)).sum(axis=(2, 3))  # [n, m]
-    for i in range(n):
-        for j in range(m):
-            assert (grad_norm[i, j] > 0) == (j == int(best[i]))
+    grad = jax.grad(
+        lambda q: losses.multimask_loss(logits, q, targets, supervise_all_iou=False)[0][
+            "loss"
+        ].sum()
+    )(jnp.asarray(iou_pred))
+    assert np.all((np.asarray(grad) != 0) == (np.arange(m)[None] == np.asarray(best)[:, None]))
 
 
 def test_masked_mean_ignores_padding():
