@@ -6,8 +6,8 @@ one image and both modes inside one jitted function:
 - Protocols: `point` (first click at the ground truth's deepest pixel), `box` (the GT's tight
   box first, kept in every later round, clicks from round 2), `boundary` (first click at the
   row-major median of the GT's 10 px boundary band, App. F.2). Later clicks follow RITM's
-  clicker (`sum_jax.ops.clicks`): deepest pixel of the deeper error region, clicked pixels
-  excluded.
+  clicker (`sum_jax.ops.clicks`): deepest pixel of the deeper error region (depth in the
+  whole region, clicked pixels zeroed afterwards).
 - Round 1 decodes three outputs. Mode `oracle` keeps the one with the highest IoU against the
   GT; mode `single` keeps a token fixed in advance (`single_output_token`: 0, the default,
   is SAM's single-mask token, what `multimask_output=False` returns; 1..3 the multimask
