@@ -202,6 +202,7 @@ def training_rounds(
         targets_f,
         sample_c_f,
         img_size=img_size,
+        image_size=jnp.broadcast_to(batch["image_size"][:, None], (b, n, 2)).reshape(bn, 2),
         box_prob=settings.box_prob,
         box_noise_frac=settings.box_noise_frac,
         box_noise_max=settings.box_noise_max,
