@@ -4,13 +4,13 @@ writes its report, pictures and the outputs of every stage."""
 
 from __future__ import annotations
 
-import pytest
 import json
 import os
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from PIL import Image
 
 from sum_jax.checkpointing import load_model

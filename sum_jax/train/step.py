@@ -154,8 +154,10 @@ def train_step(
 
     Returns:
       `(new_state, metrics)`: `loss`, per-round `[R]` arrays `round_loss`, `round_iou`,
-      `round_focal`, `round_dice`, `round_iou_mse`, `round_loss_human`, `round_loss_pseudo`,
-      the valid-mask counts `masks_human` and `masks_pseudo`, the global norms of the
+      `round_focal`, `round_dice`, `round_iou_mse`, `round_loss_human`, `round_loss_pseudo`
+      (each the mean over images of the image's mean over its valid masks), the valid-mask
+      counts `masks_human` and `masks_pseudo`, the counts of images with a valid mask
+      `images_human` and `images_pseudo`, the global norms of the
       gradient and of the update over trainable parameters, and the learning rate (when
       `schedule` is given).
     """
@@ -167,12 +169,14 @@ def train_step(
         tx=tx,
         plan=plan,
     )
-    metrics.update({f"round_{k}": v for k, v in aux.items() if k != "loss"})
-    metrics["round_loss"] = aux["loss"]
+    per_image = ("image_loss", "image_valid")
+    metrics.update({f"round_{k}": v for k, v in aux.items() if k not in per_image})
     pseudo = batch["is_pseudo"].astype(bool)[:, None]
     valid = batch["mask_valid"].astype(bool)
     metrics["masks_human"] = jnp.sum(valid & ~pseudo)
     metrics["masks_pseudo"] = jnp.sum(valid & pseudo)
+    metrics["images_human"] = jnp.sum(aux["image_valid"] & ~pseudo[:, 0])
+    metrics["images_pseudo"] = jnp.sum(aux["image_valid"] & pseudo[:, 0])
     if schedule is not None:
         metrics["lr"] = jnp.asarray(schedule(state.step), jnp.float32)
     return new_state, metrics
