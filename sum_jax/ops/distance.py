@@ -1,14 +1,22 @@
 """Exact Euclidean distance transform in `jax.numpy`, with static shapes for `jit`/`scan`.
 
 The squared depth of a pixel (distance to the nearest pixel outside the region, zero padded)
-is computed in two separable passes (as Felzenszwalb & Huttenlocher): `g(y, x)`, the distance
-to the nearest outside pixel in the same column, from running max/min of outside-pixel
-indices (`lax.cummax` / `lax.cummin`, O(HW)); then `D(y, x) = min_k g(y, x -+ k)^2 + k^2`
-along the shorter image axis, as a `lax.while_loop` over the offset `k` with whole-array min
-operations (O(HW) memory). The loop stops as soon as `k^2` reaches the largest depth found so
-far, since larger offsets cannot improve any pixel: it runs (largest depth + 1) steps, not W.
-All in int32, so comparisons of depths are exact. (The lower-envelope scan of the original
-algorithm is sequential per row and maps badly onto accelerators.)
+is computed in two separable passes:
+
+1. `g(y, x)`, the distance to the nearest outside pixel in the same column, from running
+   max/min of outside-pixel indices (`lax.cummax` / `lax.cummin`, O(HW)).
+2. `D(y, x) = min_k g(y, k)^2 + (x - k)^2` along each row: the lower envelope of one parabola
+   per pixel, built by Meijster, Roerdink & Hesselink's algorithm ("A general algorithm for
+   computing distance transforms in linear time", 2000), the integer form of Felzenszwalb &
+   Huttenlocher's. A forward scan pushes each column's parabola on a per-row stack (popping
+   the parabolas it hides), a backward scan reads the envelope off the stack. Both scans run
+   along the shorter image axis, all rows of the batch at once; each step is O(rows), so the
+   cost is O(HW) whatever the depth of the region (the loop over offsets it replaces ran one
+   pass per pixel of the largest depth). The stack is a linked list (`parent`, `start`
+   arrays written at the step's own column), so every write is a contiguous row.
+
+All in int32 (the largest intermediate is `x^2 + g^2 < 2^31` for sides up to 30,000 pixels),
+so depths, and the comparisons of depths that pick clicks, are exact.
 """
 
 from __future__ import annotations
@@ -33,41 +41,77 @@ def line_distance(mask: Array, axis: int) -> Array:
     return jnp.minimum(idx - last_zero, next_zero - idx)
 
 
+def _pick(table: Array, index: Array) -> Array:
+    """`table[index[r], r]` for each row `r`: `table [m, R]`, `index [R]`."""
+    return jnp.take_along_axis(table, index[None], axis=0, mode="clip")[0]
+
+
+def lower_envelope(f: Array) -> Array:
+    """`D[u, r] = min_k f[k, r] + (u - k)^2` for int32 `f [m, R]` (>= 0), exactly.
+
+    Meijster et al.'s second phase, vectorised over the rows `r`. Parabola `u` beats the
+    stack's top `i` strictly from column `1 + floor(sep(i, u))` on, with
+    `sep(i, u) = (u^2 - i^2 + f[u] - f[i]) / (2 (u - i))`; the top is popped when `u` beats
+    it already at the start of its segment.
+    """
+    m, rows = f.shape
+
+    def value(x, site):  # the parabola of `site` at column `x`, per row
+        return (x - site) ** 2 + _pick(f, site)
+
+    def push(carry, u):
+        top, parent, start = carry
+        fu = f[u]
+
+        def hidden(top):
+            safe = jnp.maximum(top, 0)
+            s = _pick(start, safe)
+            return (top >= 0) & (value(s, safe) > (s - u) ** 2 + fu)
+
+        def pop(top):
+            return jnp.where(hidden(top), _pick(parent, jnp.maximum(top, 0)), top)
+
+        top = lax.while_loop(lambda t: jnp.any(hidden(t)), pop, top)
+        empty = top < 0
+        safe = jnp.maximum(top, 0)
+        num = u * u - safe * safe + fu - _pick(f, safe)
+        first = 1 + jnp.floor_divide(num, 2 * (u - safe))  # u beats top from here on
+        first = jnp.where(empty, 0, first)
+        pushed = empty | (first < m)
+        parent = parent.at[u].set(jnp.where(pushed, top, parent[u]))
+        start = start.at[u].set(jnp.where(pushed, first, start[u]))
+        return (jnp.where(pushed, u, top), parent, start), None
+
+    init = (
+        jnp.zeros((rows,), jnp.int32),
+        jnp.full((m, rows), -1, jnp.int32),
+        jnp.zeros((m, rows), jnp.int32),
+    )
+    (top, parent, start), _ = lax.scan(push, init, jnp.arange(1, m, dtype=jnp.int32))
+
+    def read(top, u):
+        d = value(u, top)
+        done = _pick(start, top) == u  # the top's segment starts here: go down the stack
+        return jnp.where(done, _pick(parent, top), top), d
+
+    _, d = lax.scan(read, top, jnp.arange(m - 1, -1, -1, dtype=jnp.int32))
+    return d[::-1]
+
+
 def squared_depth(region: Array) -> Array:
     """int32 `[..., H, W]`: exact squared Euclidean distance of each region pixel to the
     nearest pixel outside the region (zero padded); 0 outside the region."""
     h, w = region.shape[-2:]
-    if w > h:  # the offset loop runs along the shorter axis
+    if w > h:  # the envelope scans run along the shorter axis
         return jnp.swapaxes(squared_depth(jnp.swapaxes(region, -1, -2)), -1, -2)
     g = line_distance(region, axis=-2)  # vertical distance, [..., H, W]
-    g2 = g * g
+    lead = region.shape[:-2]
+    # Rows of the scans: every (batch, y); the scan axis x first, so each step is one row.
+    f = jnp.moveaxis((g * g).reshape((-1, w)), -1, 0)  # [W, B*H]
+    d = jnp.moveaxis(lower_envelope(f), 0, -1).reshape(lead + (h, w))
     x = jnp.arange(w, dtype=jnp.int32)
-    # Offset 0 and the zero padding left of column 0 / right of column W - 1.
-    border = jnp.minimum((x + 1) ** 2, (w - x) ** 2)
-    depth = jnp.where(region, jnp.minimum(g2, border), 0)
-    # Columns beyond the image are covered by `border`; pad with a value that never wins
-    # (wide enough for the unrolled offsets below, so slices are never clamped).
-    unroll = 4
-    p = w + unroll
-    pad = [(0, 0)] * (g2.ndim - 1) + [(p, p)]
-    g2p = jnp.pad(g2, pad, constant_values=jnp.int32(2**30))
-
-    def cond(state):
-        k, depth = state
-        # Offsets >= k add at least k^2: once that reaches the largest depth, we are done.
-        return (k < w) & (k * k < jnp.max(depth))
-
-    def body(state):
-        k, depth = state
-        for j in range(unroll):  # a few offsets per convergence check (a full reduction)
-            kj = k + j
-            left = lax.dynamic_slice_in_dim(g2p, p - kj, w, axis=-1)  # g2[..., x - kj]
-            right = lax.dynamic_slice_in_dim(g2p, p + kj, w, axis=-1)  # g2[..., x + kj]
-            depth = jnp.minimum(depth, jnp.minimum(left, right) + kj * kj)
-        return k + unroll, depth
-
-    _, depth = lax.while_loop(cond, body, (jnp.int32(1), depth))
-    return depth
+    border = jnp.minimum((x + 1) ** 2, (w - x) ** 2)  # the zero padding left and right
+    return jnp.where(region, jnp.minimum(d, border), 0)
 
 
 def deepest(region: Array) -> tuple[Array, Array]:
