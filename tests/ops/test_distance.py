@@ -13,8 +13,13 @@ from scipy import ndimage
 from sum_jax.ops import distance
 from tests.ops.test_metrics import random_blobs
 
-_depth = jax.jit(distance.squared_depth)
-_deepest = jax.jit(distance.deepest)
+
+@pytest.fixture(params=["envelope", "offsets", "default"])
+def path(request, monkeypatch):
+    """Both exact algorithms, forced by `OFFSET_LIMIT`, and the default choice between them."""
+    limits = {"envelope": -1, "offsets": 10**6, "default": distance.OFFSET_LIMIT}
+    monkeypatch.setattr(distance, "OFFSET_LIMIT", limits[request.param])
+    return request.param
 
 
 def scipy_squared_depth(region: np.ndarray) -> np.ndarray:
@@ -33,8 +38,9 @@ def real_masks(h: int, w: int) -> np.ndarray:
 
 
 def check(regions: np.ndarray) -> None:
-    got = np.asarray(_depth(jnp.asarray(regions)))
-    depth, yx = jax.device_get(_deepest(jnp.asarray(regions)))
+    # Fresh functions: traced with the current OFFSET_LIMIT.
+    got = np.asarray(jax.jit(lambda r: distance.squared_depth(r))(jnp.asarray(regions)))
+    depth, yx = jax.device_get(jax.jit(lambda r: distance.deepest(r))(jnp.asarray(regions)))
     for m, g, d, (y, x) in zip(regions, got, depth, yx):
         ref = scipy_squared_depth(m)
         np.testing.assert_array_equal(g, ref)
@@ -43,7 +49,7 @@ def check(regions: np.ndarray) -> None:
 
 
 @pytest.mark.parametrize("hw", [(480, 854), (854, 480), (375, 500), (97, 31)])
-def test_matches_scipy_on_real_masks(hw):
+def test_matches_scipy_on_real_masks(hw, path):
     masks = real_masks(*hw)
     # Also the holes of each mask's complement (the false-positive side of a click).
     check(np.concatenate([masks, ~masks[:2]]))
@@ -54,11 +60,11 @@ def test_matches_scipy_on_a_2000_x_3000_mask():
     big = m[np.argmax(m.reshape(len(m), -1).sum(1))]
     check(big[None])
     ring = np.ones((2000, 3000), bool)
-    ring[700:1300, 1000:2000] = False  # a frame ~700 px deep: cost does not grow with depth
+    ring[700:1300, 1000:2000] = False  # a frame 700 px deep: the envelope
     check(ring[None])
 
 
-def test_matches_scipy_on_random_and_degenerate_regions():
+def test_matches_scipy_on_random_and_degenerate_regions(path):
     rng = np.random.default_rng(0)
     for h, w in [(23, 9), (9, 30), (17, 17), (1, 12), (12, 1), (1, 1), (2, 64)]:
         regions = [random_blobs(rng, h, w) for _ in range(6)]
@@ -66,9 +72,9 @@ def test_matches_scipy_on_random_and_degenerate_regions():
         check(np.stack(regions))
 
 
-def test_leading_axes_are_batched():
+def test_leading_axes_are_batched(path):
     rng = np.random.default_rng(1)
     regions = np.stack([random_blobs(rng, 20, 33) for _ in range(6)]).reshape(2, 3, 20, 33)
-    got = np.asarray(_depth(jnp.asarray(regions)))
+    got = np.asarray(jax.jit(lambda r: distance.squared_depth(r))(jnp.asarray(regions)))
     for idx in np.ndindex(2, 3):
         np.testing.assert_array_equal(got[idx], scipy_squared_depth(regions[idx]))
