@@ -215,6 +215,7 @@ class MaskGenerator:
             )
             rows = {"iou": np.asarray(iou)[: 3 * len(chunk)], "points": np.repeat(chunk, 3, 0)}
             keep = self._iou_filter(rows["iou"], stats)
+            low_host = None  # this batch's low-res logits on the host, once needed
             for c in range(0, keep.size, self.upscale_chunk):
                 idx = keep[c : c + self.upscale_chunk]
                 slots = min(self.upscale_chunk, 1 << max(idx.size - 1, 0).bit_length())
@@ -230,9 +231,12 @@ class MaskGenerator:
                 if not kept.size:
                     continue
                 scores = {k: v[kept] for k, v in scores.items()}
-                masks = jax.device_get(scored["masks"][jnp.asarray(kept)])
-                scores["masks"] = masks[:, :crop_h, :crop_w]
-                scores["low_res"] = jax.device_get(low_res[jnp.asarray(idx[kept])])
+                # Whole chunks to the host, indexed there: an index array of each new length
+                # would compile a new gather.
+                scores["masks"] = np.asarray(scored["masks"])[kept, :crop_h, :crop_w]
+                if low_host is None:
+                    low_host = np.asarray(low_res)
+                scores["low_res"] = low_host[idx[kept]]
                 for k, v in scores.items():
                     out.setdefault(k, []).append(v)
         data = {k: np.concatenate(v) for k, v in out.items()}
