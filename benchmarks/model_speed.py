@@ -5,8 +5,9 @@
 
 Times the image encoder (one 1024x1024 image) and the prompt encoder + mask decoder on one
 image embedding with `--prompts` single-click prompts (three masks each), after a warm-up
-(compilation excluded and reported separately). Prints the median seconds of each and the
-ratio PyTorch / Flax (above 1: Flax is faster). PyTorch runs on the CPU with the same number
+(compilation excluded and reported separately). Prints the median seconds of each with the
+min-max over `--repeats`, the ratio PyTorch / Flax of the medians (above 1: Flax is faster)
+and the load average (the machine may be shared: compare ratios from the same run). PyTorch runs on the CPU with the same number
 of threads as XLA; when JAX has a GPU, only the JAX side moves there, so the ratio then
 compares devices, not frameworks.
 """
@@ -23,12 +24,17 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
-def median_seconds(fn, repeats: int) -> float:
+SPREAD: dict[str, str] = {}
+
+
+def median_seconds(fn, repeats: int, name: str = "") -> float:
+    """Median seconds of `repeats` calls; the min-max goes to `SPREAD[name]`."""
     times = []
     for _ in range(repeats):
         t0 = time.perf_counter()
         fn()
         times.append(time.perf_counter() - t0)
+    SPREAD[name] = f"{min(times):.3f}-{max(times):.3f} s"
     return statistics.median(times)
 
 
@@ -78,9 +84,9 @@ def main() -> None:
     t0 = time.perf_counter()
     jax.block_until_ready(decode(state, emb, pts, lbl))
     compile_dec = time.perf_counter() - t0
-    jax_enc = median_seconds(lambda: jax.block_until_ready(encode(state, x)), args.repeats)
+    jax_enc = median_seconds(lambda: jax.block_until_ready(encode(state, x)), args.repeats, "fe")
     jax_dec = median_seconds(
-        lambda: jax.block_until_ready(decode(state, emb, pts, lbl)), args.repeats
+        lambda: jax.block_until_ready(decode(state, emb, pts, lbl)), args.repeats, "fd"
     )
     print(f"device: {jax.devices()[0].device_kind}, {args.variant}, {args.dtype}, {q} prompts")
     print(
@@ -111,13 +117,18 @@ def main() -> None:
             )
 
     torch_decode()
-    t_enc = median_seconds(torch_encode, args.repeats)
-    t_dec = median_seconds(torch_decode, args.repeats)
+    t_enc = median_seconds(torch_encode, args.repeats, "te")
+    t_dec = median_seconds(torch_decode, args.repeats, "td")
     print(
         f"torch  encoder {t_enc:8.3f} s   decoder {t_dec * 1e3:8.1f} ms   "
         f"({torch.get_num_threads()} threads)"
     )
     print(f"ratio torch/flax: encoder {t_enc / jax_enc:.2f}x, decoder {t_dec / jax_dec:.2f}x")
+    print(
+        f"min-max over {args.repeats} repeats: flax encoder {SPREAD['fe']}, decoder "
+        f"{SPREAD['fd']}; torch encoder {SPREAD['te']}, decoder {SPREAD['td']}"
+    )
+    print("load average (1, 5, 15 min):", ", ".join(f"{v:.2f}" for v in os.getloadavg()))
     del g
 
 

@@ -21,9 +21,12 @@ Rounds are a `jax.lax.scan`: decode, upscale to the GT's original resolution, th
 count IoU and boundary-IoU pixels, click. Shapes are static: the GT sits in a frame padded up
 to a size bucket, so one compilation serves many image sizes, and the postprocessing
 (bilinear to `S x S`, crop to the resized image, bilinear to `H x W`, as
-`sum_jax.ops.transforms.postprocess_masks` and the official `Sam.postprocess_masks`) is the
-separable linear map `A_y @ logits @ A_x^T` whose matrices are built on host for each image
-size (zero rows in the padding). Only pixel counts and clicks come back to the host.
+`sum_jax.ops.transforms.postprocess_masks` and the official `Sam.postprocess_masks`) runs as
+two-tap bilinear gathers whose indices and weights are built on host for each image size
+(`transforms.postprocess_taps`; zero weights in the padding) and passed as arrays. Round 1's
+three outputs are upscaled once: both modes read their round-1 masks from them. The
+distance transform of the clicks costs O(pixels) whatever the objects' depth
+(`sum_jax.ops.distance`). Only pixel counts and clicks come back to the host.
 
 The decoder is abstract (`Decoder`), so tests can run the protocol with a stand-in predictor
 whose output is known in closed form.
@@ -39,14 +42,12 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from flax import nnx
 
 from sum_jax.models.prompt_encoder import LABEL_ABSENT
-from sum_jax.ops import clicks
+from sum_jax.ops import clicks, transforms
 from sum_jax.ops.distance import deepest
 from sum_jax.ops.masks import erode, iou_counts, iou_from_counts, mask_to_box
-from sum_jax.ops.transforms import preprocess_shape
 
 Array = jax.Array
 PROTOCOLS = ("point", "box", "boundary")
@@ -88,7 +89,7 @@ class Decoder(NamedTuple):
 
     decode(params, context, prompts, multimask) -> low-res logits `f32[Q, M, l, l]`
       (`M = 3` if multimask else 1); `context` is the per-image pytree (image embedding,
-      resize matrices, ...), `params` the model state.
+      resize taps, ...), `params` the model state.
     upscale(context, logits f32[..., l, l]) -> logits `f32[..., Hb, Wb]` at the GT's original
       resolution in the padded frame, <= 0 in the padding.
     """
@@ -154,7 +155,7 @@ def evaluation_rounds(
     Args:
       decoder: the model interface (see `Decoder`).
       params: model state handed to `decoder.decode`.
-      context: per-image pytree handed to the decoder (embedding, resize matrices).
+      context: per-image pytree handed to the decoder (embedding, resize taps).
       gt: bool `[Q, Hb, Wb]`: GT masks in the padded frame (False in the padding; all-False
         masks are padding and produce no prompts).
       dilation: i32 scalar, the boundary-IoU band width of the original image size.
@@ -189,13 +190,16 @@ def evaluation_rounds(
     inter, union = iou_counts(multi_pred, gt[:, None])
     first_ious = iou_from_counts(inter, union)
     oracle = jnp.argmax(first_ious, axis=-1)  # ties: the first output
-    oracle_logits = jnp.take_along_axis(multi, oracle[:, None, None, None], axis=1)[:, 0]
+    pick = lambda x, i: jnp.take_along_axis(x, i[:, None, None, None], axis=1)[:, 0]
+    oracle_logits, oracle_pred = pick(multi, oracle), pick(multi_pred, oracle)
     if protocol.single_output_token == 0:
         single_logits = decoder.decode(params, context, prompts, False)[:, 0]
+        single_pred = decoder.upscale(context, single_logits) > 0
     else:
         single_logits = multi[:, protocol.single_output_token - 1]
+        single_pred = multi_pred[:, protocol.single_output_token - 1]
     logits = jnp.concatenate([oracle_logits, single_logits])  # [2Q, l, l]
-    pred = decoder.upscale(context, logits) > 0
+    pred = jnp.concatenate([oracle_pred, single_pred])
     first = counts(pred)
 
     two = lambda x: jnp.concatenate([x, x])
@@ -238,36 +242,7 @@ def evaluation_rounds(
 
 
 # ----------------------------------------------------------------------------------------
-# SAM on device: resize matrices and the decoder adapter.
-
-
-def bilinear_matrix(out_size: int, in_size: int) -> np.ndarray:
-    """float64 `[out, in]`: PyTorch's `F.interpolate(mode="bilinear", align_corners=False)`
-    (no antialiasing) along one axis, as a matrix."""
-    scale = in_size / out_size
-    src = np.maximum((np.arange(out_size) + 0.5) * scale - 0.5, 0.0)
-    i0 = np.minimum(np.floor(src).astype(np.int64), in_size - 1)
-    i1 = np.minimum(i0 + 1, in_size - 1)
-    lam = src - i0
-    m = np.zeros((out_size, in_size))
-    np.add.at(m, (np.arange(out_size), i0), 1.0 - lam)
-    np.add.at(m, (np.arange(out_size), i1), lam)
-    return m
-
-
-@functools.lru_cache(maxsize=64)
-def postprocess_matrices(
-    height: int, width: int, img_size: int, low_res: int, padded: tuple[int, int]
-) -> tuple[np.ndarray, np.ndarray]:
-    """float32 `A_y [Hb, l]`, `A_x [Wb, l]` with `A_y @ logits @ A_x^T` = SAM's
-    `postprocess_masks(logits, input_size, (height, width))`, zero rows beyond the image."""
-    rh, rw = preprocess_shape(height, width, img_size)
-    up = bilinear_matrix(img_size, low_res)
-    ay = bilinear_matrix(height, rh) @ up[:rh]
-    ax = bilinear_matrix(width, rw) @ up[:rw]
-    ay = np.pad(ay, ((0, padded[0] - height), (0, 0)))
-    ax = np.pad(ax, ((0, padded[1] - width), (0, 0)))
-    return ay.astype(np.float32), ax.astype(np.float32)
+# SAM on device: the decoder adapter.
 
 
 def _sam_decode(graphdef, params, context, prompts: Prompts, multimask: bool) -> Array:
@@ -294,17 +269,17 @@ def _sam_decode(graphdef, params, context, prompts: Prompts, multimask: bool) ->
     return logits[0]
 
 
-def _matrix_upscale(context, logits: Array) -> Array:
-    hp = jax.lax.Precision.HIGHEST  # TF32 would move logits across 0 on GPUs
-    x = jnp.einsum("hl,...lm->...hm", context["ay"], logits, precision=hp)
-    return jnp.einsum("...hm,wm->...hw", x, context["ax"], precision=hp)
+def taps_upscale(context, logits: Array) -> Array:
+    """SAM's postprocessing with the per-image taps in `context["taps"]`
+    (`transforms.postprocess_taps`): `[..., l, l]` -> `[..., Hb, Wb]`, 0 in the padding."""
+    return transforms.apply_postprocess(logits, context["taps"])
 
 
 @functools.lru_cache(maxsize=16)
 def sam_decoder(graphdef) -> Decoder:
     """The `Decoder` of an NNX `Sam` split into `(graphdef, params)`; one object per graph
     structure, so that compiled rounds are shared by models of the same architecture."""
-    return Decoder(functools.partial(_sam_decode, graphdef), _matrix_upscale)
+    return Decoder(functools.partial(_sam_decode, graphdef), taps_upscale)
 
 
 @functools.lru_cache(maxsize=16)
@@ -333,3 +308,9 @@ def bucket(size: int, buckets: tuple[int, ...]) -> int:
             return b
     top = max(buckets)
     return int(math.ceil(size / top) * top)
+
+
+def slot_bucket(num_masks: int, max_slots: int) -> int:
+    """Mask slots of one chunk: the smallest power of two >= `num_masks`, at most
+    `max_slots` (an image with one object runs 1 slot, not `masks_per_batch`)."""
+    return min(max_slots, 1 << max(num_masks - 1, 0).bit_length())

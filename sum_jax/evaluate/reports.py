@@ -306,10 +306,11 @@ def plot_curves(
 
 
 def upscale_logits(context: Mapping[str, Any], logits: np.ndarray, hw: tuple[int, int]):
-    """Host copy of the device upscaling: `A_y @ logits @ A_x^T`, cropped to `hw`."""
-    ay = np.asarray(context["ay"], np.float64)[: hw[0]]
-    ax = np.asarray(context["ax"], np.float64)[: hw[1]]
-    return np.einsum("hl,...lm,wm->...hw", ay, np.asarray(logits, np.float64), ax)
+    """The evaluator's upscaling (`context["taps"]`, SAM's postprocessing), cropped to `hw`."""
+    from sum_jax.ops import transforms
+
+    up = transforms.apply_postprocess(np.asarray(logits, np.float32), context["taps"])
+    return np.asarray(up)[..., : hw[0], : hw[1]]
 
 
 def save_example_images(
@@ -322,7 +323,7 @@ def save_example_images(
     """Images with the GT outline, the chosen mask and the clicks after a few rounds.
 
     `item` is what `evaluate_examples` hands to `on_example_images`: the example, the
-    protocol, the chunks' logits `[R, 2, Q, l, l]` and the image's context (resize matrices).
+    protocol, the chunks' logits `[R, 2, Q, l, l]` and the image's context (resize taps).
     One PNG per (image, mask, mode): rounds 1, 3 and the last reported one side by side.
     """
     plt = _pyplot()

@@ -3,10 +3,16 @@
 `evaluate(config, model, examples, workdir)` runs every ground-truth mask of every example
 through `R` interactive rounds (`sum_jax.evaluate.protocol`, on device) and writes per-object
 records, per-dataset / per-task / overall means, NoC@85/90, plots and example images
-(`sum_jax.evaluate.reports`). The image is encoded once; each chunk of `masks_per_batch`
-masks runs all rounds of both modes in one call. Only pixel counts and clicks come back;
-the ratios are formed in float64 here. Empty ground-truth masks are skipped (and counted)
-since no prompt can be derived.
+(`sum_jax.evaluate.reports`). The image is encoded once; each chunk of at most
+`masks_per_batch` masks (padded to a power of two: an image with one object runs one slot)
+runs all rounds of both modes in one call. Only pixel counts and clicks come back; the ratios
+are formed in float64 here. Empty ground-truth masks are skipped (and counted) since no prompt
+can be derived.
+
+Resuming: each image's records are appended to `workdir/progress.jsonl` as one line, written
+and fsynced in one go, as soon as the image is done. A killed evaluation restarted with the
+same settings skips the images found there (a torn last line is dropped) and the reports are
+rebuilt from all records. Progress (images per second, ETA) goes to the log and the bar.
 """
 
 from __future__ import annotations
@@ -33,9 +39,9 @@ from sum_jax.evaluate.protocol import (
     RoundOutputs,
     bucket,
     compiled_rounds,
-    postprocess_matrices,
     sam_decoder,
     sam_encoder,
+    slot_bucket,
 )
 from sum_jax.ops import metrics, transforms
 from sum_jax.ops.masks import iou_from_counts
@@ -121,14 +127,54 @@ class SamRunner:
         s = self.config.img_size
         pre, _ = transforms.preprocess(image, s)
         embedding = self._encode(self.params, jnp.asarray(pre))
-        ay, ax = postprocess_matrices(h, w, s, self.config.low_res_size, padded)
+        taps = transforms.postprocess_taps((h, w), s, self.config.low_res_size, padded)
         rh, rw = preprocess_shape(h, w, s)
         return {
             "embedding": embedding,
-            "ay": jnp.asarray(ay),
-            "ax": jnp.asarray(ax),
+            "taps": jax.tree.map(jnp.asarray, taps),
             "scale": jnp.asarray([rh / h, rw / w], jnp.float32),
         }
+
+
+def image_key(index: int, example: Mapping[str, Any]) -> str:
+    """An example's identity in `progress.jsonl`: its position in the stream and its ids."""
+    return f"{index}:{example.get('dataset', '')}:{example.get('image_id', '')}"
+
+
+class Progress:
+    """Images per second and ETA over the images evaluated in this run, logged every
+    `every_s` seconds (and on the bar when there is one)."""
+
+    def __init__(self, total: int | None, bar=None, every_s: float = 30.0):
+        self.total, self.bar, self.every_s = total, bar, every_s
+        self.t0 = self.last = time.perf_counter()
+        self.done = self.resumed = 0
+
+    def update(self, resumed: bool = False) -> None:
+        if resumed:
+            self.resumed += 1
+        else:
+            self.done += 1
+        now = time.perf_counter()
+        rate = self.done / max(now - self.t0, 1e-9)
+        finished = self.done + self.resumed
+        eta = ""
+        if self.total is not None and rate > 0:
+            eta = f", ETA {_duration(max(self.total - finished, 0) / rate)}"
+        line = f"{finished}{'/' + str(self.total) if self.total else ''} images"
+        line += f" ({self.resumed} from progress.jsonl), " if self.resumed else ", "
+        line += f"{rate:.3f} images/s{eta}"
+        if self.bar is not None:
+            self.bar.set_postfix_str(f"{rate:.2f} img/s{eta}", refresh=False)
+        if not resumed and (now - self.last >= self.every_s or finished == self.total):
+            self.last = now
+            log.info(line)
+
+
+def _duration(seconds: float) -> str:
+    m, s = divmod(round(seconds), 60)
+    h, m = divmod(m, 60)
+    return f"{h}h{m:02d}m{s:02d}s" if h else f"{m}m{s:02d}s"
 
 
 def evaluate_examples(
@@ -138,6 +184,9 @@ def evaluate_examples(
     *,
     progress: bool = False,
     on_example_images: Callable[[dict[str, Any]], None] | None = None,
+    done: Mapping[str, Mapping[str, list[dict[str, Any]]]] | None = None,
+    on_image: Callable[[str, dict[str, list[dict[str, Any]]]], None] | None = None,
+    total: int | None = None,
 ) -> dict[str, list[dict[str, Any]]]:
     """Runs every protocol on every mask; returns `{protocol: [record, ...]}`.
 
@@ -145,19 +194,36 @@ def evaluate_examples(
     width, area, iou [R], biou [R], clicks [[y, x, label], ...], noc {"85": n, ...},
     failed {"85": bool, ...}`, plus `oracle_index` / `first_ious` in round 1.
     `on_example_images` receives the chosen masks of the first `settings.num_examples`
-    images (for the example PNGs).
+    images (for the example PNGs). `done` maps `image_key`s already evaluated to their
+    records (taken as they are, the image is not run again); `on_image(key, records)` is
+    called after each image that was run. `total` (the number of examples, if known) gives
+    the ETA.
     """
     records: dict[str, list[dict[str, Any]]] = {p: [] for p in settings.protocols}
+    done = done or {}
     n_images = 0
     skipped = 0
     it = examples
+    if total is None and hasattr(examples, "__len__"):
+        total = len(examples)  # type: ignore[arg-type]
+    if total is not None and settings.max_images >= 0:
+        total = min(total, settings.max_images)
+    bar = None
     if progress:
         from tqdm import tqdm
 
-        it = tqdm(examples, desc="evaluate", unit="img")
-    for ex in it:
+        it = bar = tqdm(examples, desc="evaluate", unit="img", total=total)
+    meter = Progress(total, bar)
+    for index, ex in enumerate(it):
         if 0 <= settings.max_images <= n_images:
             break
+        key = image_key(index, ex)
+        if key in done:
+            for proto_name in settings.protocols:
+                records[proto_name].extend(done[key].get(proto_name, []))
+            n_images += 1
+            meter.update(resumed=True)
+            continue
         image = np.asarray(ex["image"])
         masks = np.asarray(ex["masks"]).astype(bool)
         h, w = image.shape[:2]
@@ -172,23 +238,26 @@ def evaluate_examples(
         dilation = metrics.boundary_dilation(h, w, settings.dilation_ratio)
         task = int(ex.get("task", 0))
         want_logits = n_images < settings.num_examples and on_example_images is not None
+        image_records: dict[str, list[dict[str, Any]]] = {}
         for proto_name in settings.protocols:
             fn = compiled_rounds(runner.decoder, settings.protocol(proto_name), want_logits)
             chunk = settings.masks_per_batch
             shown: list[tuple[int, np.ndarray, np.ndarray]] = []
+            image_records[proto_name] = []
             for start in range(0, keep.size, chunk):
                 idx = keep[start : start + chunk]
-                gt = np.zeros((chunk,) + padded, bool)
+                gt = np.zeros((slot_bucket(idx.size, chunk),) + padded, bool)
                 gt[: idx.size, :h, :w] = masks[idx]
                 out = fn(
                     runner.params, context, jnp.asarray(gt), jnp.int32(dilation), jnp.int32(task)
                 )
                 out = jax.device_get(out)
-                records[proto_name].extend(
+                image_records[proto_name].extend(
                     _records(out, ex, idx, masks, task, settings, proto_name)
                 )
                 if want_logits:
                     shown.append((start, idx, out.logits[:, :, : idx.size]))
+            records[proto_name].extend(image_records[proto_name])
             if want_logits and shown:
                 on_example_images(
                     {
@@ -199,7 +268,10 @@ def evaluate_examples(
                         "records": records[proto_name],
                     }
                 )
+        if on_image is not None:
+            on_image(key, image_records)
         n_images += 1
+        meter.update()
     if skipped:
         log.warning("skipped %d empty ground-truth masks", skipped)
     return records
@@ -249,6 +321,51 @@ def _records(out: RoundOutputs, ex, idx, masks, task, settings: EvalSettings, pr
     return recs
 
 
+class Journal:
+    """`progress.jsonl`: a header line (the settings and model name), then one line per
+    image, `{"key": ..., "records": {protocol: [record, ...]}}`, appended in one write and
+    fsynced, so a killed run leaves whole lines and at most one torn last line."""
+
+    def __init__(self, path: str | os.PathLike, header: dict[str, Any]):
+        self.path = os.fspath(path)
+        self.done: dict[str, dict[str, list[dict[str, Any]]]] = {}
+        good = 0  # bytes of whole, parsable lines
+        if os.path.exists(self.path):
+            with open(self.path, "rb") as f:
+                data = f.read()
+            for raw in data.splitlines(keepends=True):
+                try:
+                    if not raw.endswith(b"\n"):
+                        raise ValueError("torn line")
+                    entry = json.loads(raw)
+                except ValueError:
+                    break  # the line being written when the run was killed
+                if good == 0:
+                    if entry != header:
+                        raise ValueError(
+                            f"{self.path} was written by an evaluation with other settings or "
+                            "another model; use a new --workdir, or delete the file to start "
+                            "over"
+                        )
+                else:
+                    self.done[entry["key"]] = entry["records"]
+                good += len(raw)
+        with open(self.path, "ab") as f:
+            f.truncate(good)
+        if good == 0:
+            self._append(header)
+
+    def _append(self, entry: dict[str, Any]) -> None:
+        line = (json.dumps(entry) + "\n").encode()
+        with open(self.path, "ab") as f:
+            f.write(line)
+            f.flush()
+            os.fsync(f.fileno())
+
+    def add(self, key: str, records: dict[str, list[dict[str, Any]]]) -> None:
+        self._append({"key": key, "records": records})
+
+
 def threshold_key(t: float) -> str:
     """`0.85` -> `"85"` (the NoC@85 naming)."""
     return f"{round(t * 100):d}"
@@ -263,6 +380,7 @@ def evaluate(
     name: str | None = None,
     runner: ImageRunner | None = None,
     progress: bool = True,
+    total: int | None = None,
 ) -> dict[str, Any]:
     """Evaluates one model and writes its reports to `workdir`; returns the summary.
 
@@ -273,6 +391,10 @@ def evaluate(
       workdir: output directory (created); see `sum_jax.evaluate.reports.write_reports`.
       name: the model's name in reports and plots (default: the checkpoint's basename).
       runner: overrides the model (tests pass a stand-in predictor here).
+      total: the number of examples, for the ETA (default: `len(examples)` if it has one).
+
+    Images already in `workdir/progress.jsonl` (same settings, same model name) are not
+    evaluated again (see the module docstring).
     """
     from sum_jax.evaluate import reports
 
@@ -293,18 +415,26 @@ def evaluate(
     try:
         log.info("evaluating %s: %s", name, json.dumps(dataclasses.asdict(settings)))
         example_dir = os.path.join(workdir, "examples")
-        shown: list[dict[str, Any]] = []
+        header = {"name": name, "settings": dataclasses.asdict(settings)}
+        journal = Journal(os.path.join(workdir, "progress.jsonl"), json.loads(json.dumps(header)))
+        if journal.done:
+            log.info("resuming: %d images already in progress.jsonl", len(journal.done))
         t0 = time.perf_counter()
         records = evaluate_examples(
-            runner, examples, settings, progress=progress, on_example_images=shown.append
+            runner,
+            examples,
+            settings,
+            progress=progress,
+            on_example_images=lambda item: reports.save_example_images(item, example_dir, settings),
+            done=journal.done,
+            on_image=journal.add,
+            total=total,
         )
         seconds = time.perf_counter() - t0
         summary = reports.summarize(records, settings, name=name)
         summary["seconds"] = seconds
         reports.write_reports(records, summary, workdir)
         reports.plot_curves({name: summary}, workdir)
-        for item in shown:
-            reports.save_example_images(item, example_dir, settings)
         n_img = summary["num_images"]
         log.info("done: %d images, %d objects in %.1f s", n_img, summary["num_objects"], seconds)
     finally:
@@ -339,6 +469,20 @@ def read_examples(config: Mapping[str, Any]) -> Iterable[dict[str, Any]]:
         yield from read_eval_set(ref, data_dir=config["data_dir"], max_images=limit)
 
 
+def count_examples(config: Mapping[str, Any]) -> int | None:
+    """How many examples `read_examples(config)` yields (None if a set cannot be opened)."""
+    from sum_jax.data import sources
+
+    n = 0
+    try:
+        for ref, limit in parse_eval_sets(config["eval_sets"]):
+            size = len(sources.open_source(config["data_dir"], *sources.parse_ref(ref)))
+            n += size if limit is None else min(size, limit)
+    except (OSError, ValueError, KeyError):
+        return None
+    return n
+
+
 def parse_checkpoint(spec: str) -> tuple[str, str]:
     """`"NAME=DIR"` or `"DIR"` -> `(name, dir)`; the name defaults to the directory's name."""
     name, sep, path = spec.partition("=")
@@ -369,10 +513,11 @@ def evaluate_checkpoints(
     if len(set(names)) != len(names):
         raise ValueError(f"checkpoint names must differ, got {names}; use NAME=DIR")
     make = examples or (lambda: read_examples(config))
+    total = None if examples else count_examples(config)
     summaries = {}
     for name, path in specs:
         out = workdir if len(specs) == 1 else os.path.join(workdir, name)
-        summaries[name] = evaluate(config, load_model(path), make(), out, name=name)
+        summaries[name] = evaluate(config, load_model(path), make(), out, name=name, total=total)
     if len(specs) > 1:
         reports.plot_curves(summaries, workdir)
     return summaries

@@ -4,8 +4,17 @@ Mirrors `segment_anything.SamAutomaticMaskGenerator`: a regular grid of single-c
 (32x32 by default) in fixed-size jitted batches, three masks per click, then the filters:
 predicted IoU > 0.88, stability score >= 0.95 (IoU of the masks thresholded at logits -1 and
 +1), and, as in SAM's data engine (not in the released generator), area below 95% of the
-image; then box NMS at 0.7, optionally over crop layers. Scoring runs on device; the filters
-that change the number of masks (and NMS) run on the host over small per-mask arrays.
+image; then box NMS at 0.7, optionally over crop layers.
+
+Work is spent on survivors only. Each batch of clicks is decoded on device and only its
+predicted IoUs come back; the IoU filter needs nothing else. The survivors alone are upscaled
+to full resolution (SAM's postprocessing as two-tap bilinear gathers,
+`transforms.postprocess_taps`), in chunks of at most `upscale_chunk` masks padded to a power
+of two, into a frame padded up to a multiple of `size_multiple` pixels: the taps are arrays,
+so one compilation serves every image size of a bucket. Stability, boxes and areas come from
+those full-resolution logits (as the official generator computes them); the filters and
+NMS run on the host over the small per-mask arrays, and only the masks that pass every
+filter are copied to the host.
 
 Each kept mask also keeps what SUM's later stages need: its low-res logits (the mask prompt
 of the refinement module) and the generating point.
@@ -89,9 +98,10 @@ def nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float) -> np.ndarr
     return np.asarray(keep, np.int64)
 
 
-@functools.partial(jax.jit, static_argnames=("graphdef", "input_size", "crop_size", "offset"))
-def _score_batch(graphdef, state, embeddings, points, *, input_size, crop_size, offset):
-    """One batch of single-click prompts -> everything the host filters need, on device."""
+@functools.partial(jax.jit, static_argnames=("graphdef",))
+def _decode_batch(graphdef, state, embeddings, points):
+    """One batch of single-click prompts `[Q, 2]` -> low-res logits `[3Q, L, L]` and IoU
+    predictions `[3Q]` (three masks per click, click-major)."""
     model = nnx.merge(graphdef, state)
     q = points.shape[0]
     low_res, iou = model.decode(
@@ -100,33 +110,46 @@ def _score_batch(graphdef, state, embeddings, points, *, input_size, crop_size, 
         jnp.ones((1, q, 1), jnp.int32),
         multimask_output=True,
     )
-    low_res, iou = low_res[0], iou[0]  # [Q, 3, L, L], [Q, 3]
-    logits = transforms.postprocess_masks(low_res, input_size, crop_size, model.config.img_size)
+    return low_res[0].reshape((-1,) + low_res.shape[-2:]), iou[0].reshape(-1)
+
+
+@functools.partial(jax.jit, static_argnames=("offset",))
+def _score_masks(low_res, index, taps, crop_hw, *, offset):
+    """Low-res logits `low_res[index]` (`[n, L, L]`) -> full-resolution masks
+    `bool[n, Hb, Wb]` (False beyond the crop's `crop_hw` in the padded frame), stability
+    `[n]`, boxes `[n, 4]`, areas `[n]`."""
+    logits = transforms.apply_postprocess(low_res[index], taps)
+    hb, wb = logits.shape[-2:]
+    inside = (jnp.arange(hb)[:, None] < crop_hw[0]) & (jnp.arange(wb)[None, :] < crop_hw[1])
+    logits = jnp.where(inside, logits, -jnp.inf)  # the padding counts at no threshold
     masks = logits > transforms.MASK_THRESHOLD
     return {
-        "low_res": low_res,
-        "iou": iou,
-        "stability": stability_score(logits, offset),
         "masks": masks,
+        "stability": stability_score(logits, offset),
         "boxes": mask_to_box(masks)[0],
         "area": jnp.sum(masks, axis=(-1, -2), dtype=jnp.int32),
     }
 
 
-_SCORES = ("iou", "stability", "boxes", "area")
-
-
-def _rows(arrays: dict, n: int) -> dict[str, np.ndarray]:
-    """`[Q, 3, ...]` batch outputs -> `[3n, ...]` host rows of the first `n` prompts."""
-    return {k: np.asarray(v)[:n].reshape((-1,) + v.shape[2:]) for k, v in arrays.items()}
+def _round_up(n: int, multiple: int) -> int:
+    return -(-n // multiple) * multiple
 
 
 class MaskGenerator:
     """Generates all masks of an image, as `SamAutomaticMaskGenerator.generate`."""
 
-    def __init__(self, predictor: SamPredictor, config: GeneratorSettings = GeneratorSettings()):
+    def __init__(
+        self,
+        predictor: SamPredictor,
+        config: GeneratorSettings = GeneratorSettings(),
+        *,
+        upscale_chunk: int = 32,
+        size_multiple: int = 128,
+    ):
         self.predictor = predictor
         self.config = config
+        self.upscale_chunk = upscale_chunk  # full-resolution masks per device call
+        self.size_multiple = size_multiple  # size buckets of the full-resolution frame
         self.grids = [
             point_grid(config.points_per_side // config.crop_n_points_downscale_factor**i)
             for i in range(config.crop_n_layers + 1)
@@ -173,30 +196,49 @@ class MaskGenerator:
         points = self.grids[layer] * np.array([crop_w, crop_h])
         n = len(points)
         batch = cfg.points_per_batch
+        padded_hw = (_round_up(crop_h, self.size_multiple), _round_up(crop_w, self.size_multiple))
+        taps = transforms.postprocess_taps((crop_h, crop_w), s, p.config.low_res_size, padded_hw)
+        taps = jax.tree.map(jnp.asarray, taps)
+        crop_hw = jnp.asarray([crop_h, crop_w], jnp.int32)
         # Filters run per batch and only the survivors' full-size masks are kept: holding
         # every candidate (3072 for a 32 x 32 grid) would take ~10 GB at SA-1B's size.
         out: dict[str, list[np.ndarray]] = {}
         for start in range(0, n, batch):
             chunk = points[start : start + batch]
             padded = np.zeros((batch, 2))
-            padded[: len(chunk)] = chunk  # fixed batch shape: one compilation per crop size
-            res = _score_batch(
+            padded[: len(chunk)] = chunk  # fixed batch shape: one compilation per model
+            low_res, iou = _decode_batch(
                 p._graphdef,
                 p._state,
                 p.features,
                 jnp.asarray(transforms.apply_coords(padded, (crop_h, crop_w), s), jnp.float32),
-                input_size=tuple(p.input_size),
-                crop_size=(crop_h, crop_w),
-                offset=float(cfg.stability_score_offset),
             )
-            scores = _rows(jax.device_get({k: res[k] for k in _SCORES}), len(chunk))
-            idx = np.nonzero(self._filter(scores, crop, (orig_h, orig_w), stats))[0]
-            if not len(idx):
-                continue
-            rows = _rows({"masks": res["masks"], "low_res": res["low_res"]}, len(chunk))
-            rows.update(scores, points=np.repeat(chunk, 3, axis=0))
-            for k, v in rows.items():
-                out.setdefault(k, []).append(v[idx])
+            rows = {"iou": np.asarray(iou)[: 3 * len(chunk)], "points": np.repeat(chunk, 3, 0)}
+            keep = self._iou_filter(rows["iou"], stats)
+            low_host = None  # this batch's low-res logits on the host, once needed
+            for c in range(0, keep.size, self.upscale_chunk):
+                idx = keep[c : c + self.upscale_chunk]
+                slots = min(self.upscale_chunk, 1 << max(idx.size - 1, 0).bit_length())
+                index = np.zeros(slots, np.int32)
+                index[: idx.size] = idx
+                scored = _score_masks(
+                    low_res, index, taps, crop_hw, offset=float(cfg.stability_score_offset)
+                )
+                host = jax.device_get({k: v for k, v in scored.items() if k != "masks"})
+                scores = {k: v[: idx.size] for k, v in host.items()}
+                scores.update({k: v[idx] for k, v in rows.items()})
+                kept = np.nonzero(self._mask_filters(scores, crop, (orig_h, orig_w), stats))[0]
+                if not kept.size:
+                    continue
+                scores = {k: v[kept] for k, v in scores.items()}
+                # Whole chunks to the host, indexed there: an index array of each new length
+                # would compile a new gather.
+                scores["masks"] = np.asarray(scored["masks"])[kept, :crop_h, :crop_w]
+                if low_host is None:
+                    low_host = np.asarray(low_res)
+                scores["low_res"] = low_host[idx[kept]]
+                for k, v in scores.items():
+                    out.setdefault(k, []).append(v)
         data = {k: np.concatenate(v) for k, v in out.items()}
         idx = np.arange(len(data.get("iou", ())))
         if len(idx):
@@ -227,15 +269,21 @@ class MaskGenerator:
             )
         return records
 
-    def _filter(self, data: dict, crop, orig_hw: tuple[int, int], stats: Counter) -> np.ndarray:
-        """SAM's per-mask filters, in its order, counting the masks left after each."""
+    def _iou_filter(self, iou: np.ndarray, stats: Counter) -> np.ndarray:
+        """Indices of the candidates above the predicted-IoU threshold (SAM's first filter)."""
+        keep = np.ones(len(iou), bool)
+        stats["candidates"] += int(keep.sum())
+        if self.config.pred_iou_thresh > 0:
+            keep &= iou > self.config.pred_iou_thresh
+        stats["predicted_iou"] += int(keep.sum())
+        return np.nonzero(keep)[0]
+
+    def _mask_filters(self, data: dict, crop, orig_hw: tuple[int, int], stats: Counter):
+        """SAM's filters after the IoU filter, in its order, counting the masks left after
+        each: stability, area (SAM's data engine), crop edge."""
         cfg = self.config
         orig_h, orig_w = orig_hw
-        keep = np.ones(len(data["iou"]), bool)
-        stats["candidates"] += int(keep.sum())
-        if cfg.pred_iou_thresh > 0:
-            keep &= data["iou"] > cfg.pred_iou_thresh
-        stats["predicted_iou"] += int(keep.sum())
+        keep = np.ones(len(data["stability"]), bool)
         if cfg.stability_score_thresh > 0:
             keep &= data["stability"] >= cfg.stability_score_thresh
         stats["stability"] += int(keep.sum())

@@ -35,9 +35,11 @@ def mask_to_box(masks: Array) -> tuple[Array, Array]:
 
 def iou_counts(pred: Array, gt: Array) -> tuple[Array, Array]:
     """Batched `(intersection, union)` pixel counts `i32[...]` over the last two axes."""
-    inter = jnp.sum(pred & gt, axis=(-2, -1), dtype=jnp.int32)
-    union = jnp.sum(pred | gt, axis=(-2, -1), dtype=jnp.int32)
-    return inter, union
+    # `where`, not a bool-to-int conversion: XLA:CPU (jax 0.10) miscompiles the sum of
+    # `(logits > 0) | gt` when the logits come from the model in the same program (unions
+    # off by -2|gt|, even negative; seen in the evaluator's rounds at 512 x 1024).
+    count = lambda m: jnp.sum(jnp.where(m, 1, 0), axis=(-2, -1), dtype=jnp.int32)
+    return count(pred & gt), count(pred | gt)
 
 
 def iou_from_counts(inter, union, empty: float = 1.0):

@@ -6,9 +6,15 @@
 - Device side (`normalize_and_pad`, `postprocess_masks`): normalise with SAM's pixel mean/std
   and zero the padding (bottom/right); upscale low-res logits bilinearly to `img_size`, crop the
   padding away, and resize bilinearly to the original size (PyTorch's `align_corners=False`).
+  Each resize is separable with two taps per output (`bilinear_taps`: a gather and a weighted
+  sum, O(output) work) rather than dense resize matrices; `postprocess_taps` /
+  `apply_postprocess` give the same map with traced taps, so one compilation serves every
+  image size of a size bucket (the evaluator, the mask generator).
 """
 
 from __future__ import annotations
+
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -94,9 +100,93 @@ def apply_boxes(boxes, original_size: tuple[int, int], long_side: int):
     return apply_coords(boxes.reshape(shape[:-1] + (2, 2)), original_size, long_side).reshape(shape)
 
 
+class Taps(NamedTuple):
+    """One axis of a bilinear resize as two taps per output index: `out[i] = w0[i] *
+    x[i0[i]] + w1[i] * x[i1[i]]` (int32 / float32 `[out]`; zero weights give 0)."""
+
+    i0: np.ndarray | jax.Array
+    i1: np.ndarray | jax.Array
+    w0: np.ndarray | jax.Array
+    w1: np.ndarray | jax.Array
+
+
+def bilinear_taps(in_size: int, out_size: int) -> Taps:
+    """PyTorch's `F.interpolate(mode="bilinear", align_corners=False)` (no antialias, size
+    given) along one axis, with ATen's float32 CPU arithmetic (`compute_source_index_and_lambda`
+    in `UpSampleKernel.cpp`): `scale = in / out`; source `scale * (i + 0.5) - 0.5` as one
+    fused multiply-add (one rounding: the float32 product is exact in float64), clamped at 0;
+    index `floor`, the second tap one further except at the last input. The weights equal
+    PyTorch's bit for bit (checked in `tests/ops/test_transforms.py`)."""
+    if in_size == out_size:
+        i = np.arange(out_size, dtype=np.int32)
+        return Taps(i, i, np.ones(out_size, np.float32), np.zeros(out_size, np.float32))
+    scale = np.float64(np.float32(in_size) / np.float32(out_size))
+    half = np.arange(out_size, dtype=np.float32) + np.float32(0.5)
+    src = (scale * half.astype(np.float64) - 0.5).astype(np.float32)
+    src = np.maximum(src, np.float32(0.0))
+    i0 = np.minimum(np.floor(src).astype(np.int32), in_size - 1)
+    w1 = np.clip(src - i0.astype(np.float32), np.float32(0.0), np.float32(1.0))
+    i1 = i0 + (i0 < in_size - 1).astype(np.int32)
+    return Taps(i0, i1, np.float32(1.0) - w1, w1)
+
+
+def apply_taps(x: jax.Array, taps: Taps, axis: int) -> jax.Array:
+    """Resizes `axis` of `x` with two-tap weights (a gather and a weighted sum: O(output))."""
+    shape = [1] * x.ndim
+    shape[axis] = -1
+    w0 = jnp.asarray(taps.w0, x.dtype).reshape(shape)
+    w1 = jnp.asarray(taps.w1, x.dtype).reshape(shape)
+    i0, i1 = jnp.asarray(taps.i0), jnp.asarray(taps.i1)
+    return w0 * jnp.take(x, i0, axis=axis) + w1 * jnp.take(x, i1, axis=axis)
+
+
 def resize_bilinear(x: jax.Array, hw: tuple[int, int]) -> jax.Array:
-    """Bilinear resize of the last two axes, as PyTorch's `align_corners=False` without antialias."""
-    return jax.image.resize(x, x.shape[:-2] + tuple(hw), "bilinear", antialias=False)
+    """Bilinear resize of the last two axes, as PyTorch's `align_corners=False` without
+    antialias: along W, then along H (PyTorch's order of the four products)."""
+    x = apply_taps(x, bilinear_taps(x.shape[-1], hw[1]), axis=-1)
+    return apply_taps(x, bilinear_taps(x.shape[-2], hw[0]), axis=-2)
+
+
+class PostprocessTaps(NamedTuple):
+    """`postprocess_masks` for one image size as taps: `up` (low-res -> `img_size`, both
+    axes), `y` / `x` (the crop to the resized image, then -> the original size, padded with
+    zero weights up to a size bucket)."""
+
+    up: Taps
+    y: Taps
+    x: Taps
+
+
+def pad_taps(taps: Taps, size: int) -> Taps:
+    """Extends `taps` to `size` outputs with zero weights (0 in the padding)."""
+    n = size - len(taps.i0)
+    return Taps(*(np.pad(np.asarray(t), (0, n)) for t in taps))
+
+
+def postprocess_taps(
+    original_size: tuple[int, int], img_size: int, low_res: int, padded: tuple[int, int] | None
+) -> PostprocessTaps:
+    """Host-side taps of `postprocess_masks` for an image of `original_size`, outputs padded
+    to `padded` (H, W) with zeros (None: no padding)."""
+    h, w = original_size
+    rh, rw = preprocess_shape(h, w, img_size)
+    padded = padded or (h, w)
+    return PostprocessTaps(
+        bilinear_taps(low_res, img_size),
+        pad_taps(bilinear_taps(rh, h), padded[0]),
+        pad_taps(bilinear_taps(rw, w), padded[1]),
+    )
+
+
+def apply_postprocess(low_res: jax.Array, taps: PostprocessTaps) -> jax.Array:
+    """Low-res logits `[..., l, l]` -> `[..., Hb, Wb]` (traceable; taps may be traced arrays).
+
+    The first resize computes all `img_size` outputs of each axis (static shapes; the second
+    resize only reads the first `rh` / `rw`, which is the crop).
+    """
+    x = low_res.astype(jnp.float32)
+    x = apply_taps(apply_taps(x, taps.up, axis=-1), taps.up, axis=-2)
+    return apply_taps(apply_taps(x, taps.x, axis=-1), taps.y, axis=-2)
 
 
 def postprocess_masks(
@@ -108,7 +198,8 @@ def postprocess_masks(
     """Low-res logits `[..., 4h, 4w]` -> logits at the original size `[..., H, W]`.
 
     `input_size` is the (h, w) of the resized image inside the padded square; both sizes are
-    static (they set output shapes).
+    static (they set output shapes). Two-tap bilinear resizes, in PyTorch's order: to
+    `img_size` (W, then H), crop, to the original size (W, then H).
     """
     x = resize_bilinear(low_res.astype(jnp.float32), (img_size, img_size))
     x = x[..., : input_size[0], : input_size[1]]

