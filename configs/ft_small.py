@@ -36,4 +36,9 @@ def get_config():
     config.data.mix = (1, 1)
     config.train.num_steps = 6000
     config.train.batch_size = 40
+    # Fits ViT-H on one 80 GB GPU or 95 GB TPU chip per image (docs/training.md, "Memory"):
+    # bfloat16 compute, block remat, and one image per device at a time.
+    config.model.compute_dtype = "bfloat16"
+    config.model.remat = "block"
+    config.train.microbatches = -1
     return config

@@ -56,7 +56,9 @@ def save_state_dict(directory: str | os.PathLike, config: SamConfig, state: dict
     params_dir = directory / PARAMS_DIR
     with _checkpointer() as ckptr:
         ckptr.save(params_dir, args=ocp.args.StandardSave(state), force=True)
-    # The config goes last: a directory with a config has complete parameters.
+    # The config goes last: a directory with a config has complete parameters. It records
+    # the architecture; compute dtype, remat and kernels are the reader's choice.
+    config = config.architecture()
     atomic_write(directory / CONFIG_FILE, json.dumps(config.to_dict(), indent=2) + "\n")
 
 
