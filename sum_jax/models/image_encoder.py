@@ -57,6 +57,22 @@ def relative_position_table(q_size: int, k_size: int, rel_pos: jax.Array) -> jax
     return rel_pos[relative.astype(jnp.int32)]
 
 
+# Queries per chunk of the plain-matmul attention: the 14 x 14 windows and small grids run
+# in one piece, ViT global attention at 1024 px (64 x 64 tokens) in 4 chunks of 16 rows.
+QUERY_CHUNK = 1024
+
+
+def query_chunks(h: int, w: int) -> int:
+    """Number of equal chunks of query rows with at most `QUERY_CHUNK` queries each (1 when
+    the grid is small, or when no divisor of `h` gives such chunks)."""
+    if h * w <= QUERY_CHUNK:
+        return 1
+    for n in range(2, h + 1):
+        if h % n == 0 and (h // n) * w <= QUERY_CHUNK:
+            return n
+    return 1
+
+
 class Attention(nnx.Module):
     """Multi-head self-attention over a `[B, H, W, C]` grid with decomposed relative positions.
 
@@ -111,12 +127,29 @@ class Attention(nnx.Module):
             )
             return self.proj(out.reshape(b, h, w, -1))
 
-        attn = (q * self.scale) @ k.swapaxes(-1, -2)  # [B*nh, HW, HW]
-        attn = attn.reshape(b * nh, h, w, h, w).astype(jnp.float32)
-        attn = attn + rel_h.astype(jnp.float32) + rel_w.astype(jnp.float32)
-        attn = attn.reshape(b * nh, h * w, h * w)
-        attn = jax.nn.softmax(attn, axis=-1).astype(v.dtype)
-        out = (attn @ v).reshape(b, nh, h, w, -1).transpose(0, 2, 3, 1, 4).reshape(b, h, w, -1)
+        def attend(q_rows, rel_h_rows, rel_w_rows):
+            """Rows `[B*nh, hc, w, hd]` of queries attend to every key: `[B*nh, hc*w, hd]`."""
+            hc = q_rows.shape[1]
+            q_rows = q_rows.reshape(b * nh, hc * w, -1)
+            attn = (q_rows * self.scale) @ k.swapaxes(-1, -2)  # [B*nh, hc*w, HW]
+            attn = attn.reshape(b * nh, hc, w, h, w).astype(jnp.float32)
+            attn = attn + rel_h_rows.astype(jnp.float32) + rel_w_rows.astype(jnp.float32)
+            attn = jax.nn.softmax(attn.reshape(b * nh, hc * w, h * w), axis=-1)
+            return attn.astype(v.dtype) @ v
+
+        chunks = query_chunks(h, w)
+        if chunks == 1:
+            out = attend(r_q, rel_h, rel_w)
+        else:
+            # Global attention at full size: [heads, HW, HW] float32 is 1 GiB per tensor for
+            # ViT-H. Query rows in chunks, each rematerialised, so the backward pass holds one
+            # chunk's attention at a time (the same sums, row by row).
+            rows = lambda t: t.reshape((b * nh, chunks, h // chunks) + t.shape[2:]).swapaxes(0, 1)
+            out = jax.lax.map(
+                lambda xs: jax.checkpoint(attend)(*xs), (rows(r_q), rows(rel_h), rows(rel_w))
+            )  # [chunks, B*nh, hc*w, hd]
+            out = out.swapaxes(0, 1).reshape(b * nh, h * w, -1)
+        out = out.reshape(b, nh, h, w, -1).transpose(0, 2, 3, 1, 4).reshape(b, h, w, -1)
         return self.proj(out)
 
 
