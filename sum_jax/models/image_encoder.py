@@ -331,6 +331,18 @@ class ImageEncoderViT(nnx.Module):
             x = self._block_fn(graphdef)(state, x)
         return x
 
+    def _compute_weights(self, state):
+        """A block's state with the matmul weights (attention, MLP, relative positions) in
+        the compute dtype, LayerNorms left float32. The layers cast them so anyway, so values
+        and gradients are unchanged; the stacked copy the scan needs (and its gradient) is
+        half the size in bfloat16."""
+
+        def cast(path, x):
+            in_norm = any(str(getattr(k, "key", k)).startswith("norm") for k in path)
+            return x if in_norm else x.astype(self.dtype)
+
+        return jax.tree_util.tree_map_with_path(cast, state)
+
     def _scanned_blocks(self, x: jax.Array) -> jax.Array:
         """One `lax.scan` over the groups; position `j` of every group shares a graph."""
         blocks = list(self.blocks)
@@ -340,7 +352,8 @@ class ImageEncoderViT(nnx.Module):
         for j in range(p):
             split = [nnx.split(group[j]) for group in groups]
             fns.append(self._block_fn(split[0][0]))
-            stacked.append(jax.tree.map(lambda *xs: jnp.stack(xs), *[st for _, st in split]))
+            states = [self._compute_weights(st) for _, st in split]
+            stacked.append(jax.tree.map(lambda *xs: jnp.stack(xs), *states))
 
         def group(x, states):
             for fn, state in zip(fns, states):
