@@ -10,17 +10,24 @@ DATA is `ft_small`, `ft_medium` (default: the paper runs its ablations on FT-Med
 - `sum`: SUM itself (the DATA config unchanged; full fine-tuning).
 - `human_only`: "Human-Annotation-Only": the human-labelled sets alone.
 - `vanilla`: pseudo-labels used as if they were human labels (plain losses, uniform
-  point sampling).
+  point sampling), no task prompt: the standard SAM training protocol (§4.1).
 - `no_task_prompt`: "SUM w/o task prompt".
-- `refined_labels`: the mask-refinement module's outputs used as labels, with the plain
-  losses; point `data.pseudo_label_dir` at the files `python -m sum_jax.uncertainty
-  --config.refined_labels_dir=DIR` writes.
+- `refined_labels`: the "Mask Refinement" baseline (§4.3): the mask-refinement module's
+  outputs used as labels, with the plain losses and uniform sampling, no task prompt (the
+  standard SAM training protocol); point `data.pseudo_label_dir` at the files
+  `python -m sum_jax.uncertainty --config.refined_labels_dir=DIR` writes.
 - `continuous_tp`: "SUM Continuous TP": the task prompt in every round.
-- `theta_<x>`: the uncertainty-aware Dice threshold theta = x (Fig. 16: 0.3 .. 0.9),
-  e.g. `theta_0.5` (the authors' released code).
-- `decoder_only`: image encoder frozen; prompt encoder, mask decoder and task table train
-  (the lightweight HQ-SAM-style scheme).
+- `no_uncertainty_sampling`: "SUM w/o uncertainty-aware sampling" (App. F.2, Table 5):
+  pseudo-label prompts drawn uniformly from the region, everything else as SUM.
+- `theta_<x>`: the uncertainty-aware Dice threshold theta = x; Fig. 16 sweeps
+  0.2, 0.5, 0.6 and 0.8 (`THETAS`); 0.5 is the authors' released code's value.
+- `decoder_prompt_encoder`: "decoder + prompt encoder fine-tuning": image encoder frozen;
+  prompt encoder, mask decoder and task table train. (Not HQ-SAM: HQ-SAM's extra
+  architecture is not implemented here.) `decoder_only` is the same, under its old name.
 - `full`: full fine-tuning, every parameter trains (the default of `sum`, named for tables).
+
+Baselines that follow "the standard SAM training protocol" (§4.1, §4.3: `vanilla`,
+`refined_labels`) train without a task prompt, as `experiments/tables.py` evaluates them.
 
 Each writes what the FT configs write (sum_jax/trainer.py).
 """
@@ -38,22 +45,28 @@ def _apply(config, variant: str) -> None:
     elif variant in ("vanilla", "refined_labels"):
         config.loss.uncertainty_aware = False
         config.interactive.uncertainty_sampling = False
+        config.interactive.use_task_prompt = False  # the standard SAM training protocol
         if variant == "refined_labels":
             config.data.pseudo_label_dir = "data/pseudo_labels/sa1b_refined"
     elif variant == "no_task_prompt":
         config.interactive.use_task_prompt = False
     elif variant == "continuous_tp":
         config.interactive.continuous_task_prompt = True
+    elif variant == "no_uncertainty_sampling":
+        config.interactive.uncertainty_sampling = False
     elif variant.startswith("theta_"):
         theta = float(variant.split("_", 1)[1])
         if not 0.0 <= theta < 1.0:
             raise ValueError(f"theta must be in [0, 1), got {theta} from {variant!r}")
         config.loss.theta = theta
-    elif variant == "decoder_only":
+    elif variant in ("decoder_prompt_encoder", "decoder_only"):
         config.optimizer.param_groups = base.decoder_only_groups()
     else:
         raise ValueError(f"unknown ablation {variant!r}; known: {', '.join(VARIANTS)}, theta_<x>")
 
+
+# Fig. 16's sweep of the uncertainty-aware Dice threshold.
+THETAS = (0.2, 0.5, 0.6, 0.8)
 
 VARIANTS = (
     "sum",
@@ -62,8 +75,9 @@ VARIANTS = (
     "no_task_prompt",
     "refined_labels",
     "continuous_tp",
-    "theta_0.6",
-    "decoder_only",
+    "no_uncertainty_sampling",
+    *(f"theta_{t}" for t in THETAS),
+    "decoder_prompt_encoder",
     "full",
 )
 

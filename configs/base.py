@@ -28,8 +28,10 @@ Fields:
   `seed`, so they are not set here.
 - `loss.*`: `focal_weight * focal + dice_weight * dice + iou_weight * iou_mse` per round
   (20 : 1 : 1), focal `alpha`/`gamma`, the uncertainty-aware Dice threshold `theta` (0.6 in
-  App. B.1; 0.5 in the authors' released code), and `uncertainty_aware` (False trains
-  pseudo-labels with the plain losses: the "w/o uncertainty" ablation).
+  App. B.1; 0.5 in the authors' released code), `uncertainty_aware` (False trains
+  pseudo-labels with the plain losses: the "w/o uncertainty" ablation) and
+  `supervise_all_iou` (round 1: choose the output by `20 focal + dice`, train every
+  output's IoU prediction; False: the earlier rule, choice by the full loss).
 - `interactive.*`: `num_rounds` (7: box/point, 5 error points, 1 without a new prompt),
   `box_prob` (0.5), box jitter (`box_noise_frac` of the side, capped at `box_noise_max`
   input-frame pixels), `uncertainty_sampling` (pseudo-label points drawn proportionally to
@@ -114,6 +116,10 @@ def get_config() -> ml_collections.ConfigDict:
     config.loss.gamma = 2.0
     config.loss.theta = 0.6
     config.loss.uncertainty_aware = True
+    # Round 1 (three outputs): the mask loss of the output with the lowest 20 focal + dice,
+    # and the IoU head of all three outputs trained (SAM 2). False: the lowest full loss,
+    # IoU MSE included, trains only that output's IoU prediction.
+    config.loss.supervise_all_iou = True
 
     config.interactive = ml_collections.ConfigDict()
     config.interactive.num_rounds = 7

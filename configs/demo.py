@@ -55,6 +55,7 @@ def get_config():
     rc.pairs.min_iou = 0.0
     rc.pairs.pred_iou_thresh = 0.0
     rc.pairs.stability_score_thresh = 0.0
+    rc.pairs.max_area_frac = 0.0
     rc.train.num_steps = 30
     rc.train.batch_size = 16
     rc.train.log_every = 10

@@ -25,8 +25,9 @@ Fields:
   (`@N`: only the first N images, as the paper does for MHP, EasyPortrait and PACO).
 - `protocols`: comma-separated subset of `point`, `box`, `boundary`.
 - `num_rounds`: rounds reported (6 in the paper's tables); `noc_max_clicks`, `noc_thresholds`.
-- `single_output_token`: the fixed round-1 output of the `single` mode (0: SAM's single-mask
-  token; 1..3: the multimask outputs; the paper uses the fourth token, 3).
+- `single_output_token`: the fixed round-1 output of the `single` mode (0, the default: SAM's
+  single-mask token, what `multimask_output=False` returns, which is the paper's "fourth
+  output token, following HQ-SAM" (App. B.3); 1..3: the multimask outputs).
 - `use_task_prompt`, `continuous_task_prompt`: the SUM task prompt (task id of each set).
 - `boundary_band`: px band of the boundary-sampling first click (10 in App. F.2).
 - `dilation_ratio`: boundary-IoU band, fraction of the image diagonal (0.02).
@@ -65,7 +66,7 @@ def get_config() -> ml_collections.ConfigDict:
     c.num_rounds = 6
     c.noc_max_clicks = 20
     c.noc_thresholds = (0.85, 0.90)
-    c.single_output_token = 3
+    c.single_output_token = 0
     c.use_task_prompt = True
     c.continuous_task_prompt = False
     c.boundary_band = 10.0

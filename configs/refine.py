@@ -15,13 +15,14 @@ Fields:
 - `data_dir`, `dataset`: prepared human-labelled split(s), "name:split", comma separated;
   the paper uses HQSeg-44K (DIS5K, ThinObject-5K, FSS-1000, ECSSD, MSRA-10K, DUT-OMRON).
   `max_images`: only the first N images.
-- `pairs.*` (App. D.2): `point` "farthest" (the GT pixel farthest from its boundary) or
-  "random" (seeded); `min_iou` 0.7 (IoU of SAM's best-aligned output with the GT);
-  SAM's filters `pred_iou_thresh` 0.88 and `stability_score_thresh` 0.95 at
-  `stability_score_offset` 1.0 (0 disables a filter); `masks_per_call` GT masks per
-  SAM call (a fixed shape).
-- `holdout_fraction`: images held out (seeded split) for the report; `seed` also sets the
-  data order.
+- `pairs.*` (App. D.2): `point` "random" (default: uniform inside the GT, seeded, as the
+  pseudo-labels' grid points land anywhere in a mask) or "farthest" (the GT pixel
+  farthest from its boundary); `min_iou` 0.7 (IoU of SAM's best-aligned output with the
+  GT); SAM's filters (App. B.1) `pred_iou_thresh` 0.88, `stability_score_thresh` 0.95 at
+  `stability_score_offset` 1.0 and `max_area_frac` 0.95 (area below 95% of the image);
+  0 disables a filter; `masks_per_call` GT masks per SAM call (a fixed shape).
+- `holdout_fraction`: images held out (seeded split) for the report; 0 by default (the
+  paper trains on every human-labelled image); `seed` also sets the data order.
 - `train.*`: `num_steps`, `batch_size` (pairs per step), `log_every`, `checkpoint_every`,
   `keep_checkpoints`. The paper gives no schedule for this module: 16000 steps of 32 pairs
   is about 12 epochs of HQSeg-44K (HQ-SAM's length on the same data).
@@ -54,13 +55,16 @@ def defaults() -> ml_collections.ConfigDict:
     c.max_images = placeholder(int)
     c.output = ""
     c.seed = 0
-    c.holdout_fraction = 0.1
+    # App. D.2 trains on every human-labelled image; a held-out report is an option.
+    c.holdout_fraction = 0.0
     c.pairs = ml_collections.ConfigDict()
-    c.pairs.point = "farthest"
+    # Uniform inside the GT, as pseudo-label points (a grid) land anywhere in a mask.
+    c.pairs.point = "random"
     c.pairs.min_iou = 0.7
     c.pairs.pred_iou_thresh = 0.88
     c.pairs.stability_score_thresh = 0.95
     c.pairs.stability_score_offset = 1.0
+    c.pairs.max_area_frac = 0.95  # SAM's third filter: masks under 95% of the image
     c.pairs.masks_per_call = 16
     c.train = ml_collections.ConfigDict()
     c.train.num_steps = 16000

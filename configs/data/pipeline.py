@@ -17,6 +17,10 @@ def get_config() -> ml_collections.ConfigDict:
     c.pseudo_label_dir = ""  # Where the pseudo-label stage wrote <image_id>.npz files.
     c.mix = (1, 1)  # Labelled : unlabelled images (1:1 FT-Small/Medium, 2:1 FT-Large).
     c.missing_pseudo_labels = "error"  # "error", or "empty" (an image with no valid mask).
+    # Every pseudo-label file read must hold uncertainty maps (set by the trainer for SUM's
+    # uncertainty-aware losses or sampling): a file without them is an error naming it,
+    # never a silent u = 0 (c = 1).
+    c.require_uncertainty = False
     c.batch_size = 8  # Images per batch on this process.
     c.image_size = 1024  # S.
     c.mask_size = 256  # L, the loss resolution (SAM's low-res logits).

@@ -117,6 +117,15 @@ def unlabelled_element(record: dict, rng: np.random.Generator, cfg: Any) -> dict
             image, cfg.image_size
         )
         return out
+    if cfg.get("require_uncertainty", False) and not labels.has_uncertainty:
+        raise FileNotFoundError(
+            f"{pseudo_label_format.path_for(cfg.pseudo_label_dir, record['image_id'])}: "
+            f"pseudo-labels without uncertainty maps, which SUM's uncertainty-aware losses "
+            f"and sampling need (every file of the set must have them). Add them with "
+            f"`python -m sum_jax.uncertainty --config=configs/uncertainty.py "
+            f"--config.refiner=REFINER_DIR --config.pseudo_labels={cfg.pseudo_label_dir} ...`, "
+            f"or train without them: configs/ablations.py:vanilla"
+        )
     if (labels.height, labels.width) != (record["height"], record["width"]):
         raise ValueError(
             f"{pseudo_label_format.path_for(cfg.pseudo_label_dir, record['image_id'])}: "

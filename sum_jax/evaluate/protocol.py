@@ -6,11 +6,12 @@ one image and both modes inside one jitted function:
 - Protocols: `point` (first click at the ground truth's deepest pixel), `box` (the GT's tight
   box first, kept in every later round, clicks from round 2), `boundary` (first click at the
   row-major median of the GT's 10 px boundary band, App. F.2). Later clicks follow RITM's
-  clicker (`sum_jax.ops.clicks`): deepest pixel of the deeper error region, clicked pixels
-  excluded.
+  clicker (`sum_jax.ops.clicks`): deepest pixel of the deeper error region (depth in the
+  whole region, clicked pixels zeroed afterwards).
 - Round 1 decodes three outputs. Mode `oracle` keeps the one with the highest IoU against the
-  GT; mode `single` keeps a token fixed in advance (`single_output_token`: 0 is SAM's
-  single-mask token, 1..3 the multimask outputs).
+  GT; mode `single` keeps a token fixed in advance (`single_output_token`: 0, the default,
+  is SAM's single-mask token, what `multimask_output=False` returns; 1..3 the multimask
+  outputs).
 - Rounds 2..R: the single-mask token, all clicks so far, the previous round's low-res logits
   as mask prompt (and the box for `box`). The task prompt (the example's task id) is given
   in round 1 only, or in every round with `continuous_task_prompt`.
@@ -57,7 +58,7 @@ class ProtocolSettings:
 
     first_prompt: str = "point"  # one of PROTOCOLS
     num_rounds: int = 6  # rounds simulated (>= the NoC budget when NoC is reported)
-    single_output_token: int = 3  # 0: single-mask token; 1..3: multimask outputs
+    single_output_token: int = 0  # 0: single-mask token (App. B.3); 1..3: multimask outputs
     use_task_prompt: bool = False
     continuous_task_prompt: bool = False
     boundary_band: float = 10.0

@@ -56,7 +56,7 @@ class EvalSettings:
     num_rounds: int = 6
     noc_max_clicks: int = 20
     noc_thresholds: tuple[float, ...] = (0.85, 0.90)
-    single_output_token: int = 3
+    single_output_token: int = 0
     use_task_prompt: bool = True
     continuous_task_prompt: bool = False
     boundary_band: float = 10.0

@@ -4,7 +4,11 @@ RITM's clicker (the protocol SAM's evaluation follows), written with static shap
 can live inside `jax.jit` / `jax.lax.scan`, batched over any leading axes `[..., H, W]`: the
 next click is the deepest pixel (exact Euclidean distance to the nearest pixel outside the
 region, zero padded) of the false-negative or the false-positive region, whichever is deeper;
-positive for a false negative. The tests check exact agreement with a NumPy/SciPy reference.
+positive for a false negative. As in RITM's `Clicker._get_next_click`, the distance transform
+runs on the whole error region and the pixels clicked before are zeroed afterwards (they are
+not removed from the region first, which would make the pixels next to an ignored click
+shallow and move the next click away from it). The tests check exact agreement with a
+NumPy/SciPy reference and RITM's algorithm written out.
 
 Masks may sit in a larger padded frame: as long as the padding is False in every input mask,
 results equal those on the unpadded `[H, W]` masks, because the click protocol treats pixels
@@ -18,9 +22,22 @@ import math
 import jax
 import jax.numpy as jnp
 
-from sum_jax.ops.distance import deepest, squared_depth
+from sum_jax.ops.distance import squared_depth
 
 Array = jax.Array
+
+
+def _deepest_unclicked(region: Array, not_clicked: Array) -> tuple[Array, Array]:
+    """Max squared depth `[...]` over the pixels not clicked, the depth taken in the whole
+    `region`, and the first row-major pixel `(y, x)` `[..., 2]` reaching it ((0, 0) with
+    depth 0 when none)."""
+    h, w = region.shape[-2:]
+    depth = jnp.where(not_clicked, squared_depth(region), 0)
+    depth = depth.reshape(region.shape[:-2] + (h * w,))
+    idx = jnp.argmax(depth, axis=-1)  # first occurrence, like np.argmax
+    best = jnp.take_along_axis(depth, idx[..., None], axis=-1)[..., 0]
+    yx = jnp.stack([idx // w, idx % w], axis=-1).astype(jnp.int32)
+    return best, yx
 
 
 def next_click(gt: Array, pred: Array, not_clicked: Array) -> tuple[Array, Array, Array]:
@@ -33,8 +50,8 @@ def next_click(gt: Array, pred: Array, not_clicked: Array) -> tuple[Array, Array
       `yx i32[..., 2]`, `is_positive bool[...]` and `valid bool[...]` (False where the NumPy
       version returns None: no error pixel left; `yx` is then (0, 0)).
     """
-    fn_depth, fn_yx = deepest(gt & ~pred & not_clicked)
-    fp_depth, fp_yx = deepest(pred & ~gt & not_clicked)
+    fn_depth, fn_yx = _deepest_unclicked(gt & ~pred, not_clicked)
+    fp_depth, fp_yx = _deepest_unclicked(pred & ~gt, not_clicked)
     positive = fn_depth > fp_depth
     yx = jnp.where(positive[..., None], fn_yx, fp_yx)
     valid = (fn_depth > 0) | (fp_depth > 0)

@@ -82,7 +82,13 @@ def data_config(config: ml_collections.ConfigDict, model_config: Any, process_co
     data.mask_size = int(model_config.low_res_size)
     data.max_masks = int(config.train.masks_per_image)
     data.seed = int(config.seed)
+    data.require_uncertainty = needs_uncertainty(config)
     return data
+
+
+def needs_uncertainty(config: ml_collections.ConfigDict) -> bool:
+    """Whether the config's losses or prompt sampling read uncertainty maps (SUM configs)."""
+    return bool(config.loss.uncertainty_aware or config.interactive.uncertainty_sampling)
 
 
 def load_initial_model(config: ml_collections.ConfigDict):
@@ -115,8 +121,8 @@ def check_pseudo_labels(config: ml_collections.ConfigDict, data: ml_collections.
             f"--config.data_dir={data.data_dir} --config.dataset={data.unlabelled} "
             f"--config.output_dir={folder or 'DIR'}` and pass --config.data.pseudo_label_dir"
         )
-    needs_maps = config.loss.uncertainty_aware or config.interactive.uncertainty_sampling
-    if needs_maps and not plf.read(folder, files[0].stem).has_uncertainty:
+    # The first file, before any compilation; the pipeline checks every file as it reads it.
+    if needs_uncertainty(config) and not plf.read(folder, files[0].stem).has_uncertainty:
         raise FileNotFoundError(
             f"{files[0]}: pseudo-labels without uncertainty maps, which SUM's losses and "
             f"sampling need. Add them with `python -m sum_jax.uncertainty "
@@ -173,6 +179,7 @@ def summarize_step(metrics: Mapping[str, np.ndarray]) -> dict[str, float]:
         if int(metrics[f"masks_{source}"]) > 0:
             out[f"loss_{source}"] = float(np.mean(metrics[f"round_loss_{source}"]))
         out[f"masks_{source}"] = float(metrics[f"masks_{source}"])
+        out[f"images_{source}"] = float(metrics[f"images_{source}"])
     out["grad_norm"] = float(metrics["grad_norm"])
     out["update_norm"] = float(metrics["update_norm"])
     if "lr" in metrics:

@@ -5,11 +5,21 @@ Everything here is pure `jax.numpy` with fixed shapes, batched over a leading ma
 step with no host round trip.
 
 Frames. Sampling happens on the mask grid `L x L` (the low-res logits' / `batch['masks']`
-frame). A pixel `(row, col)` of that grid is returned as its centre `(x, y) = (col + 0.5,
-row + 0.5)`; `to_input_frame` maps it to the model's `S x S` input frame by multiplying by
-`S / L`, i.e. `(idx + 0.5) * S / L` (a 4x4 block's centre for SAM's 1024 / 256). Boxes are
-built from pixel edges: `x0 = min col`, `x1 = max col + 1` (scaled the same way), so the box
-of a one-pixel mask has the pixel's size rather than zero area.
+frame); a grid pixel covers a `k x k` block of the model's `S x S` input frame, `k = S / L`
+(4 for SAM's 1024 / 256). Prompts are given to the model as SAM's are: in input-frame pixel
+*indices*, to which SAM's prompt encoder adds 0.5 (the pixel centre) itself, once.
+
+- A point: grid pixel `(row, col)` is returned by `sample_points` as its continuous centre
+  `(col + 0.5, row + 0.5)`; `to_input_frame` maps it to the input-frame coordinate
+  `(col + 0.5) k - 0.5`, so that after the encoder's `+ 0.5` the point sits exactly at the
+  centre of the grid pixel's block (not half a pixel below-right of it).
+- A box: the inclusive box of the mask (`sum_jax.ops.masks.mask_to_box`, SAM's
+  `batched_mask_to_box`), `(x0, y0, x1, y1)` grid indices, mapped by `box_to_input_frame`
+  to `(x0 k, y0 k, (x1 + 1) k - 1, (y1 + 1) k - 1)`: the inclusive box, in the input frame,
+  of the mask upsampled to it (what SAM computes from a mask at the input resolution, and
+  what the evaluator's box protocol gives).
+- Jittered boxes are clipped to the real image `[0, w - 1] x [0, h - 1]` (input-frame
+  indices of the resized image), not to the padded square.
 
 Sampling rule. A region `R` (bool) is sampled either uniformly (human labels) or with
 `P_i = c_i / sum_{j in R} c_j` (pseudo-labels, `c = 1 - u`), by the Gumbel-max trick:
@@ -55,8 +65,18 @@ def sample_points(key: Array, region: Array, certainty: Array | None = None) -> 
 
 
 def to_input_frame(coords: Array, mask_size: int, img_size: int) -> Array:
-    """Coordinates on the `mask_size` grid -> the model's `img_size` input frame."""
-    return coords * (img_size / mask_size)
+    """Continuous point coordinates on the `mask_size` grid (a pixel's centre is `idx + 0.5`)
+    -> the model's `img_size` input frame as a pixel-index coordinate, `c k - 0.5` with
+    `k = img_size / mask_size`: the prompt encoder's `+ 0.5` then lands on `c k`."""
+    return coords * (img_size / mask_size) - 0.5
+
+
+def box_to_input_frame(boxes: Array, mask_size: int, img_size: int) -> Array:
+    """Inclusive grid boxes `[N, 4]` `(x0, y0, x1, y1)` -> the inclusive box, in input-frame
+    pixel indices, of the mask upsampled by `k = img_size / mask_size`:
+    `(x0 k, y0 k, (x1 + 1) k - 1, (y1 + 1) k - 1)`."""
+    k = img_size / mask_size
+    return boxes * k + jnp.array([0.0, 0.0, k - 1.0, k - 1.0], jnp.float32)
 
 
 def image_area(image_size: Array, mask_size: int, img_size: int) -> Array:
@@ -75,29 +95,37 @@ def image_area(image_size: Array, mask_size: int, img_size: int) -> Array:
 
 
 def mask_boxes(targets: Array) -> tuple[Array, Array]:
-    """Tight boxes of 0/1 masks `[N, H, W]` as `(x0, y0, x1, y1)` pixel edges on the mask
-    grid (the inclusive box of `sum_jax.ops.masks.mask_to_box` plus one at the far edges),
-    and `valid [N]` (false for empty masks, whose box is all zero)."""
+    """Tight inclusive boxes `f32[N, 4]` `(x0, y0, x1, y1)` of 0/1 masks `[N, H, W]` on the
+    mask grid (`sum_jax.ops.masks.mask_to_box`: a one-pixel mask at (x, y) gives
+    (x, y, x, y)), and `valid [N]` (false for empty masks, whose box is all zero)."""
     boxes, valid = mask_to_box(targets)
-    boxes = (boxes + jnp.array([0, 0, 1, 1], boxes.dtype)).astype(jnp.float32)
-    return jnp.where(valid[:, None], boxes, 0.0), valid
+    return jnp.where(valid[:, None], boxes.astype(jnp.float32), 0.0), valid
 
 
 def jitter_boxes(
-    key: Array, boxes: Array, img_size: int, *, noise_frac: float = 0.1, noise_max: float = 20.0
+    key: Array,
+    boxes: Array,
+    image_size: Array,
+    *,
+    noise_frac: float = 0.1,
+    noise_max: float = 20.0,
 ) -> Array:
     """SAM's box jitter: each coordinate moves by Gaussian noise whose std is `noise_frac` of
     the box side along that axis, capped at `noise_max` pixels (input frame); the result is
-    clipped to the image `[0, img_size]` and re-ordered so that `x0 <= x1`, `y0 <= y1`.
+    clipped to the real image, `[0, w - 1] x [0, h - 1]`, and re-ordered so that
+    `x0 <= x1`, `y0 <= y1`.
 
     Args:
-      boxes: f32 `[N, 4]` `(x0, y0, x1, y1)` in the input frame.
+      boxes: f32 `[N, 4]` inclusive `(x0, y0, x1, y1)` in the input frame.
+      image_size: `[N, 2]` (or `[2]`) `(h, w)` of the resized image in the input frame.
     """
     width, height = boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]
     side = jnp.stack([width, height, width, height], axis=-1)
     std = jnp.minimum(noise_frac * side, noise_max)
     noisy = boxes + std * jax.random.normal(key, boxes.shape, jnp.float32)
-    noisy = jnp.clip(noisy, 0.0, float(img_size))
+    hw = jnp.broadcast_to(jnp.asarray(image_size, jnp.float32), (boxes.shape[0], 2))
+    upper = jnp.stack([hw[:, 1], hw[:, 0], hw[:, 1], hw[:, 0]], axis=-1) - 1.0
+    noisy = jnp.clip(noisy, 0.0, upper)
     x0, x1 = jnp.minimum(noisy[:, 0], noisy[:, 2]), jnp.maximum(noisy[:, 0], noisy[:, 2])
     y0, y1 = jnp.minimum(noisy[:, 1], noisy[:, 3]), jnp.maximum(noisy[:, 1], noisy[:, 3])
     return jnp.stack([x0, y0, x1, y1], axis=-1)
@@ -109,6 +137,7 @@ def sample_first_prompts(
     certainty: Array | None,
     *,
     img_size: int,
+    image_size: Array | None = None,
     box_prob: float = 0.5,
     box_noise_frac: float = 0.1,
     box_noise_max: float = 20.0,
@@ -121,6 +150,8 @@ def sample_first_prompts(
       targets: 0/1 `[N, L, L]`.
       certainty: `[N, L, L]` or None (uniform point sampling).
       img_size: `S`, the model's input frame size.
+      image_size: `[N, 2]` `(h, w)` of the resized image in the input frame, which the
+        jittered box is clipped to; None: the whole `S x S` frame.
 
     Returns:
       dict with `point f32[N, 2]` and `box f32[N, 4]` in the input frame, `point_valid
@@ -132,10 +163,12 @@ def sample_first_prompts(
     use_box = jax.random.uniform(k_choice, (n,)) < box_prob
     coords, point_ok = sample_points(k_point, targets > 0, certainty)
     boxes, box_ok = mask_boxes(targets)
+    if image_size is None:
+        image_size = jnp.array([img_size, img_size], jnp.float32)
     boxes = jitter_boxes(
         k_box,
-        to_input_frame(boxes, size, img_size),
-        img_size,
+        box_to_input_frame(boxes, size, img_size),
+        image_size,
         noise_frac=box_noise_frac,
         noise_max=box_noise_max,
     )

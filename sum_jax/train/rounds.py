@@ -3,7 +3,10 @@
 For each image in the batch the image is encoded once; then, for every mask of the image,
 
 - round 1: a jittered box or one positive point (equal probability), the task prompt, no mask
-  prompt, three outputs; the loss is that of the lowest-loss output (SAM);
+  prompt, three outputs; the mask loss is that of the output with the lowest
+  `20 focal + dice`, and the IoU head of all three outputs is trained (SAM 2's
+  `supervise_all_iou`; `config.loss.supervise_all_iou = False` restores the earlier rule:
+  the lowest full loss, IoU MSE included, trains only its own IoU prediction);
 - rounds 2 .. R-1: one new point each from the error region of the previous round's
   prediction (false negative -> positive, false positive -> negative), all earlier prompts
   kept; the previous round's low-res logits (stop-gradient) as mask prompt; one output;
@@ -28,9 +31,20 @@ Certainty `c = 1 - u` (from `batch['uncertainty']`) is used only for pseudo-labe
 (`batch['is_pseudo']`): human-labelled masks use `c = 1`, which makes the uncertainty-aware
 losses the plain ones and the sampling uniform.
 
-Reduction: each round's loss is the mean over the batch's valid masks (padding masks,
-`mask_valid` false, are excluded) of `20 focal + dice + iou_mse`; the step's loss is the
-mean of the R round losses. All means are global over the batch, whatever its sharding.
+Reduction (every image counts equally, App. B.1: one image and up to 30 masks per GPU,
+data-parallel): each image's round loss is the mean of `20 focal + dice + iou_mse` over its
+valid masks (padding masks, `mask_valid` false, are excluded); its step loss `image_loss` is
+the mean of its R round losses; the step's loss is the mean of `image_loss` over the images
+with at least one valid mask (`image_valid`). Focal, Dice and the IoU target count only the
+real image's pixels on the `L x L` grid (those overlapping the unpadded image), not the zero
+padding (eq. 1: "the m pixels of an input image"). All means are global over the batch,
+whatever its sharding.
+
+Gradient accumulation over micro-batches: the global loss is
+`sum_m sum_i image_valid_i * image_loss_i / max(sum_m sum_i image_valid_i, 1)`. Accumulate the
+gradient of each micro-batch's `loss * max(n_m, 1)` (= `sum_i image_valid_i * image_loss_i`,
+with `n_m = sum_i image_valid_i`, known from the batch alone: `mask_valid.any(-1)`) and
+divide the sum by `max(sum_m n_m, 1)` once; that is exactly the full batch's gradient.
 """
 
 from __future__ import annotations
@@ -66,6 +80,7 @@ class InteractiveSettings:
     use_task_prompt: bool = True
     restrict_to_image: bool = True
     uncertainty_aware_loss: bool = True
+    supervise_all_iou: bool = True
     focal_weight: float = 20.0
     dice_weight: float = 1.0
     iou_weight: float = 1.0
@@ -88,6 +103,7 @@ class InteractiveSettings:
             use_task_prompt=bool(it.get("use_task_prompt", True)),
             restrict_to_image=bool(it.restrict_to_image),
             uncertainty_aware_loss=bool(loss.uncertainty_aware),
+            supervise_all_iou=bool(loss.get("supervise_all_iou", True)),
             remat_rounds=str(config.model.get("remat", "none")) != "none",
             **losses.loss_kwargs_from_config(loss),
         )
@@ -130,9 +146,13 @@ def interactive_loss(
 
     Returns:
       `(loss, aux)`: the scalar loss and `aux` with per-round `[R]` metrics `loss`, `focal`,
-      `dice`, `iou_mse`, `iou` (mean over valid masks; `iou` of the trained output),
-      `loss_human`, `loss_pseudo` (the round loss over human / pseudo-labelled masks only) and,
-      with `record`, `aux["rounds"]`: a dict of `[R, ...]` decoder inputs and outputs.
+      `dice`, `iou_mse`, `iou` (per image the mean over its valid masks, then the mean over
+      images with a valid mask; `iou` of the trained output), `loss_human`, `loss_pseudo`
+      (the same round loss over human / pseudo-labelled images only); per image `[B]`:
+      `image_loss` (mean over rounds of the image's round loss) and `image_valid` (the image
+      has at least one valid mask), so that `loss == sum(image_valid * image_loss) /
+      max(sum(image_valid), 1)`; with `record`, `aux["rounds"]`: a dict of `[R, ...]`
+      decoder inputs and outputs.
     """
     images = normalize_and_pad(batch["image"], batch["image_size"])
     embeddings = model.encode_image(images)
@@ -171,12 +191,13 @@ def training_rounds(
     flat = lambda x: x.reshape((bn,) + x.shape[2:])
     unflat = lambda x: x.reshape((b, n) + x.shape[1:])
     targets_f, loss_c_f, sample_c_f = flat(targets), flat(loss_c), flat(sample_c)
-    valid_f = batch["mask_valid"].astype(bool).reshape(bn)
-    pseudo_f = jnp.broadcast_to(batch["is_pseudo"].astype(bool)[:, None], (b, n)).reshape(bn)
-    area_f = None
-    if settings.restrict_to_image:
-        area = prompts.image_area(batch["image_size"], size, img_size)
-        area_f = flat(jnp.broadcast_to(area[:, None], (b, n, size, size)))
+    mask_valid_bn = batch["mask_valid"].astype(bool)
+    image_valid = mask_valid_bn.any(axis=-1)  # [B]
+    image_pseudo = batch["is_pseudo"].astype(bool)
+    # The grid pixels of the real image: the losses' pixels, and where clicks may land.
+    area = prompts.image_area(batch["image_size"], size, img_size)
+    area_f = flat(jnp.broadcast_to(area[:, None], (b, n, size, size)))
+    click_area_f = area_f if settings.restrict_to_image else None
 
     key_first, key_rounds = jax.random.split(key)
     first = prompts.sample_first_prompts(
@@ -184,6 +205,7 @@ def training_rounds(
         targets_f,
         sample_c_f,
         img_size=img_size,
+        image_size=jnp.broadcast_to(batch["image_size"][:, None], (b, n, 2)).reshape(bn, 2),
         box_prob=settings.box_prob,
         box_noise_frac=settings.box_noise_frac,
         box_noise_max=settings.box_noise_max,
@@ -217,7 +239,7 @@ def training_rounds(
             targets_f,
             flat(prev_logits) > 0,
             sample_c_f,
-            area_f,
+            click_area_f,
             img_size=img_size,
         )
         add = ok & (r >= 1) & (r <= num_rounds - 2)
@@ -234,7 +256,13 @@ def training_rounds(
         def first_round():
             logits, iou_pred = decode(*args, multimask=True)  # [B, N, 3, L, L], [B, N, 3]
             terms, _ = losses.multimask_loss(
-                flat(logits), flat(iou_pred), targets_f, loss_c_f, **loss_kwargs
+                flat(logits),
+                flat(iou_pred),
+                targets_f,
+                loss_c_f,
+                area_f,
+                supervise_all_iou=settings.supervise_all_iou,
+                **loss_kwargs,
             )
             best = jnp.argmax(iou_pred, axis=-1)  # SAM passes on the most confident mask
             passed = jnp.take_along_axis(logits, best[..., None, None, None], axis=2)[:, :, 0]
@@ -243,16 +271,29 @@ def training_rounds(
         def later_round():
             logits, iou_pred = decode(*args, multimask=False)  # [B, N, 1, L, L], [B, N, 1]
             terms = losses.combined_loss(
-                flat(logits[:, :, 0]), flat(iou_pred[..., 0]), targets_f, loss_c_f, **loss_kwargs
+                flat(logits[:, :, 0]),
+                flat(iou_pred[..., 0]),
+                targets_f,
+                loss_c_f,
+                area=area_f,
+                **loss_kwargs,
             )
             return terms, logits[:, :, 0]
 
         terms, passed = jax.lax.cond(r == 0, first_round, later_round)
-        metrics = {k_: losses.masked_mean(terms[k_], valid_f) for k_ in METRIC_KEYS}
+        # Per image: the mean over its valid masks; then the mean over images.
+        per_image = {
+            k_: losses.image_means(unflat(terms[k_]), mask_valid_bn)[0] for k_ in METRIC_KEYS
+        }
+        metrics = {k_: losses.mean_over_images(v, image_valid) for k_, v in per_image.items()}
         # The same round loss split by data source, for the trainer's logs.
-        metrics["loss_human"] = losses.masked_mean(terms["loss"], valid_f & ~pseudo_f)
-        metrics["loss_pseudo"] = losses.masked_mean(terms["loss"], valid_f & pseudo_f)
-        ys = {"metrics": metrics}
+        metrics["loss_human"] = losses.mean_over_images(
+            per_image["loss"], image_valid & ~image_pseudo
+        )
+        metrics["loss_pseudo"] = losses.mean_over_images(
+            per_image["loss"], image_valid & image_pseudo
+        )
+        ys = {"metrics": metrics, "image_loss": per_image["loss"]}
         if record:
             ys["rounds"] = {
                 "points": unflat(points),
@@ -274,6 +315,8 @@ def training_rounds(
         body = jax.checkpoint(body, prevent_cse=False)
     _, ys = jax.lax.scan(body, init, xs)
     aux = dict(ys["metrics"])
+    aux["image_loss"] = ys["image_loss"].mean(axis=0)  # [B]: mean over rounds
+    aux["image_valid"] = image_valid
     if record:
         aux["rounds"] = ys["rounds"]
-    return aux["loss"].mean(), aux
+    return losses.mean_over_images(aux["image_loss"], image_valid), aux

@@ -168,16 +168,20 @@ def apply_gradients(
 
 
 def loss_units(batch: dict[str, jax.Array], select: jax.Array | None = None) -> jax.Array:
-    """How many units `interactive_loss` averages its loss over: the valid masks
-    (`mask_valid`), of the images where `select [B]` is true if given. f32 scalar.
+    """How many units `interactive_loss` averages its loss over: the images with at least one
+    valid mask (its `image_valid`), among those where `select [B]` is true if given. f32.
 
     Accumulation weighs each micro-batch's mean loss by its units over the batch's, which is
-    exact because every loss term is a mean over the same units.
+    exact because every loss term is a mean over the same units (rounds.py, "Reduction").
     """
-    valid = batch["mask_valid"].astype(bool)
+    valid = batch["mask_valid"].astype(bool).any(axis=-1)
     if select is not None:
-        valid = valid & select[:, None]
+        valid = valid & select
     return jnp.sum(valid).astype(jnp.float32)
+
+
+# `interactive_loss` aux entries with one value per image (`[B]`), not means.
+PER_IMAGE = ("image_loss", "image_valid")
 
 
 def split_microbatches(batch: dict[str, jax.Array], k: int) -> dict[str, jax.Array]:
@@ -230,7 +234,9 @@ def accumulated_loss_and_grads(
             return loss * share["all"], aux
 
         (loss, aux), grads = loss_and_grads(state, loss_fn, model_def=model_def, plan=plan)
-        aux = {k: v * share[weight_of.get(k, "all")] for k, v in aux.items()}
+        aux = {
+            k: v if k in PER_IMAGE else v * share[weight_of.get(k, "all")] for k, v in aux.items()
+        }
         grad_sum = jax.tree.map(lambda a, g: a + g.astype(jnp.float32), grad_sum, grads)
         return grad_sum, (loss, aux)
 
@@ -238,7 +244,10 @@ def accumulated_loss_and_grads(
     micro = split_microbatches(batch, microbatches)
     grads, (losses, aux) = jax.lax.scan(one, zeros, (micro, jnp.arange(microbatches)))
     grads = jax.tree.map(lambda g, p: g.astype(p.dtype), grads, state.params)
-    return (losses.sum(), jax.tree.map(lambda v: v.sum(0), aux)), grads
+    # Means: the weighted sum over micro-batches. Per-image entries `[k, B/k]`: back in the
+    # batch's order (image i = micro-batch i % k, position i // k).
+    aux = {k: v.swapaxes(0, 1).reshape(-1) if k in PER_IMAGE else v.sum(0) for k, v in aux.items()}
+    return (losses.sum(), aux), grads
 
 
 def resolve_microbatches(requested: int, batch_size: int, num_devices: int) -> int:
@@ -278,8 +287,10 @@ def train_step(
 
     Returns:
       `(new_state, metrics)`: `loss`, per-round `[R]` arrays `round_loss`, `round_iou`,
-      `round_focal`, `round_dice`, `round_iou_mse`, `round_loss_human`, `round_loss_pseudo`,
-      the valid-mask counts `masks_human` and `masks_pseudo`, the global norms of the
+      `round_focal`, `round_dice`, `round_iou_mse`, `round_loss_human`, `round_loss_pseudo`
+      (each the mean over images of the image's mean over its valid masks), the valid-mask
+      counts `masks_human` and `masks_pseudo`, the counts of images with a valid mask
+      `images_human` and `images_pseudo`, the global norms of the
       gradient and of the update over trainable parameters, and the learning rate (when
       `schedule` is given).
     """
@@ -296,12 +307,13 @@ def train_step(
             state, batch, key, microbatches, model_def=model_def, plan=plan, settings=settings
         )
     new_state, metrics = apply_gradients(state, loss, grads, tx=tx)
-    metrics.update({f"round_{k}": v for k, v in aux.items() if k != "loss"})
-    metrics["round_loss"] = aux["loss"]
+    metrics.update({f"round_{k}": v for k, v in aux.items() if k not in PER_IMAGE})
     pseudo = batch["is_pseudo"].astype(bool)[:, None]
     valid = batch["mask_valid"].astype(bool)
     metrics["masks_human"] = jnp.sum(valid & ~pseudo)
     metrics["masks_pseudo"] = jnp.sum(valid & pseudo)
+    metrics["images_human"] = jnp.sum(aux["image_valid"] & ~pseudo[:, 0])
+    metrics["images_pseudo"] = jnp.sum(aux["image_valid"] & pseudo[:, 0])
     if schedule is not None:
         metrics["lr"] = jnp.asarray(schedule(state.step), jnp.float32)
     return new_state, metrics

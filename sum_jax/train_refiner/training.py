@@ -7,18 +7,21 @@ pseudo-labels; this module trains it on a human-labelled split, in three phases:
 
 1. **Pairs** (App. D.2), once per image, cached in `<workdir>/cache`:
    - the frozen encoder embeds the image once (`embeddings/<index>.npy`, float32);
-   - each ground-truth mask gets one positive point: by default the GT pixel farthest from
-     the GT's boundary (`pairs.point = "farthest"`, the evaluation protocol's first click,
-     `sum_jax.clicker`), or a uniformly drawn GT pixel (`"random"`, from a generator seeded by
-     `(seed, image index, mask index)`); points are `(column, row)` pixel coordinates, as the
-     evaluator's clicks;
+   - each ground-truth mask gets one positive point: by default a uniformly drawn GT pixel
+     (`pairs.point = "random"`, from a generator seeded by `(seed, image index, mask
+     index)`), as the pseudo-labels' points, which come from a regular grid and land
+     anywhere in a mask (App. D.2: "mirroring the conditions under which SAM pseudo labels
+     are produced"); or the GT pixel farthest from the GT's boundary (`"farthest"`, the
+     evaluation protocol's first click); points are `(column, row)` pixel coordinates, as
+     the evaluator's clicks;
    - frozen SAM answers the point with three masks; the one with the highest IoU with the GT
      **at the GT's original resolution** is the pseudo-label (App. D.2's "most aligned");
    - the pair is dropped when that IoU is below `pairs.min_iou` (0.7), or when SAM's own
      filters reject the chosen mask: predicted IoU `> pred_iou_thresh` (0.88, strict as in
      `segment_anything` and `sum_jax.mask_generator`) and stability score
      `>= stability_score_thresh` (0.95 at offset 1.0, `mask_generator.stability_score` on the
-     original-resolution logits, as the mask generator computes it);
+     original-resolution logits, as the mask generator computes it) and area below
+     `max_area_frac` (0.95) of the image (App. B.1's third filter);
    - a kept pair stores SAM's low-res logits quantised as pseudo-label files store them
      (`pseudo_label_format.quantize_logits`: the refiner trains on what it later reads), the
      point and the inclusive pixel box of SAM's original-resolution binarised mask
@@ -80,7 +83,7 @@ from sum_jax.train.step import ModelDef, TrainState, gradient_step
 log = logging.getLogger(__name__)
 
 # Masks left after each filter, in the order the filters apply.
-FILTER_STAGES = ("gt_masks", "sam_mask_not_empty", "gt_iou", "predicted_iou", "stability")
+FILTER_STAGES = ("gt_masks", "sam_mask_not_empty", "gt_iou", "predicted_iou", "stability", "area")
 CACHE_FORMAT = 1
 
 
@@ -102,13 +105,18 @@ def filter_pairs(
     min_iou: float,
     pred_iou_thresh: float,
     stability_score_thresh: float,
+    image_area: np.ndarray | float = 1.0,
+    max_area_frac: float = 0.0,
 ) -> tuple[np.ndarray, Counter]:
     """Which pairs survive (App. D.2), from `[K]` values of each pair's chosen SAM output.
 
     A pair is kept when SAM's mask is not empty (it needs a box), its IoU with the GT is at
     least `min_iou`, SAM's predicted IoU is above `pred_iou_thresh` (strict, as SAM's
-    generator) and its stability score is at least `stability_score_thresh`. A threshold
-    `<= 0` disables its filter, as in `sum_jax.mask_generator`.
+    generator), its stability score is at least `stability_score_thresh`, and its area is
+    below `max_area_frac` of `image_area` (SAM's third filter, App. B.1: masks covering 95%
+    or more of the image are dropped). App. D.2 applies "the same sample filtering
+    technique as in SAM", so all of them apply, as the pseudo-labels are filtered. A
+    threshold `<= 0` disables its filter, as in `sum_jax.mask_generator`.
 
     Returns:
       `(keep bool[K], counts)` with `counts[stage]` the pairs left after each stage of
@@ -127,6 +135,9 @@ def filter_pairs(
     if stability_score_thresh > 0:
         keep &= np.asarray(stability) >= stability_score_thresh
     counts["stability"] = int(keep.sum())
+    if max_area_frac > 0:
+        keep &= np.asarray(sam_area) < max_area_frac * np.asarray(image_area)
+    counts["area"] = int(keep.sum())
     return keep, counts
 
 
@@ -407,13 +418,17 @@ def _image_pairs(
             min_iou=float(pair_cfg["min_iou"]),
             pred_iou_thresh=float(pair_cfg["pred_iou_thresh"]),
             stability_score_thresh=float(pair_cfg["stability_score_thresh"]),
+            image_area=float(chosen.shape[-2] * chosen.shape[-1]),
+            max_area_frac=float(pair_cfg.get("max_area_frac", 0.0)),
         )
         counts.update(c)
         for j in np.flatnonzero(keep):
             rows["logits_q"].append(plf.quantize_logits(low_res[j, best[j]]))
             rows["targets"].append(image_ops.mask_to_frame(gt[j], s, low))
             rows["points"].append(transforms.apply_coords(points[j], size, s))
-            rows["boxes"].append(transforms.apply_boxes(np.asarray(mask_to_box(chosen[j])[0]), size, s))
+            rows["boxes"].append(
+                transforms.apply_boxes(np.asarray(mask_to_box(chosen[j])[0]), size, s)
+            )
             rows["gt_index"].append(start + j)
             rows["sam_iou"].append(gt_iou[j, best[j]])
     shapes = {"logits_q": (0, low, low), "targets": (0, low, low), "points": (0, 2),

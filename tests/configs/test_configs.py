@@ -132,11 +132,21 @@ def test_ablation_variants_change_what_they_name():
     assert not ablations.get_config("no_task_prompt").interactive.use_task_prompt
     assert ablations.get_config("continuous_tp").interactive.continuous_task_prompt
     assert ablations.get_config("theta_0.3").loss.theta == 0.3
+    assert [ablations.get_config(f"theta_{t}").loss.theta for t in ablations.THETAS] == [
+        0.2,
+        0.5,
+        0.6,
+        0.8,
+    ]  # Fig. 16
+    no_sampling = ablations.get_config("no_uncertainty_sampling")
+    assert not no_sampling.interactive.uncertainty_sampling  # App. F.2
+    assert no_sampling.loss.uncertainty_aware and no_sampling.interactive.use_task_prompt
     assert ablations.get_config("refined_labels").data.pseudo_label_dir != (
         sum_cfg.data.pseudo_label_dir
     )
-    frozen = dict(ablations.get_config("decoder_only").optimizer.param_groups)
-    assert frozen[r"image_encoder\..*"] == {"frozen": True}
+    for name in ("decoder_prompt_encoder", "decoder_only"):
+        frozen = dict(ablations.get_config(name).optimizer.param_groups)
+        assert frozen[r"image_encoder\..*"] == {"frozen": True}
     assert "entityseg:train" in sum_cfg.data.labelled  # the ablations run on FT-Medium
     assert "entityseg:train" not in ablations.get_config("sum,ft_small").data.labelled
     with pytest.raises(ValueError, match="unknown ablation"):
@@ -148,3 +158,55 @@ def test_config_typo_is_an_error():
     config_flags.DEFINE_config_file("config", str(CONFIGS / "ft_small.py"), flag_values=holder)
     with pytest.raises(Exception, match="nmu_steps"):
         holder(["prog", "--config.train.nmu_steps=10"])
+
+
+# How each ablation's model is trained with respect to the task prompt, for every variant:
+# "none" (never), "first" (round 1, SUM), "every" (every round). A new variant must be
+# classified here.
+TASK_PROMPT_IN_TRAINING = {
+    "sum": "first",
+    "human_only": "first",
+    "vanilla": "none",  # the standard SAM training protocol (§4.1)
+    "no_task_prompt": "none",
+    "refined_labels": "none",  # the Mask-Refinement baseline, standard protocol (§4.3)
+    "continuous_tp": "every",
+    "no_uncertainty_sampling": "first",
+    "theta_0.2": "first",
+    "theta_0.5": "first",
+    "theta_0.6": "first",
+    "theta_0.8": "first",
+    "decoder_prompt_encoder": "first",
+    "full": "first",
+}
+# The table columns (experiments/tables.py) that evaluate a variant's model.
+EVALUATED_AS = {
+    "vanilla": ("table2", "Vanilla"),
+    "refined_labels": ("table2", "Mask Refinement"),
+    "no_task_prompt": ("table2", "SUM w/o Task Prompt"),
+    "sum": ("table2", "SUM"),
+    "continuous_tp": ("table2", "SUM Continuous TP"),
+}
+
+
+@pytest.mark.parametrize("variant", ablations.VARIANTS)
+def test_task_prompt_in_training_matches_evaluation(variant):
+    """Every ablation trains with the task prompt as its table column evaluates it: the
+    baselines of "the standard SAM training protocol" (§4.1, §4.3) never see one."""
+    from experiments import tables
+
+    assert set(TASK_PROMPT_IN_TRAINING) == set(ablations.VARIANTS)
+    it = ablations.get_config(variant).interactive
+    trained = (
+        "none" if not it.use_task_prompt else ("every" if it.continuous_task_prompt else "first")
+    )
+    assert trained == TASK_PROMPT_IN_TRAINING[variant]
+    if variant in EVALUATED_AS:
+        table, name = EVALUATED_AS[variant]
+        (column,) = [c for c in tables.TABLES[table].columns if c.name == name]
+        overrides = dict(column.overrides)
+        evaluated = (
+            "none"
+            if not overrides.get("use_task_prompt", True)
+            else ("every" if overrides.get("continuous_task_prompt", False) else "first")
+        )
+        assert trained == evaluated, (variant, trained, evaluated)

@@ -232,6 +232,37 @@ def test_missing_pseudo_labels(unlabelled, tmp_path):
     assert batch["is_pseudo"].any() and not batch["mask_valid"][batch["is_pseudo"]].any()
 
 
+def test_every_pseudo_label_file_needs_uncertainty_maps_for_sum(unlabelled):
+    """With `require_uncertainty` (the trainer sets it for SUM configs), a pseudo-label
+    file without maps is an error naming that file, whichever file it is; the fixture gives
+    maps to every other image only, so reading the set hits one."""
+    stored = unlabelled[2]
+    without = sorted(k for k, (_, _, _, u) in stored.items() if u is None)
+    assert without and len(without) < len(stored)
+    cfg = with_unlabelled(unlabelled, labelled=[], batch_size=1, require_uncertainty=True)
+    it = iter(pipeline.make_train_dataset(cfg, process_index=0, process_count=1))
+    with pytest.raises(FileNotFoundError, match="without uncertainty maps") as info:
+        for _ in range(3 * len(stored)):  # every image, several epochs' worth
+            next(it)
+    assert any(f"{image_id}.npz" in str(info.value) for image_id in without)
+    # Without the requirement the same files give u = 0 (the earlier behaviour).
+    cfg.require_uncertainty = False
+    assert len(take(cfg, len(stored))) == len(stored)
+
+
+def test_trainer_requires_maps_for_sum_configs_only():
+    from configs import ablations
+    from sum_jax.models.sam import VARIANTS
+    from sum_jax.train import loop
+
+    def required(variant):
+        config = ablations.get_config(variant)
+        return loop.data_config(config, VARIANTS["tiny"], 1).require_uncertainty
+
+    assert required("sum") and required("no_uncertainty_sampling")
+    assert not required("vanilla") and not required("refined_labels")
+
+
 def test_task_override_by_dataset(prepared_folder):
     data_dir, _, _ = prepared_folder
     cfg = make_config(data_dir)

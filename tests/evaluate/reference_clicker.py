@@ -1,6 +1,6 @@
 """Deterministic clicks for interactive-segmentation evaluation (App. B.3), NumPy/SciPy.
 
-This is the reference semantics; `sum_jax.clicker_jax` is the same protocol in `jax.numpy`
+This is the reference semantics; `sum_jax.ops.clicks` is the same protocol in `jax.numpy`
 for the on-device rounds, and the tests check that both agree exactly.
 
 The protocol (Xu et al. 2016, as implemented by RITM and used by SAM):
@@ -8,8 +8,10 @@ The protocol (Xu et al. 2016, as implemented by RITM and used by SAM):
   the region, the image being zero padded by one pixel (so a region touching the image border
   is one pixel deep there). Depths are compared as exact integer squared distances.
 - The first click is the deepest pixel of the ground truth: `next_click(gt, zeros, ones)`.
-- Each next click looks at the false negatives `gt & ~pred` and false positives `pred & ~gt`,
-  both without already clicked pixels (`not_clicked`), and clicks the deepest pixel of the
+- Each next click looks at the false negatives `gt & ~pred` and false positives `pred & ~gt`:
+  the depth is computed in the whole region, then the already clicked pixels
+  (`not_clicked` False) are set to depth 0 (RITM's `fn_mask_dt * self.not_clicked_map`,
+  after the distance transform, not before), and the click goes to the deepest pixel of the
   region that reaches deeper: a positive click in the false negatives, a negative one in the
   false positives. When both reach equally deep, the click is negative (RITM's
   `is_positive = fn_max_dist > fp_max_dist`).
@@ -50,9 +52,10 @@ def squared_depth(region: np.ndarray) -> np.ndarray:
     return np.rint(dist * dist).astype(np.int64)
 
 
-def _deepest(region: np.ndarray) -> tuple[int, tuple[int, int]]:
-    """(max squared depth, first row-major pixel reaching it)."""
-    depth = squared_depth(region)
+def _deepest(region: np.ndarray, not_clicked: np.ndarray) -> tuple[int, tuple[int, int]]:
+    """(max squared depth in `region` over the pixels not clicked, first row-major pixel
+    reaching it)."""
+    depth = squared_depth(region) * not_clicked
     idx = int(np.argmax(depth))
     y, x = divmod(idx, region.shape[1])
     return int(depth.flat[idx]), (y, x)
@@ -72,8 +75,8 @@ def next_click(gt: np.ndarray, pred: np.ndarray, not_clicked: np.ndarray) -> Cli
     gt, pred, not_clicked = _as_bool(gt), _as_bool(pred), _as_bool(not_clicked)
     if not (gt.shape == pred.shape == not_clicked.shape):
         raise ValueError(f"shapes differ: {gt.shape}, {pred.shape}, {not_clicked.shape}")
-    fn_depth, fn_yx = _deepest(gt & ~pred & not_clicked)
-    fp_depth, fp_yx = _deepest(pred & ~gt & not_clicked)
+    fn_depth, fn_yx = _deepest(gt & ~pred, not_clicked)
+    fp_depth, fp_yx = _deepest(pred & ~gt, not_clicked)
     if fn_depth == 0 and fp_depth == 0:
         return None
     if fn_depth > fp_depth:

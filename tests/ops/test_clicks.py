@@ -24,12 +24,18 @@ def brute_squared_depth(region: np.ndarray) -> np.ndarray:
 
 
 def ritm_click(gt, pred, not_clicked):
-    """RITM's `Clicker._get_next_click` (isegm/inference/clicker.py), cv2's exact DIST_L2
-    replaced by SciPy's exact EDT; None instead of its degenerate click when nothing is wrong."""
-    fn = np.logical_and(np.logical_and(gt, np.logical_not(pred)), not_clicked)
-    fp = np.logical_and(np.logical_and(np.logical_not(gt), pred), not_clicked)
+    """RITM's `Clicker._get_next_click` (isegm/inference/clicker.py), written out: the error
+    regions (its `not_ignore_mask` is all True here), zero padded by one pixel, their exact
+    distance transforms (cv2's DIST_L2 with DIST_MASK_PRECISE; SciPy's exact EDT here),
+    unpadded, and only then multiplied by `not_clicked_map`; the deeper region's first
+    row-major maximum (`np.where(...)[0]`), positive if the false negatives reach strictly
+    deeper. None instead of RITM's degenerate click when no depth is left."""
+    fn = np.logical_and(gt, np.logical_not(pred))
+    fp = np.logical_and(np.logical_not(gt), pred)
     fn_dt = ndimage.distance_transform_edt(np.pad(fn, ((1, 1), (1, 1)), "constant"))[1:-1, 1:-1]
     fp_dt = ndimage.distance_transform_edt(np.pad(fp, ((1, 1), (1, 1)), "constant"))[1:-1, 1:-1]
+    fn_dt = fn_dt * not_clicked
+    fp_dt = fp_dt * not_clicked
     fn_max, fp_max = np.max(fn_dt), np.max(fp_dt)
     if fn_max == 0 and fp_max == 0:
         return None
@@ -116,10 +122,30 @@ def test_clicked_pixels_are_excluded():
     nc = np.ones_like(gt)
     nc[4, 4] = False  # the centre was clicked; the prediction still misses everything
     c = clicker.next_click(gt, np.zeros_like(gt), nc)
-    # The hole at (4, 4) leaves the four diagonal neighbours of the centre deepest: (3, 3) is
-    # sqrt(2) from the hole and 2 from the outside; the ring's pixels are at most 1 deep.
-    assert c == ((3, 3), True)
+    # Depths in the whole square: 3 at the centre, 2 on the ring around it; the centre is
+    # zeroed, so the first ring pixel in row-major order wins.
+    assert c == ((3, 3), True) == ritm_click(gt, np.zeros_like(gt), nc)
     assert jax_clicks(gt[None], np.zeros_like(gt)[None], nc[None]) == [c]
+
+
+def test_click_after_an_ignored_click():
+    """The model ignored the first click (its prediction is still empty): RITM clicks the
+    next deepest pixel of the whole false-negative region, right beside the first click.
+    Removing the clicked pixel before the distance transform instead would make its
+    neighbours shallow and move the click 10 px away, to (19, 39)."""
+    gt = np.zeros((40, 80), bool)
+    gt[10:30, 20:60] = True  # 20 x 40: depth 10 on rows 19..20, cols 29..50
+    empty = np.zeros_like(gt)
+    first = clicker.next_click(gt, empty, np.ones_like(gt))
+    assert first == ((19, 29), True)
+    nc = np.ones_like(gt)
+    nc[first[0]] = False
+    second = clicker.next_click(gt, empty, nc)
+    assert second == ((19, 30), True) == ritm_click(gt, empty, nc)
+    assert jax_clicks(gt[None], empty[None], nc[None]) == [second]
+    # The earlier reading (clicked pixels removed first) gives another click: the test can
+    # tell them apart.
+    assert ritm_click(gt & nc, empty, np.ones_like(gt)) == ((19, 39), True)
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])

