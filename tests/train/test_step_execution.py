@@ -48,8 +48,9 @@ def config(**model):
 
 def batch(seed: int) -> dict[str, np.ndarray]:
     b = make_batch(seed, IMAGES, MASKS)
-    # Unequal valid masks per image: micro-batches {0, 2} and {1, 3} hold 5 and 2 of them.
-    b["mask_valid"] = np.array([[1, 1, 0], [1, 0, 0], [1, 1, 1], [0, 1, 0]], bool)
+    # Unequal valid masks per image, and image 3 has none: micro-batches {0, 2} and {1, 3}
+    # hold 2 and 1 of the 3 images that count (the loss is a mean over images).
+    b["mask_valid"] = np.array([[1, 1, 0], [1, 0, 0], [1, 1, 1], [0, 0, 0]], bool)
     return b
 
 
@@ -108,7 +109,7 @@ def test_split_microbatches_keeps_each_devices_images():
 
 
 def test_accumulation_equals_one_batch(reference):
-    """2 micro-batches of 2 images (5 and 2 valid masks) vs the 4 images at once, float32:
+    """2 micro-batches of 2 images (2 and 1 images with valid masks) vs the 4 at once, float32:
     losses, per-round metrics (also split by data source) and the gradient norm within
     1e-5 relative (float32 summation order), parameters after AdamW within 1e-3 lr."""
     cfg = config()
