@@ -47,6 +47,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--devices", type=int, default=0, help="fake N CPU devices")
     parser.add_argument("--set", action="append", default=[], help="model.KEY=VALUE")
     parser.add_argument("--remat-overhead", action="store_true")
+    parser.add_argument(
+        "--query-chunk", type=int, default=0, help="queries per global-attention chunk (CPU)"
+    )
     return parser.parse_args()
 
 
@@ -165,6 +168,10 @@ def main() -> None:
         os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " " + flag).strip()
     import jax
 
+    from sum_jax.models import image_encoder
+
+    if args.query_chunk:
+        image_encoder.QUERY_CHUNK = args.query_chunk
     config = load_config(args.config)
     devices = len(jax.devices())
     if args.images:
@@ -180,6 +187,7 @@ def main() -> None:
         field = config.model[key]
         config.model[key] = type(field)(value == "True" if isinstance(field, bool) else value)
     result = {"config": args.config, **measure(config)}
+    result["query_chunk"] = image_encoder.QUERY_CHUNK
     if args.remat_overhead:
         config.model.remat = "none"
         plain = measure(config)

@@ -83,7 +83,7 @@ def assert_same_step(got, ref, rtol=1e-5):
     (m_ref,), p_ref, _ = ref
     for k in ("loss", "round_loss", "round_loss_human", "round_loss_pseudo", "round_iou"):
         np.testing.assert_allclose(m_got[k], m_ref[k], rtol=rtol, atol=1e-6, err_msg=k)
-    np.testing.assert_allclose(m_got["grad_norm"], m_ref["grad_norm"], rtol=rtol)
+    np.testing.assert_allclose(m_got["grad_norm"], m_ref["grad_norm"], rtol=1e-4)
     # Gradients within 1e-5 relative (and float32 noise) move parameters by at most
     # lr * |dg| (eps = 1): 1e-3 lr.
     for path, x in p_ref.items():
@@ -111,8 +111,9 @@ def test_split_microbatches_keeps_each_devices_images():
 
 def test_accumulation_equals_one_batch(reference):
     """2 micro-batches of 2 images (2 and 1 images with valid masks) vs the 4 at once, float32:
-    losses, per-round metrics (also split by data source) and the gradient norm within
-    1e-5 relative (float32 summation order), parameters after AdamW within 1e-3 lr."""
+    losses and per-round metrics (also split by data source) within 1e-5 relative, the
+    gradient norm (a sum of squares over 10^5 entries) within 1e-4 (float32 summation
+    order), parameters after AdamW within 1e-3 lr."""
     cfg = config()
     cfg.train.microbatches = 2
     got = run(cfg)
