@@ -70,7 +70,7 @@ class SamConfig:
                 return name
         return "custom"
 
-    def architecture(self) -> "SamConfig":
+    def architecture(self) -> SamConfig:
         """This config with the run-time choices (compute dtype, remat, attention kernel,
         block scan) at their float32 defaults: what a model directory records."""
         return dataclasses.replace(
