@@ -14,6 +14,14 @@ Fields:
   `python -m convert.sam_checkpoint` (or a trainer's export), or `random:<variant>` for a
   randomly initialised model (pipeline checks only). `model.variant`: the `build_sam`
   variant it must be (checked at load); SUM starts from ViT-H (App. B.1).
+- `model.compute_dtype` ("float32" | "bfloat16"): dtype of matmuls and activations;
+  parameters and optimiser state stay float32, softmax, LayerNorm, losses and metrics are
+  computed in float32. `model.remat` ("none" | "block" | "dots"): rematerialise each encoder
+  block (keeping nothing, or the linear layers' outputs) and each interactive round in the
+  backward pass. `model.attention` ("auto" | "matmul" | "fused"): plain matmuls, or
+  `jax.nn.dot_product_attention` (cuDNN's fused kernel on GPU); "auto" fuses on GPU/TPU.
+  `model.scan_blocks`: one `lax.scan` over the encoder's repeating block groups (faster
+  compiles). None of these changes the parameters or checkpoints.
 - `data.*`: the Grain pipeline (`configs/data/pipeline.py`): `data_dir`,
   `labelled` / `unlabelled` refs, `pseudo_label_dir`, `mix`. Its `batch_size`, `image_size`,
   `mask_size`, `max_masks` and `seed` are set by the trainer from `train.*`, the model and
@@ -42,7 +50,10 @@ Fields:
   `"replicated"` replicates, a tuple gives one mesh axis name (or None) per dimension.
   Parameters smaller than `min_shard_size` elements stay replicated.
 - `train.*`: batch layout and length (FT-Small: 6000 steps of 40 images, 30 masks each;
-  `batch_size` is global, over all hosts); `log_every` steps per progress line and
+  `batch_size` is global, over all hosts); `microbatches` splits the batch into that many
+  micro-batches run in turn inside the step with gradients summed in float32 and one
+  optimiser update (the same update as the whole batch at once; -1: `batch_size` / device
+  count); `log_every` steps per progress line and
   TensorBoard point; an Orbax checkpoint (parameters, optimiser, step, data iterator) every
   `checkpoint_every` steps and at the end, keeping the last `keep_checkpoints`; `export`
   writes the final model directory `<workdir>/model` for the predictor, the evaluator and
@@ -87,6 +98,12 @@ def get_config() -> ml_collections.ConfigDict:
     config.model = ml_collections.ConfigDict()
     config.model.variant = "vit_h"
     config.model.checkpoint = "ckpt/sam_vit_h"
+    # How the model runs (docs/training.md, "Memory"): float32 and no remat is the parity
+    # reference; the FT configs train in bfloat16 with block remat.
+    config.model.compute_dtype = "float32"
+    config.model.remat = "none"
+    config.model.attention = "auto"
+    config.model.scan_blocks = False
 
     config.data = pipeline.get_config()
     config.data.data_dir = "data/prepared"
@@ -135,6 +152,9 @@ def get_config() -> ml_collections.ConfigDict:
     config.train.num_steps = 6000
     config.train.batch_size = 40
     config.train.masks_per_image = 30
+    # Micro-batches per step, run one after the other with summed gradients (1: none;
+    # -1: batch_size / device count, one image per device at a time).
+    config.train.microbatches = 1
     config.train.log_every = 10
     config.train.checkpoint_every = 500
     config.train.keep_checkpoints = 3

@@ -64,7 +64,9 @@ def save_state_dict(
     with atomic_dir(directory, overwrite=overwrite) as tmp:
         with _checkpointer() as ckptr:
             ckptr.save(tmp / PARAMS_DIR, args=ocp.args.StandardSave(state), force=True)
-        # The config goes last: a directory with a config has complete parameters.
+        # The config goes last: a directory with a config has complete parameters. It
+        # records the architecture; compute dtype, remat and kernels are the reader's choice.
+        config = config.architecture()
         atomic_write(tmp / CONFIG_FILE, json.dumps(config.to_dict(), indent=2) + "\n")
 
 

@@ -24,6 +24,37 @@ def gelu(x: jax.Array) -> jax.Array:
     return jax.nn.gelu(x, approximate=False)
 
 
+REMAT_POLICIES = ("none", "block", "dots")
+ATTENTION_KINDS = ("auto", "matmul", "fused")
+
+
+def remat_policy(remat: str):
+    """The `jax.checkpoint` policy of `config.model.remat` (None for `"none"`).
+
+    `"block"` saves nothing inside a rematerialised block (its input is the only residual);
+    `"dots"` saves the outputs of matmuls without batch dimensions (the linear layers) and
+    recomputes the rest: the attention matrices, softmax, GELU and LayerNorm.
+    """
+    if remat not in REMAT_POLICIES:
+        raise ValueError(f"remat={remat!r}: choose one of {REMAT_POLICIES}")
+    return {
+        "none": None,
+        "block": jax.checkpoint_policies.nothing_saveable,
+        "dots": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
+    }[remat]
+
+
+def use_fused_attention(attention: str) -> bool:
+    """Whether attention goes through `jax.nn.dot_product_attention` (cuDNN's fused kernel on
+    GPU): `"fused"`, or `"auto"` on a GPU/TPU backend. The plain-matmul path stays on CPU,
+    where it is the faster one, and is the float32 parity reference."""
+    if attention not in ATTENTION_KINDS:
+        raise ValueError(f"attention={attention!r}: choose one of {ATTENTION_KINDS}")
+    if attention == "auto":
+        return jax.default_backend() in ("gpu", "cuda", "rocm", "tpu")
+    return attention == "fused"
+
+
 class GELU(nnx.Module):
     """Parameter-free GELU module, so `nnx.List` indices line up with `nn.Sequential`'s."""
 

@@ -12,7 +12,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from sum_jax.models.common import MLPBlock, layer_norm
+from sum_jax.models.common import MLPBlock, layer_norm, remat_policy, use_fused_attention
 
 ENCODER_LN_EPS = 1e-6
 
@@ -57,11 +57,30 @@ def relative_position_table(q_size: int, k_size: int, rel_pos: jax.Array) -> jax
     return rel_pos[relative.astype(jnp.int32)]
 
 
+# Queries per chunk of the plain-matmul attention: the 14 x 14 windows and small grids run
+# in one piece, ViT global attention at 1024 px (64 x 64 tokens) in 4 chunks of 16 rows.
+QUERY_CHUNK = 1024
+
+
+def query_chunks(h: int, w: int) -> int:
+    """Number of equal chunks of query rows with at most `QUERY_CHUNK` queries each (1 when
+    the grid is small, or when no divisor of `h` gives such chunks)."""
+    if h * w <= QUERY_CHUNK:
+        return 1
+    for n in range(2, h + 1):
+        if h % n == 0 and (h // n) * w <= QUERY_CHUNK:
+            return n
+    return 1
+
+
 class Attention(nnx.Module):
     """Multi-head self-attention over a `[B, H, W, C]` grid with decomposed relative positions.
 
-    Heads are folded into the batch (`[B*heads, N, head_dim]`) so that both matmuls are plain
-    batched GEMMs: on CPU this ran 25% faster than an einsum with heads in the middle.
+    `attention="matmul"`: heads folded into the batch (`[B*heads, N, head_dim]`) so that both
+    matmuls are plain batched GEMMs (on CPU this ran 25% faster than an einsum with heads in
+    the middle). `"fused"`: `jax.nn.dot_product_attention` with the relative positions as an
+    additive bias, which GPUs run as one cuDNN kernel. `"auto"`: fused on GPU/TPU, matmul on
+    CPU (see `common.use_fused_attention`). Logits are summed and normalised in float32.
     """
 
     def __init__(
@@ -72,9 +91,11 @@ class Attention(nnx.Module):
         *,
         dtype: jnp.dtype = jnp.float32,
         param_dtype: jnp.dtype = jnp.float32,
+        attention: str = "auto",
         rngs: nnx.Rngs,
     ):
         self.num_heads = num_heads
+        self.attention = attention
         head_dim = dim // num_heads
         self.scale = head_dim**-0.5
         kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
@@ -89,20 +110,46 @@ class Attention(nnx.Module):
         nh = self.num_heads
         qkv = self.qkv(x_bhwc).reshape(b, h * w, 3, nh, -1).transpose(2, 0, 3, 1, 4)
         q, k, v = qkv.reshape(3, b * nh, h * w, -1)
-        attn = (q * self.scale) @ k.swapaxes(-1, -2)  # [B*nh, HW, HW]
 
         # Decomposed relative positions: bias[q, k] = <q, Rh[qh - kh]> + <q, Rw[qw - kw]>.
         rh = relative_position_table(h, h, self.rel_pos_h[...]).astype(q.dtype)
         rw = relative_position_table(w, w, self.rel_pos_w[...]).astype(q.dtype)
         r_q = q.reshape(b * nh, h, w, -1)
-        rel_h = jnp.einsum("bhwc,hkc->bhwk", r_q, rh)
-        rel_w = jnp.einsum("bhwc,wkc->bhwk", r_q, rw)
-        attn = attn.reshape(b * nh, h, w, h, w)
-        attn = attn + rel_h[:, :, :, :, None] + rel_w[:, :, :, None, :]
-        attn = attn.reshape(b * nh, h * w, h * w)
+        rel_h = jnp.einsum("bhwc,hkc->bhwk", r_q, rh)[:, :, :, :, None]
+        rel_w = jnp.einsum("bhwc,wkc->bhwk", r_q, rw)[:, :, :, None, :]
 
-        attn = jax.nn.softmax(attn.astype(jnp.float32), axis=-1).astype(v.dtype)
-        out = (attn @ v).reshape(b, nh, h, w, -1).transpose(0, 2, 3, 1, 4).reshape(b, h, w, -1)
+        if use_fused_attention(self.attention):
+            # [B, N, heads, head_dim] layout; the bias [B, heads, N, N] is added after scaling.
+            bias = (rel_h + rel_w).reshape(b, nh, h * w, h * w)
+            heads_last = lambda t: t.reshape(b, nh, h * w, -1).transpose(0, 2, 1, 3)
+            out = jax.nn.dot_product_attention(
+                heads_last(q), heads_last(k), heads_last(v), bias=bias, scale=self.scale
+            )
+            return self.proj(out.reshape(b, h, w, -1))
+
+        def attend(q_rows, rel_h_rows, rel_w_rows):
+            """Rows `[B*nh, hc, w, hd]` of queries attend to every key: `[B*nh, hc*w, hd]`."""
+            hc = q_rows.shape[1]
+            q_rows = q_rows.reshape(b * nh, hc * w, -1)
+            attn = (q_rows * self.scale) @ k.swapaxes(-1, -2)  # [B*nh, hc*w, HW]
+            attn = attn.reshape(b * nh, hc, w, h, w).astype(jnp.float32)
+            attn = attn + rel_h_rows.astype(jnp.float32) + rel_w_rows.astype(jnp.float32)
+            attn = jax.nn.softmax(attn.reshape(b * nh, hc * w, h * w), axis=-1)
+            return attn.astype(v.dtype) @ v
+
+        chunks = query_chunks(h, w)
+        if chunks == 1:
+            out = attend(r_q, rel_h, rel_w)
+        else:
+            # Global attention at full size: [heads, HW, HW] float32 is 1 GiB per tensor for
+            # ViT-H. Query rows in chunks, each rematerialised, so the backward pass holds one
+            # chunk's attention at a time (the same sums, row by row).
+            rows = lambda t: t.reshape((b * nh, chunks, h // chunks) + t.shape[2:]).swapaxes(0, 1)
+            out = jax.lax.map(
+                lambda xs: jax.checkpoint(attend)(*xs), (rows(r_q), rows(rel_h), rows(rel_w))
+            )  # [chunks, B*nh, hc*w, hd]
+            out = out.swapaxes(0, 1).reshape(b * nh, h * w, -1)
+        out = out.reshape(b, nh, h, w, -1).transpose(0, 2, 3, 1, 4).reshape(b, h, w, -1)
         return self.proj(out)
 
 
@@ -119,13 +166,20 @@ class Block(nnx.Module):
         *,
         dtype: jnp.dtype = jnp.float32,
         param_dtype: jnp.dtype = jnp.float32,
+        attention: str = "auto",
         rngs: nnx.Rngs,
     ):
         self.window_size = window_size
         attn_size = input_size if window_size == 0 else (window_size, window_size)
         self.norm1 = layer_norm(dim, ENCODER_LN_EPS, param_dtype=param_dtype, rngs=rngs)
         self.attn = Attention(
-            dim, num_heads, attn_size, dtype=dtype, param_dtype=param_dtype, rngs=rngs
+            dim,
+            num_heads,
+            attn_size,
+            dtype=dtype,
+            param_dtype=param_dtype,
+            attention=attention,
+            rngs=rngs,
         )
         self.norm2 = layer_norm(dim, ENCODER_LN_EPS, param_dtype=param_dtype, rngs=rngs)
         self.mlp = MLPBlock(
@@ -166,8 +220,25 @@ class PatchEmbed(nnx.Module):
         return self.proj(x)
 
 
+def block_period(depth: int, global_attn_indexes: Sequence[int]) -> int:
+    """Length of the repeating group of blocks (windowed blocks, then one global), e.g. 8 for
+    ViT-H's 4 x (7 + 1); 0 when the global blocks are not evenly spaced."""
+    if not global_attn_indexes:
+        return 0
+    period = global_attn_indexes[0] + 1
+    regular = tuple(global_attn_indexes) == tuple(range(period - 1, depth, period))
+    return period if regular and depth % period == 0 else 0
+
+
 class ImageEncoderViT(nnx.Module):
-    """ViT backbone + neck. Input `[B, S, S, 3]`, output `[B, S/16, S/16, out_chans]`."""
+    """ViT backbone + neck. Input `[B, S, S, 3]`, output `[B, S/16, S/16, out_chans]`.
+
+    Execution options (no effect on parameters or, in float32, on results):
+    `remat` ("none" | "block" | "dots", see `common.remat_policy`) rematerialises each block
+    in the backward pass, so only block inputs are kept; `scan_blocks` runs the repeating
+    groups of blocks (ViT-H: 4 x (7 windowed + 1 global)) as one `lax.scan` over their
+    stacked parameters, so XLA compiles one group instead of 32 blocks.
+    """
 
     def __init__(
         self,
@@ -184,10 +255,21 @@ class ImageEncoderViT(nnx.Module):
         global_attn_indexes: Sequence[int] = (2, 5, 8, 11),
         dtype: jnp.dtype = jnp.float32,
         param_dtype: jnp.dtype = jnp.float32,
+        remat: str = "none",
+        attention: str = "auto",
+        scan_blocks: bool = False,
         rngs: nnx.Rngs,
     ):
         grid = img_size // patch_size
         self.dtype = dtype
+        remat_policy(remat)  # validates
+        self.remat = remat
+        self.period = block_period(depth, global_attn_indexes) if scan_blocks else 0
+        if scan_blocks and not self.period:
+            raise ValueError(
+                f"scan_blocks needs evenly spaced global blocks; got {tuple(global_attn_indexes)}"
+                f" in {depth} blocks"
+            )
         self.patch_embed = PatchEmbed(
             patch_size, in_chans, embed_dim, dtype=dtype, param_dtype=param_dtype, rngs=rngs
         )
@@ -202,6 +284,7 @@ class ImageEncoderViT(nnx.Module):
                     (grid, grid),
                     dtype=dtype,
                     param_dtype=param_dtype,
+                    attention=attention,
                     rngs=rngs,
                 )
                 for i in range(depth)
@@ -222,8 +305,60 @@ class ImageEncoderViT(nnx.Module):
     def __call__(self, images_bhwc: jax.Array) -> jax.Array:
         x = self.patch_embed(images_bhwc.astype(self.dtype))
         x = x + self.pos_embed[...].astype(x.dtype)
-        for block in self.blocks:
-            x = block(x)
+        x = self._scanned_blocks(x) if self.period else self._blocks(x)
         for layer in self.neck:
             x = layer(x).astype(self.dtype)
+        return x
+
+    def _block_fn(self, graphdef):
+        """`(block state, x) -> block(x)`, rematerialised as `self.remat` says."""
+
+        def apply(state, x):
+            return nnx.merge(graphdef, state)(x)
+
+        if self.remat == "none":
+            return apply
+        # Inside a scan, CSE cannot merge the recomputation with the forward pass anyway.
+        return jax.checkpoint(apply, policy=remat_policy(self.remat), prevent_cse=not self.period)
+
+    def _blocks(self, x: jax.Array) -> jax.Array:
+        if self.remat == "none":
+            for block in self.blocks:
+                x = block(x)
+            return x
+        for block in self.blocks:
+            graphdef, state = nnx.split(block)
+            x = self._block_fn(graphdef)(state, x)
+        return x
+
+    def _compute_weights(self, state):
+        """A block's state with the matmul weights (attention, MLP, relative positions) in
+        the compute dtype, LayerNorms left float32. The layers cast them so anyway, so values
+        and gradients are unchanged; the stacked copy the scan needs (and its gradient) is
+        half the size in bfloat16."""
+
+        def cast(path, x):
+            in_norm = any(str(getattr(k, "key", k)).startswith("norm") for k in path)
+            return x if in_norm else x.astype(self.dtype)
+
+        return jax.tree_util.tree_map_with_path(cast, state)
+
+    def _scanned_blocks(self, x: jax.Array) -> jax.Array:
+        """One `lax.scan` over the groups; position `j` of every group shares a graph."""
+        blocks = list(self.blocks)
+        p = self.period
+        groups = [blocks[i : i + p] for i in range(0, len(blocks), p)]
+        fns, stacked = [], []
+        for j in range(p):
+            split = [nnx.split(group[j]) for group in groups]
+            fns.append(self._block_fn(split[0][0]))
+            states = [self._compute_weights(st) for _, st in split]
+            stacked.append(jax.tree.map(lambda *xs: jnp.stack(xs), *states))
+
+        def group(x, states):
+            for fn, state in zip(fns, states):
+                x = fn(state, x)
+            return x, None
+
+        x, _ = jax.lax.scan(group, x, stacked)
         return x

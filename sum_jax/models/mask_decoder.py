@@ -11,13 +11,24 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from sum_jax.models.common import GELU, MLP, ConvTranspose2x2, MLPBlock, layer_norm
+from sum_jax.models.common import (
+    GELU,
+    MLP,
+    ConvTranspose2x2,
+    MLPBlock,
+    layer_norm,
+    use_fused_attention,
+)
 
 DECODER_LN_EPS = 1e-5
 
 
 class Attention(nnx.Module):
-    """Multi-head attention with an optional reduction of the internal width."""
+    """Multi-head attention with an optional reduction of the internal width.
+
+    `attention` chooses plain matmuls or `jax.nn.dot_product_attention` (invalid keys as its
+    boolean mask), as in the image encoder (`common.use_fused_attention`).
+    """
 
     def __init__(
         self,
@@ -27,9 +38,11 @@ class Attention(nnx.Module):
         *,
         dtype: jnp.dtype = jnp.float32,
         param_dtype: jnp.dtype = jnp.float32,
+        attention: str = "auto",
         rngs: nnx.Rngs,
     ):
         internal_dim = embedding_dim // downsample_rate
+        self.attention = attention
         if internal_dim % num_heads:
             raise ValueError(f"num_heads={num_heads} must divide {internal_dim}")
         self.num_heads = num_heads
@@ -47,6 +60,14 @@ class Attention(nnx.Module):
         self, q: jax.Array, k: jax.Array, v: jax.Array, key_valid: jax.Array | None = None
     ) -> jax.Array:
         """`q [B, Nq, C]`, `k, v [B, Nk, C]`, `key_valid [B, Nk]` bool -> `[B, Nq, C]`."""
+        if use_fused_attention(self.attention):
+            b, nq, _ = q.shape
+            split = lambda t: t.reshape(t.shape[:2] + (self.num_heads, -1))  # [B, N, h, d]
+            mask = None if key_valid is None else key_valid[:, None, None, :]
+            out = jax.nn.dot_product_attention(
+                split(self.q_proj(q)), split(self.k_proj(k)), split(self.v_proj(v)), mask=mask
+            )
+            return self.out_proj(out.reshape(b, nq, -1))
         q = self._heads(self.q_proj(q))
         k = self._heads(self.k_proj(k))
         v = self._heads(self.v_proj(v))
@@ -73,21 +94,23 @@ class TwoWayAttentionBlock(nnx.Module):
         *,
         dtype: jnp.dtype = jnp.float32,
         param_dtype: jnp.dtype = jnp.float32,
+        attention: str = "auto",
         rngs: nnx.Rngs,
     ):
         kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+        akw = dict(kw, attention=attention)
         ln = dict(param_dtype=param_dtype, rngs=rngs)
-        self.self_attn = Attention(embedding_dim, num_heads, **kw)
+        self.self_attn = Attention(embedding_dim, num_heads, **akw)
         self.norm1 = layer_norm(embedding_dim, DECODER_LN_EPS, **ln)
         self.cross_attn_token_to_image = Attention(
-            embedding_dim, num_heads, attention_downsample_rate, **kw
+            embedding_dim, num_heads, attention_downsample_rate, **akw
         )
         self.norm2 = layer_norm(embedding_dim, DECODER_LN_EPS, **ln)
         self.mlp = MLPBlock(embedding_dim, mlp_dim, activation="relu", **kw)
         self.norm3 = layer_norm(embedding_dim, DECODER_LN_EPS, **ln)
         self.norm4 = layer_norm(embedding_dim, DECODER_LN_EPS, **ln)
         self.cross_attn_image_to_token = Attention(
-            embedding_dim, num_heads, attention_downsample_rate, **kw
+            embedding_dim, num_heads, attention_downsample_rate, **akw
         )
         self.skip_first_layer_pe = skip_first_layer_pe
 
@@ -121,9 +144,11 @@ class TwoWayTransformer(nnx.Module):
         attention_downsample_rate: int = 2,
         dtype: jnp.dtype = jnp.float32,
         param_dtype: jnp.dtype = jnp.float32,
+        attention: str = "auto",
         rngs: nnx.Rngs,
     ):
         kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+        akw = dict(kw, attention=attention)
         self.layers = nnx.List(
             [
                 TwoWayAttentionBlock(
@@ -132,13 +157,13 @@ class TwoWayTransformer(nnx.Module):
                     mlp_dim,
                     attention_downsample_rate,
                     skip_first_layer_pe=(i == 0),
-                    **kw,
+                    **akw,
                 )
                 for i in range(depth)
             ]
         )
         self.final_attn_token_to_image = Attention(
-            embedding_dim, num_heads, attention_downsample_rate, **kw
+            embedding_dim, num_heads, attention_downsample_rate, **akw
         )
         self.norm_final_attn = layer_norm(
             embedding_dim, DECODER_LN_EPS, param_dtype=param_dtype, rngs=rngs
@@ -170,9 +195,11 @@ class MaskDecoder(nnx.Module):
         iou_head_hidden_dim: int = 256,
         dtype: jnp.dtype = jnp.float32,
         param_dtype: jnp.dtype = jnp.float32,
+        attention: str = "auto",
         rngs: nnx.Rngs,
     ):
         kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+        akw = dict(kw, attention=attention)
         c = transformer_dim
         self.num_mask_tokens = num_multimask_outputs + 1
         self.dtype = dtype
@@ -181,7 +208,7 @@ class MaskDecoder(nnx.Module):
             embedding_dim=c,
             num_heads=transformer_num_heads,
             mlp_dim=transformer_mlp_dim,
-            **kw,
+            **akw,
         )
         init = nnx.initializers.normal(1.0)
         self.iou_token = nnx.Embed(1, c, embedding_init=init, param_dtype=param_dtype, rngs=rngs)
@@ -249,7 +276,8 @@ class MaskDecoder(nnx.Module):
             [mlp(mask_tokens_out[:, i]) for i, mlp in enumerate(self.output_hypernetworks_mlps)],
             axis=1,
         )  # [B, M, C/8]
-        masks = jnp.einsum("bmc,bhwc->bmhw", hyper_in, x)
+        # Logits accumulate in float32 whatever the compute dtype: they feed the losses.
+        masks = jnp.einsum("bmc,bhwc->bmhw", hyper_in, x, preferred_element_type=jnp.float32)
         iou_pred = self.iou_prediction_head(iou_token_out)
 
         sl = slice(1, None) if multimask_output else slice(0, 1)

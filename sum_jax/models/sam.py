@@ -44,6 +44,12 @@ class SamConfig:
     num_tasks: int = 4
     dtype: str = "float32"
     param_dtype: str = "float32"
+    # Execution options (see EXECUTION_FIELDS): no effect on parameters, nor in float32 on
+    # results beyond rounding. remat: "none" | "block" | "dots" (encoder blocks);
+    # attention: "auto" | "matmul" | "fused"; scan_blocks: scan over the encoder's groups.
+    remat: str = "none"
+    attention: str = "auto"
+    scan_blocks: bool = False
 
     @property
     def embedding_size(self) -> int:
@@ -58,12 +64,18 @@ class SamConfig:
         """The `VARIANTS` name with this architecture (compute dtypes and the task table's
         size aside), or "custom"."""
         for name, v in VARIANTS.items():
-            same = dataclasses.replace(
-                self, dtype=v.dtype, param_dtype=v.param_dtype, num_tasks=v.num_tasks
-            )
+            kept = {f: getattr(v, f) for f in EXECUTION_FIELDS + ("num_tasks",)}
+            same = dataclasses.replace(self, **kept)
             if same == v:
                 return name
         return "custom"
+
+    def architecture(self) -> SamConfig:
+        """This config with the run-time choices (compute dtype, remat, attention kernel,
+        block scan) at their float32 defaults: what a model directory records."""
+        return dataclasses.replace(
+            self, dtype="float32", remat="none", attention="auto", scan_blocks=False
+        )
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
@@ -80,6 +92,21 @@ class SamConfig:
         if "encoder_global_attn_indexes" in d:
             d["encoder_global_attn_indexes"] = tuple(d["encoder_global_attn_indexes"])
         return cls(**d)
+
+
+# Fields that say how the model runs, not what it computes: a checkpoint's architecture
+# ignores them, and `execution_overrides` sets them from a training config.
+EXECUTION_FIELDS = ("dtype", "param_dtype", "remat", "attention", "scan_blocks")
+
+
+def execution_overrides(model_config) -> dict[str, Any]:
+    """`SamConfig` execution fields from a training config's `model` section
+    (`compute_dtype`, `remat`, `attention`, `scan_blocks`; absent fields keep the defaults)."""
+    fields = {"compute_dtype": "dtype", "remat": "remat", "attention": "attention"}
+    out = {ours: str(model_config[k]) for k, ours in fields.items() if k in model_config}
+    if "scan_blocks" in model_config:
+        out["scan_blocks"] = bool(model_config.scan_blocks)
+    return out
 
 
 VARIANTS: dict[str, SamConfig] = {
@@ -133,6 +160,9 @@ class Sam(nnx.Module):
             out_chans=config.prompt_embed_dim,
             window_size=config.window_size,
             global_attn_indexes=config.encoder_global_attn_indexes,
+            remat=config.remat,
+            attention=config.attention,
+            scan_blocks=config.scan_blocks,
             **kw,
         )
         self.prompt_encoder = PromptEncoder(
@@ -151,6 +181,7 @@ class Sam(nnx.Module):
             num_multimask_outputs=config.num_multimask_outputs,
             iou_head_depth=config.iou_head_depth,
             iou_head_hidden_dim=config.iou_head_hidden_dim,
+            attention=config.attention,
             **kw,
         )
 

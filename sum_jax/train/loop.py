@@ -46,6 +46,7 @@ from sum_jax.checkpointing import TrainingCheckpoints, load_model, save_sam
 from sum_jax.data import pipeline
 from sum_jax.data import pseudo_label_format as plf
 from sum_jax.fileio import atomic_write
+from sum_jax.models.sam import execution_overrides
 from sum_jax.train import sharding
 from sum_jax.train.step import (
     TrainSetup,
@@ -92,7 +93,8 @@ def needs_uncertainty(config: ml_collections.ConfigDict) -> bool:
 def load_initial_model(config: ml_collections.ConfigDict):
     """The SAM to fine-tune; errors name the missing file and the command that makes it."""
     spec = str(config.model.checkpoint)
-    model = load_model(spec, field="config.model.checkpoint")
+    # Compute dtype, remat and attention kernel come from the training config.
+    model = load_model(spec, field="config.model.checkpoint", **execution_overrides(config.model))
     variant = config.model.get("variant")
     if variant and model.config.variant != variant:
         raise ValueError(

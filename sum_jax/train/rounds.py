@@ -87,6 +87,8 @@ class InteractiveSettings:
     theta: float = 0.6
     alpha: float = 0.25
     gamma: float = 2.0
+    # Rematerialise each round in the backward pass: the scan then stores only its carry.
+    remat_rounds: bool = False
 
     @classmethod
     def from_config(cls, config) -> InteractiveSettings:
@@ -102,6 +104,7 @@ class InteractiveSettings:
             restrict_to_image=bool(it.restrict_to_image),
             uncertainty_aware_loss=bool(loss.uncertainty_aware),
             supervise_all_iou=bool(loss.get("supervise_all_iou", True)),
+            remat_rounds=str(config.model.get("remat", "none")) != "none",
             **losses.loss_kwargs_from_config(loss),
         )
 
@@ -306,6 +309,10 @@ def training_rounds(
 
     init = (points, labels, jnp.zeros((b, n, size, size), jnp.float32))
     xs = (jnp.arange(num_rounds), jax.random.split(key_rounds, num_rounds))
+    if settings.remat_rounds:
+        # Only (points, labels, previous logits) and the round's key are kept per round;
+        # the decoder's activations for the B x N masks are recomputed one round at a time.
+        body = jax.checkpoint(body, prevent_cse=False)
     _, ys = jax.lax.scan(body, init, xs)
     aux = dict(ys["metrics"])
     aux["image_loss"] = ys["image_loss"].mean(axis=0)  # [B]: mean over rounds

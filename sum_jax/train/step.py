@@ -17,6 +17,15 @@ Usage (see `benchmarks/train_step_speed.py` for a complete example):
 `step_fn` donates `state`: do not reuse the state passed in. The step's PRNG key is
 `fold_in(state.rng, state.step)`, so a run restarted from a checkpoint draws the same
 prompts.
+
+Gradient accumulation (`config.train.microbatches = k > 1`): the batch's `B` images are
+split into `k` micro-batches of `B / k` (micro-batch `m` takes images `m, m + k, ...`, so
+with `B / k` a multiple of the device count each device keeps its own images and nothing
+moves between devices), run one after the other by a `lax.scan` inside the jitted step. Each
+micro-batch's loss is its mean loss times its share of the batch's loss units
+(`loss_units`), so the float32 sum of the micro-batch gradients is the gradient of the whole
+batch's loss and one optimiser update follows: the same update as the batch at once, with
+the memory of one micro-batch. Micro-batch `m` draws its prompts with `fold_in(key, m)`.
 """
 
 from __future__ import annotations
@@ -95,6 +104,29 @@ class TrainSetup:
     mesh: Mesh
     state_shardings: TrainState
     batch_sharding: NamedSharding
+    microbatches: int = 1
+
+
+def loss_and_grads(
+    state: TrainState,
+    loss_fn: Callable[[nnx.Module], tuple[jax.Array, Any]],
+    *,
+    model_def: ModelDef,
+    plan: optim.ParamPlan,
+) -> tuple[tuple[jax.Array, Any], PyTree]:
+    """`((loss, aux), grads)` of `loss_fn(model) -> (loss, aux)` at `state.params`.
+
+    Parameters the plan freezes enter the loss as constants (`stop_gradient`), so XLA drops
+    their backward pass (their gradient is zero).
+    """
+
+    def params_loss(params):
+        params = optim.map_with_paths(
+            lambda p, x: jax.lax.stop_gradient(x) if plan.frozen[p] else x, params
+        )
+        return loss_fn(model_def.merge(params, state.model_state))
+
+    return jax.value_and_grad(params_loss, has_aux=True)(state.params)
 
 
 def gradient_step(
@@ -107,21 +139,21 @@ def gradient_step(
 ) -> tuple[TrainState, jax.Array, Any, dict[str, jax.Array]]:
     """One optimiser step on `loss_fn(model) -> (loss, aux)`, shared by every trainer here.
 
-    Parameters the plan freezes enter the loss as constants (`stop_gradient`), so XLA drops
-    their backward pass; the optimiser leaves them unchanged.
+    The optimiser leaves frozen parameters unchanged (see `loss_and_grads`).
 
     Returns:
       `(new_state, loss, aux, metrics)` with `metrics` holding the global norms of the
       gradient (`grad_norm`) and of the update (`update_norm`).
     """
+    (loss, aux), grads = loss_and_grads(state, loss_fn, model_def=model_def, plan=plan)
+    new_state, metrics = apply_gradients(state, loss, grads, tx=tx)
+    return new_state, loss, aux, metrics
 
-    def params_loss(params):
-        params = optim.map_with_paths(
-            lambda p, x: jax.lax.stop_gradient(x) if plan.frozen[p] else x, params
-        )
-        return loss_fn(model_def.merge(params, state.model_state))
 
-    (loss, aux), grads = jax.value_and_grad(params_loss, has_aux=True)(state.params)
+def apply_gradients(
+    state: TrainState, loss: jax.Array, grads: PyTree, *, tx: optax.GradientTransformation
+) -> tuple[TrainState, dict[str, jax.Array]]:
+    """One optimiser update with `grads`; metrics `loss`, `grad_norm`, `update_norm`."""
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     metrics = {
@@ -132,7 +164,105 @@ def gradient_step(
         "update_norm": optax.global_norm(updates),
     }
     new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state)
-    return new_state, loss, aux, metrics
+    return new_state, metrics
+
+
+def loss_units(batch: dict[str, jax.Array], select: jax.Array | None = None) -> jax.Array:
+    """How many units `interactive_loss` averages its loss over: the images with at least one
+    valid mask (its `image_valid`), among those where `select [B]` is true if given. f32.
+
+    Accumulation weighs each micro-batch's mean loss by its units over the batch's, which is
+    exact because every loss term is a mean over the same units (rounds.py, "Reduction").
+    """
+    valid = batch["mask_valid"].astype(bool).any(axis=-1)
+    if select is not None:
+        valid = valid & select
+    return jnp.sum(valid).astype(jnp.float32)
+
+
+# `interactive_loss` aux entries with one value per image (`[B]`), not means.
+PER_IMAGE = ("image_loss", "image_valid")
+
+
+def split_microbatches(batch: dict[str, jax.Array], k: int) -> dict[str, jax.Array]:
+    """`[B, ...] -> [k, B / k, ...]` with micro-batch `m` = images `m, m + k, m + 2k, ...`:
+    a device holding `B / D` consecutive images keeps its own in every micro-batch."""
+
+    def split(x):
+        return x.reshape((x.shape[0] // k, k) + x.shape[1:]).swapaxes(0, 1)
+
+    return jax.tree.map(split, batch)
+
+
+def accumulated_loss_and_grads(
+    state: TrainState,
+    batch: dict[str, jax.Array],
+    key: jax.Array,
+    microbatches: int,
+    *,
+    model_def: ModelDef,
+    plan: optim.ParamPlan,
+    settings: InteractiveSettings,
+) -> tuple[tuple[jax.Array, dict[str, jax.Array]], PyTree]:
+    """The interactive loss, its per-round metrics and its gradient over `batch`, computed
+    one micro-batch at a time (`lax.scan`), gradients summed in float32.
+
+    Micro-batch `m`'s loss and metrics are weighted by its share of the batch's loss units,
+    `loss_human` / `loss_pseudo` by its share of the human / pseudo-labelled units, so the
+    sums are the whole batch's means.
+    """
+    pseudo = batch["is_pseudo"].astype(bool)
+    totals = {
+        "all": loss_units(batch),
+        "human": loss_units(batch, ~pseudo),
+        "pseudo": loss_units(batch, pseudo),
+    }
+    weight_of = {"loss_human": "human", "loss_pseudo": "pseudo"}
+
+    def one(grad_sum, xs):
+        micro, m = xs
+        mp = micro["is_pseudo"].astype(bool)
+        units = {
+            "all": loss_units(micro),
+            "human": loss_units(micro, ~mp),
+            "pseudo": loss_units(micro, mp),
+        }
+        share = {k: units[k] / jnp.maximum(totals[k], 1.0) for k in units}
+
+        def loss_fn(model):
+            loss, aux = interactive_loss(model, micro, jax.random.fold_in(key, m), settings)
+            return loss * share["all"], aux
+
+        (loss, aux), grads = loss_and_grads(state, loss_fn, model_def=model_def, plan=plan)
+        aux = {
+            k: v if k in PER_IMAGE else v * share[weight_of.get(k, "all")] for k, v in aux.items()
+        }
+        grad_sum = jax.tree.map(lambda a, g: a + g.astype(jnp.float32), grad_sum, grads)
+        return grad_sum, (loss, aux)
+
+    zeros = jax.tree.map(lambda p: jnp.zeros(p.shape, jnp.float32), state.params)
+    micro = split_microbatches(batch, microbatches)
+    grads, (losses, aux) = jax.lax.scan(one, zeros, (micro, jnp.arange(microbatches)))
+    grads = jax.tree.map(lambda g, p: g.astype(p.dtype), grads, state.params)
+    # Means: the weighted sum over micro-batches. Per-image entries `[k, B/k]`: back in the
+    # batch's order (image i = micro-batch i % k, position i // k).
+    aux = {k: v.swapaxes(0, 1).reshape(-1) if k in PER_IMAGE else v.sum(0) for k, v in aux.items()}
+    return (losses.sum(), aux), grads
+
+
+def resolve_microbatches(requested: int, batch_size: int, num_devices: int) -> int:
+    """`config.train.microbatches` as a count: -1 gives one image per device per
+    micro-batch; the count must split the batch into micro-batches that split evenly over
+    the devices."""
+    k = batch_size // num_devices if requested == -1 else int(requested)
+    if k < 1 or batch_size % k or (batch_size // k) % num_devices:
+        raise ValueError(
+            f"train.microbatches={requested} does not split train.batch_size={batch_size} "
+            f"into micro-batches of a multiple of the {num_devices} devices; use a divisor "
+            f"of {batch_size // num_devices if batch_size % num_devices == 0 else batch_size}"
+            f" or -1 (one image per device at a time)"
+        )
+    return k
 
 
 def train_step(
@@ -144,6 +274,7 @@ def train_step(
     plan: optim.ParamPlan,
     settings: InteractiveSettings,
     schedule: optax.Schedule | None = None,
+    microbatches: int = 1,
 ) -> tuple[TrainState, dict[str, jax.Array]]:
     """One SUM step: interactive rounds on the batch, gradients, AdamW update.
 
@@ -151,6 +282,8 @@ def train_step(
       state: the current state.
       batch: the training batch of docs/contracts.md (device arrays).
       model_def, tx, plan, settings, schedule: static, bind with `functools.partial`.
+      microbatches: static; > 1 accumulates the gradient over that many micro-batches
+        (`accumulated_loss_and_grads`) before the one update.
 
     Returns:
       `(new_state, metrics)`: `loss`, per-round `[R]` arrays `round_loss`, `round_iou`,
@@ -162,15 +295,19 @@ def train_step(
       `schedule` is given).
     """
     key = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
-    new_state, loss, aux, metrics = gradient_step(
-        state,
-        lambda model: interactive_loss(model, batch, key, settings),
-        model_def=model_def,
-        tx=tx,
-        plan=plan,
-    )
-    per_image = ("image_loss", "image_valid")
-    metrics.update({f"round_{k}": v for k, v in aux.items() if k not in per_image})
+    if microbatches == 1:
+        (loss, aux), grads = loss_and_grads(
+            state,
+            lambda model: interactive_loss(model, batch, key, settings),
+            model_def=model_def,
+            plan=plan,
+        )
+    else:
+        (loss, aux), grads = accumulated_loss_and_grads(
+            state, batch, key, microbatches, model_def=model_def, plan=plan, settings=settings
+        )
+    new_state, metrics = apply_gradients(state, loss, grads, tx=tx)
+    metrics.update({f"round_{k}": v for k, v in aux.items() if k not in PER_IMAGE})
     pseudo = batch["is_pseudo"].astype(bool)[:, None]
     valid = batch["mask_valid"].astype(bool)
     metrics["masks_human"] = jnp.sum(valid & ~pseudo)
@@ -222,6 +359,11 @@ def train_setup(
         mesh=mesh,
         state_shardings=state_sh,
         batch_sharding=sharding.batch_sharding(mesh),
+        microbatches=resolve_microbatches(
+            int(config.train.get("microbatches", 1)),
+            int(config.train.batch_size),
+            mesh.devices.size,
+        ),
     )
     abstract = jax.tree.map(
         lambda x, sh: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sh), abstract, state_sh
@@ -265,6 +407,7 @@ def jit_train_step(setup: TrainSetup) -> Callable:
         plan=setup.plan,
         settings=setup.settings,
         schedule=setup.schedule,
+        microbatches=setup.microbatches,
     )
     return jax.jit(
         step,

@@ -4,6 +4,7 @@ compiled where the model is tiny, so no config rots."""
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import jax
@@ -15,7 +16,7 @@ from ml_collections import config_flags
 from configs import ablations
 from sum_jax.checkpointing import abstract_sam
 from sum_jax.inference.mask_generator import GeneratorSettings
-from sum_jax.models.sam import VARIANTS
+from sum_jax.models.sam import VARIANTS, execution_overrides
 from sum_jax.pseudo_labels.generation import generator_settings
 from sum_jax.train import loop, sharding
 from sum_jax.train.step import jit_train_step, train_setup
@@ -101,8 +102,18 @@ def test_training_config_builds_and_lowers_its_step(spec):
     mesh = sharding.make_mesh(config.sharding.mesh_shape)
     if int(config.train.batch_size) % mesh.devices.size:
         config.train.batch_size = mesh.devices.size
-    setup, abstract = train_setup(abstract_sam(model_config), config, mesh)
-    key = repr((config.model.variant, setup.settings, config.optimizer.to_dict(), dict(mesh.shape)))
+    # The model as the trainer builds it: the config's compute dtype, remat, attention, scan.
+    run_config = dataclasses.replace(model_config, **execution_overrides(config.model))
+    setup, abstract = train_setup(abstract_sam(run_config), config, mesh)
+    key = repr(
+        (
+            run_config,
+            setup.settings,
+            setup.microbatches,
+            config.optimizer.to_dict(),
+            dict(mesh.shape),
+        )
+    )
     if key in _LOWERED:
         return
     step = jit_train_step(setup)
