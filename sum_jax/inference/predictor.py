@@ -51,6 +51,9 @@ def task_index(task: int | str | None, num_tasks: int) -> int:
     return task
 
 
+SIZE_BUCKET = 256  # px: predicted masks are computed in frames padded to multiples of this
+
+
 def bucket_size(n: int, minimum: int = 1) -> int:
     """Smallest power of two >= max(n, minimum)."""
     return 1 << max(int(n), minimum, 1).__sub__(1).bit_length()
@@ -66,14 +69,7 @@ def encode_images(graphdef, state, image_u8, image_size):
 
 @functools.partial(
     jax.jit,
-    static_argnames=(
-        "graphdef",
-        "multimask_output",
-        "input_size",
-        "original_size",
-        "return_logits",
-        "img_size",
-    ),
+    static_argnames=("graphdef", "multimask_output", "return_logits"),
 )
 def _decode(
     graphdef,
@@ -86,13 +82,14 @@ def _decode(
     mask_inputs,
     mask_valid,
     task_ids,
+    taps,
     *,
     multimask_output,
-    input_size,
-    original_size,
     return_logits,
-    img_size,
 ):
+    """Decodes padded prompts and upscales the logits into the image's size bucket: `taps`
+    (`transforms.postprocess_taps`, passed as arrays) carry the image size, so one
+    compilation serves every image of a bucket; the caller crops `[..., :H, :W]`."""
     prompts = Prompts(
         points[None],
         labels[None],
@@ -104,7 +101,7 @@ def _decode(
     )
     low_res, iou = decode(graphdef, state, embeddings, prompts, multimask_output=multimask_output)
     low_res, iou = low_res[0], iou[0]
-    masks = transforms.postprocess_masks(low_res, input_size, original_size, img_size)
+    masks = transforms.apply_postprocess(low_res, taps)
     if not return_logits:
         masks = masks > transforms.MASK_THRESHOLD
     return masks, iou, low_res
@@ -129,6 +126,7 @@ class SamPredictor:
         self.features = None
         self.original_size: tuple[int, int] | None = None
         self.input_size: tuple[int, int] | None = None
+        self._taps = None
 
     @property
     def is_image_set(self) -> bool:
@@ -149,6 +147,13 @@ class SamPredictor:
         self.features = encode_images(
             self._graphdef, self._state, jnp.asarray(padded), jnp.asarray([self.input_size])
         )
+        # Masks come out in a frame padded to the image's size bucket (multiples of
+        # SIZE_BUCKET per side), so clicks on any image of the bucket reuse one compilation.
+        bucket = tuple(-(-side // SIZE_BUCKET) * SIZE_BUCKET for side in self.original_size)
+        taps = transforms.postprocess_taps(
+            tuple(self.original_size), s, self.config.low_res_size, bucket
+        )
+        self._taps = jax.tree.map(jnp.asarray, taps)
 
     def get_image_embedding(self) -> jax.Array:
         """`[1, h, w, C]` embedding of the current image."""
@@ -245,13 +250,13 @@ class SamPredictor:
             jnp.asarray(masks_in),
             jnp.asarray(mask_valid),
             jnp.asarray(task_ids),
+            self._taps,
             multimask_output=multimask_output,
-            input_size=tuple(self.input_size),
-            original_size=tuple(self.original_size),
             return_logits=return_logits,
-            img_size=s,
         )
-        return np.asarray(masks[:q]), np.asarray(iou[:q]), np.asarray(low_res[:q])
+        h, w = self.original_size
+        masks = np.asarray(masks[:q, :, :h, :w])
+        return masks, np.asarray(iou[:q]), np.asarray(low_res[:q])
 
     def _check_prompts(self, point_coords, point_labels, boxes, mask_input):
         h, w = self.original_size

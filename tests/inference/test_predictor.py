@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import jax.numpy as jnp
 import numpy as np
 import pytest
 import skimage.data
 import torch
+from flax import nnx
 from segment_anything import SamPredictor as TorchPredictor
 
 from sum_jax.inference.predictor import SamPredictor
@@ -134,3 +136,29 @@ def test_vit_b_predictor_matches():
         ours, ref, tol=1e-4, point_coords=np.array([[200.0, 150.0]]), point_labels=np.array([1])
     )
     _compare(ours, ref, tol=1e-4, box=np.array([50.0, 20.0, 400.0, 280.0]), multimask_output=False)
+
+
+def test_images_of_one_size_bucket_share_the_decoder_compilation():
+    """Clicks on images of different sizes in one bucket run one compiled program, and the
+    masks still come out at each image's own size, equal to the unbucketed post-processing."""
+    from sum_jax.inference import predictor as predictor_module
+    from sum_jax.models.sam import build_sam
+    from sum_jax.ops import transforms
+
+    predictor = SamPredictor(build_sam("tiny", rngs=nnx.Rngs(3)))
+    rng = np.random.default_rng(0)
+    sizes = [(300, 400), (310, 390), (257, 500)]  # all inside the 512 x 512 bucket
+    compiled = []
+    for h, w in sizes:
+        predictor.set_image(rng.integers(0, 256, (h, w, 3), dtype=np.uint8))
+        masks, _, low_res = predictor.predict(
+            point_coords=np.array([[w // 3, h // 2]]), point_labels=np.array([1]),
+            return_logits=True,
+        )  # fmt: skip
+        assert masks.shape == (3, h, w)
+        expected = transforms.postprocess_masks(
+            jnp.asarray(low_res), predictor.input_size, (h, w), predictor.config.img_size
+        )
+        np.testing.assert_allclose(masks, np.asarray(expected), atol=1e-5)
+        compiled.append(predictor_module._decode._cache_size())
+    assert compiled[0] == compiled[1] == compiled[2], compiled
