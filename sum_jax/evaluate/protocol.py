@@ -44,6 +44,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from sum_jax.inference import decoding
 from sum_jax.models.prompt_encoder import LABEL_ABSENT
 from sum_jax.ops import clicks, transforms
 from sum_jax.ops.distance import deepest
@@ -246,25 +247,26 @@ def evaluation_rounds(
 
 
 def _sam_decode(graphdef, params, context, prompts: Prompts, multimask: bool) -> Array:
-    model = nnx.merge(graphdef, params)
+    """The protocol's prompts (original-image pixels, `(y, x)` clicks) -> SAM's low-res
+    logits `[Q, M, l, l]`, through the one decoding adapter."""
     sy, sx = context["scale"][0], context["scale"][1]  # resized / original, per axis
     pts = prompts.points_yx.astype(jnp.float32)
     points_xy = jnp.stack([pts[..., 1] * sx, pts[..., 0] * sy], axis=-1)
-    boxes = None
+    boxes = box_valid = None
     if prompts.boxes is not None:
-        b = prompts.boxes.astype(jnp.float32)
-        boxes = b * jnp.stack([sx, sy, sx, sy])
-    mask_inputs = None if prompts.mask_inputs is None else prompts.mask_inputs[None]
-    logits, _ = model.decode(
-        context["embedding"],
+        boxes = (prompts.boxes.astype(jnp.float32) * jnp.stack([sx, sy, sx, sy]))[None]
+        box_valid = prompts.box_valid[None]
+    model_prompts = decoding.Prompts(
         points_xy[None],
         prompts.labels[None],
-        None if boxes is None else boxes[None],
-        None if prompts.box_valid is None else prompts.box_valid[None],
-        mask_inputs,
+        boxes,
+        box_valid,
+        None if prompts.mask_inputs is None else prompts.mask_inputs[None],
         None,
-        multimask_output=multimask,
-        task_ids=None if prompts.task_ids is None else prompts.task_ids[None],
+        None if prompts.task_ids is None else prompts.task_ids[None],
+    )
+    logits, _ = decoding.decode(
+        graphdef, params, context["embedding"], model_prompts, multimask_output=multimask
     )
     return logits[0]
 

@@ -31,8 +31,8 @@ from collections import Counter
 import jax
 import jax.numpy as jnp
 import numpy as np
-from flax import nnx
 
+from sum_jax.inference.decoding import Prompts, decode
 from sum_jax.inference.predictor import SamPredictor
 from sum_jax.ops import transforms
 from sum_jax.ops.masks import box_iou, mask_to_box, stability_score
@@ -102,14 +102,9 @@ def nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float) -> np.ndarr
 def _decode_batch(graphdef, state, embeddings, points):
     """One batch of single-click prompts `[Q, 2]` -> low-res logits `[3Q, L, L]` and IoU
     predictions `[3Q]` (three masks per click, click-major)."""
-    model = nnx.merge(graphdef, state)
     q = points.shape[0]
-    low_res, iou = model.decode(
-        embeddings,
-        points[None, :, None, :],
-        jnp.ones((1, q, 1), jnp.int32),
-        multimask_output=True,
-    )
+    prompts = Prompts(points[None, :, None, :], jnp.ones((1, q, 1), jnp.int32))
+    low_res, iou = decode(graphdef, state, embeddings, prompts, multimask_output=True)
     return low_res[0].reshape((-1,) + low_res.shape[-2:]), iou[0].reshape(-1)
 
 

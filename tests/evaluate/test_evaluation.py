@@ -528,12 +528,21 @@ def test_tiny_sam_rounds_equal_official_predictor_loop_at_480_x_854():
     (y, x), _ = clicker.next_click(gt, np.zeros_like(gt), np.ones_like(gt))
     with torch.inference_mode():
         masks, _, low = official.predict(np.array([[x, y]]), np.array([1]), multimask_output=True)
+        # The fixed single output is SAM's single-mask token (App. B.3, settings default 0).
+        single, _, single_low = official.predict(
+            np.array([[x, y]]), np.array([1]), multimask_output=False
+        )
     first = [metrics.iou(m, gt) for m in masks]
+    assert settings.single_output_token == 0
     for rec in recs:
         assert rec["first_ious"] == pytest.approx(first, abs=1e-4)
-        k = int(np.argmax(first)) if rec["mode"] == "oracle" else 2
         assert rec["oracle_index"] == int(np.argmax(first))
-        points, labels, pred, prev = [[x, y]], [1], masks[k], low[k : k + 1]
+        if rec["mode"] == "oracle":
+            k = int(np.argmax(first))
+            pred, prev = masks[k], low[k : k + 1]
+        else:
+            pred, prev = single[0], single_low
+        points, labels = [[x, y]], [1]
         nc = np.ones_like(gt)
         nc[y, x] = False
         assert rec["clicks"][0] == [y, x, 1]
