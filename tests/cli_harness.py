@@ -37,8 +37,23 @@ def _reset_flags() -> None:
     fv = flags.FLAGS
     if _BASE_FLAGS is None:
         _BASE_FLAGS = set(fv)  # absl's and cli's own flags stay
-    for name in set(fv) - _BASE_FLAGS:
+    # Only the flags a command defined (its module runs as `__main__`; `--config` and
+    # `--shard` come from sum_jax.cli's helpers, ml_collections adds the config overrides).
+    # Flags of libraries a command imported first (Grain's, say) stay: the library is
+    # imported once per process and would not define them again.
+    by_module = fv.flags_by_module_dict()
+    defined_by_commands = {
+        flag.name
+        for module, module_flags in by_module.items()
+        if "__main__" in module
+        or module in ("sum_jax.cli", "absl.flags._flag")
+        or module.startswith("ml_collections")
+        for flag in module_flags
+    }
+    for name in (set(fv) - _BASE_FLAGS) & defined_by_commands:
         delattr(fv, name)
+    for name in set(fv) - _BASE_FLAGS - defined_by_commands:
+        _BASE_FLAGS.add(name)
     fv.unparse_flags()
     cli._CONFIG_FLAGS.clear()
 
