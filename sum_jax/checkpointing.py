@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -61,6 +62,9 @@ def save_state_dict(
     The directory is built beside `directory` and swapped in when complete, so an existing
     model stays whole until then; `overwrite=False` refuses an existing one.
     """
+    if jax.process_count() > 1:
+        _save_state_dict_processes(Path(directory).absolute(), config, state, overwrite)
+        return
     with atomic_dir(directory, overwrite=overwrite) as tmp:
         with _checkpointer() as ckptr:
             ckptr.save(tmp / PARAMS_DIR, args=ocp.args.StandardSave(state), force=True)
@@ -68,6 +72,38 @@ def save_state_dict(
         # records the architecture; compute dtype, remat and kernels are the reader's choice.
         config = config.architecture()
         atomic_write(tmp / CONFIG_FILE, json.dumps(config.to_dict(), indent=2) + "\n")
+
+
+def _save_state_dict_processes(
+    directory: Path, config: SamConfig, state: dict[str, Any], overwrite: bool
+) -> None:
+    """`save_state_dict` of a multi-process run: Orbax writes the arrays from every process
+    into one staging folder (the same path in every process: its save is collective), then
+    process 0 writes the config and swaps the folder in, and everyone waits for that."""
+    from jax.experimental import multihost_utils
+
+    if directory.exists() and not directory.is_dir():
+        raise NotADirectoryError(f"{directory} is a file; expected a folder to write into")
+    if directory.exists() and not overwrite:
+        raise FileExistsError(f"{directory} already exists; pass the overwrite flag to replace it")
+    staging = directory.parent / f".{directory.name}.partial"
+    first = jax.process_index() == 0
+    if first:
+        shutil.rmtree(staging, ignore_errors=True)
+        staging.mkdir(parents=True)
+    multihost_utils.sync_global_devices(f"sum_jax: staging {directory}")
+    with _checkpointer() as ckptr:
+        ckptr.save(staging / PARAMS_DIR, args=ocp.args.StandardSave(state), force=True)
+    if first:
+        config = config.architecture()
+        atomic_write(staging / CONFIG_FILE, json.dumps(config.to_dict(), indent=2) + "\n")
+        old = directory.parent / f".{directory.name}.old"
+        shutil.rmtree(old, ignore_errors=True)
+        if directory.exists():
+            os.replace(directory, old)
+        os.replace(staging, directory)
+        shutil.rmtree(old, ignore_errors=True)
+    multihost_utils.sync_global_devices(f"sum_jax: saved {directory}")
 
 
 def save_sam(model: Sam, directory: str | os.PathLike) -> None:
