@@ -29,31 +29,32 @@ class Result:
     stderr: str
 
 
-_BASE_FLAGS: set[str] | None = None
+def _defined_by_commands(module: str, name: str) -> bool:
+    """Whether a flag belongs to a command rather than a library: the command modules
+    (`sum_jax/<stage>/__main__.py`, `experiments.run_table`), ml_collections' config
+    overrides, and the per-command `--config` / `--shard` of sum_jax.cli's helpers."""
+    return (
+        "__main__" in module
+        or module.startswith(("experiments.", "ml_collections"))
+        or module == "absl.flags._flag"
+        or (module == "sum_jax.cli" and name in ("config", "shard"))
+    )
 
 
 def _reset_flags() -> None:
-    global _BASE_FLAGS
+    """Removes every command's flags, so the next command defines its own afresh. Library
+    flags (absl's, Grain's, sum_jax.cli's `--verbose`) stay: a library is imported once per
+    process and would not define them again."""
     fv = flags.FLAGS
-    if _BASE_FLAGS is None:
-        _BASE_FLAGS = set(fv)  # absl's and cli's own flags stay
-    # Only the flags a command defined (its module runs as `__main__`; `--config` and
-    # `--shard` come from sum_jax.cli's helpers, ml_collections adds the config overrides).
-    # Flags of libraries a command imported first (Grain's, say) stay: the library is
-    # imported once per process and would not define them again.
-    by_module = fv.flags_by_module_dict()
-    defined_by_commands = {
+    names = {  # collected first: deleting a flag edits absl's per-module lists
         flag.name
-        for module, module_flags in by_module.items()
-        if "__main__" in module
-        or module in ("sum_jax.cli", "absl.flags._flag")
-        or module.startswith("ml_collections")
+        for module, module_flags in fv.flags_by_module_dict().items()
         for flag in module_flags
+        if _defined_by_commands(module, flag.name)
     }
-    for name in (set(fv) - _BASE_FLAGS) & defined_by_commands:
-        delattr(fv, name)
-    for name in set(fv) - _BASE_FLAGS - defined_by_commands:
-        _BASE_FLAGS.add(name)
+    for name in names:
+        if name in fv:
+            delattr(fv, name)
     fv.unparse_flags()
     cli._CONFIG_FLAGS.clear()
 

@@ -84,7 +84,16 @@ def abstract_batch(config, setup, model_config):
 _LOWERED: dict[str, str] = {}
 
 
-@pytest.mark.parametrize("spec", TRAINING)
+# Variants whose step is the same program as another's up to a scalar (theta) or a name
+# (`full` is `sum`): lowered under `-m slow` only, to keep the default suite short.
+SAME_PROGRAM = {"ablations.py:theta_0.2", "ablations.py:theta_0.5", "ablations.py:theta_0.8",
+                "ablations.py:full"}  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [pytest.param(s, marks=pytest.mark.slow) if s in SAME_PROGRAM else s for s in TRAINING],
+)
 def test_training_config_builds_and_lowers_its_step(spec):
     config = load(spec)
     model_config = VARIANTS[config.model.variant]
