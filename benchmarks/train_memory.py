@@ -85,7 +85,7 @@ def compile_step(config):
     from sum_jax.checkpointing import abstract_sam
     from sum_jax.models.sam import VARIANTS, execution_overrides
     from sum_jax.train import sharding
-    from sum_jax.train.step import jit_train_step, train_setup
+    from sum_jax.train.step import abstract_batch, jit_train_step, train_setup
 
     model_config = dataclasses.replace(
         VARIANTS[config.model.variant], **execution_overrides(config.model)
@@ -95,21 +95,7 @@ def compile_step(config):
         mesh_shape = (1, -1)
     mesh = sharding.make_mesh(mesh_shape)
     setup, abstract = train_setup(abstract_sam(model_config), config, mesh)
-    s, low = model_config.img_size, model_config.low_res_size
-    b, n = int(config.train.batch_size), int(config.train.masks_per_image)
-    shapes = {
-        "image": ((b, s, s, 3), np.uint8),
-        "image_size": ((b, 2), np.int32),
-        "masks": ((b, n, low, low), np.uint8),
-        "mask_valid": ((b, n), bool),
-        "uncertainty": ((b, n, low, low), np.uint8),
-        "is_pseudo": ((b,), bool),
-        "task_id": ((b,), np.int32),
-    }
-    batch = {
-        k: jax.ShapeDtypeStruct(shape, dtype, sharding=setup.batch_sharding)
-        for k, (shape, dtype) in shapes.items()
-    }
+    batch = abstract_batch(config, setup, model_config)
     t0 = time.perf_counter()
     compiled = jit_train_step(setup).lower(abstract, batch).compile()
     return compiled, abstract, setup, model_config, time.perf_counter() - t0

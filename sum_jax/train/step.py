@@ -394,6 +394,27 @@ def init_train_state(
     return initial_state(model, setup, config.seed), setup
 
 
+def abstract_batch(config, setup: TrainSetup, model_config) -> dict[str, jax.ShapeDtypeStruct]:
+    """The training batch of docs/contracts.md as abstract arrays laid out with
+    `setup.batch_sharding`: what `jit_train_step(setup).lower` takes to size a step without
+    data (config tests, the memory benchmark)."""
+    s, low = model_config.img_size, model_config.low_res_size
+    n, b = int(config.train.masks_per_image), int(config.train.batch_size)
+    shapes = {
+        "image": ((b, s, s, 3), jnp.uint8),
+        "image_size": ((b, 2), jnp.int32),
+        "masks": ((b, n, low, low), jnp.uint8),
+        "mask_valid": ((b, n), jnp.bool_),
+        "uncertainty": ((b, n, low, low), jnp.uint8),
+        "is_pseudo": ((b,), jnp.bool_),
+        "task_id": ((b,), jnp.int32),
+    }
+    return {
+        k: jax.ShapeDtypeStruct(shape, dtype, sharding=setup.batch_sharding)
+        for k, (shape, dtype) in shapes.items()
+    }
+
+
 def jit_train_step(setup: TrainSetup) -> Callable:
     """`train_step` bound to `setup`, jitted with in/out shardings and the state donated.
 

@@ -19,7 +19,7 @@ from sum_jax.inference.mask_generator import GeneratorSettings
 from sum_jax.models.sam import VARIANTS, execution_overrides
 from sum_jax.pseudo_labels.generation import generator_settings
 from sum_jax.train import loop, sharding
-from sum_jax.train.step import jit_train_step, train_setup
+from sum_jax.train.step import abstract_batch, jit_train_step, train_setup
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 TRAINING = ["ft_small.py", "ft_medium.py", "ft_large.py", "demo.py"] + [
@@ -59,24 +59,6 @@ def test_other_configs_load_and_validate(spec):
     assert config.to_dict()
     if spec == "pseudo_labels.py":
         assert generator_settings(config.generator) == GeneratorSettings()  # the paper's filters
-
-
-def abstract_batch(config, setup, model_config):
-    s, low = model_config.img_size, model_config.low_res_size
-    n, b = int(config.train.masks_per_image), int(config.train.batch_size)
-    shapes = {
-        "image": ((b, s, s, 3), np.uint8),
-        "image_size": ((b, 2), np.int32),
-        "masks": ((b, n, low, low), np.uint8),
-        "mask_valid": ((b, n), bool),
-        "uncertainty": ((b, n, low, low), np.uint8),
-        "is_pseudo": ((b,), bool),
-        "task_id": ((b,), np.int32),
-    }
-    return {
-        k: jax.ShapeDtypeStruct(shape, dtype, sharding=setup.batch_sharding)
-        for k, (shape, dtype) in shapes.items()
-    }
 
 
 # One lowering per distinct step program (data-only variants share theirs), so the suite
