@@ -164,6 +164,20 @@ def load_sam(directory: str | os.PathLike, **config_overrides: Any) -> Sam:
     return nnx.merge(graphdef, abstract_state)
 
 
+def parse_checkpoint(spec: str) -> tuple[str, str]:
+    """`NAME=DIR` (or `NAME=random:tiny`) -> (NAME, DIR); a bare `DIR` is named after its
+    last folder. One parser for every command that takes `--checkpoint=NAME=DIR`."""
+    from sum_jax.cli import InputError
+
+    name, sep, path = spec.partition("=")
+    if not sep:
+        path = spec
+        name = Path(spec.rstrip("/")).name.replace("random:", "random_") or spec
+    if not name or not path:
+        raise InputError(f"--checkpoint={spec!r}: expected NAME=DIR, e.g. SAM=ckpt/sam_vit_h")
+    return name, path
+
+
 def load_model(spec: str, *, field: str = "config.checkpoint", **config_overrides: Any) -> Sam:
     """A model directory, or `random:<variant>` for a randomly initialised `build_sam` (a
     pipeline check: its outputs mean nothing). An empty `spec` is an error that names the
@@ -236,7 +250,7 @@ class TrainingCheckpoints:
     def close(self) -> None:
         self._manager.close()
 
-    def __enter__(self) -> TrainingCheckpoints:
+    def __enter__(self) -> TrainingCheckpoints:  # noqa: PYI034 (py310 has no typing.Self)
         return self
 
     def __exit__(self, *exc) -> None:
