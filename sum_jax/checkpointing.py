@@ -18,7 +18,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 from flax import nnx
 
-from sum_jax.fileio import atomic_dir, atomic_write
+from sum_jax.fileio import atomic_dir, atomic_write, swap_in
 from sum_jax.models.sam import Sam, SamConfig
 
 CONFIG_FILE = "sam_config.json"
@@ -97,12 +97,7 @@ def _save_state_dict_processes(
     if first:
         config = config.architecture()
         atomic_write(staging / CONFIG_FILE, json.dumps(config.to_dict(), indent=2) + "\n")
-        old = directory.parent / f".{directory.name}.old"
-        shutil.rmtree(old, ignore_errors=True)
-        if directory.exists():
-            os.replace(directory, old)
-        os.replace(staging, directory)
-        shutil.rmtree(old, ignore_errors=True)
+        swap_in(staging, directory)
     multihost_utils.sync_global_devices(f"sum_jax: saved {directory}")
 
 
