@@ -187,6 +187,13 @@ EVALUATED_AS = {
     "continuous_tp": ("table2", "SUM Continuous TP"),
     "confidence_uncer": ("table1", "SUM Confidence-Uncer"),
     "u2pl": ("table1", "U2PL"),
+    # Issue 16's other variants (checked once configs/ablations.py defines them).
+    "discrepancy_uncer": ("table1", "SUM Discrepancy-Uncer"),
+    "discrepancy_dual_decoder": ("table1", "SUM Discrepancy-Uncer (dual decoder)"),
+    "augseg_mixed_prompt": ("table1", "AugSeg Mixed-Prompt"),
+    "augseg_multi_consistency": ("table4", "AugSeg Mixed-Prompt (multi-consistency)"),
+    "augseg_box_prompt": ("table4", "AugSeg Box-Prompt"),
+    "augseg_uniform_point": ("table4", "AugSeg Uniform Point-Prompt"),
 }
 
 
@@ -197,6 +204,9 @@ def test_task_prompt_in_training_matches_evaluation(variant):
     from experiments import tables
 
     assert set(TASK_PROMPT_IN_TRAINING) == set(ablations.VARIANTS)
+    # Every column that names a run names a variant (or one of issue 16's still to come).
+    runs = {c.run for spec in tables.TABLES.values() for c in spec.columns if c.run}
+    assert runs <= set(ablations.VARIANTS) | set(EVALUATED_AS)
     it = ablations.get_config(variant).interactive
     trained = (
         "none" if not it.use_task_prompt else ("every" if it.continuous_task_prompt else "first")
