@@ -15,6 +15,11 @@ interleaved on the same batches (so machine load hits them alike):
 
     python benchmarks/train_step_speed.py --variant tiny --methods sum,u2pl --steps 10
 
+At full size without memory or a GPU, `--flops` lowers each method's step on abstract
+shapes (1 image) and prints XLA's FLOP estimate and the ratio to `sum`:
+
+    python benchmarks/train_step_speed.py --variant vit_h --masks 30 --methods sum,u2pl --flops
+
 `--methods` (default `sum`) names entries of `METHODS`: config changes from configs/base.py
 (`u2pl`: U2PL's pixel contrastive loss, weight 1). With more than one, the JSON holds, per
 method, the median step time and the ratios to `sum` of paired steps (median, min, max).
@@ -76,9 +81,12 @@ def main() -> None:
         "--img-size", type=int, default=0, help="override the variant's input size (0: keep)"
     )
     parser.add_argument("--mesh", default="1,-1", help="data,fsdp mesh shape")
+    parser.add_argument("--flops", action="store_true", help="FLOP estimates, no run")
     parser.add_argument("--methods", default="sum", help=f"comma-separated: {', '.join(METHODS)}")
     args = parser.parse_args()
     methods = args.methods.split(",")
+    if args.flops:
+        return flops(args, methods)
     if len(methods) > 1:
         return compare(args, methods)
 
@@ -173,6 +181,37 @@ def compare(args, methods: list[str]) -> None:
                 "max": round(float(ratios.max()), 3),
             },
         }
+    print(json.dumps(result))
+
+
+def flops(args, methods: list[str]) -> None:
+    """XLA's FLOP estimate (`Lowered.cost_analysis`, before optimisation) of each method's
+    step for one image, lowered on abstract shapes; ratios to the first method."""
+    import dataclasses
+
+    from sum_jax.checkpointing import abstract_sam
+    from sum_jax.models.sam import VARIANTS
+    from sum_jax.train.step import abstract_batch, train_setup
+
+    model_config = VARIANTS[args.variant]
+    if args.img_size:
+        model_config = dataclasses.replace(model_config, img_size=args.img_size)
+    mesh = sharding.make_mesh((1, 1), jax.devices()[:1])
+    result = {"variant": args.variant, "images": 1, "masks_per_image": args.masks,
+              "rounds": args.rounds, "img_size": model_config.img_size}  # fmt: skip
+    for name in methods:
+        config = base.get_config()
+        config.model.variant = args.variant
+        config.interactive.num_rounds = args.rounds
+        config.train.batch_size, config.train.masks_per_image = 1, args.masks
+        METHODS[name](config)
+        setup, abstract = train_setup(abstract_sam(model_config), config, mesh)
+        lowered = jit_train_step(setup).lower(abstract, abstract_batch(config, setup, model_config))
+        result[f"{name}_flops"] = float(lowered.cost_analysis()["flops"])
+    for name in methods[1:]:
+        result[f"{name}_ratio_to_{methods[0]}"] = round(
+            result[f"{name}_flops"] / result[f"{methods[0]}_flops"], 5
+        )
     print(json.dumps(result))
 
 
