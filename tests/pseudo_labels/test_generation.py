@@ -24,13 +24,13 @@ from sum_jax.pseudo_labels.generation import generate_pseudo_labels
 from tests.data import fake_datasets as fake
 
 # Permissive filters: the random tiny model's scores are low, and the test wants masks kept.
-GENERATOR = dict(
-    points_per_side=4,
-    pred_iou_thresh=0.0,
-    stability_score_thresh=0.0,
-    stability_score_offset=0.05,
-    box_nms_thresh=0.9,
-)
+GENERATOR = {
+    "points_per_side": 4,
+    "pred_iou_thresh": 0.0,
+    "stability_score_thresh": 0.0,
+    "stability_score_offset": 0.05,
+    "box_nms_thresh": 0.9,
+}
 
 pytestmark = pytest.mark.integration
 
