@@ -9,6 +9,20 @@ full fine-tuning, a mesh over all local devices (`--mesh data,fsdp`, default `1,
 random batch in the layout of docs/contracts.md (half the images pseudo-labelled). Prints
 one JSON line: compile time (first call, including the run), then the median and all
 timings of the following steps, each ended with `block_until_ready`.
+
+The extra cost of a method (issue 16) as a ratio to SUM's step, the steps of all methods
+interleaved on the same batches (so machine load hits them alike):
+
+    python benchmarks/train_step_speed.py --variant tiny --methods sum,u2pl --steps 10
+
+At full size without memory or a GPU, `--flops` lowers each method's step on abstract
+shapes (1 image) and prints XLA's FLOP estimate and the ratio to `sum`:
+
+    python benchmarks/train_step_speed.py --variant vit_h --masks 30 --methods sum,u2pl --flops
+
+`--methods` (default `sum`) names entries of `METHODS`: config changes from configs/base.py
+(`u2pl`: U2PL's pixel contrastive loss, weight 1). With more than one, the JSON holds, per
+method, the median step time and the ratios to `sum` of paired steps (median, min, max).
 """
 
 from __future__ import annotations
@@ -49,6 +63,13 @@ def random_batch(rng: np.random.Generator, images: int, masks: int, img: int, lo
     }
 
 
+# Config changes per method, applied to configs/base.py (see configs/ablations.py).
+METHODS = {
+    "sum": lambda config: None,
+    "u2pl": lambda config: config.loss.update(contrastive_weight=1.0),
+}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--variant", default="tiny")
@@ -60,7 +81,14 @@ def main() -> None:
         "--img-size", type=int, default=0, help="override the variant's input size (0: keep)"
     )
     parser.add_argument("--mesh", default="1,-1", help="data,fsdp mesh shape")
+    parser.add_argument("--flops", action="store_true", help="FLOP estimates, no run")
+    parser.add_argument("--methods", default="sum", help=f"comma-separated: {', '.join(METHODS)}")
     args = parser.parse_args()
+    methods = args.methods.split(",")
+    if args.flops:
+        return flops(args, methods)
+    if len(methods) > 1:
+        return compare(args, methods)
 
     config = base.get_config()
     config.model.variant = args.variant
@@ -104,6 +132,86 @@ def main() -> None:
         "step_s": [round(t, 3) for t in times],
         "loss": float(metrics["loss"]),
     }
+    print(json.dumps(result))
+
+
+def compare(args, methods: list[str]) -> None:
+    """Each method's step on the same model and batches, interleaved; ratios to `sum`."""
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown or "sum" not in methods:
+        raise SystemExit(f"--methods must include sum and name {sorted(METHODS)}: {unknown}")
+    overrides = {"img_size": args.img_size} if args.img_size else {}
+    img, low = setup_sizes(args.variant, args.img_size)
+    steps, states, first = {}, {}, {}
+    for name in methods:
+        config = base.get_config()
+        config.model.variant = args.variant
+        config.interactive.num_rounds = args.rounds
+        config.sharding.mesh_shape = tuple(int(x) for x in args.mesh.split(","))
+        METHODS[name](config)
+        mesh = sharding.make_mesh(config.sharding.mesh_shape)
+        states[name], setup = init_train_state(build_sam(args.variant, **overrides), config, mesh)
+        steps[name] = jit_train_step(setup)
+    rng = np.random.default_rng(0)
+    times = {name: [] for name in methods}
+    for i in range(args.steps + 1):
+        batch = sharding.shard_batch(random_batch(rng, args.images, args.masks, img, low), mesh)
+        for name in methods:
+            t = time.perf_counter()
+            states[name], metrics = steps[name](states[name], batch)
+            jax.block_until_ready((states[name], metrics))
+            (times[name] if i else first.setdefault(name, [])).append(time.perf_counter() - t)
+    result = {
+        "variant": args.variant,
+        "devices": f"{len(jax.devices())} x {jax.devices()[0].device_kind}",
+        "images": args.images,
+        "masks_per_image": args.masks,
+        "rounds": args.rounds,
+        "img_size": img,
+        "steps": args.steps,
+    }
+    for name in methods:
+        ratios = np.array(times[name]) / np.array(times["sum"])
+        result[name] = {
+            "first_step_s (compile + run)": round(first[name][0], 2),
+            "median_step_s": round(float(np.median(times[name])), 3),
+            "ratio_to_sum": {
+                "median": round(float(np.median(ratios)), 3),
+                "min": round(float(ratios.min()), 3),
+                "max": round(float(ratios.max()), 3),
+            },
+        }
+    print(json.dumps(result))
+
+
+def flops(args, methods: list[str]) -> None:
+    """XLA's FLOP estimate (`Lowered.cost_analysis`, before optimisation) of each method's
+    step for one image, lowered on abstract shapes; ratios to the first method."""
+    import dataclasses
+
+    from sum_jax.checkpointing import abstract_sam
+    from sum_jax.models.sam import VARIANTS
+    from sum_jax.train.step import abstract_batch, train_setup
+
+    model_config = VARIANTS[args.variant]
+    if args.img_size:
+        model_config = dataclasses.replace(model_config, img_size=args.img_size)
+    mesh = sharding.make_mesh((1, 1), jax.devices()[:1])
+    result = {"variant": args.variant, "images": 1, "masks_per_image": args.masks,
+              "rounds": args.rounds, "img_size": model_config.img_size}  # fmt: skip
+    for name in methods:
+        config = base.get_config()
+        config.model.variant = args.variant
+        config.interactive.num_rounds = args.rounds
+        config.train.batch_size, config.train.masks_per_image = 1, args.masks
+        METHODS[name](config)
+        setup, abstract = train_setup(abstract_sam(model_config), config, mesh)
+        lowered = jit_train_step(setup).lower(abstract, abstract_batch(config, setup, model_config))
+        result[f"{name}_flops"] = float(lowered.cost_analysis()["flops"])
+    for name in methods[1:]:
+        result[f"{name}_ratio_to_{methods[0]}"] = round(
+            result[f"{name}_flops"] / result[f"{methods[0]}_flops"], 5
+        )
     print(json.dumps(result))
 
 

@@ -25,6 +25,13 @@ DATA is `ft_small`, `ft_medium` (default: the paper runs its ablations on FT-Med
   prompt encoder, mask decoder and task table train. (Not HQ-SAM: HQ-SAM's extra
   architecture is not implemented here.) `decoder_only` is the same, under its old name.
 - `full`: full fine-tuning, every parameter trains (the default of `sum`, named for tables).
+- `confidence_uncer`: "SUM Confidence-Uncer" (§4.3, App. E): SUM's losses and sampling
+  unchanged, on uncertainty maps from SAM's own confidence, `u = 1 - |2 sigmoid(s) - 1|`;
+  point `data.pseudo_label_dir` at the folder `python -m sum_jax.uncertainty
+  --config.source=confidence --config.output_dir=DIR` writes.
+- `u2pl`: "U2PL" as the paper improved it (App. E): SUM's losses, uncertainty maps and task
+  prompts, plus U2PL's pixel contrastive loss on the image embeddings (weight 1,
+  `loss.contrastive_weight`; sum_jax/train/contrastive.py).
 
 Baselines that follow "the standard SAM training protocol" (§4.1, §4.3: `vanilla`,
 `refined_labels`) train without a task prompt, as `experiments/tables.py` evaluates them.
@@ -59,6 +66,10 @@ def _apply(config, variant: str) -> None:
         if not 0.0 <= theta < 1.0:
             raise ValueError(f"theta must be in [0, 1), got {theta} from {variant!r}")
         config.loss.theta = theta
+    elif variant == "confidence_uncer":
+        config.data.pseudo_label_dir = "data/pseudo_labels/sa1b_confidence"
+    elif variant == "u2pl":
+        config.loss.contrastive_weight = 1.0
     elif variant in ("decoder_prompt_encoder", "decoder_only"):
         config.optimizer.param_groups = base.decoder_only_groups()
     else:
@@ -79,6 +90,8 @@ VARIANTS = (
     *(f"theta_{t}" for t in THETAS),
     "decoder_prompt_encoder",
     "full",
+    "confidence_uncer",
+    "u2pl",
 )
 
 

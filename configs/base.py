@@ -32,6 +32,10 @@ Fields:
   pseudo-labels with the plain losses: the "w/o uncertainty" ablation) and
   `supervise_all_iou` (round 1: choose the output by `20 focal + dice`, train every
   output's IoU prediction; False: the earlier rule, choice by the full loss).
+  `contrastive_weight` (0: off) adds U2PL's pixel contrastive loss on the image embeddings
+  of pseudo-labelled images (`sum_jax/train/contrastive.py`: anchors from reliable cells,
+  `c > theta`, negatives from unreliable ones), with `contrastive_temperature` (0.5),
+  `contrastive_queries` (256 anchors per class) and `contrastive_negatives` (50 per anchor).
 - `interactive.*`: `num_rounds` (7: box/point, 5 error points, 1 without a new prompt),
   `box_prob` (0.5), box jitter (`box_noise_frac` of the side, capped at `box_noise_max`
   input-frame pixels), `uncertainty_sampling` (pseudo-label points drawn proportionally to
@@ -120,6 +124,12 @@ def get_config() -> ml_collections.ConfigDict:
     # and the IoU head of all three outputs trained (SAM 2). False: the lowest full loss,
     # IoU MSE included, trains only that output's IoU prediction.
     config.loss.supervise_all_iou = True
+    # U2PL's pixel contrastive loss on pseudo-labelled images' embeddings (App. E; the `u2pl`
+    # ablation sets the weight to 1): temperature, anchors per class, negatives per anchor.
+    config.loss.contrastive_weight = 0.0
+    config.loss.contrastive_temperature = 0.5
+    config.loss.contrastive_queries = 256
+    config.loss.contrastive_negatives = 50
 
     config.interactive = ml_collections.ConfigDict()
     config.interactive.num_rounds = 7

@@ -9,6 +9,11 @@ With `--config.refined_labels_dir=DIR` it also writes the refinement module's ma
 pseudo-label files in DIR (the "refinement outputs as labels" baseline,
 `configs/ablations.py:refined_labels`).
 
+`--config.source=confidence` makes the "SUM Confidence-Uncer" maps of §4.3 instead:
+`u = 1 - |2 sigmoid(s) - 1|` from SAM's stored logits `s` (no refiner, no model); with
+`--config.output_dir=/data/pseudo_labels/sa1b_confidence` they go into a copy of the files
+there (`configs/ablations.py:confidence_uncer` trains on that folder).
+
 Sized for: one GPU per process (`--shard=INDEX/COUNT`); the encoder runs once per image and
 all of an image's masks are refined in one padded batch. Run time: a few seconds per image
 for the tiny model on a 2-core CPU (the demo); ViT-H on a GPU is not measured yet.
@@ -20,6 +25,8 @@ from ml_collections.config_dict import placeholder
 
 def get_config() -> ml_collections.ConfigDict:
     c = ml_collections.ConfigDict()
+    # "refiner" (SUM) or "confidence" (SAM's own logits: u = 1 - |2 sigmoid(s) - 1|).
+    c.source = "refiner"
     c.refiner = ""  # Model directory of the mask-refinement module (train_refiner's output).
     c.data_dir = ""  # Root of prepared datasets.
     c.dataset = "sa1b:train"  # The prepared unlabelled split the pseudo-labels were made from.
@@ -29,4 +36,6 @@ def get_config() -> ml_collections.ConfigDict:
     # Optional: also write the refinement module's masks as pseudo-label files here (the
     # "mask-refinement outputs as labels" baseline, configs/ablations.py:refined_labels).
     c.refined_labels_dir = ""
+    # Optional: write the completed files here (a copy) instead of into `pseudo_labels`.
+    c.output_dir = ""
     return c

@@ -7,6 +7,11 @@ CSV. `experiments/run_table.py` runs the evaluator for the given checkpoints and
 
 Values are the point protocol's `oracle` mode (the paper: "we generally select the output
 mask that most closely aligns with the provided ground truth"), x100, one decimal.
+
+Tables with the paper's numbers (`PAPER`: Table 1, Table 4 and Fig. 11, transcribed from
+the paper) print them beside ours: each model has its column and a "<model> (paper)" column.
+Each column may name the training run that makes its model (`Column.run`, an ablation
+variant of configs/ablations.py), so `run_table --runs=DIR` finds `DIR/<run>/model`.
 """
 
 from __future__ import annotations
@@ -28,6 +33,8 @@ class Column:
 
     name: str
     overrides: tuple[tuple[str, Any], ...] = ()
+    # The ablation variant (configs/ablations.py) whose run directory holds this model.
+    run: str = ""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -71,16 +78,23 @@ def _models_by_task(
     metrics=METRICS,
     round_label: str | None = None,
 ) -> list[list[str]]:
-    """Rows `metric, [round,] task` x columns `models` (Tables 1 and 2)."""
+    """Rows `metric, [round,] task` x columns `models` (Tables 1, 2 and 4); where the paper's
+    numbers are known (`PAPER[spec.name]`), each model's column is followed by the paper's."""
+    paper = PAPER.get(spec.name)
     head = ["Metrics"] + ([round_label] if round_label else []) + ["Task"]
-    rows = [head + [c.name for c in spec.columns]]
+    names = []
+    for c in spec.columns:
+        names += [c.name] + ([f"{c.name} (paper)"] if paper is not None else [])
+    rows = [head + names]
     for metric, metric_name in metrics:
         for rnd in rounds:
             for task, task_name in ROW_TASKS:
-                cells = [
-                    fmt(value(summaries.get(c.name), task, metric, rnd, spec.protocol, spec.mode))
-                    for c in spec.columns
-                ]
+                cells = []
+                for c in spec.columns:
+                    s = summaries.get(c.name)
+                    cells.append(fmt(value(s, task, metric, rnd, spec.protocol, spec.mode)))
+                    if paper is not None:
+                        cells.append(fmt(paper.get(c.name, {}).get((metric, rnd, task))))
                 rows.append(
                     [metric_name] + ([str(rnd)] if round_label else []) + [task_name] + cells
                 )
@@ -89,6 +103,11 @@ def _models_by_task(
 
 def render_table1(spec: TableSpec, summaries) -> list[list[str]]:
     return _models_by_task(spec, summaries, rounds=(3,))
+
+
+def render_table4(spec: TableSpec, summaries) -> list[list[str]]:
+    """Table 4: single-point mIoU (the paper shows no mBIoU here)."""
+    return _models_by_task(spec, summaries, rounds=(1,), metrics=METRICS[:1])
 
 
 def render_table2(spec: TableSpec, summaries) -> list[list[str]]:
@@ -136,19 +155,94 @@ def render_theta(spec: TableSpec, summaries) -> list[list[str]]:
 
 _NO_TP = (("use_task_prompt", False),)
 
+# Table 1's and Fig. 11's models (FT-Small, §4.3 and App. E), with the runs that train them
+# (`python -m sum_jax.train --config=configs/ablations.py:<run>,ft_small`). SUM's baselines
+# of "the standard SAM training protocol" (Vanilla, AugSeg) are evaluated without the task
+# prompt; U2PL has SUM's task prompts (App. E). The dual-decoder Discrepancy-Uncer (App. E:
+# worse than the teacher-student one, which is the paper's column) is not in the paper's
+# table: it is our last column, with no paper numbers.
+SEMI_SUPERVISED = (
+    Column("SAM", _NO_TP),
+    Column("Vanilla", _NO_TP, run="vanilla"),
+    Column("AugSeg Mixed-Prompt", _NO_TP, run="augseg_mixed_prompt"),
+    Column("U2PL", run="u2pl"),  # "UP2L" in the paper's Table 1 header
+    Column("SUM", run="sum"),
+    Column("SUM Confidence-Uncer", run="confidence_uncer"),
+    Column("SUM Discrepancy-Uncer", run="discrepancy_uncer"),
+    Column("SUM Discrepancy-Uncer (dual decoder)", run="discrepancy_dual_decoder"),
+)
+
+
+def _paper_table(rows: Mapping[tuple[str, str], Sequence[float]], columns, rnd: int):
+    """`{column: {(metric, rnd, task): value}}` from the paper's rows, one value per column."""
+    out: dict[str, dict[tuple[str, int, str], float]] = {c: {} for c in columns}
+    for (metric, task), values in rows.items():
+        assert len(values) == len(columns), (metric, task)
+        for c, v in zip(columns, values):
+            out[c][(metric, rnd, task)] = v
+    return out
+
+
+_TABLE1_COLUMNS = ("SAM", "Vanilla", "AugSeg Mixed-Prompt", "U2PL", "SUM",
+                   "SUM Confidence-Uncer", "SUM Discrepancy-Uncer")  # fmt: skip
+# The paper's Table 1 (3 point prompts, FT-Small), row by row as printed.
+_TABLE1 = _paper_table(
+    {
+        ("miou", "salient_object"): (86.1, 89.2, 90.6, 89.1, 91.2, 89.1, 89.1),
+        ("miou", "entity"): (82.7, 81.2, 82.9, 83.4, 83.4, 82.1, 83.4),
+        ("miou", "part"): (63.2, 61.8, 59.9, 64.2, 67.2, 59.3, 62.4),
+        ("miou", "overall"): (77.2, 77.7, 78.0, 79.0, 81.0, 77.0, 78.4),
+        ("mbiou", "salient_object"): (77.0, 81.0, 82.5, 81.0, 83.2, 81.0, 81.0),
+        ("mbiou", "entity"): (76.6, 74.6, 77.0, 77.2, 77.2, 76.0, 76.5),
+        ("mbiou", "part"): (59.4, 57.5, 55.8, 60.2, 63.3, 55.2, 58.1),
+        ("mbiou", "overall"): (70.6, 71.3, 71.8, 72.8, 74.8, 70.7, 71.9),
+    },
+    _TABLE1_COLUMNS,
+    rnd=3,
+)
+# The paper's Table 4 (single point prompt, mIoU, FT-Small, App. E.1).
+AUGSEG = (
+    Column("AugSeg Mixed-Prompt", _NO_TP, run="augseg_mixed_prompt"),
+    Column("AugSeg Mixed-Prompt (multi-consistency)", _NO_TP, run="augseg_multi_consistency"),
+    Column("AugSeg Box-Prompt", _NO_TP, run="augseg_box_prompt"),
+    Column("AugSeg Uniform Point-Prompt", _NO_TP, run="augseg_uniform_point"),
+)
+_TABLE4 = _paper_table(
+    {
+        ("miou", "salient_object"): (82.3, 81.4, 83.2, 82.5),
+        ("miou", "entity"): (75.9, 74.6, 73.9, 71.6),
+        ("miou", "part"): (48.4, 44.6, 43.5, 37.8),
+        ("miou", "overall"): (68.8, 66.8, 67.0, 64.2),
+    },
+    tuple(c.name for c in AUGSEG),
+    rnd=1,
+)
+# Paper numbers per table: `{column: {(metric, round, task): value}}`. Fig. 11 plots Table 1.
+PAPER: dict[str, dict[str, dict[tuple[str, int, str], float]]] = {
+    "table1": _TABLE1,
+    "fig11": _TABLE1,
+    "table4": _TABLE4,
+}
+
 TABLES: dict[str, TableSpec] = {
     "table1": TableSpec(
         "table1",
         "Table 1: 3-point-prompt segmentation, mIoU and mBIoU of models fine-tuned on FT-Small",
-        (
-            Column("SAM", _NO_TP),
-            Column("Vanilla", _NO_TP),
-            Column("AugSeg Mixed-Prompt", _NO_TP),
-            Column("UP2L", _NO_TP),
-            Column("SUM"),
-            Column("SUM Confidence-Uncer"),
-            Column("SUM Discrepancy-Uncer"),
-        ),
+        SEMI_SUPERVISED,
+        num_rounds=3,
+        render=render_table1,
+    ),
+    "table4": TableSpec(
+        "table4",
+        "Table 4: single-point-prompt mIoU of the AugSeg variants fine-tuned on FT-Small",
+        AUGSEG,
+        num_rounds=1,
+        render=render_table4,
+    ),
+    "fig11": TableSpec(
+        "fig11",
+        "Fig. 11: 3-point-prompt mIoU and mBIoU of models fine-tuned on FT-Small (Table 1)",
+        SEMI_SUPERVISED,
         num_rounds=3,
         render=render_table1,
     ),
@@ -233,5 +327,43 @@ def plot_theta(summaries: Mapping[str, Mapping[str, Any]], path: str) -> None:
             ax.set_ylabel(metric_name)
             ax.set_title(f"Number of point prompts: {rnd}")
     axes[0, 0].legend(title="Theta Value", fontsize=8)
+    _save_figure(fig, path)
+    plt.close(fig)
+
+
+def plot_models_by_task(
+    spec: TableSpec, summaries: Mapping[str, Mapping[str, Any]], path: str, rnd: int = 3
+) -> None:
+    """Fig. 11's layout: for mIoU and mBIoU, grouped bars per task (and the overall
+    average), one bar per model (ours); the paper's value of each bar as a black tick over
+    it. Models without a summary have no bar (their paper tick stays)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    from sum_jax.evaluate.reports import _save_figure
+
+    paper = PAPER.get(spec.name, {})
+    fig, axes = plt.subplots(1, len(METRICS), figsize=(7 * len(METRICS), 4.5), squeeze=False)
+    x = np.arange(len(ROW_TASKS))
+    width = 0.85 / len(spec.columns)
+    for ax, (metric, metric_name) in zip(axes[0], METRICS):
+        for k, column in enumerate(spec.columns):
+            pos = x + (k - (len(spec.columns) - 1) / 2) * width
+            ours = [
+                value(summaries.get(column.name), t, metric, rnd, spec.protocol, spec.mode)
+                for t, _ in ROW_TASKS
+            ]
+            ax.bar(pos, [np.nan if v is None else v for v in ours], width, label=column.name)
+            theirs = [paper.get(column.name, {}).get((metric, rnd, t)) for t, _ in ROW_TASKS]
+            ax.scatter(pos, [np.nan if v is None else v for v in theirs], marker="_", s=80,
+                       color="black", zorder=3)  # fmt: skip
+        ax.set_xticks(x, [n for _, n in ROW_TASKS])
+        ax.set_ylabel(metric_name)
+        ax.set_ylim(40, 100)
+        ax.set_title(f"{metric_name}, {rnd} point prompts (black ticks: the paper)")
+    axes[0, -1].legend(fontsize=7, loc="lower left")
     _save_figure(fig, path)
     plt.close(fig)

@@ -275,13 +275,20 @@ def read(directory: str | os.PathLike, image_id: str) -> PseudoLabels:
     )
 
 
-def add_uncertainty(directory: str | os.PathLike, image_id: str, uncertainty: np.ndarray) -> Path:
-    """Adds (or replaces) the uncertainty maps of an existing file, atomically."""
+def add_uncertainty(
+    directory: str | os.PathLike,
+    image_id: str,
+    uncertainty: np.ndarray,
+    *,
+    output_directory: str | os.PathLike | None = None,
+) -> Path:
+    """Adds (or replaces) the uncertainty maps of an existing file, atomically; with
+    `output_directory`, the completed file is written there and the original is kept."""
     labels = read(directory, image_id)
     u = quantize_uncertainty(uncertainty)
     _check_maps("uncertainty", u, labels.num_masks, labels.map_size)
     labels.uncertainty_blobs = _compress_maps(u)
-    return write_labels(directory, labels)
+    return write_labels(directory if output_directory is None else output_directory, labels)
 
 
 def exists(directory: str | os.PathLike, image_id: str) -> bool:

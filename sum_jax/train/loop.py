@@ -179,6 +179,8 @@ def summarize_step(metrics: Mapping[str, np.ndarray]) -> dict[str, float]:
             out[f"loss_{source}"] = float(np.mean(metrics[f"round_loss_{source}"]))
         out[f"masks_{source}"] = float(metrics[f"masks_{source}"])
         out[f"images_{source}"] = float(metrics[f"images_{source}"])
+    if "contrastive" in metrics:  # U2PL's contrastive loss, unweighted
+        out["contrastive"] = float(metrics["contrastive"])
     out["grad_norm"] = float(metrics["grad_norm"])
     out["update_norm"] = float(metrics["update_norm"])
     if "lr" in metrics:

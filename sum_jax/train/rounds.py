@@ -56,7 +56,7 @@ import jax
 import jax.numpy as jnp
 
 from sum_jax.ops.transforms import normalize_and_pad
-from sum_jax.train import losses, prompts
+from sum_jax.train import contrastive, losses, prompts
 
 Array = jax.Array
 
@@ -89,6 +89,12 @@ class InteractiveSettings:
     gamma: float = 2.0
     # Rematerialise each round in the backward pass: the scan then stores only its carry.
     remat_rounds: bool = False
+    # U2PL's pixel contrastive loss on the image embeddings of pseudo-labelled images
+    # (sum_jax/train/contrastive.py), added to each image's loss with this weight; 0: off.
+    contrastive_weight: float = 0.0
+    contrastive_temperature: float = 0.5
+    contrastive_queries: int = 256
+    contrastive_negatives: int = 50
 
     @classmethod
     def from_config(cls, config) -> InteractiveSettings:
@@ -105,6 +111,10 @@ class InteractiveSettings:
             uncertainty_aware_loss=bool(loss.uncertainty_aware),
             supervise_all_iou=bool(loss.get("supervise_all_iou", True)),
             remat_rounds=str(config.model.get("remat", "none")) != "none",
+            contrastive_weight=float(loss.get("contrastive_weight", 0.0)),
+            contrastive_temperature=float(loss.get("contrastive_temperature", 0.5)),
+            contrastive_queries=int(loss.get("contrastive_queries", 256)),
+            contrastive_negatives=int(loss.get("contrastive_negatives", 50)),
             **losses.loss_kwargs_from_config(loss),
         )
 
@@ -112,6 +122,14 @@ class InteractiveSettings:
     def num_point_slots(self) -> int:
         """Point slots in the decoder's input: round 1's point plus one per rounds 2..R-1."""
         return max(self.num_rounds - 1, 1)
+
+    def contrastive_settings(self) -> contrastive.ContrastiveSettings:
+        return contrastive.ContrastiveSettings(
+            theta=self.theta,
+            temperature=self.contrastive_temperature,
+            num_queries=self.contrastive_queries,
+            num_negatives=self.contrastive_negatives,
+        )
 
     def loss_kwargs(self) -> dict[str, float]:
         return {
@@ -156,7 +174,44 @@ def interactive_loss(
     """
     images = normalize_and_pad(batch["image"], batch["image_size"])
     embeddings = model.encode_image(images)
-    return training_rounds(model, embeddings, batch, key, settings, record=record)
+    loss, aux = training_rounds(model, embeddings, batch, key, settings, record=record)
+    if settings.contrastive_weight:
+        loss, aux = add_contrastive_loss(model, embeddings, batch, key, settings, aux)
+    return loss, aux
+
+
+def add_contrastive_loss(
+    model: Any,
+    image_embeddings: Array,
+    batch: dict[str, Array],
+    key: Array,
+    settings: InteractiveSettings,
+    aux: dict[str, Any],
+) -> tuple[Array, dict[str, Any]]:
+    """U2PL's pixel contrastive loss (sum_jax/train/contrastive.py) on the pseudo-labelled
+    images, added with `settings.contrastive_weight` to each image's `image_loss`, so the
+    step's loss stays the mean of `image_loss` over the valid images (and gradient
+    accumulation stays exact). `aux["contrastive"]`: its mean over the same images (0 for
+    human-labelled ones)."""
+    batch = jax.tree.map(jnp.asarray, batch)
+    is_pseudo = batch["is_pseudo"].astype(bool)
+    certainty = (255 - batch["uncertainty"].astype(jnp.int32)).astype(jnp.float32) / 255.0
+    h = image_embeddings.shape[1]
+    area = prompts.image_area(batch["image_size"], h, model.config.img_size)
+    per_image = contrastive.pixel_contrastive_loss(
+        # A stream of its own: the rounds' prompts are the same with the loss on or off.
+        jax.random.fold_in(key, 0x2917),
+        image_embeddings,
+        batch["masks"],
+        certainty,
+        area,
+        batch["mask_valid"].astype(bool) & is_pseudo[:, None],
+        settings.contrastive_settings(),
+    )
+    aux = dict(aux)
+    aux["image_loss"] = aux["image_loss"] + settings.contrastive_weight * per_image
+    aux["contrastive"] = losses.mean_over_images(per_image, aux["image_valid"])
+    return losses.mean_over_images(aux["image_loss"], aux["image_valid"]), aux
 
 
 def training_rounds(

@@ -182,6 +182,8 @@ def loss_units(batch: dict[str, jax.Array], select: jax.Array | None = None) -> 
 
 # `interactive_loss` aux entries with one value per image (`[B]`), not means.
 PER_IMAGE = ("image_loss", "image_valid")
+# `interactive_loss` aux entries that are step means, not per-round `[R]` arrays.
+PER_STEP = ("contrastive",)
 
 
 def split_microbatches(batch: dict[str, jax.Array], k: int) -> dict[str, jax.Array]:
@@ -307,7 +309,8 @@ def train_step(
             state, batch, key, microbatches, model_def=model_def, plan=plan, settings=settings
         )
     new_state, metrics = apply_gradients(state, loss, grads, tx=tx)
-    metrics.update({f"round_{k}": v for k, v in aux.items() if k not in PER_IMAGE})
+    metrics.update({f"round_{k}": v for k, v in aux.items() if k not in PER_IMAGE + PER_STEP})
+    metrics.update({k: aux[k] for k in PER_STEP if k in aux})
     pseudo = batch["is_pseudo"].astype(bool)[:, None]
     valid = batch["mask_valid"].astype(bool)
     metrics["masks_human"] = jnp.sum(valid & ~pseudo)

@@ -7,6 +7,13 @@
 For each image's pseudo-label file, stores `u = |sigmoid(sam) - sigmoid(refined)|` per mask
 (uint8, SAM's low-res frame) in the same file, and writes `uncertainty_summary_<process>.json`.
 Rerun after an interruption: files that already have maps are skipped.
+
+"SUM Confidence-Uncer" (§4.3): `u = 1 - |2 sigmoid(sam) - 1|` from the stored logits alone,
+into a copy of the files (no refiner, no image encoder):
+
+    python -m sum_jax.uncertainty --config=configs/uncertainty.py --config.source=confidence \
+        --config.data_dir=/data/prepared --config.pseudo_labels=/data/pseudo_labels/sa1b \
+        --config.output_dir=/data/pseudo_labels/sa1b_confidence
 """
 
 from __future__ import annotations
@@ -17,7 +24,7 @@ from absl import logging
 
 from sum_jax import cli
 from sum_jax.data import sources
-from sum_jax.uncertainty.maps import compute_uncertainty
+from sum_jax.uncertainty.maps import SOURCES, compute_uncertainty
 
 _CONFIG = cli.config_flag(None, "Uncertainty config file (configs/uncertainty.py).")
 _SHARD = cli.shard_flag()
@@ -38,9 +45,14 @@ def main(argv: list[str]) -> None:
             f"--config.dataset={config.dataset} --config.output_dir=DIR and pass "
             "--config.pseudo_labels=DIR"
         )
+    if config.source not in SOURCES:
+        raise cli.InputError(f"config.source={config.source!r}: use one of {', '.join(SOURCES)}")
     if config.refined_labels_dir:
         cli.check_output_dir(config.refined_labels_dir, "config.refined_labels_dir")
-    cli.check_model_dir(config.refiner, "config.refiner", kind="refiner")
+    if config.output_dir:
+        cli.check_output_dir(config.output_dir, "config.output_dir")
+    if config.source == "refiner":
+        cli.check_model_dir(config.refiner, "config.refiner", kind="refiner")
     cli.print_json(compute_uncertainty(config, process_index=index, process_count=count))
 
 

@@ -9,6 +9,12 @@ the pseudo-label and its generating point (App. D). Both live in SAM's low-res f
 refinement module's (frozen, SAM's) encoder, refines all its masks in one padded batch, and
 adds the maps to the image's pseudo-label file. Files that already have maps are skipped,
 so a killed run started again ends with the same files.
+
+`config.source = "confidence"` replaces the refinement module by SAM's own confidence in its
+pseudo-label ("SUM Confidence-Uncer", §4.3 / App. E): `u = 1 - |2 sigmoid(s) - 1|`
+(`confidence_uncertainty`), from the stored logits alone, with no model and no image. With
+`config.output_dir` set, the completed files are written there instead of in place, so the
+refiner's and the confidence maps of the same pseudo-labels can sit side by side.
 """
 
 from __future__ import annotations
@@ -34,6 +40,20 @@ from sum_jax.ops import transforms
 from sum_jax.visualize import heat_map, overlay, save_png, side_by_side
 
 log = logging.getLogger(__name__)
+
+SOURCES = ("refiner", "confidence")
+
+
+def confidence_uncertainty(logits: np.ndarray) -> np.ndarray:
+    """`u = 1 - |2 sigmoid(s) - 1|` of SAM logits `s [K, L, L]`, float32 in [0, 1].
+
+    `2 min(p, 1 - p)` with `p = sigmoid(s)`: twice the distance between SAM's probability
+    and the binary pseudo-label it became (`p > 0.5`), so it lives on SUM's scale (a
+    difference of probabilities, `|sigmoid(s) - sigmoid(r)|`), where `theta` means the same.
+    0 where SAM is sure, 1 on its decision boundary.
+    """
+    p = 1.0 / (1.0 + np.exp(-np.asarray(logits, np.float64)))
+    return (1.0 - np.abs(2.0 * p - 1.0)).astype(np.float32)
 
 
 def write_refined_labels(
@@ -78,6 +98,30 @@ def picture(
     )
 
 
+SOURCE_FILE = "uncertainty_source.txt"
+
+
+def _claim_folder(folder: Path, source_kind: str) -> None:
+    """Records which source's maps `folder` holds, and refuses to mix two: a rerun skips
+    files that have maps, whatever made them. Folders from before this record hold the
+    refiner's maps."""
+    record = folder / SOURCE_FILE
+    if record.is_file():
+        held = record.read_text().strip()
+    else:
+        mapped = False
+        for f in sorted(folder.glob(f"*{plf.SUFFIX}"))[:1]:
+            with np.load(f, allow_pickle=False) as z:
+                mapped = "uncertainty" in z.files
+        held = "refiner" if mapped else source_kind
+        atomic_write(record, held + "\n")
+    if held != source_kind:
+        raise ValueError(
+            f"{folder} holds uncertainty maps of source {held!r}, not {source_kind!r}: pass "
+            "--config.output_dir=DIR to write the other source's maps into a copy there"
+        )
+
+
 def compute_uncertainty(
     config: Mapping[str, Any],
     refiner: Refiner | None = None,
@@ -86,11 +130,18 @@ def compute_uncertainty(
     process_count: int | None = None,
     progress: bool = True,
 ) -> dict[str, Any]:
-    """Adds uncertainty maps to this process's pseudo-label files; returns a summary."""
+    """Adds uncertainty maps to this process's pseudo-label files; returns a summary.
+
+    `config.source`: "refiner" (SUM: the refinement module, `refiner` or `config.refiner`)
+    or "confidence" (SAM's own logits, `confidence_uncertainty`; no model is loaded).
+    """
     for key in ("data_dir", "pseudo_labels"):
         if not config[key]:
             raise ValueError(f"config.{key} is not set")
-    if refiner is None:
+    source_kind = config.get("source", "refiner")
+    if source_kind not in SOURCES:
+        raise ValueError(f"config.source={source_kind!r}; known: {', '.join(SOURCES)}")
+    if source_kind == "refiner" and refiner is None:
         if not config["refiner"]:
             raise ValueError(
                 "config.refiner is not set: train the mask-refinement module first "
@@ -108,6 +159,13 @@ def compute_uncertainty(
             f"{out}: no pseudo-label directory; run python -m sum_jax.pseudo_labels first"
         )
     refined_dir = config.get("refined_labels_dir") or ""
+    if source_kind == "confidence" and refined_dir:
+        raise ValueError("config.refined_labels_dir needs config.source='refiner'")
+    # Where the completed files go: in place, or a copy per file in config.output_dir.
+    dest = Path(config.get("output_dir") or out)
+    dest.mkdir(parents=True, exist_ok=True)
+    _claim_folder(dest, source_kind)
+    low = refiner.config.low_res_size if refiner is not None else None
     done = skipped = masks = 0
     u_sum = 0.0
     start = time.perf_counter()
@@ -115,6 +173,14 @@ def compute_uncertainty(
                       disable=not progress, unit="img"):  # fmt: skip
         record = sources.normalize_record(source[index])
         image_id = record["image_id"]
+        # Done before (and readable, maps included): skip. A damaged refined file is redone.
+        if (
+            plf.exists(dest, image_id)
+            and plf.problem(dest, image_id, uncertainty=True) is None
+            and (not refined_dir or plf.problem(refined_dir, image_id) is None)
+        ):
+            skipped += 1
+            continue
         broken = plf.problem(out, image_id)
         if broken and "no uncertainty maps" not in broken:
             raise ValueError(
@@ -122,40 +188,36 @@ def compute_uncertainty(
                 "--config.output_dir: it redoes damaged and missing files"
             )
         labels = plf.read(out, image_id)
-        # Done before (and readable, maps included): skip. A damaged refined file is redone.
-        if (
-            labels.has_uncertainty
-            and plf.problem(out, image_id, uncertainty=True) is None
-            and (not refined_dir or plf.problem(refined_dir, image_id) is None)
-        ):
-            skipped += 1
-            continue
-        image = image_ops.decode_image(record["image"])
-        refined, u = refiner(image, labels)
-        if refined_dir:
-            write_refined_labels(refined_dir, labels, refined, refiner.config.img_size)
+        if source_kind == "confidence":
+            u = confidence_uncertainty(labels.logits())
+            low = labels.map_size
+        else:
+            image = image_ops.decode_image(record["image"])
+            refined, u = refiner(image, labels)
+            if refined_dir:
+                write_refined_labels(refined_dir, labels, refined, refiner.config.img_size)
         # Written last: a file with maps marks the image as done for a rerun.
-        plf.add_uncertainty(out, image_id, u)
-        if done < config.get("pictures", 0):
+        plf.add_uncertainty(out, image_id, u, output_directory=dest)
+        if source_kind == "refiner" and done < config.get("pictures", 0):
             save_png(
-                out / "pictures" / f"{image_id}.png",
+                dest / "pictures" / f"{image_id}.png",
                 picture(image, labels, refined, u, refiner.config.img_size),
             )
         done += 1
         masks += labels.num_masks
         u_sum += float(u.sum())
     seconds = time.perf_counter() - start
-    low = refiner.config.low_res_size
     summary = {
         "dataset": f"{name}:{split}",
+        "source": source_kind,
         "process": f"{process_index}/{process_count}",
         "images_written": done,
         "skipped_existing": skipped,
         "masks": masks,
-        "mean_uncertainty": u_sum / (masks * low * low) if masks else 0.0,
+        "mean_uncertainty": u_sum / (masks * low * low) if masks and low else 0.0,
         "seconds": seconds,
     }
-    atomic_write(out / f"uncertainty_summary_{process_index}.json", json.dumps(summary, indent=2))
+    atomic_write(dest / f"uncertainty_summary_{process_index}.json", json.dumps(summary, indent=2))
     log.info("uncertainty maps for %d images (%d already done), %d masks, mean u %.4f",
              done, skipped, masks, summary["mean_uncertainty"])  # fmt: skip
     return summary

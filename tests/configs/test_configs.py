@@ -69,7 +69,7 @@ _LOWERED: dict[str, str] = {}
 # Variants whose step is the same program as another's up to a scalar (theta) or a name
 # (`full` is `sum`): lowered under `-m slow` only, to keep the default suite short.
 SAME_PROGRAM = {"ablations.py:theta_0.2", "ablations.py:theta_0.5", "ablations.py:theta_0.8",
-                "ablations.py:full"}  # fmt: skip
+                "ablations.py:full", "ablations.py:confidence_uncer"}  # fmt: skip
 
 
 @pytest.mark.parametrize(
@@ -140,6 +140,13 @@ def test_ablation_variants_change_what_they_name():
         assert frozen[r"image_encoder\..*"] == {"frozen": True}
     assert "entityseg:train" in sum_cfg.data.labelled  # the ablations run on FT-Medium
     assert "entityseg:train" not in ablations.get_config("sum,ft_small").data.labelled
+    confidence = ablations.get_config("confidence_uncer")
+    assert confidence.data.pseudo_label_dir != sum_cfg.data.pseudo_label_dir
+    assert confidence.loss == sum_cfg.loss and confidence.interactive == sum_cfg.interactive
+    u2pl = ablations.get_config("u2pl")
+    assert sum_cfg.loss.contrastive_weight == 0.0 and u2pl.loss.contrastive_weight == 1.0
+    assert u2pl.loss.uncertainty_aware and u2pl.interactive.uncertainty_sampling
+    assert u2pl.data.pseudo_label_dir == sum_cfg.data.pseudo_label_dir  # SUM's maps
     with pytest.raises(ValueError, match="unknown ablation"):
         ablations.get_config("vanila")
 
@@ -168,6 +175,8 @@ TASK_PROMPT_IN_TRAINING = {
     "theta_0.8": "first",
     "decoder_prompt_encoder": "first",
     "full": "first",
+    "confidence_uncer": "first",  # SUM with other maps
+    "u2pl": "first",  # the paper's U2PL has SUM's task prompts (App. E)
 }
 # The table columns (experiments/tables.py) that evaluate a variant's model.
 EVALUATED_AS = {
@@ -176,6 +185,15 @@ EVALUATED_AS = {
     "no_task_prompt": ("table2", "SUM w/o Task Prompt"),
     "sum": ("table2", "SUM"),
     "continuous_tp": ("table2", "SUM Continuous TP"),
+    "confidence_uncer": ("table1", "SUM Confidence-Uncer"),
+    "u2pl": ("table1", "U2PL"),
+    # Issue 16's other variants (checked once configs/ablations.py defines them).
+    "discrepancy_uncer": ("table1", "SUM Discrepancy-Uncer"),
+    "discrepancy_dual_decoder": ("table1", "SUM Discrepancy-Uncer (dual decoder)"),
+    "augseg_mixed_prompt": ("table1", "AugSeg Mixed-Prompt"),
+    "augseg_multi_consistency": ("table4", "AugSeg Mixed-Prompt (multi-consistency)"),
+    "augseg_box_prompt": ("table4", "AugSeg Box-Prompt"),
+    "augseg_uniform_point": ("table4", "AugSeg Uniform Point-Prompt"),
 }
 
 
@@ -186,6 +204,9 @@ def test_task_prompt_in_training_matches_evaluation(variant):
     from experiments import tables
 
     assert set(TASK_PROMPT_IN_TRAINING) == set(ablations.VARIANTS)
+    # Every column that names a run names a variant (or one of issue 16's still to come).
+    runs = {c.run for spec in tables.TABLES.values() for c in spec.columns if c.run}
+    assert runs <= set(ablations.VARIANTS) | set(EVALUATED_AS)
     it = ablations.get_config(variant).interactive
     trained = (
         "none" if not it.use_task_prompt else ("every" if it.continuous_task_prompt else "first")

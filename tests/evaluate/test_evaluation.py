@@ -452,11 +452,26 @@ def test_table_layouts_put_values_in_the_paper_cells():
         summaries[name] = fake_summary({k: [0.0, 0.0, v] for k, v in zip(keys, vals)})
     spec = tables.TABLES["table1"]
     rows = spec.render(spec, summaries)
-    assert rows[0][:4] == ["Metrics", "Task", "SAM", "Vanilla"]
-    assert rows[1] == ["mIoU", "Salient object", "86.1", "–", "–", "–", "91.2", "–", "–"]
-    assert rows[8][:3] == ["mBIoU", "Overall average", "70.6"] and rows[8][6] == "74.8"
+    # Each model's column, then the paper's (Table 1 as printed; the dual decoder is ours).
+    assert rows[0][:5] == ["Metrics", "Task", "SAM", "SAM (paper)", "Vanilla"]
+    assert rows[0][-2:] == [
+        "SUM Discrepancy-Uncer (dual decoder)",
+        "SUM Discrepancy-Uncer (dual decoder) (paper)",
+    ]
+    assert rows[1] == ["mIoU", "Salient object", "86.1", "86.1", "–", "89.2", "–", "90.6",
+                       "–", "89.1", "91.2", "91.2", "–", "89.1", "–", "89.1", "–", "–"]  # fmt: skip
+    assert rows[8][:4] == ["mBIoU", "Overall average", "70.6", "70.6"] and rows[8][10] == "74.8"
+    assert rows[8][3::2] == ["70.6", "71.3", "71.8", "72.8", "74.8", "70.7", "71.9", "–"]
     md = tables.to_markdown(spec.title, rows)
-    assert "| mIoU | Part | 63.2 | – | – | – | 67.2 | – | – |" in md
+    assert "| mIoU | Part | 63.2 | 63.2 | – | 61.8 | – | 59.9 | – | 64.2 | 67.2 | 67.2 |" in md
+    # Table 4: single-point mIoU of the AugSeg variants, the paper's beside ours.
+    spec4 = tables.TABLES["table4"]
+    rows4 = spec4.render(spec4, {"AugSeg Box-Prompt": fake_summary({("part", "miou"): [41.0]})})
+    assert len(rows4) == 5 and rows4[0][6:8] == ["AugSeg Box-Prompt", "AugSeg Box-Prompt (paper)"]
+    assert rows4[3] == ["mIoU", "Part", "–", "48.4", "–", "44.6", "41.0", "43.5", "–", "37.8"]
+    assert rows4[4][3::2] == ["68.8", "66.8", "67.0", "64.2"]
+    # Fig. 11 plots Table 1's numbers.
+    assert tables.PAPER["fig11"] is tables.PAPER["table1"]
     # Table 6: SAM/SUM pairs per task, rows backbone x metric x points (1, 6).
     s6 = {"SUM ViT-B": fake_summary({("entity", "mbiou"): [66.7, 0, 0, 0, 0, 83.5]})}
     spec6 = tables.TABLES["table6"]
@@ -488,7 +503,9 @@ def test_run_table_evaluates_resumes_and_renders(tmp_path):
     summary = reports.load_summary(os.path.join(out, "SUM"))
     assert summary["settings"]["num_rounds"] == 3 and summary["settings"]["noc_max_clicks"] == 0
     v = 100 * summary["protocols"]["point"]["oracle"]["tasks"]["salient_object"]["miou"][2]
-    assert f"| mIoU | Salient object | – | – | – | – | {v:.1f} | – | – |" in md
+    assert f"| mIoU | Salient object | – | 86.1 | – | 89.2 | – | 90.6 | – | 89.1 | {v:.1f} |" in md
+    assert "- Vanilla: missing (train it: python -m sum_jax.train" in md
+    assert "- SAM: missing (pass --checkpoint=" in md and "- SUM: missing" not in md
     assert os.path.exists(os.path.join(out, "table1.csv"))
     # A second call finds the summary and does not evaluate again.
     mtime = os.path.getmtime(os.path.join(out, "SUM", "summary.json"))
@@ -496,6 +513,24 @@ def test_run_table_evaluates_resumes_and_renders(tmp_path):
     assert os.path.getmtime(os.path.join(out, "SUM", "summary.json")) == mtime
     with pytest.raises(ValueError, match="no columns"):
         run_table.run_table(config, spec, {"Nope": "random:tiny"}, out)
+    # Models found in a folder of training runs (RUNS/<variant>/model), Fig. 11's bar plot.
+    from flax import nnx
+
+    from sum_jax.checkpointing import save_sam
+    from sum_jax.models.sam import build_sam
+
+    save_sam(build_sam("tiny", rngs=nnx.Rngs(2)), tmp_path / "runs" / "u2pl" / "model")
+    (tmp_path / "runs" / "vanilla").mkdir()  # a run that exported no model yet
+    assert run_table.run_models(spec, str(tmp_path / "runs")) == {
+        "U2PL": str(tmp_path / "runs" / "u2pl" / "model")
+    }
+    out11 = str(tmp_path / "f11")
+    md11 = run_table.run_table(
+        config, tables.TABLES["fig11"], {}, out11, runs=str(tmp_path / "runs")
+    )
+    assert os.path.exists(os.path.join(out11, "U2PL", "summary.json"))
+    assert os.path.exists(os.path.join(out11, "fig11.png"))
+    assert "- U2PL: missing" not in md11 and "- Vanilla: missing" in md11
 
 
 def test_tiny_sam_rounds_equal_official_predictor_loop_at_480_x_854():

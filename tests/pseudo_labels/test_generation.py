@@ -24,13 +24,13 @@ from sum_jax.pseudo_labels.generation import generate_pseudo_labels
 from tests.data import fake_datasets as fake
 
 # Permissive filters: the random tiny model's scores are low, and the test wants masks kept.
-GENERATOR = dict(
-    points_per_side=4,
-    pred_iou_thresh=0.0,
-    stability_score_thresh=0.0,
-    stability_score_offset=0.05,
-    box_nms_thresh=0.9,
-)
+GENERATOR = {
+    "points_per_side": 4,
+    "pred_iou_thresh": 0.0,
+    "stability_score_thresh": 0.0,
+    "stability_score_offset": 0.05,
+    "box_nms_thresh": 0.9,
+}
 
 pytestmark = pytest.mark.integration
 
@@ -300,3 +300,38 @@ def test_shard_flag_parsing():
     for bad in ("8/8", "-1/2", "1", "a/b", "1/0"):
         with pytest.raises(ValueError, match="INDEX/COUNT"):
             parse_shard(bad)
+
+
+def test_confidence_uncertainty_is_the_formula_on_the_stored_logits(setup, labelled_copy, tmp_path):
+    """ "SUM Confidence-Uncer" (§4.3): u = 1 - |2 sigmoid(s) - 1| of SAM's stored logits,
+    written into a copy (originals untouched), no model needed; the folder refuses a second
+    source."""
+    from sum_jax.uncertainty.maps import compute_uncertainty
+
+    root, _, _ = setup
+    dest = tmp_path / "confidence"
+    config = _uncertainty_config(
+        root, labelled_copy, refiner="", source="confidence", output_dir=str(dest)
+    )
+    summary = compute_uncertainty(config, progress=False)
+    assert summary["images_written"] == 4 and summary["source"] == "confidence"
+    for path in labelled_copy.glob("*.npz"):
+        original = plf.read(labelled_copy, path.stem)
+        assert not original.has_uncertainty
+        copy = plf.read(dest, path.stem)
+        np.testing.assert_array_equal(copy.logits_quantized(), original.logits_quantized())
+        # Independent float64 reference: sigmoid of the logits rebuilt from the stored
+        # q = round(255 sigmoid(s / T)), then the distance of p from its binarisation, x2.
+        q = np.clip(original.logits_quantized().astype(np.float64), 0.5, 254.5) / 255.0
+        s = original.logit_temperature * np.log(q / (1.0 - q))
+        p = 1.0 / (1.0 + np.exp(-s))
+        expected = 2.0 * np.minimum(p, 1.0 - p)
+        u = copy.uncertainty() / 255.0
+        assert np.abs(u - expected).max() <= 0.5 / 255 + 1e-6
+        assert u.max() > 0.5  # the random model's logits are far from saturated
+    again = compute_uncertainty(config, progress=False)
+    assert (again["images_written"], again["skipped_existing"]) == (0, 4)
+    with pytest.raises(ValueError, match="source 'confidence', not 'refiner'"):
+        compute_uncertainty(
+            _uncertainty_config(root, labelled_copy, output_dir=str(dest)), progress=False
+        )
