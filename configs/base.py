@@ -31,7 +31,9 @@ Fields:
   App. B.1; 0.5 in the authors' released code), `uncertainty_aware` (False trains
   pseudo-labels with the plain losses: the "w/o uncertainty" ablation) and
   `supervise_all_iou` (round 1: choose the output by `20 focal + dice`, train every
-  output's IoU prediction; False: the earlier rule, choice by the full loss).
+  output's IoU prediction; False: the earlier rule, choice by the full loss) and
+  `resolution` ("low" | "full" | "points", with `num_points`, `oversample_ratio`,
+  `importance_sample_ratio`): the frame of focal and Dice (sum_jax/train/loss_resolution.py).
 - `interactive.*`: `num_rounds` (7: box/point, 5 error points, 1 without a new prompt),
   `box_prob` (0.5), box jitter (`box_noise_frac` of the side, capped at `box_noise_max`
   input-frame pixels), `uncertainty_sampling` (pseudo-label points drawn proportionally to
@@ -120,6 +122,15 @@ def get_config() -> ml_collections.ConfigDict:
     # and the IoU head of all three outputs trained (SAM 2). False: the lowest full loss,
     # IoU MSE included, trains only that output's IoU prediction.
     config.loss.supervise_all_iou = True
+    # Where focal and Dice are evaluated (sum_jax/train/loss_resolution.py, docs/training.md):
+    # "low" (the 256 grid), "full" (logits upsampled to the 1024 input frame) or "points"
+    # (HQ-SAM's importance sampling of `num_points` points on the input frame: the
+    # `importance_sample_ratio` most uncertain of `oversample_ratio * num_points`
+    # candidates, the rest uniform).
+    config.loss.resolution = "low"
+    config.loss.num_points = 112 * 112
+    config.loss.oversample_ratio = 3.0
+    config.loss.importance_sample_ratio = 0.75
 
     config.interactive = ml_collections.ConfigDict()
     config.interactive.num_rounds = 7

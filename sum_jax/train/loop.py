@@ -82,6 +82,10 @@ def data_config(config: ml_collections.ConfigDict, model_config: Any, process_co
     data.max_masks = int(config.train.masks_per_image)
     data.seed = int(config.seed)
     data.require_uncertainty = needs_uncertainty(config)
+    # "full" and "points" losses read the targets at the input frame too.
+    data.full_res_masks = bool(data.get("full_res_masks", False)) or (
+        str(config.loss.get("resolution", "low")) != "low"
+    )
     return data
 
 
