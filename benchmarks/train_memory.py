@@ -12,7 +12,8 @@ the jitted step and compiles it for the local backend (CPU here: `--devices N` f
 devices, so FSDP sharding shows in the per-device numbers). `--images` sets the images per
 device (the global batch is that times the device count; default: the config's own batch)
 and `--microbatches` overrides `config.train.microbatches`; `--set key=value` overrides
-`config.model.*` fields (`compute_dtype`, `remat`, `attention`, `scan_blocks`).
+`config.model.*` fields (`compute_dtype`, `remat`, `attention`, `scan_blocks`) and
+`--loss key=value` `config.loss.*` fields (e.g. `--loss resolution=full`).
 
 Prints one JSON line per run, per device: parameter and optimiser-state bytes, XLA's
 arguments, outputs, aliased (donated) and temporary bytes, the total
@@ -46,6 +47,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--rounds", type=int, default=0, help="rounds (0: config)")
     parser.add_argument("--devices", type=int, default=0, help="fake N CPU devices")
     parser.add_argument("--set", action="append", default=[], help="model.KEY=VALUE")
+    parser.add_argument("--loss", action="append", default=[], help="loss.KEY=VALUE")
     parser.add_argument("--remat-overhead", action="store_true")
     parser.add_argument(
         "--query-chunk", type=int, default=0, help="queries per global-attention chunk (CPU)"
@@ -172,7 +174,12 @@ def main() -> None:
         key, value = item.split("=", 1)
         field = config.model[key]
         config.model[key] = type(field)(value == "True" if isinstance(field, bool) else value)
+    for item in args.loss:
+        key, value = item.split("=", 1)
+        field = config.loss[key]
+        config.loss[key] = type(field)(value == "True" if isinstance(field, bool) else value)
     result = {"config": args.config, **measure(config)}
+    result["loss_resolution"] = str(config.loss.get("resolution", "low"))
     result["query_chunk"] = image_encoder.QUERY_CHUNK
     if args.remat_overhead:
         config.model.remat = "none"
