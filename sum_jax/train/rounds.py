@@ -38,7 +38,9 @@ the mean of its R round losses; the step's loss is the mean of `image_loss` over
 with at least one valid mask (`image_valid`). Focal, Dice and the IoU target count only the
 real image's pixels on the `L x L` grid (those overlapping the unpadded image), not the zero
 padding (eq. 1: "the m pixels of an input image"). All means are global over the batch,
-whatever its sharding.
+whatever its sharding. With `loss_resolution` "full" or "points" focal and Dice are evaluated
+at the `S x S` input frame instead (`batch['masks_full']`; train/loss_resolution.py), still
+on real pixels only; prompts are sampled on the `L x L` grid in every setting.
 
 Gradient accumulation over micro-batches: the global loss is
 `sum_m sum_i image_valid_i * image_loss_i / max(sum_m sum_i image_valid_i, 1)`. Accumulate the
