@@ -17,7 +17,7 @@ zero when importing and is dropped when exporting.
 
 from __future__ import annotations
 
-from typing import Callable, Mapping
+from collections.abc import Callable, Mapping
 
 import numpy as np
 

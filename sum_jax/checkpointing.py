@@ -22,7 +22,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 from flax import nnx
 
-from sum_jax.fileio import atomic_dir, atomic_write
+from sum_jax.fileio import atomic_dir, atomic_write, swap_in
 from sum_jax.models.sam import Sam, SamConfig
 
 CONFIG_FILE = "sam_config.json"
@@ -171,12 +171,7 @@ def _save_state_dict_processes(
         _write_tasks(staging, tasks)
         config = config.architecture()
         atomic_write(staging / CONFIG_FILE, json.dumps(config.to_dict(), indent=2) + "\n")
-        old = directory.parent / f".{directory.name}.old"
-        shutil.rmtree(old, ignore_errors=True)
-        if directory.exists():
-            os.replace(directory, old)
-        os.replace(staging, directory)
-        shutil.rmtree(old, ignore_errors=True)
+        swap_in(staging, directory)
     multihost_utils.sync_global_devices(f"sum_jax: saved {directory}")
 
 
@@ -236,6 +231,20 @@ def load_sam(directory: str | os.PathLike, **config_overrides: Any) -> Sam:
     graphdef, abstract_state = nnx.split(model)
     nnx.replace_by_pure_dict(abstract_state, jax.tree.map(jax.numpy.asarray, state))
     return nnx.merge(graphdef, abstract_state)
+
+
+def parse_checkpoint(spec: str) -> tuple[str, str]:
+    """`NAME=DIR` (or `NAME=random:tiny`) -> (NAME, DIR); a bare `DIR` is named after its
+    last folder. One parser for every command that takes `--checkpoint=NAME=DIR`."""
+    from sum_jax.cli import InputError
+
+    name, sep, path = spec.partition("=")
+    if not sep:
+        path = spec
+        name = Path(spec.rstrip("/")).name.replace("random:", "random_") or spec
+    if not name or not path:
+        raise InputError(f"--checkpoint={spec!r}: expected NAME=DIR, e.g. SAM=ckpt/sam_vit_h")
+    return name, path
 
 
 def load_model(spec: str, *, field: str = "config.checkpoint", **config_overrides: Any) -> Sam:
@@ -310,7 +319,7 @@ class TrainingCheckpoints:
     def close(self) -> None:
         self._manager.close()
 
-    def __enter__(self) -> TrainingCheckpoints:
+    def __enter__(self) -> TrainingCheckpoints:  # noqa: PYI034 (py310 has no typing.Self)
         return self
 
     def __exit__(self, *exc) -> None:

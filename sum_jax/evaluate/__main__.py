@@ -13,7 +13,7 @@ import json
 
 from absl import flags
 
-from sum_jax import cli
+from sum_jax import checkpointing, cli
 from sum_jax.evaluate import reports, runner
 
 _CONFIG = cli.config_flag("eval.py", "Evaluation config.")
@@ -32,7 +32,7 @@ def main(argv: list[str]) -> None:
     refs = [ref for ref, _ in runner.parse_eval_sets(config.eval_sets)]
     cli.check_prepared(config.data_dir, refs, "config.eval_sets")
     for spec in _CHECKPOINT.value:
-        cli.check_model_dir(runner.parse_checkpoint(spec)[1], "--checkpoint")
+        cli.check_model_dir(checkpointing.parse_checkpoint(spec)[1], "--checkpoint")
     summaries = runner.evaluate_checkpoints(config, _CHECKPOINT.value, _WORKDIR.value)
     for name, summary in summaries.items():
         numbers = reports.overall_numbers(summary, ("miou", "mbiou", "noc", "nof"))

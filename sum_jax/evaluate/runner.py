@@ -31,7 +31,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from sum_jax.checkpointing import TaskRecord, load_model, read_tasks
+from sum_jax.checkpointing import TaskRecord, load_model, parse_checkpoint, read_tasks
 from sum_jax.evaluate.protocol import (
     PROTOCOLS,
     Decoder,
@@ -505,15 +505,6 @@ def count_examples(config: Mapping[str, Any]) -> int | None:
     except (OSError, ValueError, KeyError):
         return None
     return n
-
-
-def parse_checkpoint(spec: str) -> tuple[str, str]:
-    """`"NAME=DIR"` or `"DIR"` -> `(name, dir)`; the name defaults to the directory's name."""
-    name, sep, path = spec.partition("=")
-    if not sep:
-        path = spec
-        name = os.path.basename(os.path.normpath(spec)).replace("random:", "random_")
-    return name, path
 
 
 def evaluate_checkpoints(

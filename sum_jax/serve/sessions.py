@@ -14,11 +14,10 @@ import copy
 import threading
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
-from sum_jax.checkpointing import load_model
+from sum_jax.checkpointing import load_model, parse_checkpoint
 from sum_jax.cli import InputError
 from sum_jax.inference.predictor import SamPredictor
 from sum_jax.models.sam import Sam
@@ -120,18 +119,6 @@ class ModelSession:
         )
         ms = (time.perf_counter() - start) * 1e3
         return Prediction(masks, scores, int(np.argmax(scores)), ms, embed_ms)
-
-
-def parse_checkpoint(spec: str) -> tuple[str, str]:
-    """`NAME=DIR` (or `NAME=random:tiny`) -> (NAME, DIR); a bare `DIR` is named after its
-    last folder."""
-    name, sep, path = spec.partition("=")
-    if not sep:
-        path = spec
-        name = Path(spec.rstrip("/")).name.replace("random:", "random_") or spec
-    if not name or not path:
-        raise InputError(f"--checkpoint={spec!r}: expected NAME=DIR, e.g. SAM=ckpt/sam_vit_h")
-    return name, path
 
 
 def load_sessions(specs: list[str], cache_images: int = 4) -> list[ModelSession]:

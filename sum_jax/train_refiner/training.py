@@ -52,6 +52,7 @@ import json
 import logging
 import math
 import time
+import zipfile
 from collections import Counter
 from collections.abc import Mapping
 from pathlib import Path
@@ -445,6 +446,29 @@ def _image_pairs(
     return np.asarray(embedding), out
 
 
+_PAIR_KEYS = frozenset(("logits_q", "targets", "points", "boxes", "gt_index", "sam_iou",
+                        "counts", "sizes"))  # fmt: skip
+
+
+def _cached_image_ok(path: Path, emb_path: Path) -> bool:
+    """Whether an image's cached pair and embedding files are complete and readable. A file
+    that is there but damaged (a full disk, a copy cut short) is reported and rebuilt, so a
+    resumed run never trains on what it cannot read."""
+    if not (path.exists() and emb_path.exists()):
+        return False
+    try:
+        data = _load_image_pairs(path)
+        embedding = np.load(emb_path, mmap_mode="r")
+        ok = _PAIR_KEYS <= data.keys() and embedding.ndim == 3 and embedding.size > 0
+        ok = ok and all(len(data[k]) == len(data["gt_index"]) for k in ("logits_q", "targets"))
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
+        log.warning("cached refiner pairs %s are unreadable (%s); rebuilding them", path, e)
+        return False
+    if not ok:
+        log.warning("cached refiner pairs %s are incomplete; rebuilding them", path)
+    return ok
+
+
 def build_pairs(
     config: Mapping[str, Any], model: Sam, cache: Path, *, progress: bool = True
 ) -> PairSet:
@@ -457,7 +481,7 @@ def build_pairs(
     image_index, slot, counts = [], [], Counter()
     for index in tqdm(range(n), desc="refiner pairs", disable=not progress, unit="img"):
         path, emb_path = _pairs_path(cache, index), _embedding_path(cache, index)
-        if not (path.exists() and emb_path.exists()):
+        if not _cached_image_ok(path, emb_path):
             record = sources.normalize_record(source[index])
             try:
                 embedding, pairs = _image_pairs(

@@ -33,9 +33,9 @@ def _round_trip(tmp_path, sd, variant=None):
 
 def _assert_bit_exact(a: dict, b: dict):
     assert set(a) == set(b)
-    for k in a:
-        assert a[k].shape == b[k].shape, k
-        assert torch.equal(a[k], b[k]), k
+    for k, value in a.items():
+        assert value.shape == b[k].shape, k
+        assert torch.equal(value, b[k]), k
 
 
 def test_tiny_round_trip_and_forward(tmp_path):

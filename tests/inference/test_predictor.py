@@ -45,7 +45,7 @@ def test_embedding_matches(predictors):
 
 
 def test_point_prompt(predictors):
-    m, s, l = _compare(
+    m, _s, l = _compare(
         *predictors,
         point_coords=np.array([[300.0, 200.0]]),
         point_labels=np.array([1]),
@@ -74,9 +74,11 @@ def test_box_points_and_previous_logits(predictors):
 
 def test_return_logits(predictors):
     ours, ref = predictors
-    kwargs = dict(
-        point_coords=np.array([[100.0, 100.0]]), point_labels=np.array([0]), return_logits=True
-    )
+    kwargs = {
+        "point_coords": np.array([[100.0, 100.0]]),
+        "point_labels": np.array([0]),
+        "return_logits": True,
+    }
     m, _, _ = ours.predict(**kwargs)
     with torch.no_grad():
         rm, _, _ = ref.predict(**kwargs)

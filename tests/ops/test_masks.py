@@ -6,7 +6,7 @@ import pytest
 torch = pytest.importorskip("torch")
 amg = pytest.importorskip("segment_anything.utils.amg")
 
-from sum_jax.ops import masks  # noqa: E402
+from sum_jax.ops import masks
 
 
 def test_stability_score_hand_computed():

@@ -154,9 +154,7 @@ def test_device_metrics_match_numpy():
     d = metrics.boundary_dilation(h, w)
     # A padded frame: results must not change when masks sit inside a larger zero canvas.
     pad = lambda x: np.pad(x, ((0, 0), (0, 13), (0, 7)))
-    fn = jax.jit(
-        lambda p, g: (masks.iou_counts(p, g), masks.boundary_iou_counts(p, g, d))
-    )
+    fn = jax.jit(lambda p, g: (masks.iou_counts(p, g), masks.boundary_iou_counts(p, g, d)))
     (inter, union), (binter, bunion) = jax.device_get(fn(jnp.asarray(pad(preds)), pad(gts)))
     for k in range(len(preds)):
         got = 1.0 if union[k] == 0 else inter[k] / union[k]

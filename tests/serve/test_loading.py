@@ -11,12 +11,12 @@ import pytest
 import skimage.data
 from PIL import Image
 
-from sum_jax.checkpointing import save_sam
+from sum_jax.checkpointing import parse_checkpoint, save_sam
 from sum_jax.cli import InputError
 from sum_jax.inference.predictor import SamPredictor
 from sum_jax.serve.errors import ApiError
 from sum_jax.serve.images import Catalogue, Limits
-from sum_jax.serve.sessions import load_sessions, parse_checkpoint
+from sum_jax.serve.sessions import load_sessions
 
 
 def test_checkpoint_specs_are_named():

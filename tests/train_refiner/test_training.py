@@ -23,6 +23,7 @@ from sum_jax.train import optim
 from sum_jax.train_refiner.training import (
     FILTER_STAGES,
     batch_ids,
+    build_pairs,
     choose_best_output,
     filter_pairs,
     holdout_split,
@@ -278,6 +279,27 @@ def test_interrupted_run_resumes_to_the_same_parameters(trained, photos, tmp_pat
         np.testing.assert_array_equal(a[p], b[p], err_msg=p)
     np.testing.assert_array_equal(_checkpointed_history(workdir)[2],
                                   _checkpointed_history(resumed)[2])  # fmt: skip
+
+
+@pytest.mark.integration
+def test_damaged_cache_files_are_rebuilt_identically(trained, photos, tmp_path):
+    workdir, _ = trained
+    _, data_dir = photos
+    cache = tmp_path / "cache"
+    shutil.copytree(workdir / "cache", cache)
+    pair_file, emb_file = cache / "pairs" / "00000001.npz", cache / "embeddings" / "00000002.npy"
+    pair_file.write_bytes(pair_file.read_bytes()[:100])  # a copy cut short
+    emb_file.write_bytes(b"")
+    build_pairs(_config(data_dir), _model(), cache, progress=False)
+    for name in ("pairs/00000001.npz", "embeddings/00000002.npy"):
+        new, old = cache / name, workdir / "cache" / name
+        if name.endswith(".npy"):
+            np.testing.assert_array_equal(np.load(new), np.load(old))
+        else:
+            with np.load(new) as a, np.load(old) as b:
+                assert a.files == b.files
+                for k in a.files:
+                    np.testing.assert_array_equal(a[k], b[k], err_msg=k)
 
 
 @pytest.mark.integration
