@@ -12,7 +12,14 @@ the jitted step and compiles it for the local backend (CPU here: `--devices N` f
 devices, so FSDP sharding shows in the per-device numbers). `--images` sets the images per
 device (the global batch is that times the device count; default: the config's own batch)
 and `--microbatches` overrides `config.train.microbatches`; `--set key=value` overrides
-`config.model.*` fields (`compute_dtype`, `remat`, `attention`, `scan_blocks`).
+`config.model.*` fields (`compute_dtype`, `remat`, `attention`, `scan_blocks`) and
+`--loss key=value` `config.loss.*` fields (e.g. `--loss resolution=full`).
+
+`--rounds-only` compiles only the gradient of the 7 interactive rounds
+(`train.rounds.training_rounds`, decoder and prompt encoder at the variant's size) from a
+given image embedding of one image, with the config's dtype and remat: a compile of seconds
+instead of minutes, for comparing what the rounds cost, e.g. per `config.loss.resolution`
+(its `temp_gib` adds to a full step's; the encoder's part does not depend on the loss).
 
 Prints one JSON line per run, per device: parameter and optimiser-state bytes, XLA's
 arguments, outputs, aliased (donated) and temporary bytes, the total
@@ -46,7 +53,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--rounds", type=int, default=0, help="rounds (0: config)")
     parser.add_argument("--devices", type=int, default=0, help="fake N CPU devices")
     parser.add_argument("--set", action="append", default=[], help="model.KEY=VALUE")
+    parser.add_argument("--loss", action="append", default=[], help="loss.KEY=VALUE")
     parser.add_argument("--remat-overhead", action="store_true")
+    parser.add_argument("--rounds-only", action="store_true", help="compile the rounds only")
     parser.add_argument(
         "--query-chunk", type=int, default=0, help="queries per global-attention chunk (CPU)"
     )
@@ -147,6 +156,61 @@ def measure(config) -> dict:
     }
 
 
+def measure_rounds(config) -> dict:
+    """XLA's memory analysis of the gradient of the interactive rounds alone (one image)."""
+    import dataclasses
+
+    import jax
+    import jax.numpy as jnp
+    from flax import nnx
+
+    from sum_jax.checkpointing import abstract_sam
+    from sum_jax.models.sam import VARIANTS, execution_overrides
+    from sum_jax.train.rounds import InteractiveSettings, training_rounds
+
+    model_config = dataclasses.replace(
+        VARIANTS[config.model.variant], **execution_overrides(config.model)
+    )
+    graphdef, state = nnx.split(abstract_sam(model_config))
+    settings = InteractiveSettings.from_config(config)
+    s, low, n = model_config.img_size, model_config.low_res_size, int(config.train.masks_per_image)
+    grid = s // 16
+    shapes = {
+        "image_size": ((1, 2), jnp.int32),
+        "masks": ((1, n, low, low), jnp.uint8),
+        "mask_valid": ((1, n), jnp.bool_),
+        "uncertainty": ((1, n, low, low), jnp.uint8),
+        "is_pseudo": ((1,), jnp.bool_),
+        "task_id": ((1,), jnp.int32),
+    }
+    if settings.loss_resolution != "low":
+        shapes["masks_full"] = ((1, n, s, s), jnp.uint8)
+    batch = {k: jax.ShapeDtypeStruct(shape, dt) for k, (shape, dt) in shapes.items()}
+    embedding = jax.ShapeDtypeStruct((1, grid, grid, model_config.prompt_embed_dim), jnp.float32)
+    key = jax.eval_shape(lambda: jax.random.key(0))
+
+    def loss(st, emb, bt, k):
+        return training_rounds(nnx.merge(graphdef, st), emb, bt, k, settings)[0]
+
+    t0 = time.perf_counter()
+    compiled = jax.jit(jax.grad(loss, argnums=(0, 1))).lower(state, embedding, batch, key).compile()
+    seconds = time.perf_counter() - t0
+    mem = compiled.memory_analysis()
+    return {
+        "variant": config.model.variant,
+        "what": "rounds only (gradient of training_rounds from an embedding), 1 image",
+        "compute_dtype": model_config.dtype,
+        "remat_rounds": settings.remat_rounds,
+        "masks_per_image": n,
+        "rounds": settings.num_rounds,
+        "argument_gib": round(mem.argument_size_in_bytes / GIB, 3),
+        "temp_gib": round(mem.temp_size_in_bytes / GIB, 3),
+        "output_gib": round(mem.output_size_in_bytes / GIB, 3),
+        "flops": flops_of(compiled),
+        "compile_s": round(seconds, 1),
+    }
+
+
 def main() -> None:
     args = parse_args()
     if args.devices:
@@ -172,7 +236,17 @@ def main() -> None:
         key, value = item.split("=", 1)
         field = config.model[key]
         config.model[key] = type(field)(value == "True" if isinstance(field, bool) else value)
+    for item in args.loss:
+        key, value = item.split("=", 1)
+        field = config.loss[key]
+        config.loss[key] = type(field)(value == "True" if isinstance(field, bool) else value)
+    if args.rounds_only:
+        result = {"config": args.config, **measure_rounds(config)}
+        result["loss_resolution"] = str(config.loss.get("resolution", "low"))
+        print(json.dumps(result), flush=True)
+        return
     result = {"config": args.config, **measure(config)}
+    result["loss_resolution"] = str(config.loss.get("resolution", "low"))
     result["query_chunk"] = image_encoder.QUERY_CHUNK
     if args.remat_overhead:
         config.model.remat = "none"

@@ -31,7 +31,9 @@ Fields:
   App. B.1; 0.5 in the authors' released code), `uncertainty_aware` (False trains
   pseudo-labels with the plain losses: the "w/o uncertainty" ablation) and
   `supervise_all_iou` (round 1: choose the output by `20 focal + dice`, train every
-  output's IoU prediction; False: the earlier rule, choice by the full loss).
+  output's IoU prediction; False: the earlier rule, choice by the full loss),
+  `resolution` ("low" | "full" | "points", with `num_points`, `oversample_ratio`,
+  `importance_sample_ratio`): the frame of focal and Dice (sum_jax/train/loss_resolution.py).
   `contrastive_weight` (0: off) adds U2PL's pixel contrastive loss on the image embeddings
   of pseudo-labelled images (`sum_jax/train/contrastive.py`: anchors from reliable cells,
   `c > theta`, negatives from unreliable ones), with `contrastive_temperature` (0.5),
@@ -130,6 +132,15 @@ def get_config() -> ml_collections.ConfigDict:
     config.loss.contrastive_temperature = 0.5
     config.loss.contrastive_queries = 256
     config.loss.contrastive_negatives = 50
+    # Where focal and Dice are evaluated (sum_jax/train/loss_resolution.py, docs/training.md):
+    # "low" (the 256 grid), "full" (logits upsampled to the 1024 input frame) or "points"
+    # (HQ-SAM's importance sampling of `num_points` points on the input frame: the
+    # `importance_sample_ratio` most uncertain of `oversample_ratio * num_points`
+    # candidates, the rest uniform).
+    config.loss.resolution = "low"
+    config.loss.num_points = 112 * 112
+    config.loss.oversample_ratio = 3.0
+    config.loss.importance_sample_ratio = 0.75
 
     config.interactive = ml_collections.ConfigDict()
     config.interactive.num_rounds = 7

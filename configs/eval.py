@@ -22,7 +22,10 @@ variants), `--config.noc_max_clicks=0` (no NoC: only `num_rounds` rounds are sim
 
 Fields:
 - `data_dir`: root of prepared datasets; `eval_sets`: comma-separated `name:split[@N]`
-  (`@N`: only the first N images, as the paper does for MHP, EasyPortrait and PACO).
+  (`@N`: only the first N images, as the paper does for MHP, EasyPortrait and PACO);
+  default: the paper's 14 sets (`sum_jax.data.registry.PAPER_EVAL_SETS`), so that the
+  per-task and overall means are over the same sets as the paper's (the summary's
+  `paper_sets` says which of them a run lacks).
 - `protocols`: comma-separated subset of `point`, `box`, `boundary`.
 - `num_rounds`: rounds reported (6 in the paper's tables); `noc_max_clicks`, `noc_thresholds`.
 - `single_output_token`: the fixed round-1 output of the `single` mode (0, the default: SAM's
@@ -42,24 +45,13 @@ and SUM on these sets are in its Tables 14-18 (experiments/ prints them beside o
 
 import ml_collections
 
-# The paper's evaluation collection (§4.1, App. C.2), by `sum_jax.data.registry` names.
-_PAPER_SETS = (
-    # Salient object.
-    "coift:validation",
-    "dis5k:validation",
-    "thinobject5k:validation",
-    "hrsod:validation",
-    "big:validation",
-    "voceval:validation",
-    # Entity.
-    "entityseg:validation",
-    # Part: the first 1,000 validation images of MHP, EasyPortrait and PACO.
-    "fashionpedia:validation",
-    "mhp:validation@1000",
-    "easyportrait:validation@1000",
-    "paco:validation@1000",
-)
-PAPER_EVAL_SETS = ",".join(_PAPER_SETS)
+from sum_jax.data import registry
+
+# The paper's 14 evaluation sets (§4.1, App. C.2, the rows of Tables 5 and 14-18): six
+# salient-object sets, the three EntitySeg validation sets, and five part sets (MHP,
+# EasyPortrait and PACO: their first 1,000 validation images; Fashionpedia's main set and
+# its fine-grained subpart set), by `sum_jax.data.registry` names.
+PAPER_EVAL_SETS = ",".join(registry.paper_eval_refs())
 
 
 def get_config() -> ml_collections.ConfigDict:

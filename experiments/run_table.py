@@ -36,7 +36,7 @@ import re
 from absl import flags
 
 from experiments import tables
-from sum_jax import checkpointing, cli
+from sum_jax import cli
 from sum_jax.evaluate import reports, runner
 from sum_jax.fileio import atomic_write
 
@@ -120,9 +120,9 @@ def run_table(
             c.noc_max_clicks = 0  # these tables report no NoC: simulate only num_rounds
             for key, val in column.overrides:
                 c[key] = val
-            model = checkpointing.load_model(checkpoints[column.name])
+            # The model directory, not a loaded model: the evaluator reads its task record.
             summaries[column.name] = runner.evaluate(
-                c, model, runner.read_examples(c), out, name=column.name
+                c, checkpoints[column.name], runner.read_examples(c), out, name=column.name
             )
         elif done:
             summaries[column.name] = reports.load_summary(out)

@@ -2,12 +2,16 @@
 
 A model directory holds `sam_config.json` (the `SamConfig`) and `params/` (an Orbax
 checkpoint of every variable of the NNX model: parameters and buffers). The converter, the
-trainer's final export, the predictor and the evaluator all use this layout.
+trainer's final export, the predictor and the evaluator all use this layout. A model the
+SUM trainer exported also holds `tasks.json` (`TaskRecord`): the task ids its training data
+carried and whether the task prompt was trained; a converted SAM has none.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import logging
 import os
 import shutil
 from pathlib import Path
@@ -28,6 +32,63 @@ CONVERT_HINT = (
     "--input sam_vit_h_4b8939.pth --output {directory}`"
 )
 PARAMS_DIR = "params"
+TASKS_FILE = "tasks.json"
+
+log = logging.getLogger("sum_jax.checkpointing")
+
+
+@dataclasses.dataclass(frozen=True)
+class TaskRecord:
+    """The task prompts a model was trained with (`tasks.json` of an exported model).
+
+    `task_ids`: the task ids its training data carried (0 unlabelled / SA-1B, 1 salient
+    object, 2 entity, 3 part); `task_prompt`: whether training gave the task prompt (false
+    for the Vanilla and Mask-Refinement baselines and "SUM w/o task prompt").
+    """
+
+    task_ids: tuple[int, ...]
+    task_prompt: bool = True
+
+    @property
+    def seen(self) -> frozenset[int]:
+        """Task ids whose prompt was trained (none without `task_prompt`)."""
+        return frozenset(self.task_ids) if self.task_prompt else frozenset()
+
+    @property
+    def default_task(self) -> int | None:
+        """The predictor's task when none is asked for: 0, the paper's default (App. H.1),
+        for a model trained with task prompts; None (no task prompt) otherwise."""
+        return 0 if self.task_prompt else None
+
+    def prompt_task(self, task: int, *, what: str = "") -> int:
+        """`task` if its prompt was trained, else 0 with one log line (App. H.1)."""
+        if task < 0 or task in self.seen:
+            return task
+        log.info(
+            "task id %d%s was not in this model's training data (task ids %s%s): "
+            "using task 0 (the paper's default, App. H.1)",
+            task,
+            f" ({what})" if what else "",
+            sorted(self.task_ids),
+            "" if self.task_prompt else ", trained without task prompts",
+        )
+        return 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"task_ids": sorted(int(t) for t in self.task_ids), "task_prompt": self.task_prompt}
+
+
+def read_tasks(spec: str | os.PathLike) -> TaskRecord | None:
+    """The `TaskRecord` of a model directory; None for a model without one (a converted
+    SAM, a model exported before the record existed, `random:<variant>`)."""
+    path = Path(os.fspath(spec)) / TASKS_FILE
+    if str(spec).startswith("random:") or not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text())
+        return TaskRecord(tuple(int(t) for t in data["task_ids"]), bool(data["task_prompt"]))
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
+        raise ValueError(f"{path} is not a valid task record: {e}") from e
 
 
 def _checkpointer() -> ocp.Checkpointer:
@@ -56,26 +117,38 @@ def save_state_dict(
     state: dict[str, Any],
     *,
     overwrite: bool = True,
+    tasks: TaskRecord | None = None,
 ) -> None:
     """Writes a pure (nested dict) model state and its config as a model directory.
 
     The directory is built beside `directory` and swapped in when complete, so an existing
-    model stays whole until then; `overwrite=False` refuses an existing one.
+    model stays whole until then; `overwrite=False` refuses an existing one. `tasks`, if
+    given, is written as `tasks.json`.
     """
     if jax.process_count() > 1:
-        _save_state_dict_processes(Path(directory).absolute(), config, state, overwrite)
+        _save_state_dict_processes(Path(directory).absolute(), config, state, overwrite, tasks)
         return
     with atomic_dir(directory, overwrite=overwrite) as tmp:
         with _checkpointer() as ckptr:
             ckptr.save(tmp / PARAMS_DIR, args=ocp.args.StandardSave(state), force=True)
+        _write_tasks(tmp, tasks)
         # The config goes last: a directory with a config has complete parameters. It
         # records the architecture; compute dtype, remat and kernels are the reader's choice.
         config = config.architecture()
         atomic_write(tmp / CONFIG_FILE, json.dumps(config.to_dict(), indent=2) + "\n")
 
 
+def _write_tasks(folder: Path, tasks: TaskRecord | None) -> None:
+    if tasks is not None:
+        atomic_write(folder / TASKS_FILE, json.dumps(tasks.to_dict()) + "\n")
+
+
 def _save_state_dict_processes(
-    directory: Path, config: SamConfig, state: dict[str, Any], overwrite: bool
+    directory: Path,
+    config: SamConfig,
+    state: dict[str, Any],
+    overwrite: bool,
+    tasks: TaskRecord | None = None,
 ) -> None:
     """`save_state_dict` of a multi-process run: Orbax writes the arrays from every process
     into one staging folder (the same path in every process: its save is collective), then
@@ -95,15 +168,16 @@ def _save_state_dict_processes(
     with _checkpointer() as ckptr:
         ckptr.save(staging / PARAMS_DIR, args=ocp.args.StandardSave(state), force=True)
     if first:
+        _write_tasks(staging, tasks)
         config = config.architecture()
         atomic_write(staging / CONFIG_FILE, json.dumps(config.to_dict(), indent=2) + "\n")
         swap_in(staging, directory)
     multihost_utils.sync_global_devices(f"sum_jax: saved {directory}")
 
 
-def save_sam(model: Sam, directory: str | os.PathLike) -> None:
-    """Saves `model` (all variables) and its config to `directory`."""
-    save_state_dict(directory, model.config, nnx.to_pure_dict(nnx.state(model)))
+def save_sam(model: Sam, directory: str | os.PathLike, *, tasks: TaskRecord | None = None) -> None:
+    """Saves `model` (all variables), its config and its `TaskRecord` to `directory`."""
+    save_state_dict(directory, model.config, nnx.to_pure_dict(nnx.state(model)), tasks=tasks)
 
 
 def read_config(directory: str | os.PathLike) -> SamConfig:

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import os
 import re
 import shutil
@@ -41,6 +42,8 @@ from tqdm import tqdm
 from sum_jax.data import formats, registry
 from sum_jax.data.records import TASK_NAMES, DataError, IssueLog, features
 from sum_jax.fileio import aside_path, atomic_write, check_output_dir, swap_in
+
+log_module = logging.getLogger("sum_jax.data")
 
 BUILDER_NAME = "sum_segmentation"
 DATASET_VERSION = "1.0.0"
@@ -91,6 +94,8 @@ class PrepareReport:
     splits: dict[str, dict[str, Any]]
     issue_counts: dict[str, int]
     issues: list[str]
+    # One line per split whose image count differs from the paper's (registry.count_warning).
+    warnings: list[str] = dataclasses.field(default_factory=list)
 
     def __str__(self) -> str:
         lines = [
@@ -112,6 +117,7 @@ class PrepareReport:
                 lines.append(f"    ... {len(self.issues) - 20} more in prepare_report.json")
         else:
             lines.append("  no problems found")
+        lines += [f"  WARNING: {w}" for w in self.warnings]
         return "\n".join(lines)
 
 
@@ -340,7 +346,7 @@ def prepare(
         previous = out_dir / "prepare_report.json"
         if previous.exists():
             old = json.loads(previous.read_text())
-            return PrepareReport(**{**old, "reused": True})
+            return _warn_counts(PrepareReport(**{**old, "reused": True}))
     report = PrepareReport(
         dataset=spec.name,
         task_id=spec.task_id,
@@ -350,8 +356,20 @@ def prepare(
         issue_counts=log.counts(),
         issues=[str(e) for e in log.issues],
     )
+    report = _warn_counts(report)
     atomic_write(out_dir / "prepare_report.json", json.dumps(dataclasses.asdict(report), indent=2))
     return report
+
+
+def _warn_counts(report: PrepareReport) -> PrepareReport:
+    """Adds (and logs) one line per split whose image count differs from the paper's."""
+    lines = []
+    for split, stats in report.splits.items():
+        line = registry.count_warning(report.dataset, split, int(stats["images_written"]))
+        if line:
+            log_module.warning("%s", line)
+            lines.append(line)
+    return dataclasses.replace(report, warnings=lines)
 
 
 SOURCE_FILE = "source.json"

@@ -162,6 +162,18 @@ def _stream(source, element_fn, cfg, seed: int, process_index: int, process_coun
     return ds[process_index::process_count]
 
 
+def training_task_ids(cfg: ml_collections.ConfigDict | Any) -> list[int]:
+    """The task ids the training data of `make_train_dataset(cfg)` carries, sorted (what
+    the trainer records in the exported model, `sum_jax.checkpointing.TaskRecord`)."""
+    task_ids = dict(cfg.task_ids) if cfg.task_ids else {}
+    out: set[int] = set()
+    if cfg.labelled:
+        out |= sources.open_sources(cfg.data_dir, list(cfg.labelled), task_ids).task_ids()
+    if cfg.unlabelled:
+        out |= sources.open_sources(cfg.data_dir, [cfg.unlabelled], task_ids).task_ids()
+    return sorted(out)
+
+
 def make_train_dataset(
     cfg: ml_collections.ConfigDict | Any,
     *,

@@ -2,7 +2,10 @@
 
 The task id follows the paper (§3.2.4, §4.1, App. C): 0 unlabelled (SA-1B), 1 salient object
 (HQSeg-44K's parts, COIFT, HRSOD, BIG, VOCEVAL), 2 entity (EntitySeg), 3 part (Fashionpedia,
-PACO, LVIS, Multi-Human Parsing, EasyPortrait; App. C.2 lists LVIS among the part sets). Every
+PACO, LVIS, Multi-Human Parsing, EasyPortrait; App. C.2 lists LVIS among the part sets).
+`PAPER_EVAL_SETS` lists the paper's 14 evaluation sets by task (§4.1, App. C.2, the rows of
+its Tables 5 and 14-18), with the image counts the paper gives in `paper_images` /
+`paper_first_images`. Every
 field can be overridden in the prepare config; a name not listed here is a custom dataset whose
 format and task id the config must give.
 
@@ -30,9 +33,18 @@ class DatasetSpec:
     splits: dict[str, str] = dataclasses.field(default_factory=lambda: {"train": ""})
     options: dict[str, Any] = dataclasses.field(default_factory=dict)
     description: str = ""
+    # Images per split in the paper's evaluation (§4.1, App. C.2): `paper_images` exact,
+    # `paper_first_images` the sets of which the paper takes the first N images (the
+    # prepared split must hold at least N). Preparation warns when a split differs.
+    paper_images: dict[str, int] = dataclasses.field(default_factory=dict)
+    paper_first_images: dict[str, int] = dataclasses.field(default_factory=dict)
 
 
 _VAL = {"validation": ""}
+# Fashionpedia's garment-part categories (hood, collar, lapel, epaulette, sleeve, pocket,
+# neckline, buckle, zipper, applique, bead, bow, flower, fringe, ribbon, rivet, ruffle,
+# sequin, tassel): ids 27-45 of its 46; 0-26 are whole garments and accessories.
+FASHIONPEDIA_PART_IDS = tuple(range(27, 46))
 _CASCADE_PSP = {"image_globs": ["*_im.jpg", "*_im.png"], "mask_globs": ["{stem}_gt.png"]}
 
 KNOWN: dict[str, DatasetSpec] = {
@@ -106,6 +118,24 @@ KNOWN: dict[str, DatasetSpec] = {
             {"annotation_file": "entityseg_{split}.json", "image_dir": "images"},
             "EntitySeg",
         ),
+        # The paper's three EntitySeg validation sets ("Entityseg 0/1/2" in its tables): the
+        # release's three parts, each a COCO JSON beside its image folder
+        # (entityseg_val_01.json + entity_01_11580/, ...; docs/data.md).
+        *[
+            DatasetSpec(
+                f"entityseg_{k}",
+                "coco",
+                TASK_ENTITY,
+                _VAL,
+                {
+                    "annotation_file": f"entityseg_val_0{k + 1}.json",
+                    "image_dir": f"entity_0{k + 1}_*",
+                },
+                f"EntitySeg validation set {k} (part 0{k + 1} of the release)",
+                paper_images={"validation": count},
+            )
+            for k, count in enumerate((454, 459, 401))
+        ],
         # Part segmentation.
         DatasetSpec(
             "fashionpedia",
@@ -113,7 +143,21 @@ KNOWN: dict[str, DatasetSpec] = {
             TASK_PART,
             {"train": "train", "validation": "val"},
             {"annotation_file": "instances_attributes_{split}2020.json", "image_dir": "{split}"},
-            "Fashionpedia (category_ids selects e.g. the garment-part subset)",
+            "Fashionpedia main set: garments and their parts (category_ids selects a subset)",
+            paper_images={"validation": 1148},
+        ),
+        DatasetSpec(
+            "fashionpedia_subpart",
+            "coco",
+            TASK_PART,
+            _VAL,
+            {
+                "annotation_file": "instances_attributes_val2020.json",
+                "image_dir": "val",
+                "category_ids": list(FASHIONPEDIA_PART_IDS),
+            },
+            "Fashionpedia fine-grained subpart set: the garment-part categories only",
+            paper_images={"validation": 861},
         ),
         DatasetSpec(
             "paco",
@@ -122,6 +166,7 @@ KNOWN: dict[str, DatasetSpec] = {
             {"train": "train", "validation": "val"},
             {"annotation_file": "annotations/paco_lvis_v1_{split}.json", "image_dir": ""},
             "PACO-LVIS",
+            paper_first_images={"validation": 1000},
         ),
         DatasetSpec(
             "lvis",
@@ -142,6 +187,7 @@ KNOWN: dict[str, DatasetSpec] = {
                 "label_globs": ["{stem}_*.png"],
             },
             "Multi-Human Parsing v2: one part map per person",
+            paper_first_images={"validation": 1000},
         ),
         DatasetSpec(
             "easyportrait",
@@ -150,6 +196,7 @@ KNOWN: dict[str, DatasetSpec] = {
             {"train": "train", "validation": "val"},
             {"image_dir": "images/{split}", "label_dir": "annotations/{split}"},
             "EasyPortrait",
+            paper_first_images={"validation": 1000},
         ),
         # Unlabelled.
         DatasetSpec("sa1b", "sa1b", TASK_UNLABELLED, description="SA-1B images (SA-250K subset)"),
@@ -160,3 +207,57 @@ KNOWN: dict[str, DatasetSpec] = {
 def lookup(name: str) -> DatasetSpec | None:
     """The registry entry for a dataset name (case-insensitive), or None for a custom one."""
     return KNOWN.get(name.lower())
+
+
+# The paper's 14 evaluation sets (§4.1, App. C.2; the rows of Tables 5 and 14-18), as
+# `name:split[@N]` (`@N`: the first N images) per task, in the tables' order.
+PAPER_EVAL_SETS: dict[int, tuple[str, ...]] = {
+    TASK_SALIENT: (
+        "coift:validation",
+        "dis5k:validation",
+        "hrsod:validation",
+        "thinobject5k:validation",
+        "big:validation",
+        "voceval:validation",
+    ),
+    TASK_ENTITY: (
+        "entityseg_0:validation",
+        "entityseg_1:validation",
+        "entityseg_2:validation",
+    ),
+    TASK_PART: (
+        "mhp:validation@1000",
+        "easyportrait:validation@1000",
+        "fashionpedia:validation",
+        "fashionpedia_subpart:validation",
+        "paco:validation@1000",
+    ),
+}
+
+
+def paper_eval_refs() -> list[str]:
+    """The 14 sets of `PAPER_EVAL_SETS` in order, as `configs/eval.py`'s `eval_sets` lists."""
+    return [ref for refs in PAPER_EVAL_SETS.values() for ref in refs]
+
+
+def paper_dataset_names() -> dict[str, int]:
+    """`{dataset name: task id}` of the paper's 14 sets."""
+    return {ref.partition(":")[0]: task for task, refs in PAPER_EVAL_SETS.items() for ref in refs}
+
+
+def count_warning(name: str, split: str, prepared: int) -> str | None:
+    """One line when a prepared split's image count differs from the paper's, else None."""
+    spec = lookup(name)
+    if spec is None:
+        return None
+    if split in spec.paper_images and prepared != spec.paper_images[split]:
+        return (
+            f"{name}:{split}: {prepared} images prepared, the paper evaluates "
+            f"{spec.paper_images[split]} (§4.1, App. C.2): check the source folder and options"
+        )
+    if split in spec.paper_first_images and prepared < spec.paper_first_images[split]:
+        return (
+            f"{name}:{split}: {prepared} images prepared, the paper evaluates the first "
+            f"{spec.paper_first_images[split]} (§4.1, App. C.2): check the source folder"
+        )
+    return None

@@ -113,6 +113,17 @@ class ConcatSource:
             record["task_id"] = int(self._overrides[k])
         return record
 
+    def task_ids(self) -> set[int]:
+        """The task ids of the joined sources: each one's override, else the task id of its
+        first record (`prepare_data` gives every record of a dataset its dataset's task)."""
+        out = set()
+        for source, override in zip(self._sources, self._overrides):
+            if override is not None:
+                out.add(int(override))
+            elif len(source):
+                out.add(int(normalize_record(source[0])["task_id"]))
+        return out
+
     def __repr__(self) -> str:
         return f"ConcatSource({len(self._sources)} sources, {self._len} records)"
 

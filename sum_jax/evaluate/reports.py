@@ -3,7 +3,10 @@
 Aggregation follows §4.1 and Table 5 of the paper: a dataset's mIoU / mBIoU after round `r`
 is the mean over its objects (GT masks); a task's value is the mean over the datasets of that
 task; the overall average is the mean over all datasets (not over the three task means).
-NoC@t is averaged the same way; NoF@t (failures) is summed.
+NoC@t is averaged the same way; NoF@t (failures) is summed. The paper's means are over its
+14 sets (`sum_jax.data.registry.PAPER_EVAL_SETS`); `summary["paper_sets"]` says whether a
+run's means are over the same sets (`complete`) and, per task, which are `missing` or
+`extra`, since a task mean over fewer sets is not comparable with the paper's.
 
 Files written by `write_reports(records, summary, workdir)` (all atomically):
 - `records.jsonl`: one JSON object per (protocol, mode, object), see
@@ -119,8 +122,25 @@ def summarize(
         "num_images": len(images),
         "num_objects": objects,
         "settings": settings_dict,
+        "paper_sets": paper_set_coverage({d for d, _ in images}),
         "protocols": protocols,
     }
+
+
+def paper_set_coverage(datasets: set[str]) -> dict[str, Any]:
+    """Whether `datasets` (names as in records) are the paper's 14 evaluation sets:
+    `{"complete": bool, "tasks": {task name: {"missing": [...], "extra": [...]}}}`."""
+    from sum_jax.data import registry
+
+    paper = registry.paper_dataset_names()
+    tasks = {}
+    for task in sorted(set(registry.PAPER_EVAL_SETS)):
+        expected = {n for n, t in paper.items() if t == task}
+        tasks[TASK_NAMES[task]] = {"missing": sorted(expected - datasets), "extra": []}
+    for extra in sorted(datasets - set(paper)):
+        tasks.setdefault("other", {"missing": [], "extra": []})["extra"].append(extra)
+    complete = not any(v["missing"] or v["extra"] for v in tasks.values())
+    return {"complete": complete, "tasks": tasks}
 
 
 # ----------------------------------------------------------------------------------------

@@ -31,7 +31,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from sum_jax.checkpointing import load_model, parse_checkpoint
+from sum_jax.checkpointing import TaskRecord, load_model, parse_checkpoint, read_tasks
 from sum_jax.evaluate.protocol import (
     PROTOCOLS,
     Decoder,
@@ -113,13 +113,29 @@ class ImageRunner(typing.Protocol):
 
 
 class SamRunner:
-    """Runs an NNX `Sam`: the image encoded once per image with a jitted encoder."""
+    """Runs an NNX `Sam`: the image encoded once per image with a jitted encoder.
 
-    def __init__(self, model):
+    `tasks` (the model directory's `TaskRecord`, None for a plain SAM): a set's task id the
+    model never trained on is replaced by 0 in the prompt (App. H.1), logged once per id;
+    records keep the set's own task for the per-task means.
+    """
+
+    def __init__(self, model, tasks: TaskRecord | None = None):
         self.config = model.config
+        self.tasks = tasks
+        self._logged_tasks: set[int] = set()
         graphdef, self.params = nnx.split(model)
         self.decoder = sam_decoder(graphdef)
         self._encode = sam_encoder(graphdef)
+
+    def prompt_task(self, task: int, dataset: str = "") -> int:
+        """The task id given to the model for a set of task `task` (see the class)."""
+        if self.tasks is None or task < 0 or task in self.tasks.seen:
+            return task
+        if task not in self._logged_tasks:
+            self._logged_tasks.add(task)
+            return self.tasks.prompt_task(task, what=f"evaluation set {dataset}")
+        return 0
 
     def prepare(self, example: Mapping[str, Any], padded: tuple[int, int]) -> dict[str, Array]:
         image = np.asarray(example["image"])
@@ -237,6 +253,9 @@ def evaluate_examples(
         context = runner.prepare(ex, padded)
         dilation = metrics.boundary_dilation(h, w, settings.dilation_ratio)
         task = int(ex.get("task", 0))
+        # The prompt's task: an id the model never trained on becomes 0 (SamRunner).
+        prompt_task = getattr(runner, "prompt_task", None)
+        prompt_task = task if prompt_task is None else prompt_task(task, str(ex.get("dataset")))
         want_logits = n_images < settings.num_examples and on_example_images is not None
         image_records: dict[str, list[dict[str, Any]]] = {}
         for proto_name in settings.protocols:
@@ -249,7 +268,11 @@ def evaluate_examples(
                 gt = np.zeros((slot_bucket(idx.size, chunk),) + padded, bool)
                 gt[: idx.size, :h, :w] = masks[idx]
                 out = fn(
-                    runner.params, context, jnp.asarray(gt), jnp.int32(dilation), jnp.int32(task)
+                    runner.params,
+                    context,
+                    jnp.asarray(gt),
+                    jnp.int32(dilation),
+                    jnp.int32(prompt_task),
                 )
                 out = jax.device_get(out)
                 image_records[proto_name].extend(
@@ -401,11 +424,12 @@ def evaluate(
     os.makedirs(workdir, exist_ok=True)
     settings = EvalSettings.from_config(config)
     if runner is None:
-        model = model_or_checkpoint
+        model, tasks = model_or_checkpoint, None
         if isinstance(model, (str, os.PathLike)):
             name = name or os.path.basename(os.path.normpath(os.fspath(model)))
+            tasks = read_tasks(model)
             model = load_model(os.fspath(model))
-        runner = SamRunner(model)
+        runner = SamRunner(model, tasks)
     name = name or "model"
     log_path = os.path.join(workdir, "evaluate.log")
     handler = logging.FileHandler(log_path, mode="a")
@@ -508,7 +532,7 @@ def evaluate_checkpoints(
     summaries = {}
     for name, path in specs:
         out = workdir if len(specs) == 1 else os.path.join(workdir, name)
-        summaries[name] = evaluate(config, load_model(path), make(), out, name=name, total=total)
+        summaries[name] = evaluate(config, path, make(), out, name=name, total=total)
     if len(specs) > 1:
         reports.plot_curves(summaries, workdir)
     return summaries

@@ -5,6 +5,11 @@
 padded to powers of two (absent slots are masked out of attention), so a session compiles a
 handful of shapes, not one per click.
 
+Task prompt (issue 11 item 6): with `task=DEFAULT_TASK` (the default) a SUM model, whose
+directory records the task ids it trained on (`tasks.json`, `checkpointing.TaskRecord`),
+gets task 0 (the paper's default, App. H.1) and a plain SAM (no record) no task prompt. A
+task id the model never trained on falls back to 0, with one log line per id.
+
     predictor = SamPredictor.from_checkpoint("ckpt/sam_vit_h")
     predictor.set_image(np.asarray(PIL.Image.open("photo.jpg").convert("RGB")))
     masks, scores, low_res = predictor.predict(point_coords=np.array([[500, 375]]),
@@ -21,7 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from sum_jax.checkpointing import load_sam
+from sum_jax.checkpointing import TaskRecord, load_sam, read_tasks
 from sum_jax.inference.decoding import Prompts, decode
 from sum_jax.models.prompt_encoder import LABEL_ABSENT
 from sum_jax.models.sam import Sam
@@ -50,6 +55,9 @@ def task_index(task: int | str | None, num_tasks: int) -> int:
         raise ValueError(f"task id {task} out of range: the model has {num_tasks} task prompts")
     return task
 
+
+# The `task` argument's default: the model's own default task (see the module docstring).
+DEFAULT_TASK = "default"
 
 SIZE_BUCKET = 256  # px: predicted masks are computed in frames padded to multiples of this
 
@@ -110,19 +118,43 @@ def _decode(
 class SamPredictor:
     """Embeds one image, then answers point / box / mask prompts on it."""
 
-    def __init__(self, model: Sam):
+    def __init__(self, model: Sam, tasks: TaskRecord | None = None):
+        """`tasks`: the model's task record (`from_checkpoint` reads it); None for a plain
+        SAM, whose default is no task prompt."""
         self.model = model
         self.config = model.config
+        self.tasks = tasks
         self._graphdef, self._state = nnx.split(model)
         self.reset_image()
 
     @classmethod
     def from_checkpoint(cls, directory: str, **config_overrides: Any) -> SamPredictor:
         """Loads a model directory written by the converter or the trainer."""
-        return cls(load_sam(directory, **config_overrides))
+        return cls(load_sam(directory, **config_overrides), read_tasks(directory))
+
+    @property
+    def default_task(self) -> int | None:
+        """The task prompt used when none is asked for: 0 for a SUM model, None (no task
+        prompt) for a plain SAM."""
+        return None if self.tasks is None else self.tasks.default_task
+
+    def task_id(self, task: int | str | None = DEFAULT_TASK) -> int:
+        """The task id given to the decoder (-1: none) for a `task` argument: the default
+        task, a name or an id; an id the model did not train on falls back to 0 (logged
+        once per id)."""
+        if isinstance(task, str) and task == DEFAULT_TASK:
+            task = self.default_task
+        index = task_index(task, self.config.num_tasks)
+        if self.tasks is None or index < 0 or index in self.tasks.seen:
+            return index
+        if index not in self._logged_tasks:
+            self._logged_tasks.add(index)
+            return self.tasks.prompt_task(index, what="SamPredictor")
+        return 0
 
     # Image -----------------------------------------------------------------------------
     def reset_image(self) -> None:
+        self._logged_tasks: set[int] = getattr(self, "_logged_tasks", set())
         self.features = None
         self.original_size: tuple[int, int] | None = None
         self.input_size: tuple[int, int] | None = None
@@ -173,7 +205,7 @@ class SamPredictor:
         mask_input: np.ndarray | None = None,
         multimask_output: bool = True,
         return_logits: bool = False,
-        task: int | str | None = None,
+        task: int | str | None = DEFAULT_TASK,
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """One prompt, as the official `SamPredictor.predict`.
 
@@ -184,7 +216,8 @@ class SamPredictor:
           mask_input: `[1, 4h, 4w]` low-res logits from a previous prediction.
           multimask_output: three masks (for ambiguous single clicks) or one.
           return_logits: logits instead of boolean masks.
-          task: SUM task prompt (id or name: 'salient', 'entity', 'part'); None for none.
+          task: SUM task prompt (id or name: 'salient', 'entity', 'part'); None for none;
+            `DEFAULT_TASK`: 0 for a SUM model, none for a plain SAM (module docstring).
 
         Returns:
           `masks [C, H, W]` (bool, or float logits), `iou_predictions [C]`,
@@ -209,7 +242,7 @@ class SamPredictor:
         mask_input: np.ndarray | None = None,
         multimask_output: bool = True,
         return_logits: bool = False,
-        task: int | str | None = None,
+        task: int | str | None = DEFAULT_TASK,
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """`Q` prompts at once: coords `[Q, N, 2]`, labels `[Q, N]`, boxes `[Q, 4]`,
         mask_input `[Q, 1, 4h, 4w]`. Returns `[Q, C, H, W]`, `[Q, C]`, `[Q, C, 4h, 4w]`."""
@@ -237,7 +270,7 @@ class SamPredictor:
         if mask_ is not None:
             masks_in[:q] = mask_
             mask_valid[:q] = True
-        task_ids = np.full((q_pad,), task_index(task, self.config.num_tasks), np.int32)
+        task_ids = np.full((q_pad,), self.task_id(task), np.int32)
 
         masks, iou, low_res = _decode(
             self._graphdef,

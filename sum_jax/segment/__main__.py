@@ -16,14 +16,19 @@ from absl import flags, logging
 
 from sum_jax import cli
 from sum_jax.checkpointing import CONVERT_HINT
-from sum_jax.inference.predictor import SamPredictor
+from sum_jax.inference.predictor import DEFAULT_TASK, SamPredictor
 from sum_jax.segment.segmentation import load_image, parse_box, parse_point, segment
 
 _CHECKPOINT = flags.DEFINE_string("checkpoint", None, "Model directory (convert.sam_checkpoint).")
 _IMAGE = flags.DEFINE_string("image", None, "Image file; default: scikit-image's coffee photo.")
 _POINT = flags.DEFINE_multi_string("point", [], "Click 'x,y' (positive) or 'x,y:0' (negative).")
 _BOX = flags.DEFINE_string("box", None, "Box 'x0,y0,x1,y1'.")
-_TASK = flags.DEFINE_string("task", None, "SUM task prompt: salient, entity, part, or an id.")
+_TASK = flags.DEFINE_string(
+    "task",
+    None,
+    "SUM task prompt: salient, entity, part, an id, or none. Default: task 0 for a SUM "
+    "model (its directory records its training tasks), no task prompt for a plain SAM.",
+)
 _SINGLE = flags.DEFINE_bool("single", False, "One mask instead of three candidates.")
 _OUTPUT_DIR = flags.DEFINE_string("output_dir", "out/segment", "Where the PNGs and JSON go.")
 
@@ -46,7 +51,13 @@ def main(argv: list[str]) -> None:
             "pipeline; its masks mean nothing. " + CONVERT_HINT.format(directory="DIR")
         )
         predictor = SamPredictor(build_sam("tiny"))
-    task = int(_TASK.value) if _TASK.value and _TASK.value.isdigit() else _TASK.value
+    task = _TASK.value
+    if task is None:
+        task = DEFAULT_TASK
+    elif task.isdigit():
+        task = int(task)
+    elif task == "none":
+        task = None
     result = segment(
         predictor,
         image,

@@ -13,7 +13,7 @@ import numpy as np
 
 from sum_jax.data import image_ops
 from sum_jax.fileio import atomic_write
-from sum_jax.inference.predictor import SamPredictor
+from sum_jax.inference.predictor import DEFAULT_TASK, SamPredictor
 from sum_jax.visualize import overlay, save_png
 
 
@@ -72,7 +72,7 @@ def segment(
     output_dir: str,
     *,
     multimask_output: bool = True,
-    task: str | int | None = None,
+    task: str | int | None = DEFAULT_TASK,
 ) -> dict:
     """Runs one prediction and writes mask.png, overlay.png, candidates.png, result.json."""
     predictor.set_image(image)
@@ -100,6 +100,7 @@ def segment(
         "points": [list(p) for p in points],
         "box": None if box is None else box.tolist(),
         "task": task,
+        "task_id": predictor.task_id(task),  # what the decoder got; -1: no task prompt
     }
     atomic_write(out / "result.json", json.dumps(result, indent=2) + "\n")
     return result

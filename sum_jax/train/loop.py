@@ -42,7 +42,7 @@ import jax
 import ml_collections
 import numpy as np
 
-from sum_jax.checkpointing import TrainingCheckpoints, load_model, save_sam
+from sum_jax.checkpointing import TaskRecord, TrainingCheckpoints, load_model, save_sam
 from sum_jax.data import pipeline
 from sum_jax.data import pseudo_label_format as plf
 from sum_jax.fileio import atomic_write
@@ -82,6 +82,10 @@ def data_config(config: ml_collections.ConfigDict, model_config: Any, process_co
     data.max_masks = int(config.train.masks_per_image)
     data.seed = int(config.seed)
     data.require_uncertainty = needs_uncertainty(config)
+    # "full" and "points" losses read the targets at the input frame too.
+    data.full_res_masks = bool(data.get("full_res_masks", False)) or (
+        str(config.loss.get("resolution", "low")) != "low"
+    )
     return data
 
 
@@ -276,9 +280,21 @@ def _config_changes(old: dict, new: dict, prefix: str = "") -> list[str]:
     return out
 
 
-def export_model(state: TrainState, setup: TrainSetup, directory: Path) -> None:
-    """The trained model as a model directory (`sum_jax.checkpointing` layout)."""
-    save_sam(setup.model_def.merge(state.params, state.model_state), directory)
+def export_model(
+    state: TrainState, setup: TrainSetup, directory: Path, tasks: TaskRecord | None = None
+) -> None:
+    """The trained model as a model directory (`sum_jax.checkpointing` layout), with the
+    task ids of its training data (`tasks.json`) when given."""
+    save_sam(setup.model_def.merge(state.params, state.model_state), directory, tasks=tasks)
+
+
+def task_record(config: ml_collections.ConfigDict, data_cfg) -> TaskRecord:
+    """What the exported model records of its task prompts: the task ids its training data
+    carried, and whether the task prompt was given (`interactive.use_task_prompt`)."""
+    return TaskRecord(
+        tuple(pipeline.training_task_ids(data_cfg)),
+        task_prompt=bool(config.interactive.get("use_task_prompt", True)),
+    )
 
 
 def _check_finite(pending: list[tuple[int, dict]], last_good: int, workdir: Path) -> None:
@@ -404,7 +420,7 @@ def _train(config, workdir: Path, is_main: bool, on_step) -> dict[str, Any]:
     summary: dict[str, Any] = {"step": num_steps, "workdir": str(workdir), "metrics": last_values}
     if config.train.export:
         export_dir = workdir / "model"
-        export_model(state, setup, export_dir)
+        export_model(state, setup, export_dir, task_record(config, data_cfg))
         summary["model"] = str(export_dir)
         log.info("exported the model to %s", export_dir)
         eval_sets = config.eval.get("eval_sets", "")

@@ -149,6 +149,7 @@ def combined_loss(
     alpha: float = 0.25,
     gamma: float = 2.0,
     area: Array | None = None,
+    actual_iou: Array | None = None,
 ) -> dict[str, Array]:
     """SUM's loss of one prediction per mask: `20 focal + 1 dice + 1 iou_mse` (App. B.1).
 
@@ -157,13 +158,18 @@ def combined_loss(
       certainty: `[N, H, W]` or None. Pass `c = 1` for human labels to get the plain
         losses (`1 > theta`), which lets one batch mix human and pseudo labels.
       area: bool `[N, H, W]` real-image pixels, or None (all pixels).
+      actual_iou: `[N]` the IoU head's target when it is measured on another frame than
+        the mask losses (point-sampled losses, `train.loss_resolution`); None: the IoU of
+        `logits > 0` with `targets` over `area`.
 
     Returns:
       dict of `[N]` float32 arrays: `loss`, `focal`, `dice`, `iou_mse`, `iou` (actual IoU).
     """
     focal = sigmoid_focal(logits, targets, certainty, alpha=alpha, gamma=gamma, area=area)
     dc = dice(logits, targets, certainty, theta, area=area)
-    iou = jax.lax.stop_gradient(mask_iou(logits, targets, area))
+    if actual_iou is None:
+        actual_iou = mask_iou(logits, targets, area)
+    iou = jax.lax.stop_gradient(actual_iou)
     mse = (iou_pred.astype(jnp.float32) - iou) ** 2
     loss = focal_weight * focal + dice_weight * dc + iou_weight * mse
     return {"loss": loss, "focal": focal, "dice": dc, "iou_mse": mse, "iou": iou}
@@ -177,6 +183,7 @@ def multimask_loss(
     area: Array | None = None,
     *,
     supervise_all_iou: bool = True,
+    actual_iou: Array | None = None,
     **loss_kwargs,
 ) -> tuple[dict[str, Array], Array]:
     """The loss of `M` outputs per mask for one ambiguous prompt (round 1).
@@ -193,8 +200,10 @@ def multimask_loss(
     on the chosen output, and the IoU error takes part in the choice.
 
     Args:
-      logits: `[N, M, H, W]`; iou_pred: `[N, M]`; targets, certainty, area: `[N, H, W]`.
+      logits: `[N, M, H, W]`; iou_pred: `[N, M]`; targets, certainty, area: `[N, H, W]`
+        (shared by the M outputs) or `[N, M, H, W]` (one per output, e.g. point samples).
       supervise_all_iou: the rule above.
+      actual_iou: `[N, M]` IoU targets measured elsewhere (see `combined_loss`), or None.
       loss_kwargs: weights and focal/Dice parameters for `combined_loss`.
 
     Returns:
@@ -202,13 +211,21 @@ def multimask_loss(
       `iou_mse` as trained; `best [N]` int32 index of the chosen output).
     """
     n, m = logits.shape[:2]
-    flat = lambda a: None if a is None else jnp.repeat(a, m, axis=0)
+
+    def flat(a):
+        if a is None:
+            return None
+        if a.ndim == logits.ndim:  # one per output
+            return a.reshape((n * m,) + a.shape[2:])
+        return jnp.repeat(a, m, axis=0)
+
     terms = combined_loss(
         logits.reshape((n * m,) + logits.shape[2:]),
         iou_pred.reshape(n * m),
         flat(targets),
         flat(certainty),
         area=flat(area),
+        actual_iou=None if actual_iou is None else actual_iou.reshape(n * m),
         **loss_kwargs,
     )
     terms = {k: v.reshape(n, m) for k, v in terms.items()}

@@ -38,7 +38,9 @@ the mean of its R round losses; the step's loss is the mean of `image_loss` over
 with at least one valid mask (`image_valid`). Focal, Dice and the IoU target count only the
 real image's pixels on the `L x L` grid (those overlapping the unpadded image), not the zero
 padding (eq. 1: "the m pixels of an input image"). All means are global over the batch,
-whatever its sharding.
+whatever its sharding. With `loss_resolution` "full" or "points" focal and Dice are evaluated
+at the `S x S` input frame instead (`batch['masks_full']`; train/loss_resolution.py), still
+on real pixels only; prompts are sampled on the `L x L` grid in every setting.
 
 Gradient accumulation over micro-batches: the global loss is
 `sum_m sum_i image_valid_i * image_loss_i / max(sum_m sum_i image_valid_i, 1)`. Accumulate the
@@ -56,7 +58,7 @@ import jax
 import jax.numpy as jnp
 
 from sum_jax.ops.transforms import normalize_and_pad
-from sum_jax.train import contrastive, losses, prompts
+from sum_jax.train import contrastive, loss_resolution, losses, prompts
 
 Array = jax.Array
 
@@ -95,6 +97,11 @@ class InteractiveSettings:
     contrastive_temperature: float = 0.5
     contrastive_queries: int = 256
     contrastive_negatives: int = 50
+    # Where focal and Dice are evaluated (sum_jax/train/loss_resolution.py).
+    loss_resolution: str = "low"
+    num_points: int = 112 * 112
+    oversample_ratio: float = 3.0
+    importance_sample_ratio: float = 0.75
 
     @classmethod
     def from_config(cls, config) -> InteractiveSettings:
@@ -115,6 +122,10 @@ class InteractiveSettings:
             contrastive_temperature=float(loss.get("contrastive_temperature", 0.5)),
             contrastive_queries=int(loss.get("contrastive_queries", 256)),
             contrastive_negatives=int(loss.get("contrastive_negatives", 50)),
+            loss_resolution=loss_resolution.check_resolution(str(loss.get("resolution", "low"))),
+            num_points=int(loss.get("num_points", 112 * 112)),
+            oversample_ratio=float(loss.get("oversample_ratio", 3.0)),
+            importance_sample_ratio=float(loss.get("importance_sample_ratio", 0.75)),
             **losses.loss_kwargs_from_config(loss),
         )
 
@@ -253,6 +264,7 @@ def training_rounds(
     area = prompts.image_area(batch["image_size"], size, img_size)
     area_f = flat(jnp.broadcast_to(area[:, None], (b, n, size, size)))
     click_area_f = area_f if settings.restrict_to_image else None
+    loss_inputs = _loss_frame(batch, settings, img_size, targets_f, loss_c_f, area_f)
 
     key_first, key_rounds = jax.random.split(key)
     first = prompts.sample_first_prompts(
@@ -288,6 +300,9 @@ def training_rounds(
     def body(carry, xs):
         points, labels, prev_logits = carry
         r, k = xs
+        k_loss = None
+        if settings.loss_resolution == "points":  # static: "low" keeps its random stream
+            k, k_loss = jax.random.split(k)
         # Rounds 2 .. R-1 add one click from the error region of the previous prediction.
         new_point, new_label, ok = prompts.sample_error_points(
             k,
@@ -310,13 +325,15 @@ def training_rounds(
 
         def first_round():
             logits, iou_pred = decode(*args, multimask=True)  # [B, N, 3, L, L], [B, N, 3]
+            x, y, c, a, actual_iou = loss_inputs(flat(logits), k_loss)
             terms, _ = losses.multimask_loss(
-                flat(logits),
+                x,
                 flat(iou_pred),
-                targets_f,
-                loss_c_f,
-                area_f,
+                y,
+                c,
+                a,
                 supervise_all_iou=settings.supervise_all_iou,
+                actual_iou=actual_iou,
                 **loss_kwargs,
             )
             best = jnp.argmax(iou_pred, axis=-1)  # SAM passes on the most confident mask
@@ -325,12 +342,16 @@ def training_rounds(
 
         def later_round():
             logits, iou_pred = decode(*args, multimask=False)  # [B, N, 1, L, L], [B, N, 1]
+            x, y, c, a, actual_iou = loss_inputs(flat(logits), k_loss)
+            # Inputs with an output axis (point samples) lose it; shared ones are kept.
+            one = lambda t: t if t is None or t.ndim < x.ndim else t[:, 0]
             terms = losses.combined_loss(
-                flat(logits[:, :, 0]),
+                x[:, 0],
                 flat(iou_pred[..., 0]),
-                targets_f,
-                loss_c_f,
-                area=area_f,
+                one(y),
+                one(c),
+                area=one(a),
+                actual_iou=None if actual_iou is None else actual_iou[:, 0],
                 **loss_kwargs,
             )
             return terms, logits[:, :, 0]
@@ -375,3 +396,65 @@ def training_rounds(
     if record:
         aux["rounds"] = ys["rounds"]
     return losses.mean_over_images(aux["image_loss"], image_valid), aux
+
+
+def _loss_frame(batch, settings: InteractiveSettings, img_size: int, targets, certainty, area):
+    """The function that puts one round's logits `[BN, M, L, L]` (and a PRNG key, used by
+    "points" only) into the frame of `settings.loss_resolution` (train/loss_resolution.py):
+    it returns `(logits, targets, certainty, area, actual_iou)` for `losses.multimask_loss`
+    / `combined_loss`. `targets`, `certainty` and `area` are the flattened `[BN, L, L]`
+    low-res ones; `actual_iou` is None where the IoU target is measured on the loss frame.
+    """
+    resolution = settings.loss_resolution
+    if resolution == "low":
+        return lambda logits, key: (logits, targets, certainty, area, None)
+    if "masks_full" not in batch:
+        raise ValueError(
+            f"config.loss.resolution={resolution!r} needs batch['masks_full'], the targets "
+            f"at the {img_size}x{img_size} input frame (the data pipeline's full_res_masks)"
+        )
+    b, n = batch["masks"].shape[:2]
+    bn = b * n
+    targets_full = batch["masks_full"].reshape((bn,) + batch["masks_full"].shape[2:])
+    if targets_full.shape[-2:] != (img_size, img_size):
+        raise ValueError(
+            f"batch['masks_full'] are {targets_full.shape[-2:]}, the input frame is "
+            f"{img_size}x{img_size}"
+        )
+    image_size = jnp.broadcast_to(batch["image_size"][:, None], (b, n, 2)).reshape(bn, 2)
+
+    if resolution == "full":
+        # Real pixels of the input frame: rows < h and columns < w.
+        area_full = prompts.image_area(image_size, img_size, img_size)
+        certainty_full = loss_resolution.upsample(certainty, img_size)
+
+        def full(logits, key):
+            up = loss_resolution.upsample(logits, img_size)
+            return up, targets_full, certainty_full, area_full, None
+
+        return full
+
+    extent = loss_resolution.image_extent(image_size, img_size)
+    p = settings.num_points
+
+    def points(logits, key):
+        m = logits.shape[1]
+        rows = logits.reshape((bn * m,) + logits.shape[2:])
+        coords = loss_resolution.importance_points(
+            key,
+            rows,
+            jnp.repeat(extent, m, axis=0),
+            num_points=p,
+            oversample_ratio=settings.oversample_ratio,
+            importance_sample_ratio=settings.importance_sample_ratio,
+        )
+        # The M outputs' points of one mask in one row: the shared maps are not repeated.
+        per_mask = coords.reshape(bn, m * p, 2)
+        sample = lambda maps: loss_resolution.point_sample(maps, per_mask).reshape(bn, m, 1, p)
+        x = loss_resolution.point_sample(rows, coords).reshape(bn, m, 1, p)
+        actual_iou = losses.mask_iou(
+            rows, jnp.repeat(targets, m, axis=0), jnp.repeat(area, m, axis=0)
+        ).reshape(bn, m)
+        return x, sample(targets_full), sample(certainty), None, actual_iou
+
+    return points

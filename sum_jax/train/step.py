@@ -412,6 +412,8 @@ def abstract_batch(config, setup: TrainSetup, model_config) -> dict[str, jax.Sha
         "is_pseudo": ((b,), jnp.bool_),
         "task_id": ((b,), jnp.int32),
     }
+    if str(config.loss.get("resolution", "low")) != "low":
+        shapes["masks_full"] = ((b, n, s, s), jnp.uint8)
     return {
         k: jax.ShapeDtypeStruct(shape, dtype, sharding=setup.batch_sharding)
         for k, (shape, dtype) in shapes.items()

@@ -24,9 +24,20 @@ Image.MAX_IMAGE_PIXELS = None
 
 
 def resolve(root: Path, sub: str, split_tag: str) -> Path:
-    """`root / sub` with `{split}` in `sub` replaced by the split's tag."""
+    """`root / sub` with `{split}` in `sub` replaced by the split's tag. A `sub` with a `*`
+    names the one folder or file it matches (EntitySeg's `entity_01_*` for
+    `entity_01_11580`, whose suffix is an image count); none or several is an error."""
     sub = sub.replace("{split}", split_tag)
-    return Path(sub) if os.path.isabs(sub) else root / sub
+    path = Path(sub) if os.path.isabs(sub) else root / sub
+    if "*" not in sub:
+        return path
+    matches = sorted(glob.glob(str(path)))
+    if len(matches) != 1:
+        raise FileNotFoundError(
+            f"{path}: expected exactly one match, found {len(matches)}"
+            + (f" ({', '.join(Path(m).name for m in matches[:5])})" if matches else "")
+        )
+    return Path(matches[0])
 
 
 def find_files(base: Path, patterns: Sequence[str]) -> list[Path]:
