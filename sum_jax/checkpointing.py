@@ -3,10 +3,16 @@
 A model directory holds `sam_config.json` (the `SamConfig`) and `params/` (an Orbax
 checkpoint of every variable of the NNX model: parameters and buffers). The converter, the
 trainer's final export, the predictor and the evaluator all use this layout.
+
+An adapter directory (a LoRA run's export with `config.lora.export="separate"`) holds
+`lora.json` (rank, alpha, targets, the base model directory and its `model_fingerprint`)
+and `adapters/` (the trained tree: LoRA matrices and the base parameters that trained).
+`load_sam` reads it as the merged plain SAM, after checking the base's fingerprint.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -19,9 +25,12 @@ import orbax.checkpoint as ocp
 from flax import nnx
 
 from sum_jax.fileio import atomic_dir, atomic_write
+from sum_jax.models.lora import merge_state
 from sum_jax.models.sam import Sam, SamConfig
 
 CONFIG_FILE = "sam_config.json"
+ADAPTER_FILE = "lora.json"
+ADAPTERS_DIR = "adapters"
 # How to make a model directory from an official SAM checkpoint (`.format(directory=...)`).
 CONVERT_HINT = (
     "Convert an official SAM checkpoint with `python -m convert.sam_checkpoint "
@@ -154,6 +163,8 @@ def load_sam(directory: str | os.PathLike, **config_overrides: Any) -> Sam:
     """
     import dataclasses
 
+    if (Path(directory) / ADAPTER_FILE).is_file():
+        return load_adapters(directory, **config_overrides)
     config = read_config(directory)
     state = load_state_dict(directory, config)
     if config_overrides:
@@ -161,6 +172,87 @@ def load_sam(directory: str | os.PathLike, **config_overrides: Any) -> Sam:
     model = abstract_sam(config)
     graphdef, abstract_state = nnx.split(model)
     nnx.replace_by_pure_dict(abstract_state, jax.tree.map(jax.numpy.asarray, state))
+    return nnx.merge(graphdef, abstract_state)
+
+
+def model_fingerprint(spec: str | os.PathLike) -> str:
+    """A content hash of a model directory (`blake2b` over every file's relative path and
+    bytes, in sorted order), or of the spec itself for `random:<variant>` (the same seed
+    always builds the same model). A LoRA run records it to refuse a different base."""
+    h = hashlib.blake2b(digest_size=16)
+    spec = os.fspath(spec)
+    if spec.startswith("random:"):
+        h.update(spec.encode())
+        return h.hexdigest()
+    root = Path(spec)
+    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+        h.update(str(path.relative_to(root)).encode() + b"\0")
+        with open(path, "rb") as f:
+            while chunk := f.read(1 << 24):
+                h.update(chunk)
+        h.update(b"\0")
+    return h.hexdigest()
+
+
+def base_reference(spec: str | os.PathLike) -> dict[str, str]:
+    """`{"base_model": absolute directory (or random:<variant>), "base_hash": fingerprint}`."""
+    spec = os.fspath(spec)
+    where = spec if spec.startswith("random:") else str(Path(spec).absolute())
+    return {"base_model": where, "base_hash": model_fingerprint(spec)}
+
+
+def check_base(recorded: dict[str, str], current: dict[str, str], what: str, fix: str) -> None:
+    """Raises unless `current` (a `base_reference`) has the fingerprint `recorded` for `what`
+    (a LoRA checkpoint or adapter directory); the message names both directories and `fix`."""
+    if recorded["base_hash"] != current["base_hash"]:
+        raise ValueError(
+            f"{what} holds LoRA adapters trained on the base model {recorded['base_model']} "
+            f"(fingerprint {recorded['base_hash']}), but the base given is "
+            f"{current['base_model']} (fingerprint {current['base_hash']}): {fix}"
+        )
+
+
+def save_adapters(
+    directory: str | os.PathLike, trained: dict[str, Any], info: dict[str, Any]
+) -> None:
+    """Writes an adapter directory: `trained` (pure nested dict: adapters and trained base
+    parameters) and `info` (`lora.json`: rank, alpha, targets, `base_reference` fields)."""
+    with atomic_dir(directory, overwrite=True) as tmp:
+        with _checkpointer() as ckptr:
+            ckptr.save(tmp / ADAPTERS_DIR, args=ocp.args.StandardSave(trained), force=True)
+        atomic_write(tmp / ADAPTER_FILE, json.dumps(info, indent=2) + "\n")
+
+
+def _deep_update(base: dict, update: dict) -> dict:
+    out = dict(base)
+    for k, v in update.items():
+        out[k] = _deep_update(out.get(k, {}), v) if isinstance(v, dict) else v
+    return out
+
+
+def load_adapters(directory: str | os.PathLike, **config_overrides: Any) -> Sam:
+    """The plain SAM of an adapter directory: its base model (checked by fingerprint) with
+    the trained parameters put in and the adapters merged into the kernels."""
+    directory = Path(directory).absolute()
+    info = json.loads((directory / ADAPTER_FILE).read_text())
+    base = info["base_model"]
+    check_base(
+        info,
+        base_reference(base),
+        str(directory),
+        f"the adapters need the base model they were trained on; restore {base} or load "
+        f"a merged export (config.lora.export='merged')",
+    )
+    base_model = load_model(base, field=f"{directory / ADAPTER_FILE}: base_model")
+    state = nnx.to_pure_dict(nnx.state(base_model))
+    with _checkpointer() as ckptr:
+        trained = ckptr.restore(directory / ADAPTERS_DIR)
+    merged = merge_state(_deep_update(state, trained), float(info["alpha"]) / int(info["rank"]))
+    import dataclasses
+
+    config = dataclasses.replace(base_model.config, **config_overrides)
+    graphdef, abstract_state = nnx.split(abstract_sam(config))
+    nnx.replace_by_pure_dict(abstract_state, jax.tree.map(jax.numpy.asarray, merged))
     return nnx.merge(graphdef, abstract_state)
 
 
@@ -200,8 +292,13 @@ class TrainingCheckpoints:
     def latest_step(self) -> int | None:
         return self._manager.latest_step()
 
-    def save(self, step: int, state: Any, iterator: Any = None) -> None:
+    def save(
+        self, step: int, state: Any, iterator: Any = None, metadata: dict | None = None
+    ) -> None:
+        """`metadata`: a JSON-able dict saved beside the state (a LoRA run's base model)."""
         items = {"state": ocp.args.StandardSave(state)}
+        if metadata is not None:
+            items["meta"] = ocp.args.JsonSave(metadata)
         if iterator is not None:
             import grain
 
@@ -228,6 +325,14 @@ class TrainingCheckpoints:
                 "checkpoint, or use a new --workdir"
             ) from e
         return restored["state"], int(step)
+
+    def metadata(self, step: int | None = None) -> dict | None:
+        """The `metadata` saved with checkpoint `step` (default: the latest); None if none."""
+        step = self.latest_step() if step is None else step
+        if not (self.directory / str(step) / "meta").exists():
+            return None
+        restored = self._manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))
+        return dict(restored["meta"])
 
     def wait(self) -> None:
         """Blocks until an asynchronous save has been written."""
