@@ -67,7 +67,7 @@ def test_layer_output_is_base_plus_scaled_low_rank_update():
     b = adapted_layer.lora.lora_b
     b[...] = jax.random.normal(jax.random.key(2), b.shape)
     x = np.random.default_rng(1).normal(size=(7, 12))
-    f64 = lambda v: np.asarray(v[...], np.float64)  # noqa: E731
+    f64 = lambda v: np.asarray(v[...], np.float64)
     want = x @ f64(layer.kernel) + f64(layer.bias)
     want += 3.0 * (x @ f64(adapted_layer.lora.lora_a)) @ f64(b)
     got = adapted_layer(jnp.asarray(x, jnp.float32))
@@ -126,7 +126,7 @@ def test_merged_model_equals_adapter_model_vit_b():
 def test_dropout_draws_from_its_key_and_eval_turns_it_off():
     model = adapted(dropout=0.5)
     images = photo(128)
-    emb = lambda m: np.asarray(m.encode_image(images))  # noqa: E731
+    emb = lambda m: np.asarray(m.encode_image(images))
     state = nnx.to_pure_dict(nnx.state(model))
     first = emb(model)
     graphdef, target = nnx.split(model)
@@ -146,7 +146,7 @@ def test_dropout_draws_from_its_key_and_eval_turns_it_off():
 
 @pytest.mark.parametrize(
     "options",
-    [dict(remat="block"), dict(scan_blocks=True, remat="dots")],
+    [{"remat": "block"}, {"scan_blocks": True, "remat": "dots"}],
     ids=["remat", "scan+remat"],
 )
 def test_adapters_keep_outputs_and_gradients_under_remat_and_scan(options):
