@@ -106,6 +106,11 @@ def get_config(arg: str = "sum"):
     if data not in _DATA:
         raise ValueError(f"unknown data config {data!r}; known: {sorted(_DATA)}")
     config = _DATA[data].get_config()
-    for part in variant.split("+"):
-        _apply(config, part.strip())
+    apply(config, variant)
     return config
+
+
+def apply(config, variants: str) -> None:
+    """Applies `VARIANT[+VARIANT...]` to `config` in place, left to right."""
+    for part in variants.split("+"):
+        _apply(config, part.strip())
