@@ -128,7 +128,9 @@ def read_config(directory: str | os.PathLike) -> SamConfig:
             f"model directory {directory} does not exist. "
             + CONVERT_HINT.format(directory=directory)
         )
-    if not config_path.is_file() or not (directory / PARAMS_DIR).is_dir():
+    # An adapter directory (LoRA, export "separate") has `adapters/` in place of `params/`.
+    arrays = ADAPTERS_DIR if (directory / ADAPTER_FILE).is_file() else PARAMS_DIR
+    if not config_path.is_file() or not (directory / arrays).is_dir():
         raise FileNotFoundError(
             f"{directory} is not a complete sum_jax model directory (needs {CONFIG_FILE} and "
             f"{PARAMS_DIR}/); it may be from an interrupted save. Convert or export it again."
@@ -140,8 +142,11 @@ def read_config(directory: str | os.PathLike) -> SamConfig:
 
 
 def load_state_dict(directory: str | os.PathLike, config: SamConfig | None = None) -> dict:
-    """The pure state of a model directory as nested dicts of numpy arrays (host memory)."""
+    """The pure state of a model directory as nested dicts of numpy arrays (host memory); of
+    an adapter directory, the merged plain SAM's."""
     directory = Path(directory).absolute()
+    if (directory / ADAPTER_FILE).is_file():
+        return jax.tree.map(np.asarray, nnx.to_pure_dict(nnx.state(load_adapters(directory))))
     config = config or read_config(directory)
     target = nnx.to_pure_dict(nnx.state(abstract_sam(config)))
     target = jax.tree.map(lambda x: np.empty(x.shape, x.dtype), target)
@@ -213,14 +218,17 @@ def check_base(recorded: dict[str, str], current: dict[str, str], what: str, fix
 
 
 def save_adapters(
-    directory: str | os.PathLike, trained: dict[str, Any], info: dict[str, Any]
+    directory: str | os.PathLike, config: SamConfig, trained: dict[str, Any], info: dict[str, Any]
 ) -> None:
     """Writes an adapter directory: `trained` (pure nested dict: adapters and trained base
-    parameters) and `info` (`lora.json`: rank, alpha, targets, `base_reference` fields)."""
+    parameters), `info` (`lora.json`: rank, alpha, targets, `base_reference` fields) and the
+    base's architecture (`sam_config.json`, so `read_config` works as for a model)."""
     with atomic_dir(directory, overwrite=True) as tmp:
         with _checkpointer() as ckptr:
             ckptr.save(tmp / ADAPTERS_DIR, args=ocp.args.StandardSave(trained), force=True)
         atomic_write(tmp / ADAPTER_FILE, json.dumps(info, indent=2) + "\n")
+        config = config.architecture()
+        atomic_write(tmp / CONFIG_FILE, json.dumps(config.to_dict(), indent=2) + "\n")
 
 
 def _deep_update(base: dict, update: dict) -> dict:

@@ -297,7 +297,7 @@ def export_model(
         merged = merge_state(nnx.to_pure_dict(nnx.state(model)), setup.lora.scale)
         save_state_dict(directory, model.config, merged)
     else:
-        save_adapters(directory, state.params, {**setup.lora.to_dict(), **base})
+        save_adapters(directory, model.config, state.params, {**setup.lora.to_dict(), **base})
 
 
 def _check_finite(pending: list[tuple[int, dict]], last_good: int, workdir: Path) -> None:
@@ -370,15 +370,19 @@ def _train(config, workdir: Path, is_main: bool, on_step) -> dict[str, Any]:
     elif setup.lora is None:  # restored straight into its shardings: no second copy
         state, start = checkpoints.restore(abstract, iterator)
     else:  # the frozen base from config.model.checkpoint, the rest from the checkpoint
-        step = checkpoints.latest_step()
+        folder = workdir / "checkpoints" / str(checkpoints.latest_step())
+        recorded = checkpoints.metadata()
+        if recorded is None:
+            raise ValueError(
+                f"{folder} holds no LoRA base model reference: it is not a LoRA run's "
+                f"checkpoint (config.lora.targets changed?); use a new --workdir"
+            )
         check_base(
-            checkpoints.metadata() or {"base_model": "?", "base_hash": "none recorded"},
+            recorded,
             base,
-            str(workdir / "checkpoints" / str(step)),
-            f"pass --config.model.checkpoint={checkpoints.metadata()['base_model']} to resume "
-            f"(or use a new --workdir to train on the new base)"
-            if checkpoints.metadata()
-            else "use a new --workdir",
+            str(folder),
+            f"pass --config.model.checkpoint={recorded['base_model']} to resume (or use a "
+            f"new --workdir to train on the new base)",
         )
         state = initial_state(model, setup, config.seed)
         restored, start = checkpoints.restore(adapters.checkpoint_view(abstract), iterator)
