@@ -232,8 +232,12 @@ def save_adapters(
 
 
 def _deep_update(base: dict, update: dict) -> dict:
+    """`base` with `update`'s leaves put in; Orbax gives list indices back as strings, so a
+    key `"3"` lands on `base`'s key `3`."""
     out = dict(base)
     for k, v in update.items():
+        if k not in out and isinstance(k, str) and k.isdigit() and int(k) in out:
+            k = int(k)
         out[k] = _deep_update(out.get(k, {}), v) if isinstance(v, dict) else v
     return out
 

@@ -4,7 +4,9 @@ The model lives in the state as plain pytrees: `nnx.split` gives a static graph 
 (kept in `ModelDef`, outside the state) and two nested dicts of arrays, the trainable
 `nnx.Param`s (`state.params`, paths like `image_encoder.blocks.3.attn.qkv.kernel`) and
 everything else (`state.model_state`, e.g. the prompt encoder's fixed Gaussian matrix), so
-optax, Orbax and the sharding rules all see plain '.'-addressable trees.
+optax, Orbax and the sharding rules all see plain '.'-addressable trees. LoRA fine-tuning
+(`config.lora.targets`, `sum_jax.train.adapters`): `params` are the adapters and the base
+parameters that still train, and the frozen base weights sit in `model_state`.
 
 Usage (see `benchmarks/train_step_speed.py` for a complete example):
 
