@@ -21,7 +21,11 @@ given image embedding of one image, with the config's dtype and remat: a compile
 instead of minutes, for comparing what the rounds cost, e.g. per `config.loss.resolution`
 (its `temp_gib` adds to a full step's; the encoder's part does not depend on the loss).
 
-Prints one JSON line per run, per device: parameter and optimiser-state bytes, XLA's
+With `config.lora.targets` set (e.g. `--config configs/ablations.py:sum+lora_encoder,ft_small`)
+the step is LoRA fine-tuning; `benchmarks/lora_memory.py` compares it with full fine-tuning.
+
+Prints one JSON line per run, per device: trainable (`params`) and frozen (`model_state`,
+LoRA's base) parameter counts and bytes, optimiser-state bytes, XLA's
 arguments, outputs, aliased (donated) and temporary bytes, the total
 `arguments + temporaries + outputs - aliased` in GiB, the step's FLOPs (XLA's cost
 analysis; a loop body counts once, so compare FLOPs between runs with the same micro-batch
@@ -91,9 +95,8 @@ def compile_step(config):
     import jax
     import numpy as np
 
-    from sum_jax.checkpointing import abstract_sam
     from sum_jax.models.sam import VARIANTS, execution_overrides
-    from sum_jax.train import sharding
+    from sum_jax.train import adapters, sharding
     from sum_jax.train.step import abstract_batch, jit_train_step, train_setup
 
     model_config = dataclasses.replace(
@@ -103,7 +106,8 @@ def compile_step(config):
     if np.prod([d for d in mesh_shape if d != -1]) > len(jax.devices()):
         mesh_shape = (1, -1)
     mesh = sharding.make_mesh(mesh_shape)
-    setup, abstract = train_setup(abstract_sam(model_config), config, mesh)
+    # With config.lora.targets set: the adapters on the abstract model (LoRA fine-tuning).
+    setup, abstract = train_setup(adapters.abstract_model(model_config, config), config, mesh)
     batch = abstract_batch(config, setup, model_config)
     t0 = time.perf_counter()
     compiled = jit_train_step(setup).lower(abstract, batch).compile()
@@ -144,7 +148,14 @@ def measure(config) -> dict:
         // devices,
         "masks_per_image": int(config.train.masks_per_image),
         "rounds": int(config.interactive.num_rounds),
+        "lora_targets": list(setup.lora.targets) if setup.lora else [],
+        "trainable_params": sum(x.size for x in jax.tree.leaves(abstract.params)),
+        "frozen_params": sum(
+            x.size for x in jax.tree.leaves(abstract.model_state) if x.dtype.kind == "f"
+        ),
         "param_gib": round(sharded_bytes(abstract.params) / GIB, 3),
+        "frozen_gib": round(sharded_bytes(abstract.model_state) / GIB, 3),
+        "opt_state_bytes": sharded_bytes(abstract.opt_state),
         "opt_state_gib": round(sharded_bytes(abstract.opt_state) / GIB, 3),
         "argument_gib": round(mem.argument_size_in_bytes / GIB, 3),
         "output_gib": round(mem.output_size_in_bytes / GIB, 3),

@@ -1,6 +1,7 @@
 """The paper's baselines and ablations as small variants of an FT config (§4, App. F).
 
-    python -m sum_jax.train --config=configs/ablations.py:VARIANT[,DATA] --workdir=runs/VARIANT \
+    python -m sum_jax.train --config=configs/ablations.py:VARIANT[+VARIANT...][,DATA] \
+        --workdir=runs/VARIANT \
         --config.model.checkpoint=ckpt/sam_vit_h --config.data.data_dir=/data/prepared \
         --config.data.pseudo_label_dir=/data/pseudo_labels/sa1b
 
@@ -32,6 +33,15 @@ DATA is `ft_small`, `ft_medium` (default: the paper runs its ablations on FT-Med
 - `u2pl`: "U2PL" as the paper improved it (App. E): SUM's losses, uncertainty maps and task
   prompts, plus U2PL's pixel contrastive loss on the image embeddings (weight 1,
   `loss.contrastive_weight`; sum_jax/train/contrastive.py).
+- `lora_encoder`: LoRA (rank 8, alpha 8) on the image encoder's attention qkv / proj and MLP
+  linears; base weights frozen, task table trained, lr 1e-4 (LoRA's usual 10x the
+  full fine-tuning rate; not a paper setting). `lora_encoder_decoder`: the same, plus the
+  mask decoder's attention linears. See docs/training.md, "LoRA".
+
+Variants compose with `+`, applied left to right: `vanilla+lora_encoder` trains the Vanilla
+baseline with encoder LoRA, `sum+lora_encoder_decoder,ft_small` SUM on FT-Small with LoRA on
+encoder and decoder. The LoRA variants only touch `config.lora` and the learning rate, so
+they combine with every data / uncertainty variant.
 
 Baselines that follow "the standard SAM training protocol" (§4.1, §4.3: `vanilla`,
 `refined_labels`) train without a task prompt, as `experiments/tables.py` evaluates them.
@@ -72,6 +82,12 @@ def _apply(config, variant: str) -> None:
         config.loss.contrastive_weight = 1.0
     elif variant in ("decoder_prompt_encoder", "decoder_only"):
         config.optimizer.param_groups = base.decoder_only_groups()
+    elif variant in ("lora_encoder", "lora_encoder_decoder"):
+        targets = (base.ENCODER_LORA,)
+        if variant == "lora_encoder_decoder":
+            targets += (base.DECODER_LORA,)
+        config.lora.targets = targets
+        config.optimizer.lr = 1e-4
     else:
         raise ValueError(f"unknown ablation {variant!r}; known: {', '.join(VARIANTS)}, theta_<x>")
 
@@ -92,6 +108,8 @@ VARIANTS = (
     "full",
     "confidence_uncer",
     "u2pl",
+    "lora_encoder",
+    "lora_encoder_decoder",
 )
 
 
@@ -101,5 +119,11 @@ def get_config(arg: str = "sum"):
     if data not in _DATA:
         raise ValueError(f"unknown data config {data!r}; known: {sorted(_DATA)}")
     config = _DATA[data].get_config()
-    _apply(config, variant.strip())
+    apply(config, variant)
     return config
+
+
+def apply(config, variants: str) -> None:
+    """Applies `VARIANT[+VARIANT...]` to `config` in place, left to right."""
+    for part in variants.split("+"):
+        _apply(config, part.strip())

@@ -50,6 +50,14 @@ Fields:
   `(regex over the '.'-joined parameter path, settings)`; the first regex that fully
   matches a path decides its group; settings keys are `frozen` (bool), `lr_mult` (float),
   `weight_decay` (bool). Every trainable parameter must match one entry.
+- `lora.*`: LoRA fine-tuning (docs/training.md, "LoRA"). Empty `targets` (the default):
+  full fine-tuning as above. Otherwise `targets` are regexes over kernel paths (the first
+  full match adapts that `nnx.Linear`, e.g. `ENCODER_LORA`, `DECODER_LORA` below), `rank`
+  and `alpha` give the update `(alpha / rank) * A @ B`, `dropout` drops the adapters'
+  inputs; only the adapters and the base parameters matching a `trainable` regex train
+  (default: the SUM task table, new in SUM) and are checkpointed, with the base model's
+  directory and hash; `export` is `"merged"` (a plain SAM model directory) or `"separate"`
+  (an adapter directory that loads as the merged SAM while its base is unchanged).
 - `sharding.*`: `mesh_shape` over the axes `('data', 'fsdp')` (-1: all remaining devices)
   and `logical_axis_rules`: `(regex over parameter path, spec)` pairs, first match wins;
   spec `"fsdp"` shards the largest dimension divisible by the `fsdp` axis size,
@@ -94,6 +102,12 @@ def decoder_only_groups() -> tuple:
         (NO_WEIGHT_DECAY, {"weight_decay": False}),
         (r".*", {}),
     )
+
+
+# LoRA targets (kernel paths): the encoder's attention qkv / proj and MLP linears, and the
+# mask decoder's attention linears (two-way transformer: self / cross / final attention).
+ENCODER_LORA = r"image_encoder\.blocks\.\d+\.(attn\.(qkv|proj)|mlp\.(lin1|lin2))\.kernel"
+DECODER_LORA = r"mask_decoder\.transformer\..*attn.*\.(q_proj|k_proj|v_proj|out_proj)\.kernel"
 
 
 def get_config() -> ml_collections.ConfigDict:
@@ -163,6 +177,14 @@ def get_config() -> ml_collections.ConfigDict:
     # "constant" or "cosine" (to 0 at `train.num_steps`).
     config.optimizer.schedule = "constant"
     config.optimizer.param_groups = full_finetune_groups()
+
+    config.lora = ml_collections.ConfigDict()
+    config.lora.targets = ()  # empty: no adapters, full fine-tuning / param_groups
+    config.lora.rank = 8
+    config.lora.alpha = 8.0
+    config.lora.dropout = 0.0
+    config.lora.trainable = (r"prompt_encoder\.task_embeddings\..*",)
+    config.lora.export = "merged"
 
     config.sharding = ml_collections.ConfigDict()
     config.sharding.mesh_shape = (1, -1)

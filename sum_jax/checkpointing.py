@@ -5,11 +5,17 @@ checkpoint of every variable of the NNX model: parameters and buffers). The conv
 trainer's final export, the predictor and the evaluator all use this layout. A model the
 SUM trainer exported also holds `tasks.json` (`TaskRecord`): the task ids its training data
 carried and whether the task prompt was trained; a converted SAM has none.
+
+An adapter directory (a LoRA run's export with `config.lora.export="separate"`) holds
+`lora.json` (rank, alpha, targets, the base model directory and its `model_fingerprint`)
+and `adapters/` (the trained tree: LoRA matrices and the base parameters that trained).
+`load_sam` reads it as the merged plain SAM, after checking the base's fingerprint.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import logging
 import os
@@ -23,9 +29,12 @@ import orbax.checkpoint as ocp
 from flax import nnx
 
 from sum_jax.fileio import atomic_dir, atomic_write, swap_in
+from sum_jax.models.lora import merge_state
 from sum_jax.models.sam import Sam, SamConfig
 
 CONFIG_FILE = "sam_config.json"
+ADAPTER_FILE = "lora.json"
+ADAPTERS_DIR = "adapters"
 # How to make a model directory from an official SAM checkpoint (`.format(directory=...)`).
 CONVERT_HINT = (
     "Convert an official SAM checkpoint with `python -m convert.sam_checkpoint "
@@ -188,7 +197,9 @@ def read_config(directory: str | os.PathLike) -> SamConfig:
             f"model directory {directory} does not exist. "
             + CONVERT_HINT.format(directory=directory)
         )
-    if not config_path.is_file() or not (directory / PARAMS_DIR).is_dir():
+    # An adapter directory (LoRA, export "separate") has `adapters/` in place of `params/`.
+    arrays = ADAPTERS_DIR if (directory / ADAPTER_FILE).is_file() else PARAMS_DIR
+    if not config_path.is_file() or not (directory / arrays).is_dir():
         raise FileNotFoundError(
             f"{directory} is not a complete sum_jax model directory (needs {CONFIG_FILE} and "
             f"{PARAMS_DIR}/); it may be from an interrupted save. Convert or export it again."
@@ -200,8 +211,11 @@ def read_config(directory: str | os.PathLike) -> SamConfig:
 
 
 def load_state_dict(directory: str | os.PathLike, config: SamConfig | None = None) -> dict:
-    """The pure state of a model directory as nested dicts of numpy arrays (host memory)."""
+    """The pure state of a model directory as nested dicts of numpy arrays (host memory); of
+    an adapter directory, the merged plain SAM's."""
     directory = Path(directory).absolute()
+    if (directory / ADAPTER_FILE).is_file():
+        return jax.tree.map(np.asarray, nnx.to_pure_dict(nnx.state(load_adapters(directory))))
     config = config or read_config(directory)
     target = nnx.to_pure_dict(nnx.state(abstract_sam(config)))
     target = jax.tree.map(lambda x: np.empty(x.shape, x.dtype), target)
@@ -223,6 +237,8 @@ def load_sam(directory: str | os.PathLike, **config_overrides: Any) -> Sam:
     """
     import dataclasses
 
+    if (Path(directory) / ADAPTER_FILE).is_file():
+        return load_adapters(directory, **config_overrides)
     config = read_config(directory)
     state = load_state_dict(directory, config)
     if config_overrides:
@@ -245,6 +261,97 @@ def parse_checkpoint(spec: str) -> tuple[str, str]:
     if not name or not path:
         raise InputError(f"--checkpoint={spec!r}: expected NAME=DIR, e.g. SAM=ckpt/sam_vit_h")
     return name, path
+def model_fingerprint(spec: str | os.PathLike) -> str:
+    """A content hash of a model directory (`blake2b` over every file's relative path and
+    bytes, in sorted order), or of the spec itself for `random:<variant>` (the same seed
+    always builds the same model). A LoRA run records it to refuse a different base."""
+    h = hashlib.blake2b(digest_size=16)
+    spec = os.fspath(spec)
+    if spec.startswith("random:"):
+        h.update(spec.encode())
+        return h.hexdigest()
+    root = Path(spec)
+    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+        h.update(str(path.relative_to(root)).encode() + b"\0")
+        with open(path, "rb") as f:
+            while chunk := f.read(1 << 24):
+                h.update(chunk)
+        h.update(b"\0")
+    return h.hexdigest()
+
+
+def base_reference(spec: str | os.PathLike) -> dict[str, str]:
+    """`{"base_model": absolute directory (or random:<variant>), "base_hash": fingerprint}`."""
+    spec = os.fspath(spec)
+    where = spec if spec.startswith("random:") else str(Path(spec).absolute())
+    return {"base_model": where, "base_hash": model_fingerprint(spec)}
+
+
+def check_base(recorded: dict[str, str], current: dict[str, str], what: str, fix: str) -> None:
+    """Raises unless `current` (a `base_reference`) has the fingerprint `recorded` for `what`
+    (a LoRA checkpoint or adapter directory); the message names both directories and `fix`."""
+    if recorded["base_hash"] != current["base_hash"]:
+        raise ValueError(
+            f"{what} holds LoRA adapters trained on the base model {recorded['base_model']} "
+            f"(fingerprint {recorded['base_hash']}), but the base given is "
+            f"{current['base_model']} (fingerprint {current['base_hash']}): {fix}"
+        )
+
+
+def save_adapters(
+    directory: str | os.PathLike,
+    config: SamConfig,
+    trained: dict[str, Any],
+    info: dict[str, Any],
+    *,
+    tasks: TaskRecord | None = None,
+) -> None:
+    """Writes an adapter directory: `trained` (pure nested dict: adapters and trained base
+    parameters), `info` (`lora.json`: rank, alpha, targets, `base_reference` fields), the
+    base's architecture (`sam_config.json`, so `read_config` works as for a model) and
+    `tasks` (`tasks.json`) when given."""
+    with atomic_dir(directory, overwrite=True) as tmp:
+        with _checkpointer() as ckptr:
+            ckptr.save(tmp / ADAPTERS_DIR, args=ocp.args.StandardSave(trained), force=True)
+        atomic_write(tmp / ADAPTER_FILE, json.dumps(info, indent=2) + "\n")
+        _write_tasks(tmp, tasks)
+        config = config.architecture()
+        atomic_write(tmp / CONFIG_FILE, json.dumps(config.to_dict(), indent=2) + "\n")
+
+
+def _deep_update(base: dict, update: dict) -> dict:
+    """`base` with `update`'s leaves put in; Orbax gives list indices back as strings, so a
+    key `"3"` lands on `base`'s key `3`."""
+    out = dict(base)
+    for k, v in update.items():
+        if k not in out and isinstance(k, str) and k.isdigit() and int(k) in out:
+            k = int(k)
+        out[k] = _deep_update(out.get(k, {}), v) if isinstance(v, dict) else v
+    return out
+
+
+def load_adapters(directory: str | os.PathLike, **config_overrides: Any) -> Sam:
+    """The plain SAM of an adapter directory: its base model (checked by fingerprint) with
+    the trained parameters put in and the adapters merged into the kernels."""
+    directory = Path(directory).absolute()
+    info = json.loads((directory / ADAPTER_FILE).read_text())
+    base = info["base_model"]
+    check_base(
+        info,
+        base_reference(base),
+        str(directory),
+        f"the adapters need the base model they were trained on; restore {base} or load "
+        f"a merged export (config.lora.export='merged')",
+    )
+    base_model = load_model(base, field=f"{directory / ADAPTER_FILE}: base_model")
+    state = nnx.to_pure_dict(nnx.state(base_model))
+    with _checkpointer() as ckptr:
+        trained = ckptr.restore(directory / ADAPTERS_DIR)
+    merged = merge_state(_deep_update(state, trained), float(info["alpha"]) / int(info["rank"]))
+    config = dataclasses.replace(base_model.config, **config_overrides)
+    graphdef, abstract_state = nnx.split(abstract_sam(config))
+    nnx.replace_by_pure_dict(abstract_state, jax.tree.map(jax.numpy.asarray, merged))
+    return nnx.merge(graphdef, abstract_state)
 
 
 def load_model(spec: str, *, field: str = "config.checkpoint", **config_overrides: Any) -> Sam:
@@ -283,8 +390,13 @@ class TrainingCheckpoints:
     def latest_step(self) -> int | None:
         return self._manager.latest_step()
 
-    def save(self, step: int, state: Any, iterator: Any = None) -> None:
+    def save(
+        self, step: int, state: Any, iterator: Any = None, metadata: dict | None = None
+    ) -> None:
+        """`metadata`: a JSON-able dict saved beside the state (a LoRA run's base model)."""
         items = {"state": ocp.args.StandardSave(state)}
+        if metadata is not None:
+            items["meta"] = ocp.args.JsonSave(metadata)
         if iterator is not None:
             import grain
 
@@ -311,6 +423,14 @@ class TrainingCheckpoints:
                 "checkpoint, or use a new --workdir"
             ) from e
         return restored["state"], int(step)
+
+    def metadata(self, step: int | None = None) -> dict | None:
+        """The `metadata` saved with checkpoint `step` (default: the latest); None if none."""
+        step = self.latest_step() if step is None else step
+        if not (self.directory / str(step) / "meta").exists():
+            return None
+        restored = self._manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))
+        return dict(restored["meta"])
 
     def wait(self) -> None:
         """Blocks until an asynchronous save has been written."""

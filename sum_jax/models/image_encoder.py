@@ -339,7 +339,9 @@ class ImageEncoderViT(nnx.Module):
 
         def cast(path, x):
             in_norm = any(str(getattr(k, "key", k)).startswith("norm") for k in path)
-            return x if in_norm else x.astype(self.dtype)
+            # Integer leaves (a LoRA adapter's dropout key) are not weights.
+            floating = jnp.issubdtype(x.dtype, jnp.floating)
+            return x if in_norm or not floating else x.astype(self.dtype)
 
         return jax.tree_util.tree_map_with_path(cast, state)
 

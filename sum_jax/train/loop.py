@@ -41,13 +41,24 @@ from typing import Any
 import jax
 import ml_collections
 import numpy as np
+from flax import nnx
 
-from sum_jax.checkpointing import TaskRecord, TrainingCheckpoints, load_model, save_sam
+from sum_jax.checkpointing import (
+    TaskRecord,
+    TrainingCheckpoints,
+    base_reference,
+    check_base,
+    load_model,
+    save_adapters,
+    save_sam,
+    save_state_dict,
+)
 from sum_jax.data import pipeline
 from sum_jax.data import pseudo_label_format as plf
 from sum_jax.fileio import atomic_write
+from sum_jax.models.lora import merge_state
 from sum_jax.models.sam import execution_overrides
-from sum_jax.train import sharding
+from sum_jax.train import adapters, sharding
 from sum_jax.train.step import (
     TrainSetup,
     TrainState,
@@ -281,11 +292,25 @@ def _config_changes(old: dict, new: dict, prefix: str = "") -> list[str]:
 
 
 def export_model(
-    state: TrainState, setup: TrainSetup, directory: Path, tasks: TaskRecord | None = None
+    state: TrainState,
+    setup: TrainSetup,
+    directory: Path,
+    tasks: TaskRecord | None = None,
+    base: dict | None = None,
 ) -> None:
     """The trained model as a model directory (`sum_jax.checkpointing` layout), with the
-    task ids of its training data (`tasks.json`) when given."""
-    save_sam(setup.model_def.merge(state.params, state.model_state), directory, tasks=tasks)
+    task ids of its training data (`tasks.json`) when given. LoRA runs: the adapters merged
+    into the kernels (a plain SAM), or with `config.lora.export = "separate"` an adapter
+    directory referring to `base` (`checkpointing.base_reference`)."""
+    model = setup.model_def.merge(state.params, state.model_state)
+    if setup.lora is None:
+        save_sam(model, directory, tasks=tasks)
+    elif setup.lora.export == "merged":
+        merged = merge_state(nnx.to_pure_dict(nnx.state(model)), setup.lora.scale)
+        save_state_dict(directory, model.config, merged, tasks=tasks)
+    else:
+        info = {**setup.lora.to_dict(), **base}
+        save_adapters(directory, model.config, state.params, info, tasks=tasks)
 
 
 def task_record(config: ml_collections.ConfigDict, data_cfg) -> TaskRecord:
@@ -349,7 +374,7 @@ def _train(config, workdir: Path, is_main: bool, on_step) -> dict[str, Any]:
                 log.warning("resuming in %s (checkpoint step %d) with a changed config: %s",
                             workdir, _latest_step(workdir), "; ".join(changed[:12]))  # fmt: skip
         atomic_write(previous, text)
-    model = load_initial_model(config)
+    model = adapters.adapt(load_initial_model(config), config)
     model_config = model.config
     data_cfg = data_config(config, model_config, jax.process_count())
     check_pseudo_labels(config, data_cfg)
@@ -360,10 +385,31 @@ def _train(config, workdir: Path, is_main: bool, on_step) -> dict[str, Any]:
     setup, abstract = train_setup(model, config, mesh)
     checkpoints = TrainingCheckpoints(workdir / "checkpoints", config.train.keep_checkpoints)
     iterator = iter(dataset)
+    # LoRA: checkpoints hold the trained tree only, and name the base model they need.
+    base = base_reference(config.model.checkpoint) if setup.lora else None
     if checkpoints.latest_step() is None:
         state, start = initial_state(model, setup, config.seed), 0
-    else:  # restored straight into its shardings: no second copy of the state
+    elif setup.lora is None:  # restored straight into its shardings: no second copy
         state, start = checkpoints.restore(abstract, iterator)
+    else:  # the frozen base from config.model.checkpoint, the rest from the checkpoint
+        folder = workdir / "checkpoints" / str(checkpoints.latest_step())
+        recorded = checkpoints.metadata()
+        if recorded is None:
+            raise ValueError(
+                f"{folder} holds no LoRA base model reference: it is not a LoRA run's "
+                f"checkpoint (config.lora.targets changed?); use a new --workdir"
+            )
+        check_base(
+            recorded,
+            base,
+            str(folder),
+            f"pass --config.model.checkpoint={recorded['base_model']} to resume (or use a "
+            f"new --workdir to train on the new base)",
+        )
+        state = initial_state(model, setup, config.seed)
+        restored, start = checkpoints.restore(adapters.checkpoint_view(abstract), iterator)
+        state = state.replace(**restored)
+    if start:
         log.info("resumed from %s at step %d", workdir / "checkpoints", start)
     del model
     log.info(
@@ -407,7 +453,10 @@ def _train(config, workdir: Path, is_main: bool, on_step) -> dict[str, Any]:
                 metrics_log.write(done, last_values, rate)
                 pending, t_last, steps_since = [], now, 0
             if is_ckpt:
-                checkpoints.save(done, state, iterator)
+                if setup.lora is None:
+                    checkpoints.save(done, state, iterator)
+                else:
+                    checkpoints.save(done, adapters.checkpoint_view(state), iterator, base)
                 last_good = done
                 metrics_log.plot()
             if on_step is not None:
@@ -420,7 +469,7 @@ def _train(config, workdir: Path, is_main: bool, on_step) -> dict[str, Any]:
     summary: dict[str, Any] = {"step": num_steps, "workdir": str(workdir), "metrics": last_values}
     if config.train.export:
         export_dir = workdir / "model"
-        export_model(state, setup, export_dir, task_record(config, data_cfg))
+        export_model(state, setup, export_dir, task_record(config, data_cfg), base)
         summary["model"] = str(export_dir)
         log.info("exported the model to %s", export_dir)
         eval_sets = config.eval.get("eval_sets", "")

@@ -4,7 +4,9 @@ The model lives in the state as plain pytrees: `nnx.split` gives a static graph 
 (kept in `ModelDef`, outside the state) and two nested dicts of arrays, the trainable
 `nnx.Param`s (`state.params`, paths like `image_encoder.blocks.3.attn.qkv.kernel`) and
 everything else (`state.model_state`, e.g. the prompt encoder's fixed Gaussian matrix), so
-optax, Orbax and the sharding rules all see plain '.'-addressable trees.
+optax, Orbax and the sharding rules all see plain '.'-addressable trees. LoRA fine-tuning
+(`config.lora.targets`, `sum_jax.train.adapters`): `params` are the adapters and the base
+parameters that still train, and the frozen base weights sit in `model_state`.
 
 Usage (see `benchmarks/train_step_speed.py` for a complete example):
 
@@ -43,7 +45,8 @@ from flax import nnx
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from sum_jax.train import optim, sharding
+from sum_jax.models.lora import reseed_dropout
+from sum_jax.train import adapters, optim, sharding
 from sum_jax.train.rounds import InteractiveSettings, interactive_loss
 
 PyTree = Any
@@ -77,9 +80,13 @@ class ModelDef:
     rest_treedef: Any
 
     @classmethod
-    def split(cls, model: nnx.Module) -> tuple[ModelDef, PyTree, PyTree]:
-        """`model -> (ModelDef, params dict, other-variables dict)`."""
-        graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+    def split(
+        cls, model: nnx.Module, trainable: Any = nnx.Param
+    ) -> tuple[ModelDef, PyTree, PyTree]:
+        """`model -> (ModelDef, params dict, other-variables dict)`; `trainable` is the nnx
+        filter of the variables that go into `params` (LoRA: the adapters and the base
+        parameters that still train, see `sum_jax.train.adapters`)."""
+        graphdef, params, rest = nnx.split(model, trainable, ...)
         model_def = cls(graphdef, jax.tree.structure(params), jax.tree.structure(rest))
         return model_def, nnx.to_pure_dict(params), nnx.to_pure_dict(rest)
 
@@ -105,6 +112,8 @@ class TrainSetup:
     state_shardings: TrainState
     batch_sharding: NamedSharding
     microbatches: int = 1
+    # LoRA fine-tuning (`config.lora.targets` set): its settings; None for full fine-tuning.
+    lora: adapters.LoraSettings | None = None
 
 
 def loss_and_grads(
@@ -235,7 +244,11 @@ def accumulated_loss_and_grads(
             loss, aux = interactive_loss(model, micro, jax.random.fold_in(key, m), settings)
             return loss * share["all"], aux
 
-        (loss, aux), grads = loss_and_grads(state, loss_fn, model_def=model_def, plan=plan)
+        # LoRA dropout: fresh masks per micro-batch (no-op without adapters).
+        micro_state = state.replace(
+            model_state=reseed_dropout(state.model_state, jax.random.fold_in(key, m))
+        )
+        (loss, aux), grads = loss_and_grads(micro_state, loss_fn, model_def=model_def, plan=plan)
         aux = {
             k: v if k in PER_IMAGE else v * share[weight_of.get(k, "all")] for k, v in aux.items()
         }
@@ -298,8 +311,10 @@ def train_step(
     """
     key = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
     if microbatches == 1:
+        # LoRA dropout masks for this step (no-op without adapters); the state keeps its keys.
+        loss_state = state.replace(model_state=reseed_dropout(state.model_state, key))
         (loss, aux), grads = loss_and_grads(
-            state,
+            loss_state,
             lambda model: interactive_loss(model, batch, key, settings),
             model_def=model_def,
             plan=plan,
@@ -331,7 +346,9 @@ def train_setup(
     `model` may itself be abstract (`nnx.eval_shape`), so a ViT-H setup costs nothing; the
     abstract state is what `jit(...).lower` and an Orbax restore take.
     """
-    model_def, params, model_state = ModelDef.split(model)
+    lora = adapters.LoraSettings.from_config(config)
+    adapters.check_model(model, lora)
+    model_def, params, model_state = ModelDef.split(model, adapters.trainable_filter(lora))
     num_steps = int(num_steps if num_steps is not None else config.train.num_steps)
     tx, plan = optim.make_optimizer(params, config.optimizer, num_steps)
     schedule = optim.learning_rate_schedule(config.optimizer, num_steps)
@@ -346,10 +363,14 @@ def train_setup(
     )
     param_sh = sharding.param_shardings(abstract.params, mesh, config.sharding)
     replicated = NamedSharding(mesh, P())
+    if lora is None:
+        model_state_sh = jax.tree.map(lambda _: replicated, abstract.model_state)
+    else:  # the frozen base weights live here: laid out by the parameters' rules
+        model_state_sh = sharding.param_shardings(abstract.model_state, mesh, config.sharding)
     state_sh = TrainState(
         step=replicated,
         params=param_sh,
-        model_state=jax.tree.map(lambda _: replicated, abstract.model_state),
+        model_state=model_state_sh,
         opt_state=sharding.state_shardings(abstract.opt_state, abstract.params, param_sh, mesh),
         rng=replicated,
     )
@@ -367,6 +388,7 @@ def train_setup(
             int(config.train.batch_size),
             mesh.devices.size,
         ),
+        lora=lora,
     )
     abstract = jax.tree.map(
         lambda x, sh: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sh), abstract, state_sh
@@ -377,7 +399,7 @@ def train_setup(
 def initial_state(model: nnx.Module, setup: TrainSetup, seed: int) -> TrainState:
     """The step-0 state of `model`, created straight into `setup`'s shardings (the
     optimiser state by a jitted `tx.init`)."""
-    _, params, model_state = ModelDef.split(model)
+    _, params, model_state = ModelDef.split(model, adapters.trainable_filter(setup.lora))
     rng = jax.random.key_data(jax.random.key(int(seed)))
     state_sh = setup.state_shardings
 

@@ -14,11 +14,10 @@ from absl import flags
 from ml_collections import config_flags
 
 from configs import ablations
-from sum_jax.checkpointing import abstract_sam
 from sum_jax.inference.mask_generator import GeneratorSettings
 from sum_jax.models.sam import VARIANTS, execution_overrides
 from sum_jax.pseudo_labels.generation import generator_settings
-from sum_jax.train import loop, sharding
+from sum_jax.train import adapters, loop, sharding
 from sum_jax.train.step import abstract_batch, jit_train_step, train_setup
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
@@ -95,13 +94,14 @@ def test_training_config_builds_and_lowers_its_step(spec):
         config.train.batch_size = mesh.devices.size
     # The model as the trainer builds it: the config's compute dtype, remat, attention, scan.
     run_config = dataclasses.replace(model_config, **execution_overrides(config.model))
-    setup, abstract = train_setup(abstract_sam(run_config), config, mesh)
+    setup, abstract = train_setup(adapters.abstract_model(run_config, config), config, mesh)
     key = repr(
         (
             run_config,
             setup.settings,
             setup.microbatches,
             config.optimizer.to_dict(),
+            config.lora.to_dict(),
             dict(mesh.shape),
         )
     )
@@ -151,6 +151,21 @@ def test_ablation_variants_change_what_they_name():
         ablations.get_config("vanila")
 
 
+def test_lora_variants_compose_with_data_and_uncertainty_variants():
+    assert not ablations.get_config("sum").lora.targets  # full fine-tuning by default
+    encoder = ablations.get_config("lora_encoder").lora.targets
+    both = ablations.get_config("lora_encoder_decoder").lora.targets
+    assert len(encoder) == 1 and len(both) == 2 and both[0] == encoder[0]
+    vanilla = ablations.get_config("vanilla+lora_encoder,ft_small")
+    assert vanilla.lora.targets == encoder
+    assert not vanilla.loss.uncertainty_aware and not vanilla.interactive.use_task_prompt
+    assert "entityseg:train" not in vanilla.data.labelled
+    # Order matters only where two variants set the same field.
+    assert ablations.get_config("lora_encoder+human_only").data.unlabelled == ""
+    with pytest.raises(ValueError, match="unknown ablation"):
+        ablations.get_config("sum+lora")
+
+
 def test_config_typo_is_an_error():
     holder = flags.FlagValues()
     config_flags.DEFINE_config_file("config", str(CONFIGS / "ft_small.py"), flag_values=holder)
@@ -177,6 +192,8 @@ TASK_PROMPT_IN_TRAINING = {
     "full": "first",
     "confidence_uncer": "first",  # SUM with other maps
     "u2pl": "first",  # the paper's U2PL has SUM's task prompts (App. E)
+    "lora_encoder": "first",
+    "lora_encoder_decoder": "first",
 }
 # The table columns (experiments/tables.py) that evaluate a variant's model.
 EVALUATED_AS = {
