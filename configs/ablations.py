@@ -25,6 +25,17 @@ DATA is `ft_small`, `ft_medium` (default: the paper runs its ablations on FT-Med
   prompt encoder, mask decoder and task table train. (Not HQ-SAM: HQ-SAM's extra
   architecture is not implemented here.) `decoder_only` is the same, under its old name.
 - `full`: full fine-tuning, every parameter trains (the default of `sum`, named for tables).
+- `discrepancy_uncer`: "SUM Discrepancy-Uncer" (App. E): SUM with the uncertainty computed
+  in the step from the discrepancy between the student's and an EMA teacher's predictions
+  of each pseudo-label, prompted by its box (sum_jax/train/semi_supervised.py);
+  `discrepancy_dual_decoder` computes it from two mask decoders instead.
+- `augseg_mixed_prompt`: "AugSeg Mixed-Prompt" (App. E.1): SUM's procedure on human labels;
+  on pseudo-labelled images a consistency loss between the EMA teacher (image as it is) and
+  the student (AugSeg's strong view), prompts from the pseudo-label (point or box), the
+  output closest to the pseudo-label of each set. Table 4's options: `augseg_box_prompt`
+  (boxes only), `augseg_multi_consistency` (the three output pairs),
+  `augseg_uniform_point` (a grid of points, all three pairs). AugSeg's prompts and
+  consistency use no uncertainty map.
 
 Baselines that follow "the standard SAM training protocol" (§4.1, §4.3: `vanilla`,
 `refined_labels`) train without a task prompt, as `experiments/tables.py` evaluates them.
@@ -61,12 +72,32 @@ def _apply(config, variant: str) -> None:
         config.loss.theta = theta
     elif variant in ("decoder_prompt_encoder", "decoder_only"):
         config.optimizer.param_groups = base.decoder_only_groups()
+    elif variant in ("discrepancy_uncer", "discrepancy_dual_decoder"):
+        config.semi.method = "discrepancy"
+        config.semi.discrepancy = "teacher" if variant == "discrepancy_uncer" else "dual_decoder"
+    elif variant in AUGSEG:
+        config.semi.method = "augseg"
+        config.semi.prompt = {
+            "augseg_box_prompt": "box",
+            "augseg_uniform_point": "uniform_point",
+        }.get(variant, "mixed")
+        config.semi.multi_consistency = variant == "augseg_multi_consistency"
+        # Human labels train as in SAM; the pseudo-labels only give prompts.
+        config.loss.uncertainty_aware = False
+        config.interactive.uncertainty_sampling = False
     else:
         raise ValueError(f"unknown ablation {variant!r}; known: {', '.join(VARIANTS)}, theta_<x>")
 
 
 # Fig. 16's sweep of the uncertainty-aware Dice threshold.
 THETAS = (0.2, 0.5, 0.6, 0.8)
+
+AUGSEG = (
+    "augseg_mixed_prompt",
+    "augseg_box_prompt",
+    "augseg_multi_consistency",
+    "augseg_uniform_point",
+)
 
 VARIANTS = (
     "sum",
@@ -79,6 +110,9 @@ VARIANTS = (
     *(f"theta_{t}" for t in THETAS),
     "decoder_prompt_encoder",
     "full",
+    "discrepancy_uncer",
+    "discrepancy_dual_decoder",
+    *AUGSEG,
 )
 
 
