@@ -9,6 +9,15 @@ full fine-tuning, a mesh over all local devices (`--mesh data,fsdp`, default `1,
 random batch in the layout of docs/contracts.md (half the images pseudo-labelled). Prints
 one JSON line: compile time (first call, including the run), then the median and all
 timings of the following steps, each ended with `block_until_ready`.
+
+`--ablations discrepancy_uncer,augseg_mixed_prompt,...` (names of configs/ablations.py) also
+times those variants' steps on the same batches, interleaved with SUM's step (one step of
+each in turn, so that load on the machine hits all alike), and adds per variant its median
+step, its ratio to SUM's median and the spread (min, max) of the per-repeat ratios: the extra
+cost of a second forward pass (teacher, second decoder) or a consistency loss.
+
+    python benchmarks/train_step_speed.py --variant tiny --rounds 7 --steps 7 \
+        --ablations discrepancy_uncer,discrepancy_dual_decoder,augseg_mixed_prompt
 """
 
 from __future__ import annotations
@@ -24,7 +33,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from configs import base
+from configs import ablations, base
 from sum_jax.models.sam import build_sam
 from sum_jax.train import sharding
 from sum_jax.train.step import init_train_state, jit_train_step
@@ -60,7 +69,13 @@ def main() -> None:
         "--img-size", type=int, default=0, help="override the variant's input size (0: keep)"
     )
     parser.add_argument("--mesh", default="1,-1", help="data,fsdp mesh shape")
+    parser.add_argument(
+        "--ablations", default="", help="comma-separated configs/ablations.py variants to compare"
+    )
     args = parser.parse_args()
+    if args.ablations:
+        compare_ablations(args)
+        return
 
     config = base.get_config()
     config.model.variant = args.variant
@@ -104,6 +119,60 @@ def main() -> None:
         "step_s": [round(t, 3) for t in times],
         "loss": float(metrics["loss"]),
     }
+    print(json.dumps(result))
+
+
+def compare_ablations(args) -> None:
+    """SUM's step and each named ablation's, interleaved on the same batches (see the module
+    docstring); prints one JSON line."""
+    names = ["sum"] + [n.strip() for n in args.ablations.split(",") if n.strip()]
+    overrides = {"img_size": args.img_size} if args.img_size else {}
+    img, low = setup_sizes(args.variant, args.img_size)
+    steps, states, compile_s = {}, {}, {}
+    for name in names:
+        config = base.get_config()
+        ablations._apply(config, name)
+        config.model.variant = args.variant
+        config.interactive.num_rounds = args.rounds
+        config.sharding.mesh_shape = tuple(int(x) for x in args.mesh.split(","))
+        mesh = sharding.make_mesh(config.sharding.mesh_shape)
+        states[name], setup = init_train_state(build_sam(args.variant, **overrides), config, mesh)
+        steps[name] = jit_train_step(setup)
+    rng = np.random.default_rng(0)
+    batches = [
+        sharding.shard_batch(random_batch(rng, args.images, args.masks, img, low), mesh)
+        for _ in range(args.steps + 1)
+    ]
+    times = {name: [] for name in names}
+    for i, batch in enumerate(batches):
+        for name in names:
+            t = time.perf_counter()
+            states[name], metrics = steps[name](states[name], batch)
+            jax.block_until_ready((states[name], metrics))
+            if i == 0:
+                compile_s[name] = round(time.perf_counter() - t, 2)
+            else:
+                times[name].append(time.perf_counter() - t)
+    base_t = np.array(times["sum"])
+    result = {
+        "variant": args.variant,
+        "devices": f"{len(jax.devices())} x {jax.devices()[0].device_kind}",
+        "images": args.images,
+        "masks_per_image": args.masks,
+        "rounds": args.rounds,
+        "img_size": img,
+        "repeats": args.steps,
+        "sum_median_step_s": round(float(np.median(base_t)), 4),
+    }
+    for name in names[1:]:
+        t = np.array(times[name])
+        ratios = t / base_t
+        result[name] = {
+            "first_step_s (compile + run)": compile_s[name],
+            "median_step_s": round(float(np.median(t)), 4),
+            "ratio_to_sum": round(float(np.median(t) / np.median(base_t)), 3),
+            "ratio_min_max": [round(float(ratios.min()), 3), round(float(ratios.max()), 3)],
+        }
     print(json.dumps(result))
 
 

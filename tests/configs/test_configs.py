@@ -69,7 +69,7 @@ _LOWERED: dict[str, str] = {}
 # Variants whose step is the same program as another's up to a scalar (theta) or a name
 # (`full` is `sum`): lowered under `-m slow` only, to keep the default suite short.
 SAME_PROGRAM = {"ablations.py:theta_0.2", "ablations.py:theta_0.5", "ablations.py:theta_0.8",
-                "ablations.py:full"}  # fmt: skip
+                "ablations.py:full", "ablations.py:augseg_box_prompt"}  # fmt: skip
 
 
 @pytest.mark.parametrize(
@@ -140,6 +140,23 @@ def test_ablation_variants_change_what_they_name():
         assert frozen[r"image_encoder\..*"] == {"frozen": True}
     assert "entityseg:train" in sum_cfg.data.labelled  # the ablations run on FT-Medium
     assert "entityseg:train" not in ablations.get_config("sum,ft_small").data.labelled
+    assert sum_cfg.semi.method == "none"
+    for name, discrepancy in (("discrepancy_uncer", "teacher"), ("discrepancy_dual_decoder", "dual_decoder")):  # fmt: skip
+        semi = ablations.get_config(name).semi
+        assert (semi.method, semi.discrepancy) == ("discrepancy", discrepancy)
+        assert ablations.get_config(name).loss.uncertainty_aware  # SUM's losses, other maps
+    augseg = {v: ablations.get_config(v) for v in ablations.AUGSEG}
+    assert {
+        v: (c.semi.method, c.semi.prompt, c.semi.multi_consistency) for v, c in augseg.items()
+    } == {
+        "augseg_mixed_prompt": ("augseg", "mixed", False),
+        "augseg_box_prompt": ("augseg", "box", False),
+        "augseg_multi_consistency": ("augseg", "mixed", True),
+        "augseg_uniform_point": ("augseg", "uniform_point", False),
+    }  # Table 4
+    assert not any(
+        c.loss.uncertainty_aware or c.interactive.uncertainty_sampling for c in augseg.values()
+    )
     with pytest.raises(ValueError, match="unknown ablation"):
         ablations.get_config("vanila")
 
@@ -168,6 +185,12 @@ TASK_PROMPT_IN_TRAINING = {
     "theta_0.8": "first",
     "decoder_prompt_encoder": "first",
     "full": "first",
+    "discrepancy_uncer": "first",
+    "discrepancy_dual_decoder": "first",
+    "augseg_mixed_prompt": "first",
+    "augseg_box_prompt": "first",
+    "augseg_multi_consistency": "first",
+    "augseg_uniform_point": "first",
 }
 # The table columns (experiments/tables.py) that evaluate a variant's model.
 EVALUATED_AS = {
