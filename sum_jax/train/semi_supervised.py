@@ -247,7 +247,7 @@ def _discrepancy_loss(params, model, images, batch, key, model_state, teacher, m
     return loss, aux
 
 
-def grid_points(n: int, image_size: Array, img_size: int) -> Array:
+def grid_points(n: int, image_size: Array) -> Array:
     """`[B, n, 2]` input-frame points on a regular `k x k` grid (`k = ceil(sqrt(n))`) over each
     real image (cell centres, row by row; the first `n`): SAM's automatic-mask-generator
     prompts, independent of any label."""
@@ -257,7 +257,6 @@ def grid_points(n: int, image_size: Array, img_size: int) -> Array:
     unit = jnp.stack([xs.reshape(-1), ys.reshape(-1)], axis=-1)[:n]  # (x, y) in [0, 1]
     hw = image_size.astype(jnp.float32)
     wh = jnp.stack([hw[:, 1], hw[:, 0]], axis=-1)
-    del img_size  # the points are in the input frame already
     return unit[None] * wh[:, None] - 0.5
 
 
@@ -339,7 +338,7 @@ def _augseg_loss(model, images, batch, key, model_state, teacher, model_def, set
     visible = (batch["masks"] > 0) & ~pasted_bn
     task_ids = _task_ids(batch, settings)
     if semi.prompt == "uniform_point":
-        points = grid_points(n, batch["image_size"], img_size)[:, :, None]
+        points = grid_points(n, batch["image_size"])[:, :, None]
         labels = jnp.ones((b, n, 1), jnp.int32)
         boxes = jnp.zeros((b, n, 4), jnp.float32)
         box_valid = jnp.zeros((b, n), bool)

@@ -121,7 +121,7 @@ def test_pseudo_label_boxes_and_grid_points():
             box, [4 * xs.min(), 4 * ys.min(), 4 * xs.max() + 3, 4 * ys.max() + 3]
         )
     assert np.asarray(ok).all()
-    pts = np.asarray(semi_supervised.grid_points(5, jnp.array([[80, 128]]), 128))[0]
+    pts = np.asarray(semi_supervised.grid_points(5, jnp.array([[80, 128]])))[0]
     # ceil(sqrt(5)) = 3: the first five centres of a 3 x 3 grid over the 80 x 128 image.
     ref = np.array([[c * 128 / 6, r * 80 / 6] for r in (1, 3, 5) for c in (1, 3, 5)])[:5] - 0.5
     np.testing.assert_allclose(pts, ref, rtol=1e-6)
