@@ -20,8 +20,9 @@ shapes (1 image) and prints XLA's FLOP estimate and the ratio to `sum`:
 
     python benchmarks/train_step_speed.py --variant vit_h --masks 30 --methods sum,u2pl --flops
 
-`--methods` (default `sum`) names entries of `METHODS`: config changes from configs/base.py
-(`u2pl`: U2PL's pixel contrastive loss, weight 1). With more than one, the JSON holds, per
+`--methods` (default `sum`) names configs/ablations.py variants (`u2pl`: U2PL's pixel
+contrastive loss; `discrepancy_uncer`, `augseg_mixed_prompt`, ...: a second forward pass);
+`--ablations a,b` is short for `--methods sum,a,b`. With more than one, the JSON holds, per
 method, the median step time and the ratios to `sum` of paired steps (median, min, max).
 """
 
@@ -38,7 +39,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from configs import base
+from configs import ablations, base
 from sum_jax.models.sam import build_sam
 from sum_jax.train import sharding
 from sum_jax.train.step import init_train_state, jit_train_step
@@ -63,11 +64,13 @@ def random_batch(rng: np.random.Generator, images: int, masks: int, img: int, lo
     }
 
 
-# Config changes per method, applied to configs/base.py (see configs/ablations.py).
-METHODS = {
-    "sum": lambda config: None,
-    "u2pl": lambda config: config.loss.update(contrastive_weight=1.0),
-}
+def apply_method(config, name: str) -> None:
+    """The config changes of method `name`: a configs/ablations.py variant (`sum` is the base
+    config's full fine-tuning)."""
+    try:
+        ablations._apply(config, name)
+    except ValueError as e:
+        raise SystemExit(f"--methods: {e}") from e
 
 
 def main() -> None:
@@ -82,9 +85,16 @@ def main() -> None:
     )
     parser.add_argument("--mesh", default="1,-1", help="data,fsdp mesh shape")
     parser.add_argument("--flops", action="store_true", help="FLOP estimates, no run")
-    parser.add_argument("--methods", default="sum", help=f"comma-separated: {', '.join(METHODS)}")
+    parser.add_argument(
+        "--methods", default="sum", help="comma-separated configs/ablations.py variants"
+    )
+    parser.add_argument(
+        "--ablations", default="", help="shorthand: --methods sum,<these> (comma-separated)"
+    )
     args = parser.parse_args()
     methods = args.methods.split(",")
+    if args.ablations:
+        methods = ["sum"] + [n.strip() for n in args.ablations.split(",") if n.strip()]
     if args.flops:
         return flops(args, methods)
     if len(methods) > 1:
@@ -137,9 +147,8 @@ def main() -> None:
 
 def compare(args, methods: list[str]) -> None:
     """Each method's step on the same model and batches, interleaved; ratios to `sum`."""
-    unknown = [m for m in methods if m not in METHODS]
-    if unknown or "sum" not in methods:
-        raise SystemExit(f"--methods must include sum and name {sorted(METHODS)}: {unknown}")
+    if "sum" not in methods:
+        raise SystemExit(f"--methods must include sum (the ratios are to its step): {methods}")
     overrides = {"img_size": args.img_size} if args.img_size else {}
     img, low = setup_sizes(args.variant, args.img_size)
     steps, states, first = {}, {}, {}
@@ -148,7 +157,7 @@ def compare(args, methods: list[str]) -> None:
         config.model.variant = args.variant
         config.interactive.num_rounds = args.rounds
         config.sharding.mesh_shape = tuple(int(x) for x in args.mesh.split(","))
-        METHODS[name](config)
+        apply_method(config, name)
         mesh = sharding.make_mesh(config.sharding.mesh_shape)
         states[name], setup = init_train_state(build_sam(args.variant, **overrides), config, mesh)
         steps[name] = jit_train_step(setup)
@@ -204,7 +213,7 @@ def flops(args, methods: list[str]) -> None:
         config.model.variant = args.variant
         config.interactive.num_rounds = args.rounds
         config.train.batch_size, config.train.masks_per_image = 1, args.masks
-        METHODS[name](config)
+        apply_method(config, name)
         setup, abstract = train_setup(abstract_sam(model_config), config, mesh)
         lowered = jit_train_step(setup).lower(abstract, abstract_batch(config, setup, model_config))
         result[f"{name}_flops"] = float(lowered.cost_analysis()["flops"])

@@ -42,6 +42,17 @@ Variants compose with `+`, applied left to right: `vanilla+lora_encoder` trains 
 baseline with encoder LoRA, `sum+lora_encoder_decoder,ft_small` SUM on FT-Small with LoRA on
 encoder and decoder. The LoRA variants only touch `config.lora` and the learning rate, so
 they combine with every data / uncertainty variant.
+- `discrepancy_uncer`: "SUM Discrepancy-Uncer" (App. E): SUM with the uncertainty computed
+  in the step from the discrepancy between the student's and an EMA teacher's predictions
+  of each pseudo-label, prompted by its box (sum_jax/train/semi_supervised.py);
+  `discrepancy_dual_decoder` computes it from two mask decoders instead.
+- `augseg_mixed_prompt`: "AugSeg Mixed-Prompt" (App. E.1): SUM's procedure on human labels;
+  on pseudo-labelled images a consistency loss between the EMA teacher (image as it is) and
+  the student (AugSeg's strong view), prompts from the pseudo-label (point or box), the
+  output closest to the pseudo-label of each set. Table 4's options: `augseg_box_prompt`
+  (boxes only), `augseg_multi_consistency` (the three output pairs),
+  `augseg_uniform_point` (a grid of points, all three pairs). AugSeg's prompts and
+  consistency use no uncertainty map.
 
 Baselines that follow "the standard SAM training protocol" (§4.1, §4.3: `vanilla`,
 `refined_labels`) train without a task prompt, as `experiments/tables.py` evaluates them.
@@ -88,12 +99,32 @@ def _apply(config, variant: str) -> None:
             targets += (base.DECODER_LORA,)
         config.lora.targets = targets
         config.optimizer.lr = 1e-4
+    elif variant in ("discrepancy_uncer", "discrepancy_dual_decoder"):
+        config.semi.method = "discrepancy"
+        config.semi.discrepancy = "teacher" if variant == "discrepancy_uncer" else "dual_decoder"
+    elif variant in AUGSEG:
+        config.semi.method = "augseg"
+        config.semi.prompt = {
+            "augseg_box_prompt": "box",
+            "augseg_uniform_point": "uniform_point",
+        }.get(variant, "mixed")
+        config.semi.multi_consistency = variant == "augseg_multi_consistency"
+        # Human labels train as in SAM; the pseudo-labels only give prompts.
+        config.loss.uncertainty_aware = False
+        config.interactive.uncertainty_sampling = False
     else:
         raise ValueError(f"unknown ablation {variant!r}; known: {', '.join(VARIANTS)}, theta_<x>")
 
 
 # Fig. 16's sweep of the uncertainty-aware Dice threshold.
 THETAS = (0.2, 0.5, 0.6, 0.8)
+
+AUGSEG = (
+    "augseg_mixed_prompt",
+    "augseg_box_prompt",
+    "augseg_multi_consistency",
+    "augseg_uniform_point",
+)
 
 VARIANTS = (
     "sum",
@@ -110,6 +141,9 @@ VARIANTS = (
     "u2pl",
     "lora_encoder",
     "lora_encoder_decoder",
+    "discrepancy_uncer",
+    "discrepancy_dual_decoder",
+    *AUGSEG,
 )
 
 

@@ -72,6 +72,12 @@ Fields:
   `checkpoint_every` steps and at the end, keeping the last `keep_checkpoints`; `export`
   writes the final model directory `<workdir>/model` for the predictor, the evaluator and
   the converter.
+- `semi.*`: the semi-supervised comparisons of App. E (sum_jax/train/semi_supervised.py):
+  `method` ("none": SUM; "discrepancy": SUM Discrepancy-Uncer; "augseg": AugSeg),
+  `ema_momentum` of the EMA teacher (kept in the state and checkpoints only when the
+  method uses one), `discrepancy` ("teacher" or "dual_decoder": a second mask decoder,
+  trained with weight `aux_decoder_weight`), and AugSeg's `prompt` ("mixed", "box",
+  "uniform_point"), `multi_consistency`, `num_augs` and `cutmix_prob`.
 - `eval.*`: `configs/eval.py`'s fields; with `eval.eval_sets` set, the exported model is
   evaluated into `<workdir>/eval` when training ends (single-process runs).
 """
@@ -202,6 +208,18 @@ def get_config() -> ml_collections.ConfigDict:
     config.train.checkpoint_every = 500
     config.train.keep_checkpoints = 3
     config.train.export = True
+
+    # The semi-supervised comparisons of App. E (sum_jax/train/semi_supervised.py; the
+    # variants are in configs/ablations.py). "none" is SUM.
+    config.semi = ml_collections.ConfigDict()
+    config.semi.method = "none"  # "none" | "discrepancy" | "augseg"
+    config.semi.ema_momentum = 0.999  # the EMA teacher's (AugSeg's ema_decay)
+    config.semi.discrepancy = "teacher"  # "teacher" | "dual_decoder"
+    config.semi.aux_decoder_weight = 1.0
+    config.semi.prompt = "mixed"  # AugSeg: "mixed" | "box" | "uniform_point"
+    config.semi.multi_consistency = False
+    config.semi.num_augs = 3  # AugSeg: up to this many random intensity augmentations
+    config.semi.cutmix_prob = 1.0  # AugSeg's use_cutmix_trigger_prob
 
     config.eval = eval_config.get_config()
     config.eval.eval_sets = ""

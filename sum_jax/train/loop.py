@@ -101,7 +101,10 @@ def data_config(config: ml_collections.ConfigDict, model_config: Any, process_co
 
 
 def needs_uncertainty(config: ml_collections.ConfigDict) -> bool:
-    """Whether the config's losses or prompt sampling read uncertainty maps (SUM configs)."""
+    """Whether the config's losses or prompt sampling read uncertainty maps (SUM configs);
+    the semi-supervised variants compute their own in the step, or use none."""
+    if str(config.get("semi", {}).get("method", "none")) != "none":
+        return False
     return bool(config.loss.uncertainty_aware or config.interactive.uncertainty_sampling)
 
 

@@ -27,7 +27,8 @@ the scan and closed over, so gradients from every round reach the encoder.
 In round 1 the mask passed on (as mask prompt and to sample the next point) is the output
 with the highest predicted IoU, as in SAM's training (SAM paper, App. A).
 
-Certainty `c = 1 - u` (from `batch['uncertainty']`) is used only for pseudo-labelled images
+Certainty `c = 1 - u` (from `batch['uncertainty']`, or a float `batch['certainty']` computed
+in the step by the Discrepancy-Uncer variant) is used only for pseudo-labelled images
 (`batch['is_pseudo']`): human-labelled masks use `c = 1`, which makes the uncertainty-aware
 losses the plain ones and the sampling uniform.
 
@@ -251,6 +252,9 @@ def training_rounds(
     # c = 1 - u/255, from the integer complement so that u = 255 gives exactly c = 0 (XLA
     # turns "/ 255" into a multiplication that does not round 255 * (1/255) to 1).
     certainty = (255 - batch["uncertainty"].astype(jnp.int32)).astype(jnp.float32) / 255.0
+    if "certainty" in batch:
+        # A map computed in the step (Discrepancy-Uncer, semi_supervised.py), f32 [B, N, L, L].
+        certainty = batch["certainty"].astype(jnp.float32)
     certainty = jnp.clip(certainty, 0.0, 1.0)
     loss_c = jnp.where(is_pseudo & settings.uncertainty_aware_loss, certainty, 1.0)
     sample_c = jnp.where(is_pseudo & settings.uncertainty_sampling, certainty, 1.0)

@@ -46,10 +46,17 @@ from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from sum_jax.models.lora import reseed_dropout
-from sum_jax.train import adapters, optim, sharding
+from sum_jax.train import adapters, optim, semi_supervised, sharding
 from sum_jax.train.rounds import InteractiveSettings, interactive_loss
+from sum_jax.train.semi_supervised import SemiSettings
 
 PyTree = Any
+
+# The top-level key of the dual-decoder variant's second mask decoder in `TrainState.params`;
+# `ModelDef.merge` leaves it out, so exports are plain SAMs.
+AUX_DECODER = semi_supervised.AUX_DECODER
+# SUM itself: no semi-supervised variant.
+SUM = SemiSettings()
 
 
 @flax.struct.dataclass
@@ -62,6 +69,9 @@ class TrainState:
       model_state: the model's non-trainable variables, nested dict of arrays (unchanged).
       opt_state: the optax state of `params`.
       rng: u32 raw key data (`jax.random.key_data`), kept raw so checkpoints stay plain.
+      teacher: the EMA teacher's parameters (same tree as `params`, updated after each
+        optimiser step, `semi_supervised.ema_update`), or None when the config has no
+        teacher: SUM's state, memory and checkpoints are then unchanged.
     """
 
     step: jax.Array
@@ -69,6 +79,7 @@ class TrainState:
     model_state: PyTree
     opt_state: optax.OptState
     rng: jax.Array
+    teacher: PyTree = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -91,6 +102,10 @@ class ModelDef:
         return model_def, nnx.to_pure_dict(params), nnx.to_pure_dict(rest)
 
     def merge(self, params: PyTree, model_state: PyTree) -> nnx.Module:
+        # Trainer-only parameters outside the SAM (the dual-decoder variant's second mask
+        # decoder) are not part of the model.
+        if isinstance(params, dict) and AUX_DECODER in params:
+            params = {k: v for k, v in params.items() if k != AUX_DECODER}
         # Pure dicts and nnx States flatten in the same (sorted-key) leaf order.
         return nnx.merge(
             self.graphdef,
@@ -114,6 +129,25 @@ class TrainSetup:
     microbatches: int = 1
     # LoRA fine-tuning (`config.lora.targets` set): its settings; None for full fine-tuning.
     lora: adapters.LoraSettings | None = None
+    semi: SemiSettings = SUM
+
+
+def params_loss_and_grads(
+    state: TrainState,
+    loss_fn: Callable[[PyTree], tuple[jax.Array, Any]],
+    *,
+    plan: optim.ParamPlan,
+) -> tuple[tuple[jax.Array, Any], PyTree]:
+    """`((loss, aux), grads)` of `loss_fn(params) -> (loss, aux)` at `state.params`, the
+    parameters the plan freezes entering as constants (see `loss_and_grads`)."""
+
+    def params_loss(params):
+        params = optim.map_with_paths(
+            lambda p, x: jax.lax.stop_gradient(x) if plan.frozen[p] else x, params
+        )
+        return loss_fn(params)
+
+    return jax.value_and_grad(params_loss, has_aux=True)(state.params)
 
 
 def loss_and_grads(
@@ -129,13 +163,9 @@ def loss_and_grads(
     their backward pass (their gradient is zero).
     """
 
-    def params_loss(params):
-        params = optim.map_with_paths(
-            lambda p, x: jax.lax.stop_gradient(x) if plan.frozen[p] else x, params
-        )
-        return loss_fn(model_def.merge(params, state.model_state))
-
-    return jax.value_and_grad(params_loss, has_aux=True)(state.params)
+    return params_loss_and_grads(
+        state, lambda params: loss_fn(model_def.merge(params, state.model_state)), plan=plan
+    )
 
 
 def gradient_step(
@@ -214,9 +244,13 @@ def accumulated_loss_and_grads(
     model_def: ModelDef,
     plan: optim.ParamPlan,
     settings: InteractiveSettings,
+    batch_loss: Callable | None = None,
 ) -> tuple[tuple[jax.Array, dict[str, jax.Array]], PyTree]:
     """The interactive loss, its per-round metrics and its gradient over `batch`, computed
     one micro-batch at a time (`lax.scan`), gradients summed in float32.
+
+    `batch_loss(params, batch, key) -> (loss, aux)` replaces the interactive loss (the
+    semi-supervised variants); its aux must have `interactive_loss`'s entries.
 
     Micro-batch `m`'s loss and metrics are weighted by its share of the batch's loss units,
     `loss_human` / `loss_pseudo` by its share of the human / pseudo-labelled units, so the
@@ -239,16 +273,19 @@ def accumulated_loss_and_grads(
             "pseudo": loss_units(micro, mp),
         }
         share = {k: units[k] / jnp.maximum(totals[k], 1.0) for k in units}
+        micro_key = jax.random.fold_in(key, m)
+        # LoRA dropout: fresh masks per micro-batch (no-op without adapters).
+        micro_state = state.replace(model_state=reseed_dropout(state.model_state, micro_key))
 
-        def loss_fn(model):
-            loss, aux = interactive_loss(model, micro, jax.random.fold_in(key, m), settings)
+        def loss_fn(params):
+            if batch_loss is None:
+                model = model_def.merge(params, micro_state.model_state)
+                loss, aux = interactive_loss(model, micro, micro_key, settings)
+            else:
+                loss, aux = batch_loss(params, micro, micro_key)
             return loss * share["all"], aux
 
-        # LoRA dropout: fresh masks per micro-batch (no-op without adapters).
-        micro_state = state.replace(
-            model_state=reseed_dropout(state.model_state, jax.random.fold_in(key, m))
-        )
-        (loss, aux), grads = loss_and_grads(micro_state, loss_fn, model_def=model_def, plan=plan)
+        (loss, aux), grads = params_loss_and_grads(micro_state, loss_fn, plan=plan)
         aux = {
             k: v if k in PER_IMAGE else v * share[weight_of.get(k, "all")] for k, v in aux.items()
         }
@@ -290,6 +327,7 @@ def train_step(
     settings: InteractiveSettings,
     schedule: optax.Schedule | None = None,
     microbatches: int = 1,
+    semi: SemiSettings = SUM,
 ) -> tuple[TrainState, dict[str, jax.Array]]:
     """One SUM step: interactive rounds on the batch, gradients, AdamW update.
 
@@ -299,6 +337,8 @@ def train_step(
       model_def, tx, plan, settings, schedule: static, bind with `functools.partial`.
       microbatches: static; > 1 accumulates the gradient over that many micro-batches
         (`accumulated_loss_and_grads`) before the one update.
+      semi: static; a semi-supervised variant (`semi_supervised.py`: Discrepancy-Uncer,
+        AugSeg) in place of SUM's loss, and the EMA teacher's update after the step.
 
     Returns:
       `(new_state, metrics)`: `loss`, per-round `[R]` arrays `round_loss`, `round_iou`,
@@ -310,20 +350,44 @@ def train_step(
       `schedule` is given).
     """
     key = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
-    if microbatches == 1:
-        # LoRA dropout masks for this step (no-op without adapters); the state keeps its keys.
-        loss_state = state.replace(model_state=reseed_dropout(state.model_state, key))
+    # LoRA dropout masks for this step (no-op without adapters); the state keeps its keys.
+    loss_state = state.replace(model_state=reseed_dropout(state.model_state, key))
+    batch_loss = None
+    if semi.method != "none":
+        batch_loss = functools.partial(
+            semi_supervised.semi_supervised_loss,
+            model_state=loss_state.model_state,
+            teacher=state.teacher,
+            model_def=model_def,
+            settings=settings,
+            semi=semi,
+        )
+    if microbatches == 1 and batch_loss is None:
         (loss, aux), grads = loss_and_grads(
             loss_state,
             lambda model: interactive_loss(model, batch, key, settings),
             model_def=model_def,
             plan=plan,
         )
+    elif microbatches == 1:
+        (loss, aux), grads = params_loss_and_grads(
+            state, lambda params: batch_loss(params, batch, key), plan=plan
+        )
     else:
         (loss, aux), grads = accumulated_loss_and_grads(
-            state, batch, key, microbatches, model_def=model_def, plan=plan, settings=settings
+            state,
+            batch,
+            key,
+            microbatches,
+            model_def=model_def,
+            plan=plan,
+            settings=settings,
+            batch_loss=batch_loss,
         )
     new_state, metrics = apply_gradients(state, loss, grads, tx=tx)
+    if semi.uses_teacher:
+        teacher = semi_supervised.ema_update(state.teacher, new_state.params, semi.ema_momentum)
+        new_state = new_state.replace(teacher=teacher)
     metrics.update({f"round_{k}": v for k, v in aux.items() if k not in PER_IMAGE + PER_STEP})
     metrics.update({k: aux[k] for k in PER_STEP if k in aux})
     pseudo = batch["is_pseudo"].astype(bool)[:, None]
@@ -348,7 +412,9 @@ def train_setup(
     """
     lora = adapters.LoraSettings.from_config(config)
     adapters.check_model(model, lora)
+    semi = SemiSettings.from_config(config)
     model_def, params, model_state = ModelDef.split(model, adapters.trainable_filter(lora))
+    params = semi_supervised.training_params(params, semi)
     num_steps = int(num_steps if num_steps is not None else config.train.num_steps)
     tx, plan = optim.make_optimizer(params, config.optimizer, num_steps)
     schedule = optim.learning_rate_schedule(config.optimizer, num_steps)
@@ -356,10 +422,7 @@ def train_setup(
 
     rng = jax.eval_shape(lambda: jax.random.key_data(jax.random.key(0)))  # raw key data
     abstract = jax.eval_shape(
-        lambda p, s, r: TrainState(jnp.zeros((), jnp.int32), p, s, tx.init(p), r),
-        params,
-        model_state,
-        rng,
+        lambda p, s, r: _new_state(p, s, r, tx, semi), params, model_state, rng
     )
     param_sh = sharding.param_shardings(abstract.params, mesh, config.sharding)
     replicated = NamedSharding(mesh, P())
@@ -373,6 +436,8 @@ def train_setup(
         model_state=model_state_sh,
         opt_state=sharding.state_shardings(abstract.opt_state, abstract.params, param_sh, mesh),
         rng=replicated,
+        # The teacher is laid out as the parameters it follows.
+        teacher=param_sh if semi.uses_teacher else None,
     )
     setup = TrainSetup(
         model_def=model_def,
@@ -389,6 +454,7 @@ def train_setup(
             mesh.devices.size,
         ),
         lora=lora,
+        semi=semi,
     )
     abstract = jax.tree.map(
         lambda x, sh: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sh), abstract, state_sh
@@ -396,15 +462,22 @@ def train_setup(
     return setup, abstract
 
 
+def _new_state(params, model_state, rng, tx, semi: SemiSettings) -> TrainState:
+    """The step-0 state; the EMA teacher (when the variant has one) starts as the model."""
+    teacher = jax.tree.map(jnp.copy, params) if semi.uses_teacher else None
+    return TrainState(jnp.zeros((), jnp.int32), params, model_state, tx.init(params), rng, teacher)
+
+
 def initial_state(model: nnx.Module, setup: TrainSetup, seed: int) -> TrainState:
     """The step-0 state of `model`, created straight into `setup`'s shardings (the
     optimiser state by a jitted `tx.init`)."""
     _, params, model_state = ModelDef.split(model, adapters.trainable_filter(setup.lora))
+    params = semi_supervised.training_params(params, setup.semi)
     rng = jax.random.key_data(jax.random.key(int(seed)))
     state_sh = setup.state_shardings
 
     def make(p, s):
-        return TrainState(jnp.zeros((), jnp.int32), p, s, setup.tx.init(p), rng)
+        return _new_state(p, s, rng, setup.tx, setup.semi)
 
     return jax.jit(
         make, in_shardings=(state_sh.params, state_sh.model_state), out_shardings=state_sh
@@ -456,6 +529,7 @@ def jit_train_step(setup: TrainSetup) -> Callable:
         settings=setup.settings,
         schedule=setup.schedule,
         microbatches=setup.microbatches,
+        semi=setup.semi,
     )
     return jax.jit(
         step,

@@ -68,7 +68,8 @@ _LOWERED: dict[str, str] = {}
 # Variants whose step is the same program as another's up to a scalar (theta) or a name
 # (`full` is `sum`): lowered under `-m slow` only, to keep the default suite short.
 SAME_PROGRAM = {"ablations.py:theta_0.2", "ablations.py:theta_0.5", "ablations.py:theta_0.8",
-                "ablations.py:full", "ablations.py:confidence_uncer"}  # fmt: skip
+                "ablations.py:full", "ablations.py:confidence_uncer",
+                "ablations.py:augseg_box_prompt"}  # fmt: skip
 
 
 @pytest.mark.parametrize(
@@ -147,6 +148,23 @@ def test_ablation_variants_change_what_they_name():
     assert sum_cfg.loss.contrastive_weight == 0.0 and u2pl.loss.contrastive_weight == 1.0
     assert u2pl.loss.uncertainty_aware and u2pl.interactive.uncertainty_sampling
     assert u2pl.data.pseudo_label_dir == sum_cfg.data.pseudo_label_dir  # SUM's maps
+    assert sum_cfg.semi.method == "none"
+    for name, discrepancy in (("discrepancy_uncer", "teacher"), ("discrepancy_dual_decoder", "dual_decoder")):  # fmt: skip
+        semi = ablations.get_config(name).semi
+        assert (semi.method, semi.discrepancy) == ("discrepancy", discrepancy)
+        assert ablations.get_config(name).loss.uncertainty_aware  # SUM's losses, other maps
+    augseg = {v: ablations.get_config(v) for v in ablations.AUGSEG}
+    assert {
+        v: (c.semi.method, c.semi.prompt, c.semi.multi_consistency) for v, c in augseg.items()
+    } == {
+        "augseg_mixed_prompt": ("augseg", "mixed", False),
+        "augseg_box_prompt": ("augseg", "box", False),
+        "augseg_multi_consistency": ("augseg", "mixed", True),
+        "augseg_uniform_point": ("augseg", "uniform_point", False),
+    }  # Table 4
+    assert not any(
+        c.loss.uncertainty_aware or c.interactive.uncertainty_sampling for c in augseg.values()
+    )
     with pytest.raises(ValueError, match="unknown ablation"):
         ablations.get_config("vanila")
 
@@ -194,6 +212,12 @@ TASK_PROMPT_IN_TRAINING = {
     "u2pl": "first",  # the paper's U2PL has SUM's task prompts (App. E)
     "lora_encoder": "first",
     "lora_encoder_decoder": "first",
+    "discrepancy_uncer": "first",
+    "discrepancy_dual_decoder": "first",
+    "augseg_mixed_prompt": "first",
+    "augseg_box_prompt": "first",
+    "augseg_multi_consistency": "first",
+    "augseg_uniform_point": "first",
 }
 # The table columns (experiments/tables.py) that evaluate a variant's model.
 EVALUATED_AS = {
