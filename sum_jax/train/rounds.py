@@ -55,6 +55,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
+from sum_jax.models.common import shard_leading_axis
 from sum_jax.ops.transforms import normalize_and_pad
 from sum_jax.train import losses, prompts
 
@@ -217,8 +218,12 @@ def training_rounds(
     task = jnp.broadcast_to(batch["task_id"].astype(jnp.int32)[:, None], (b, n))
     loss_kwargs = settings.loss_kwargs()
 
+    # Under a mesh, keep every per-image and per-mask array split over the devices by
+    # image inside the round scan (see `shard_leading_axis`).
+    image_embeddings = shard_leading_axis(image_embeddings)
+
     def decode(points, labels, mask_inputs, mask_valid, task_ids, multimask):
-        return model.decode(
+        logits, iou_pred = model.decode(
             image_embeddings,
             unflat(points),
             unflat(labels),
@@ -229,9 +234,10 @@ def training_rounds(
             multimask_output=multimask,
             task_ids=task_ids,
         )
+        return shard_leading_axis(logits), shard_leading_axis(iou_pred)
 
     def body(carry, xs):
-        points, labels, prev_logits = carry
+        points, labels, prev_logits = jax.tree.map(shard_leading_axis, carry)
         r, k = xs
         # Rounds 2 .. R-1 add one click from the error region of the previous prediction.
         new_point, new_label, ok = prompts.sample_error_points(
