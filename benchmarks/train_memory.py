@@ -12,7 +12,8 @@ the jitted step and compiles it for the local backend (CPU here: `--devices N` f
 devices, so FSDP sharding shows in the per-device numbers). `--images` sets the images per
 device (the global batch is that times the device count; default: the config's own batch)
 and `--microbatches` overrides `config.train.microbatches`; `--set key=value` overrides
-`config.model.*` fields (`compute_dtype`, `remat`, `attention`, `scan_blocks`).
+`config.model.*` fields (`compute_dtype`, `remat`, `attention`, `scan_blocks`,
+`mask_chunks`).
 
 Prints one JSON line per run, per device: parameter and optimiser-state bytes, XLA's
 arguments, outputs, aliased (donated) and temporary bytes, the total

@@ -166,3 +166,11 @@ def test_update_writes_the_donated_parameters_in_place():
     assert not copied, copied
     state_bytes = sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(abstract))
     assert compiled.memory_analysis().alias_size_in_bytes >= state_bytes - 64
+
+
+def test_mask_chunks_change_no_gradient(reference):
+    """Decoding each image's 3 masks one at a time (3 chunks, each rematerialised), float32:
+    the same step."""
+    got = run(config(mask_chunks=3))
+    assert got[2].settings.mask_chunks == 3
+    assert_same_step(got, reference)
