@@ -12,8 +12,8 @@ the jitted step and compiles it for the local backend (CPU here: `--devices N` f
 devices, so FSDP sharding shows in the per-device numbers). `--images` sets the images per
 device (the global batch is that times the device count; default: the config's own batch)
 and `--microbatches` overrides `config.train.microbatches`; `--set key=value` overrides
-`config.model.*` fields (`compute_dtype`, `remat`, `attention`, `scan_blocks`) and
-`--loss key=value` `config.loss.*` fields (e.g. `--loss resolution=full`).
+`config.model.*` fields (`compute_dtype`, `remat`, `attention`, `scan_blocks`,
+`mask_chunks`) and `--loss key=value` `config.loss.*` fields (e.g. `--loss resolution=full`).
 
 `--rounds-only` compiles only the gradient of the 7 interactive rounds
 (`train.rounds.training_rounds`, decoder and prompt encoder at the variant's size) from a

@@ -21,7 +21,9 @@ Fields:
   backward pass. `model.attention` ("auto" | "matmul" | "fused"): plain matmuls, or
   `jax.nn.dot_product_attention` (cuDNN's fused kernel on GPU); "auto" fuses on GPU/TPU.
   `model.scan_blocks`: one `lax.scan` over the encoder's repeating block groups (faster
-  compiles). None of these changes the parameters or checkpoints.
+  compiles). `model.mask_chunks`: the training rounds decode each image's masks in this
+  many chunks one after the other (must divide `train.masks_per_image`; less memory in the
+  backward pass, the same values). None of these changes the parameters or checkpoints.
 - `data.*`: the Grain pipeline (`configs/data/pipeline.py`): `data_dir`,
   `labelled` / `unlabelled` refs, `pseudo_label_dir`, `mix`. Its `batch_size`, `image_size`,
   `mask_size`, `max_masks` and `seed` are set by the trainer from `train.*`, the model and
@@ -130,6 +132,7 @@ def get_config() -> ml_collections.ConfigDict:
     config.model.remat = "none"
     config.model.attention = "auto"
     config.model.scan_blocks = False
+    config.model.mask_chunks = 1
 
     config.data = pipeline.get_config()
     config.data.data_dir = "data/prepared"

@@ -44,11 +44,14 @@ def get_config():
     config.train.num_steps = 6000
     config.train.batch_size = 40
     # Fits ViT-H on one 80 GB GPU or 95 GB TPU chip per image (docs/training.md, "Memory"):
-    # bfloat16 compute, block remat inside a scan over the encoder's block groups (the scan
-    # makes the backward pass recompute one group at a time), one image per device at a time.
+    # bfloat16 compute, block remat inside scans over the encoder's block groups and blocks
+    # (the backward pass recomputes one block at a time), one image per device at a time.
     config.model.compute_dtype = "bfloat16"
     config.model.remat = "block"
     config.model.scan_blocks = True
+    # The rounds decode each image's 30 masks in 3 chunks of 10 (each rematerialised): the
+    # backward pass of a round then holds one chunk's decoder activations (-4.4 GiB).
+    config.model.mask_chunks = 3
     config.train.microbatches = -1
     # Mask losses at HQ-SAM's importance-sampled points of the 1024 frame (docs/training.md,
     # "Loss resolution": the 256 grid's targets lose 14 boundary-IoU points of real masks,

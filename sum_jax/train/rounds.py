@@ -58,6 +58,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
+from sum_jax.models.common import shard_leading_axis
 from sum_jax.ops.transforms import normalize_and_pad
 from sum_jax.train import contrastive, loss_resolution, losses, prompts
 
@@ -103,6 +104,10 @@ class InteractiveSettings:
     num_points: int = 112 * 112
     oversample_ratio: float = 3.0
     importance_sample_ratio: float = 0.75
+    # Decode the masks of an image in this many chunks, one after the other (`lax.map`,
+    # each chunk rematerialised): the backward pass of a round then holds the decoder's
+    # activations for one chunk of masks at a time. 1: all masks at once.
+    mask_chunks: int = 1
 
     @classmethod
     def from_config(cls, config) -> InteractiveSettings:
@@ -127,6 +132,7 @@ class InteractiveSettings:
             num_points=int(loss.get("num_points", 112 * 112)),
             oversample_ratio=float(loss.get("oversample_ratio", 3.0)),
             importance_sample_ratio=float(loss.get("importance_sample_ratio", 0.75)),
+            mask_chunks=int(config.model.get("mask_chunks", 1)),
             **losses.loss_kwargs_from_config(loss),
         )
 
@@ -247,6 +253,9 @@ def training_rounds(
             f"{model.config.low_res_size}x{model.config.low_res_size}"
         )
     bn, slots, num_rounds = b * n, settings.num_point_slots, settings.num_rounds
+    chunks = settings.mask_chunks
+    if chunks < 1 or n % chunks:
+        raise ValueError(f"model.mask_chunks={chunks} does not split {n} masks per image")
 
     is_pseudo = batch["is_pseudo"].astype(bool)[:, None, None, None]
     # c = 1 - u/255, from the integer complement so that u = 255 gives exactly c = 0 (XLA
@@ -288,21 +297,40 @@ def training_rounds(
     task = jnp.broadcast_to(batch["task_id"].astype(jnp.int32)[:, None], (b, n))
     loss_kwargs = settings.loss_kwargs()
 
+    # Under a mesh, keep every per-image and per-mask array split over the devices by
+    # image inside the round scan (see `shard_leading_axis`).
+    image_embeddings = shard_leading_axis(image_embeddings)
+
     def decode(points, labels, mask_inputs, mask_valid, task_ids, multimask):
-        return model.decode(
-            image_embeddings,
-            unflat(points),
-            unflat(labels),
-            boxes,
-            box_valid,
-            mask_inputs,
-            mask_valid,
-            multimask_output=multimask,
-            task_ids=task_ids,
-        )
+        """`[B, N, ...]` prompts -> `[B, N, M, L, L]` logits, `[B, N, M]` IoU predictions."""
+        per_mask = (unflat(points), unflat(labels), boxes, box_valid, mask_inputs, mask_valid)
+
+        def run(args):
+            p, lab, box, box_ok, mask_in, mask_ok, task = args
+            return model.decode(
+                image_embeddings,
+                p,
+                lab,
+                box,
+                box_ok,
+                mask_in,
+                mask_ok,
+                multimask_output=multimask,
+                task_ids=task,
+            )
+
+        if chunks == 1:
+            logits, iou_pred = run(per_mask + (task_ids,))
+        else:
+            # [B, N, ...] -> [chunks, B, N / chunks, ...]: chunk c holds masks c N / chunks ..
+            split = lambda x: jnp.moveaxis(x.reshape((b, chunks, n // chunks) + x.shape[2:]), 1, 0)
+            merge = lambda x: jnp.moveaxis(x, 0, 1).reshape((b, n) + x.shape[3:])
+            out = jax.lax.map(jax.checkpoint(run), jax.tree.map(split, per_mask + (task_ids,)))
+            logits, iou_pred = jax.tree.map(merge, out)
+        return shard_leading_axis(logits), shard_leading_axis(iou_pred)
 
     def body(carry, xs):
-        points, labels, prev_logits = carry
+        points, labels, prev_logits = jax.tree.map(shard_leading_axis, carry)
         r, k = xs
         k_loss = None
         if settings.loss_resolution == "points":  # static: "low" keeps its random stream

@@ -126,6 +126,41 @@ def test_remat_and_scan_keep_outputs_and_gradients(tiny, options):
         np.testing.assert_allclose(b, a, rtol=1e-4, atol=1e-5 * max(np.abs(a).max(), 1e-3))
 
 
+@pytest.mark.parametrize(
+    "depth, global_blocks",
+    [(6, (2, 5)), (2, (0, 1))],
+    ids=["2 groups of 2 windowed + 1 global", "every block global"],
+)
+def test_block_scans_equal_unrolled_blocks(depth, global_blocks):
+    """The scan over groups with a scan over each group's windowed blocks inside (and the
+    case without windowed blocks), block remat, float32: the encoder's output and every
+    parameter's gradient as the unrolled blocks without remat."""
+    arch = {"encoder_depth": depth, "encoder_global_attn_indexes": global_blocks}
+    plain = randomised(build_sam("tiny", rngs=nnx.Rngs(0), attention="matmul", **arch), seed=3)
+    scanned = build_sam(
+        "tiny", rngs=nnx.Rngs(0), attention="matmul", scan_blocks=True, remat="block", **arch
+    )
+    nnx.update(scanned, nnx.state(plain))
+    images = photo(128)
+    target = jax.random.normal(jax.random.key(4), (1, 8, 8, 32))
+
+    def grads(model):
+        graphdef, params, rest = nnx.split(model.image_encoder, nnx.Param, ...)
+
+        def loss(p):
+            emb = nnx.merge(graphdef, p, rest)(images)
+            return jnp.sum((emb - target) ** 2), emb
+
+        return jax.jit(jax.grad(loss, has_aux=True))(params)
+
+    ref_grads, ref_emb = grads(plain)
+    got_grads, got_emb = grads(scanned)
+    np.testing.assert_allclose(np.asarray(got_emb), np.asarray(ref_emb), rtol=1e-5, atol=1e-5)
+    for a, b in zip(jax.tree.leaves(ref_grads), jax.tree.leaves(got_grads), strict=True):
+        a, b = np.asarray(a), np.asarray(b)
+        np.testing.assert_allclose(b, a, rtol=1e-4, atol=1e-5 * max(np.abs(a).max(), 1e-3))
+
+
 def mask_agreement(model_f32, model_bf16, size: int) -> tuple[float, float]:
     """Fraction of low-res mask pixels with the same sign of logits in bf16 and float32, and
     the bf16 embedding's relative error."""

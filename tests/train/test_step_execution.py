@@ -9,6 +9,8 @@ not what they are: the reference is then the same step on the whole batch.
 
 from __future__ import annotations
 
+import re
+
 import jax
 import numpy as np
 import pytest
@@ -18,10 +20,12 @@ from configs import base
 from sum_jax.models.sam import build_sam, execution_overrides
 from sum_jax.train import optim, sharding
 from sum_jax.train.step import (
+    abstract_batch,
     init_train_state,
     jit_train_step,
     resolve_microbatches,
     split_microbatches,
+    train_setup,
 )
 from tests.train.test_rounds import make_batch
 
@@ -143,3 +147,30 @@ def test_bfloat16_step_follows_float32():
     assert ref_loss[-1] < ref_loss[0]  # the run trains, so the comparison covers updates
     np.testing.assert_allclose(got_loss, ref_loss, rtol=0.05)
     assert abs(got_loss.mean() / ref_loss.mean() - 1) < 0.02
+
+
+def test_update_writes_the_donated_parameters_in_place():
+    """The compiled step copies no parameter: AdamW writes the new parameters into the
+    donated buffers. (The update norm read the old parameters unordered with those writes,
+    so XLA copied every parameter at the start of the step and kept the copy alive
+    throughout: 2.4 GiB at ViT-H size.)"""
+    cfg = config()
+    model = build_sam("tiny", rngs=nnx.Rngs(0))
+    mesh = sharding.make_mesh((1, 1), jax.devices()[:1])
+    setup, abstract = train_setup(model, cfg, mesh)
+    arrays = abstract_batch(cfg, setup, model.config)
+    compiled = jit_train_step(setup).lower(abstract, arrays).compile()
+    hlo = compiled.as_text()
+    assert "state_params" in hlo  # the entry parameters' names, which the pattern reads
+    copied = re.findall(r"copy\(%?(state_params\w*)", hlo)
+    assert not copied, copied
+    state_bytes = sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(abstract))
+    assert compiled.memory_analysis().alias_size_in_bytes >= state_bytes - 64
+
+
+def test_mask_chunks_change_no_gradient(reference):
+    """Decoding each image's 3 masks one at a time (3 chunks, each rematerialised), float32:
+    the same step."""
+    got = run(config(mask_chunks=3))
+    assert got[2].settings.mask_chunks == 3
+    assert_same_step(got, reference)
