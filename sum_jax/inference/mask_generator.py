@@ -74,8 +74,8 @@ def crop_boxes(im_size: tuple[int, int], n_layers: int, overlap_ratio: float):
     for i_layer in range(n_layers):
         n = 2 ** (i_layer + 1)
         overlap = int(overlap_ratio * short_side * (2 / n))
-        crop_w = int(math.ceil((overlap * (n - 1) + im_w) / n))
-        crop_h = int(math.ceil((overlap * (n - 1) + im_h) / n))
+        crop_w = math.ceil((overlap * (n - 1) + im_w) / n)
+        crop_h = math.ceil((overlap * (n - 1) + im_h) / n)
         x0s = [int((crop_w - overlap) * i) for i in range(n)]
         y0s = [int((crop_h - overlap) * i) for i in range(n)]
         for x0, y0 in itertools.product(x0s, y0s):
@@ -160,12 +160,15 @@ class MaskGenerator:
         self.upscale_chunk = upscale_chunk  # at most this many masks per device call,
         self.upscale_pixels = upscale_pixels  # and about this many pixels per call
         self.size_multiple = size_multiple  # size buckets of the full-resolution frame
+        self._image_is_set = False
         self.grids = [
             point_grid(config.points_per_side // config.crop_n_points_downscale_factor**i)
             for i in range(config.crop_n_layers + 1)
         ]
 
-    def generate(self, image: np.ndarray, stats: Counter | None = None) -> list[dict]:
+    def generate(
+        self, image: np.ndarray, stats: Counter | None = None, *, image_is_set: bool = False
+    ) -> list[dict]:
         """Masks of a uint8 `HxWx3` image as a list of records (largest predicted IoU first
         within each crop), each with: `segmentation` (bool `[H, W]`), `area`, `bbox` (XYWH),
         `predicted_iou`, `stability_score`, `point_coords` ([[x, y]] in the image),
@@ -173,10 +176,20 @@ class MaskGenerator:
 
         `stats`, if given, counts the masks left after each stage: `candidates`,
         `predicted_iou`, `stability`, `area`, `crop_edge`, `box_nms`, `crop_nms`.
+
+        `image_is_set`: the caller has already given `image` to the predictor
+        (`predictor.set_image(image)`), e.g. to have its encoding run on the device while the
+        host finishes the previous image; the whole-image crop then uses that embedding.
         """
         stats = Counter() if stats is None else stats
         image = transforms.check_image(image)
         orig_h, orig_w = image.shape[:2]
+        if image_is_set and self.predictor.original_size != (orig_h, orig_w):
+            raise ValueError(
+                f"image_is_set, but the predictor holds an image of size "
+                f"{self.predictor.original_size}, not {(orig_h, orig_w)}"
+            )
+        self._image_is_set = image_is_set
         boxes, layers = crop_boxes(
             (orig_h, orig_w), self.config.crop_n_layers, self.config.crop_overlap_ratio
         )
@@ -201,7 +214,8 @@ class MaskGenerator:
         cropped = np.ascontiguousarray(image[y0:y1, x0:x1])
         crop_h, crop_w = cropped.shape[:2]
         p = self.predictor
-        p.set_image(cropped)
+        if not (self._image_is_set and (crop_h, crop_w) == (orig_h, orig_w)):
+            p.set_image(cropped)
         s = p.config.img_size
         points = self.grids[layer] * np.array([crop_w, crop_h])
         n = len(points)
