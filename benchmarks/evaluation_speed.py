@@ -18,7 +18,9 @@ optionally resized to `--size WxH` (bilinear photo, nearest masks).
   single output) a Python loop over rounds: `predict` with the clicks so far and the previous
   low-res logits, upscaled masks thresholded at 0, IoU and boundary IoU in NumPy
   (`sum_jax.ops.metrics`), the next click from the SciPy distance-transform clicker
-  (`tests/evaluate/reference_clicker.py`). Round 1 decodes three outputs once for both modes.
+  (`tests/evaluate/reference_clicker.py`). Round 1 decodes three outputs once for both modes
+  (and the single-mask output, `multimask_output=False`, for mode `single` with
+  `single_output_token=0`, the default).
 
 Each side is timed `--repeats` times over all images; prints the median, min and max
 seconds, seconds per image, the ratio official / ours (above 1: ours is faster), the load
@@ -89,10 +91,18 @@ def official_loop(predictor, examples: list[dict], rounds: int, single_token: in
                     np.array([[x, y]]), np.array([1]), multimask_output=True
                 )
             ious = [metrics.iou(m, gt) for m in masks]
-            starts = {"oracle": int(np.argmax(ious)), "single": single_token - 1}
-            for mode, k in starts.items():
+            k = int(np.argmax(ious))
+            starts = {"oracle": (masks[k], low[k : k + 1])}
+            if single_token == 0:  # SAM's single-mask token: multimask_output=False
+                with torch.inference_mode():
+                    one, _, one_low = predictor.predict(
+                        np.array([[x, y]]), np.array([1]), multimask_output=False
+                    )
+                starts["single"] = (one[0], one_low[0:1])
+            else:
+                starts["single"] = (masks[single_token - 1], low[single_token - 1 : single_token])
+            for mode, (pred, prev) in starts.items():
                 points, labels = [[x, y]], [1]
-                pred, prev = masks[k], low[k : k + 1]
                 nc = np.ones_like(gt)
                 nc[y, x] = False
                 curve = []

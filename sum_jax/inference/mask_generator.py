@@ -9,12 +9,14 @@ image; then box NMS at 0.7, optionally over crop layers.
 Work is spent on survivors only. Each batch of clicks is decoded on device and only its
 predicted IoUs come back; the IoU filter needs nothing else. The survivors alone are upscaled
 to full resolution (SAM's postprocessing as two-tap bilinear gathers,
-`transforms.postprocess_taps`), in chunks of at most `upscale_chunk` masks padded to a power
-of two, into a frame padded up to a multiple of `size_multiple` pixels: the taps are arrays,
-so one compilation serves every image size of a bucket. Stability, boxes and areas come from
-those full-resolution logits (as the official generator computes them); the filters and
-NMS run on the host over the small per-mask arrays, and only the masks that pass every
-filter are copied to the host.
+`transforms.postprocess_taps`), a few masks per device call (about `upscale_pixels` pixels,
+at most `upscale_chunk` masks: XLA:CPU ran one 512x512 mask ten times faster in calls of
+one or two than in calls of 32, whose buffers leave the cache), into a frame padded up to a
+multiple of `size_multiple` pixels: the taps are arrays, so one compilation serves every
+image size of a bucket. Stability, boxes and areas come from those full-resolution logits
+(as the official generator computes them); the filters and NMS run on the host over the
+small per-mask arrays, and only the masks NMS keeps are made again at full resolution (the
+same jitted arithmetic) and copied to the host.
 
 Each kept mask also keeps what SUM's later stages need: its low-res logits (the mask prompt
 of the refinement module) and the generating point.
@@ -72,8 +74,8 @@ def crop_boxes(im_size: tuple[int, int], n_layers: int, overlap_ratio: float):
     for i_layer in range(n_layers):
         n = 2 ** (i_layer + 1)
         overlap = int(overlap_ratio * short_side * (2 / n))
-        crop_w = int(math.ceil((overlap * (n - 1) + im_w) / n))
-        crop_h = int(math.ceil((overlap * (n - 1) + im_h) / n))
+        crop_w = math.ceil((overlap * (n - 1) + im_w) / n)
+        crop_h = math.ceil((overlap * (n - 1) + im_h) / n)
         x0s = [int((crop_w - overlap) * i) for i in range(n)]
         y0s = [int((crop_h - overlap) * i) for i in range(n)]
         for x0, y0 in itertools.product(x0s, y0s):
@@ -108,22 +110,33 @@ def _decode_batch(graphdef, state, embeddings, points):
     return low_res[0].reshape((-1,) + low_res.shape[-2:]), iou[0].reshape(-1)
 
 
-@functools.partial(jax.jit, static_argnames=("offset",))
-def _score_masks(low_res, index, taps, crop_hw, *, offset):
-    """Low-res logits `low_res[index]` (`[n, L, L]`) -> full-resolution masks
-    `bool[n, Hb, Wb]` (False beyond the crop's `crop_hw` in the padded frame), stability
-    `[n]`, boxes `[n, 4]`, areas `[n]`."""
+def _full_logits(low_res, index, taps, crop_hw):
+    """Low-res logits `low_res[index]` (`[n, L, L]`) -> full-resolution logits `[n, Hb, Wb]`,
+    -inf beyond the crop's `crop_hw` in the padded frame (counts at no threshold)."""
     logits = transforms.apply_postprocess(low_res[index], taps)
     hb, wb = logits.shape[-2:]
     inside = (jnp.arange(hb)[:, None] < crop_hw[0]) & (jnp.arange(wb)[None, :] < crop_hw[1])
-    logits = jnp.where(inside, logits, -jnp.inf)  # the padding counts at no threshold
+    return jnp.where(inside, logits, -jnp.inf)
+
+
+@functools.partial(jax.jit, static_argnames=("offset",))
+def _score_masks(low_res, index, taps, crop_hw, *, offset):
+    """What the filters and NMS need of the masks `low_res[index]` at full resolution:
+    stability `[n]`, boxes `[n, 4]`, areas `[n]` (the masks stay on device and are dropped)."""
+    logits = _full_logits(low_res, index, taps, crop_hw)
     masks = logits > transforms.MASK_THRESHOLD
     return {
-        "masks": masks,
         "stability": stability_score(logits, offset),
         "boxes": mask_to_box(masks)[0],
         "area": jnp.sum(masks, axis=(-1, -2), dtype=jnp.int32),
     }
+
+
+@jax.jit
+def _binary_masks(low_res, index, taps, crop_hw):
+    """The full-resolution masks `bool[n, Hb, Wb]` of `low_res[index]`, as `_score_masks`
+    thresholds them (same arithmetic: the kept masks are made again after NMS)."""
+    return _full_logits(low_res, index, taps, crop_hw) > transforms.MASK_THRESHOLD
 
 
 def _round_up(n: int, multiple: int) -> int:
@@ -139,18 +152,23 @@ class MaskGenerator:
         config: GeneratorSettings = GeneratorSettings(),
         *,
         upscale_chunk: int = 32,
+        upscale_pixels: int = 2**19,
         size_multiple: int = 128,
     ):
         self.predictor = predictor
         self.config = config
-        self.upscale_chunk = upscale_chunk  # full-resolution masks per device call
+        self.upscale_chunk = upscale_chunk  # at most this many masks per device call,
+        self.upscale_pixels = upscale_pixels  # and about this many pixels per call
         self.size_multiple = size_multiple  # size buckets of the full-resolution frame
+        self._image_is_set = False
         self.grids = [
             point_grid(config.points_per_side // config.crop_n_points_downscale_factor**i)
             for i in range(config.crop_n_layers + 1)
         ]
 
-    def generate(self, image: np.ndarray, stats: Counter | None = None) -> list[dict]:
+    def generate(
+        self, image: np.ndarray, stats: Counter | None = None, *, image_is_set: bool = False
+    ) -> list[dict]:
         """Masks of a uint8 `HxWx3` image as a list of records (largest predicted IoU first
         within each crop), each with: `segmentation` (bool `[H, W]`), `area`, `bbox` (XYWH),
         `predicted_iou`, `stability_score`, `point_coords` ([[x, y]] in the image),
@@ -158,10 +176,20 @@ class MaskGenerator:
 
         `stats`, if given, counts the masks left after each stage: `candidates`,
         `predicted_iou`, `stability`, `area`, `crop_edge`, `box_nms`, `crop_nms`.
+
+        `image_is_set`: the caller has already given `image` to the predictor
+        (`predictor.set_image(image)`), e.g. to have its encoding run on the device while the
+        host finishes the previous image; the whole-image crop then uses that embedding.
         """
         stats = Counter() if stats is None else stats
         image = transforms.check_image(image)
         orig_h, orig_w = image.shape[:2]
+        if image_is_set and self.predictor.original_size != (orig_h, orig_w):
+            raise ValueError(
+                f"image_is_set, but the predictor holds an image of size "
+                f"{self.predictor.original_size}, not {(orig_h, orig_w)}"
+            )
+        self._image_is_set = image_is_set
         boxes, layers = crop_boxes(
             (orig_h, orig_w), self.config.crop_n_layers, self.config.crop_overlap_ratio
         )
@@ -186,17 +214,23 @@ class MaskGenerator:
         cropped = np.ascontiguousarray(image[y0:y1, x0:x1])
         crop_h, crop_w = cropped.shape[:2]
         p = self.predictor
-        p.set_image(cropped)
+        if not (self._image_is_set and (crop_h, crop_w) == (orig_h, orig_w)):
+            p.set_image(cropped)
         s = p.config.img_size
         points = self.grids[layer] * np.array([crop_w, crop_h])
         n = len(points)
         batch = cfg.points_per_batch
-        padded_hw = (_round_up(crop_h, self.size_multiple), _round_up(crop_w, self.size_multiple))
-        taps = transforms.postprocess_taps((crop_h, crop_w), s, p.config.low_res_size, padded_hw)
+        hb, wb = _round_up(crop_h, self.size_multiple), _round_up(crop_w, self.size_multiple)
+        taps = transforms.postprocess_taps((crop_h, crop_w), s, p.config.low_res_size, (hb, wb))
         taps = jax.tree.map(jnp.asarray, taps)
         crop_hw = jnp.asarray([crop_h, crop_w], jnp.int32)
-        # Filters run per batch and only the survivors' full-size masks are kept: holding
-        # every candidate (3072 for a 32 x 32 grid) would take ~10 GB at SA-1B's size.
+        # Masks per device call: a few, so that each call's full-resolution buffers stay in
+        # the cache (one 512x512 mask per call cost ~1/10 of what it cost in calls of 32).
+        per_call = max(1, min(self.upscale_chunk, self.upscale_pixels // max(s * s, hb * wb)))
+        offset = float(cfg.stability_score_offset)
+        # Filters run per batch on per-mask numbers (stability, box, area) and only the
+        # survivors' low-res logits are kept; their full-size masks are made after NMS, for
+        # the masks NMS keeps (holding every candidate's would take ~10 GB at SA-1B's size).
         out: dict[str, list[np.ndarray]] = {}
         for start in range(0, n, batch):
             chunk = points[start : start + batch]
@@ -210,40 +244,37 @@ class MaskGenerator:
             )
             rows = {"iou": np.asarray(iou)[: 3 * len(chunk)], "points": np.repeat(chunk, 3, 0)}
             keep = self._iou_filter(rows["iou"], stats)
-            low_host = None  # this batch's low-res logits on the host, once needed
-            for c in range(0, keep.size, self.upscale_chunk):
-                idx = keep[c : c + self.upscale_chunk]
-                slots = min(self.upscale_chunk, 1 << max(idx.size - 1, 0).bit_length())
-                index = np.zeros(slots, np.int32)
-                index[: idx.size] = idx
-                scored = _score_masks(
-                    low_res, index, taps, crop_hw, offset=float(cfg.stability_score_offset)
-                )
-                host = jax.device_get({k: v for k, v in scored.items() if k != "masks"})
-                scores = {k: v[: idx.size] for k, v in host.items()}
-                scores.update({k: v[idx] for k, v in rows.items()})
-                kept = np.nonzero(self._mask_filters(scores, crop, (orig_h, orig_w), stats))[0]
-                if not kept.size:
-                    continue
-                scores = {k: v[kept] for k, v in scores.items()}
-                # Whole chunks to the host, indexed there: an index array of each new length
-                # would compile a new gather.
-                scores["masks"] = np.asarray(scored["masks"])[kept, :crop_h, :crop_w]
-                if low_host is None:
-                    low_host = np.asarray(low_res)
-                scores["low_res"] = low_host[idx[kept]]
-                for k, v in scores.items():
-                    out.setdefault(k, []).append(v)
+            if not keep.size:
+                continue
+            # Every call is dispatched before any result is read (JAX runs them
+            # asynchronously); the index is padded to `per_call` (one compilation).
+            index = np.zeros(_round_up(keep.size, per_call), np.int32)
+            index[: keep.size] = keep
+            calls = [
+                _score_masks(low_res, index[c : c + per_call], taps, crop_hw, offset=offset)
+                for c in range(0, keep.size, per_call)
+            ]
+            host = jax.device_get(calls)
+            scores = {k: np.concatenate([h[k] for h in host])[: keep.size] for k in host[0]}
+            scores.update({k: v[keep] for k, v in rows.items()})
+            kept = np.nonzero(self._mask_filters(scores, crop, (orig_h, orig_w), stats))[0]
+            if not kept.size:
+                continue
+            scores = {k: v[kept] for k, v in scores.items()}
+            scores["low_res"] = np.asarray(low_res)[keep[kept]]
+            for k, v in scores.items():
+                out.setdefault(k, []).append(v)
         data = {k: np.concatenate(v) for k, v in out.items()}
         idx = np.arange(len(data.get("iou", ())))
         if len(idx):
             idx = idx[nms(data["boxes"], data["iou"], cfg.box_nms_thresh)]
         stats["box_nms"] += len(idx)
+        masks = self._masks(data["low_res"][idx] if len(idx) else None, taps, crop_hw, per_call)
 
         offset = np.array([x0, y0, x0, y0])
         records = []
-        for i in idx:
-            mask = data["masks"][i]
+        for i, mask in zip(idx, masks):
+            mask = mask[:crop_h, :crop_w]
             if (crop_h, crop_w) != (orig_h, orig_w):
                 full = np.zeros((orig_h, orig_w), bool)
                 full[y0:y1, x0:x1] = mask
@@ -263,6 +294,21 @@ class MaskGenerator:
                 }
             )
         return records
+
+    def _masks(self, low_res, taps, crop_hw, per_call: int) -> np.ndarray:
+        """Full-resolution masks `bool[m, Hb, Wb]` of the host logits `low_res [m, L, L]`."""
+        if low_res is None:
+            return np.zeros((0, 0, 0), bool)
+        m = len(low_res)
+        padded = np.zeros((_round_up(m, per_call),) + low_res.shape[1:], low_res.dtype)
+        padded[:m] = low_res
+        padded = jnp.asarray(padded)
+        index = np.arange(len(padded), dtype=np.int32)
+        calls = [
+            _binary_masks(padded, index[c : c + per_call], taps, crop_hw)
+            for c in range(0, m, per_call)
+        ]
+        return np.concatenate(jax.device_get(calls))[:m]
 
     def _iou_filter(self, iou: np.ndarray, stats: Counter) -> np.ndarray:
         """Indices of the candidates above the predicted-IoU threshold (SAM's first filter)."""

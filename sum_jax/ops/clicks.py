@@ -50,8 +50,10 @@ def next_click(gt: Array, pred: Array, not_clicked: Array) -> tuple[Array, Array
       `yx i32[..., 2]`, `is_positive bool[...]` and `valid bool[...]` (False where the NumPy
       version returns None: no error pixel left; `yx` is then (0, 0)).
     """
-    fn_depth, fn_yx = _deepest_unclicked(gt & ~pred, not_clicked)
-    fp_depth, fp_yx = _deepest_unclicked(pred & ~gt, not_clicked)
+    # Both error regions in one distance transform: one pass of its loops for the two.
+    regions = jnp.stack([gt & ~pred, pred & ~gt])
+    depth, yx = _deepest_unclicked(regions, not_clicked[None])
+    (fn_depth, fp_depth), (fn_yx, fp_yx) = depth, yx
     positive = fn_depth > fp_depth
     yx = jnp.where(positive[..., None], fn_yx, fp_yx)
     valid = (fn_depth > 0) | (fp_depth > 0)

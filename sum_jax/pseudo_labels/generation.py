@@ -20,8 +20,9 @@ import json
 import logging
 import time
 from collections import Counter
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import jax
 import numpy as np
@@ -85,22 +86,44 @@ def generate_pseudo_labels(
     redone: list[str] = []
     start = time.perf_counter()
     indices = range(process_index, n, process_count)
-    for index in tqdm(indices, desc=f"pseudo-labels {name}", disable=not progress, unit="img"):
-        record = sources.normalize_record(source[index])
-        image_id = record["image_id"]
-        if plf.exists(out, image_id):
-            broken = plf.problem(out, image_id)
-            if broken is None:
-                skipped += 1
-                total_bytes += plf.path_for(out, image_id).stat().st_size
-                continue
-            log.warning("redoing a damaged pseudo-label file: %s", broken)
-            redone.append(broken)
+
+    def images_to_make():
+        """`(image_id, image)` of each image of the shard whose file is missing or damaged."""
+        nonlocal skipped, total_bytes
+        bar = tqdm(indices, desc=f"pseudo-labels {name}", disable=not progress, unit="img")
+        for index in bar:
+            record = sources.normalize_record(source[index])
+            image_id = record["image_id"]
+            if plf.exists(out, image_id):
+                broken = plf.problem(out, image_id)
+                if broken is None:
+                    skipped += 1
+                    total_bytes += plf.path_for(out, image_id).stat().st_size
+                    continue
+                log.warning("redoing a damaged pseudo-label file: %s", broken)
+                redone.append(broken)
+            try:
+                image = image_ops.decode_image(record["image"])
+            except ValueError as e:
+                raise ValueError(f"{name}:{split} image {image_id!r} (record {index}): {e}") from e
+            yield image_id, image
+
+    # One image ahead: the next image's encoding is dispatched (JAX runs it asynchronously)
+    # before the host writes the current image's file, so that the two overlap.
+    # A bad next image is reported after the current image's file is written.
+    todo = images_to_make()
+    current, error = next(todo, None), None
+    if current is not None:
+        predictor.set_image(current[1])
+    while current is not None:
+        image_id, image = current
+        masks = generator.generate(image, stats, image_is_set=True)
         try:
-            image = image_ops.decode_image(record["image"])
+            current = next(todo, None)
         except ValueError as e:
-            raise ValueError(f"{name}:{split} image {image_id!r} (record {index}): {e}") from e
-        masks = generator.generate(image, stats)
+            current, error = None, e
+        if current is not None:
+            predictor.set_image(current[1])
         low = predictor.config.low_res_size
         path = plf.write(
             out,
@@ -117,6 +140,8 @@ def generate_pseudo_labels(
         )
         written += 1
         total_bytes += path.stat().st_size
+    if error is not None:
+        raise error
     seconds = time.perf_counter() - start
     images = written + skipped
     summary = {

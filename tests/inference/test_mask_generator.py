@@ -149,3 +149,26 @@ def test_area_filter(models):
     ).generate(image)
     assert len(kept) == int(np.sum(areas < limit * image[..., 0].size))
     assert all(r["area"] < limit * image[..., 0].size for r in kept)
+
+
+def test_image_set_by_the_caller_gives_the_same_masks(models):
+    """`image_is_set=True` (the pseudo-label loop encodes the next image ahead) uses the
+    predictor's embedding: the same records as encoding inside `generate`; a predictor
+    holding another image is refused."""
+    _, predictor = models
+    image, other = skimage.data.chelsea(), skimage.data.coffee()
+    settings = mg.GeneratorSettings(
+        points_per_side=4, pred_iou_thresh=0.0, stability_score_thresh=0.0, box_nms_thresh=1.0
+    )
+    generator = mg.MaskGenerator(predictor, settings)
+    ref = generator.generate(image)
+    predictor.set_image(other)
+    predictor.set_image(image)
+    got = generator.generate(image, image_is_set=True)
+    assert len(got) == len(ref) > 10
+    for a, b in zip(got, ref):
+        for k in a:
+            np.testing.assert_array_equal(np.asarray(a[k]), np.asarray(b[k]), err_msg=k)
+    predictor.set_image(other)
+    with pytest.raises(ValueError, match="image_is_set"):
+        generator.generate(image, image_is_set=True)
