@@ -72,6 +72,40 @@ def use_fused_attention(attention: str) -> bool:
     return attention == "fused"
 
 
+def _bf16_on_cpu(*operands: jax.Array) -> bool:
+    return jax.default_backend() == "cpu" and all(x.dtype == jnp.bfloat16 for x in operands)
+
+
+def dot_general(lhs, rhs, dimension_numbers, precision=None, preferred_element_type=None, **kw):
+    """`lax.dot_general`, except that a bfloat16 x bfloat16 product on CPU is computed with a
+    float32 output and cast back to bfloat16 (the same rounding as XLA's own bf16 dot).
+
+    XLA:CPU (0.10) runs bf16 x bf16 -> f32 natively (YNNPACK, AVX512-BF16 where the processor
+    has it) but for a bf16 output first converts both operands to float32: a 4096x768x3072
+    product took 78 ms of CPU time with the float32 output, 154 ms (as float32's 135 ms) with
+    the bf16 one. On GPU and for other dtypes this is `lax.dot_general` unchanged. Passed to
+    `nnx.Linear(dot_general=...)`.
+    """
+    if preferred_element_type is None and _bf16_on_cpu(lhs, rhs):
+        out = jax.lax.dot_general(
+            lhs, rhs, dimension_numbers, precision, preferred_element_type=jnp.float32, **kw
+        )
+        return out.astype(jnp.bfloat16)
+    return jax.lax.dot_general(
+        lhs, rhs, dimension_numbers, precision, preferred_element_type=preferred_element_type, **kw
+    )
+
+
+def matmul(a: jax.Array, b: jax.Array, out_dtype=None) -> jax.Array:
+    """`a @ b` over the last two axes (leading axes batch), as `dot_general` above: bfloat16
+    operands on CPU multiply natively into float32. `out_dtype` (default: `a`'s dtype) is
+    the result's dtype, e.g. float32 for attention logits that are summed in float32."""
+    out_dtype = out_dtype or a.dtype
+    if _bf16_on_cpu(a, b):
+        return jnp.matmul(a, b, preferred_element_type=jnp.float32).astype(out_dtype)
+    return jnp.matmul(a, b).astype(out_dtype)
+
+
 class GELU(nnx.Module):
     """Parameter-free GELU module, so `nnx.List` indices line up with `nn.Sequential`'s."""
 
@@ -92,7 +126,7 @@ class MLPBlock(nnx.Module):
         param_dtype: jnp.dtype = jnp.float32,
         rngs: nnx.Rngs,
     ):
-        kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+        kw = {"dtype": dtype, "param_dtype": param_dtype, "dot_general": dot_general, "rngs": rngs}
         self.lin1 = nnx.Linear(embedding_dim, mlp_dim, **kw)
         self.lin2 = nnx.Linear(mlp_dim, embedding_dim, **kw)
         self.activation = activation

@@ -14,7 +14,9 @@ from flax import nnx
 
 from sum_jax.models.common import (
     MLPBlock,
+    dot_general,
     layer_norm,
+    matmul,
     remat_policy,
     shard_leading_axis,
     use_fused_attention,
@@ -104,7 +106,7 @@ class Attention(nnx.Module):
         self.attention = attention
         head_dim = dim // num_heads
         self.scale = head_dim**-0.5
-        kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+        kw = {"dtype": dtype, "param_dtype": param_dtype, "dot_general": dot_general, "rngs": rngs}
         self.qkv = nnx.Linear(dim, dim * 3, use_bias=True, **kw)
         self.proj = nnx.Linear(dim, dim, **kw)
         self.rel_pos_h = nnx.Param(jnp.zeros((2 * input_size[0] - 1, head_dim), param_dtype))
@@ -137,11 +139,12 @@ class Attention(nnx.Module):
             """Rows `[B*nh, hc, w, hd]` of queries attend to every key: `[B*nh, hc*w, hd]`."""
             hc = q_rows.shape[1]
             q_rows = q_rows.reshape(b * nh, hc * w, -1)
-            attn = (q_rows * self.scale) @ k.swapaxes(-1, -2)  # [B*nh, hc*w, HW]
-            attn = attn.reshape(b * nh, hc, w, h, w).astype(jnp.float32)
+            # [B*nh, hc*w, HW]; bfloat16 operands multiply natively into float32 on CPU.
+            attn = matmul(q_rows * self.scale, k.swapaxes(-1, -2), jnp.float32)
+            attn = attn.reshape(b * nh, hc, w, h, w)
             attn = attn + rel_h_rows.astype(jnp.float32) + rel_w_rows.astype(jnp.float32)
             attn = jax.nn.softmax(attn.reshape(b * nh, hc * w, h * w), axis=-1)
-            return attn.astype(v.dtype) @ v
+            return matmul(attn.astype(v.dtype), v)
 
         chunks = query_chunks(h, w)
         if chunks == 1:
