@@ -55,7 +55,8 @@ they combine with every data / uncertainty variant.
   consistency use no uncertainty map.
 
 Baselines that follow "the standard SAM training protocol" (§4.1, §4.3: `vanilla`,
-`refined_labels`) train without a task prompt, as `experiments/tables.py` evaluates them.
+`refined_labels`; App. E.1: the `augseg_*` variants, "SAM's training procedure") train
+without a task prompt, as `experiments/tables.py` evaluates them.
 
 Each writes what the FT configs write (sum_jax/train/loop.py).
 """
@@ -109,9 +110,11 @@ def _apply(config, variant: str) -> None:
             "augseg_uniform_point": "uniform_point",
         }.get(variant, "mixed")
         config.semi.multi_consistency = variant == "augseg_multi_consistency"
-        # Human labels train as in SAM; the pseudo-labels only give prompts.
+        # Human labels train as in SAM; the pseudo-labels only give prompts. "SAM's training
+        # procedure" (App. E.1) has no task prompt (U2PL is the one that adds them).
         config.loss.uncertainty_aware = False
         config.interactive.uncertainty_sampling = False
+        config.interactive.use_task_prompt = False
     else:
         raise ValueError(f"unknown ablation {variant!r}; known: {', '.join(VARIANTS)}, theta_<x>")
 

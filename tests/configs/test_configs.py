@@ -214,10 +214,10 @@ TASK_PROMPT_IN_TRAINING = {
     "lora_encoder_decoder": "first",
     "discrepancy_uncer": "first",
     "discrepancy_dual_decoder": "first",
-    "augseg_mixed_prompt": "first",
-    "augseg_box_prompt": "first",
-    "augseg_multi_consistency": "first",
-    "augseg_uniform_point": "first",
+    "augseg_mixed_prompt": "none",  # SAM's training procedure (App. E.1)
+    "augseg_box_prompt": "none",  # SAM's training procedure (App. E.1)
+    "augseg_multi_consistency": "none",  # SAM's training procedure (App. E.1)
+    "augseg_uniform_point": "none",  # SAM's training procedure (App. E.1)
 }
 # The table columns (experiments/tables.py) that evaluate a variant's model.
 EVALUATED_AS = {
