@@ -286,6 +286,10 @@ CASES = [
          lambda w, t: [*UNC, f"--config.data_dir={w.data}", f"--config.pseudo_labels={w.labels}",
                        f"--config.refiner={w.model}", f"--config.refined_labels_dir={w.afile}"],
          ("config.refined_labels_dir", "is a file")),
+    Case("uncertainty: unknown source", "sum_jax.uncertainty",
+         lambda w, t: [*UNC, f"--config.data_dir={w.data}", f"--config.pseudo_labels={w.labels}",
+                       "--config.source=entropy"],
+         ("config.source", "entropy", "refiner", "confidence")),
     # --- train ---
     Case("train: workdir is a file", "sum_jax.train",
          lambda w, t: [*FT, f"--workdir={w.afile}"], ("--workdir", "afile", "is a file")),

@@ -111,8 +111,9 @@ def _claim_folder(folder: Path, source_kind: str) -> None:
     else:
         mapped = False
         for f in sorted(folder.glob(f"*{plf.SUFFIX}"))[:1]:
-            with np.load(f, allow_pickle=False) as z:
-                mapped = "uncertainty" in z.files
+            # A damaged file is left to the loop, which names it and stops or redoes it.
+            if plf.problem(folder, f.stem) is None:
+                mapped = plf.read(folder, f.stem).has_uncertainty
         held = "refiner" if mapped else source_kind
         atomic_write(record, held + "\n")
     if held != source_kind:
