@@ -54,7 +54,7 @@ def get_config():
     config.model.mask_chunks = 3
     config.train.microbatches = -1
     # Mask losses at HQ-SAM's importance-sampled points of the 1024 frame (docs/training.md,
-    # "Loss resolution": the 256 grid's targets lose 14 boundary-IoU points of real masks,
+    # "Loss resolution": the 256 grid's targets lose 11-14 boundary-IoU points of real masks,
     # the points cost no memory over it; "full" costs +7.5 GiB per ViT-H image).
     config.loss.resolution = "points"
     return config
