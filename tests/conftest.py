@@ -4,6 +4,10 @@ import os
 
 # Tests fake 8 CPU devices so sharding code runs; must be set before jax is imported.
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
+# Commands run in-process here (tests/cli_harness.py): keep glibc's default malloc in the
+# one long pytest process, which would otherwise hold the peak of every test until it ends
+# (sum_jax/cpu_memory.py; tests/test_cpu_memory.py sets it explicitly in a subprocess).
+os.environ.setdefault("SUM_JAX_KEEP_FREED_MEMORY", "0")
 
 import jax
 import pytest
