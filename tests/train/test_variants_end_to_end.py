@@ -54,6 +54,7 @@ def tiny(variant: str, data_dir, pseudo_label_dir) -> ml_collections.ConfigDict:
     config.interactive.num_rounds = 3
     # One image per (fake CPU) device: the trainer splits the batch over all of them.
     config.train.update(num_steps=3, batch_size=8, masks_per_image=2, log_every=1)
+    config.model.mask_chunks = 1  # FT-Small's 3 chunks split its 30 masks, not 2
     config.train.checkpoint_every = 3
     config.eval.eval_sets = ""
     return config
