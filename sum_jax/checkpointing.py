@@ -261,6 +261,8 @@ def parse_checkpoint(spec: str) -> tuple[str, str]:
     if not name or not path:
         raise InputError(f"--checkpoint={spec!r}: expected NAME=DIR, e.g. SAM=ckpt/sam_vit_h")
     return name, path
+
+
 def model_fingerprint(spec: str | os.PathLike) -> str:
     """A content hash of a model directory (`blake2b` over every file's relative path and
     bytes, in sorted order), or of the spec itself for `random:<variant>` (the same seed

@@ -6,7 +6,7 @@ images `[B, S, S, 3]` (normalised, padded) -> embeddings `[B, S/16, S/16, out_ch
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp
@@ -300,7 +300,7 @@ class ImageEncoderViT(nnx.Module):
                 for i in range(depth)
             ]
         )
-        conv = dict(use_bias=False, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+        conv = {"use_bias": False, "dtype": dtype, "param_dtype": param_dtype, "rngs": rngs}
         self.neck = nnx.List(
             [
                 nnx.Conv(embed_dim, out_chans, kernel_size=(1, 1), **conv),

@@ -46,7 +46,7 @@ class Attention(nnx.Module):
         if internal_dim % num_heads:
             raise ValueError(f"num_heads={num_heads} must divide {internal_dim}")
         self.num_heads = num_heads
-        kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+        kw = {"dtype": dtype, "param_dtype": param_dtype, "rngs": rngs}
         self.q_proj = nnx.Linear(embedding_dim, internal_dim, **kw)
         self.k_proj = nnx.Linear(embedding_dim, internal_dim, **kw)
         self.v_proj = nnx.Linear(embedding_dim, internal_dim, **kw)
@@ -97,9 +97,9 @@ class TwoWayAttentionBlock(nnx.Module):
         attention: str = "auto",
         rngs: nnx.Rngs,
     ):
-        kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+        kw = {"dtype": dtype, "param_dtype": param_dtype, "rngs": rngs}
         akw = dict(kw, attention=attention)
-        ln = dict(param_dtype=param_dtype, rngs=rngs)
+        ln = {"param_dtype": param_dtype, "rngs": rngs}
         self.self_attn = Attention(embedding_dim, num_heads, **akw)
         self.norm1 = layer_norm(embedding_dim, DECODER_LN_EPS, **ln)
         self.cross_attn_token_to_image = Attention(
@@ -147,7 +147,7 @@ class TwoWayTransformer(nnx.Module):
         attention: str = "auto",
         rngs: nnx.Rngs,
     ):
-        kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+        kw = {"dtype": dtype, "param_dtype": param_dtype, "rngs": rngs}
         akw = dict(kw, attention=attention)
         self.layers = nnx.List(
             [
@@ -198,7 +198,7 @@ class MaskDecoder(nnx.Module):
         attention: str = "auto",
         rngs: nnx.Rngs,
     ):
-        kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+        kw = {"dtype": dtype, "param_dtype": param_dtype, "rngs": rngs}
         akw = dict(kw, attention=attention)
         c = transformer_dim
         self.num_mask_tokens = num_multimask_outputs + 1

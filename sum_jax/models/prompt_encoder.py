@@ -73,14 +73,14 @@ class PromptEncoder(nnx.Module):
         self.mask_input_size = tuple(4 * s for s in image_embedding_size)
         self.dtype = dtype
         self.pe_layer = PositionEmbeddingRandom(embed_dim // 2, rngs=rngs)
-        embed = dict(param_dtype=param_dtype, rngs=rngs)
+        embed = {"param_dtype": param_dtype, "rngs": rngs}
         init = nnx.initializers.normal(1.0)
         # pos/neg point, then the two box corners: indices match PyTorch's ModuleList.
         self.point_embeddings = nnx.List(
             [nnx.Embed(1, embed_dim, embedding_init=init, **embed) for _ in range(4)]
         )
         self.not_a_point_embed = nnx.Embed(1, embed_dim, embedding_init=init, **embed)
-        conv = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+        conv = {"dtype": dtype, "param_dtype": param_dtype, "rngs": rngs}
         c4 = mask_in_chans // 4
         self.mask_downscaling = nnx.List(
             [

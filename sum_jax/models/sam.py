@@ -83,7 +83,7 @@ class SamConfig:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "SamConfig":
+    def from_dict(cls, d: dict[str, Any]) -> SamConfig:
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(d) - known)
         if unknown:
@@ -148,7 +148,7 @@ class Sam(nnx.Module):
     def __init__(self, config: SamConfig, *, rngs: nnx.Rngs):
         self.config = config
         dtype, param_dtype = jnp.dtype(config.dtype), jnp.dtype(config.param_dtype)
-        kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+        kw = {"dtype": dtype, "param_dtype": param_dtype, "rngs": rngs}
         grid = config.embedding_size
         self.image_encoder = ImageEncoderViT(
             img_size=config.img_size,
