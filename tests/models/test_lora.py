@@ -90,8 +90,11 @@ def test_adapters_go_where_the_regexes_say_and_start_at_the_base():
     assert len(decoder) == (2 * 3 + 1) * 4
     assert all(p.startswith("mask_decoder.transformer.") for p in decoder)
     assert all(p.rsplit(".", 1)[1] in ("q_proj", "k_proj", "v_proj", "out_proj") for p in decoder)
-    for got, want in zip(forward(model, images), before, strict=True):  # B = 0: the base
-        np.testing.assert_array_equal(np.asarray(got), np.asarray(want))
+    # B = 0: the base's outputs, up to float32 rounding (XLA may order the sums differently
+    # once the adapter's matmuls join the graph).
+    for got, want in zip(forward(model, images), before, strict=True):
+        scale = float(jnp.abs(want).max())
+        np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=1e-5, atol=1e-6 * scale)
     with pytest.raises(ValueError, match="match no linear layer"):
         lora.add_adapters(model, (r"image_encoder\.blocks\.\d+\.attn\.qkvv\.kernel",), rank=2,
                           alpha=2.0, rngs=nnx.Rngs(0))  # fmt: skip
