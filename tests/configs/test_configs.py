@@ -70,11 +70,20 @@ _LOWERED: dict[str, str] = {}
 SAME_PROGRAM = {"ablations.py:theta_0.2", "ablations.py:theta_0.5", "ablations.py:theta_0.8",
                 "ablations.py:full", "ablations.py:confidence_uncer",
                 "ablations.py:augseg_box_prompt"}  # fmt: skip
+# Variants whose step is a sibling's with one option changed (a second decoder instead of
+# the teacher, all three output pairs, LoRA on the decoder too): the default suite lowers
+# the sibling, `-m slow` lowers these too (each a ViT-H trace of about a minute).
+SIBLING_PROGRAM = {"ablations.py:discrepancy_dual_decoder",
+                   "ablations.py:augseg_multi_consistency", "ablations.py:augseg_uniform_point",
+                   "ablations.py:lora_encoder_decoder"}  # fmt: skip
 
 
 @pytest.mark.parametrize(
     "spec",
-    [pytest.param(s, marks=pytest.mark.slow) if s in SAME_PROGRAM else s for s in TRAINING],
+    [
+        pytest.param(s, marks=pytest.mark.slow) if s in SAME_PROGRAM | SIBLING_PROGRAM else s
+        for s in TRAINING
+    ],
 )
 def test_training_config_builds_and_lowers_its_step(spec):
     config = load(spec)
