@@ -258,8 +258,10 @@ def accumulated_loss_and_grads(
     """The interactive loss, its per-round metrics and its gradient over `batch`, computed
     one micro-batch at a time (`lax.scan`), gradients summed in float32.
 
-    `batch_loss(params, batch, key) -> (loss, aux)` replaces the interactive loss (the
-    semi-supervised variants); its aux must have `interactive_loss`'s entries.
+    `batch_loss(params, batch, key, model_state) -> (loss, aux)` replaces the interactive
+    loss (the semi-supervised variants); its aux must have `interactive_loss`'s entries.
+    Each micro-batch's LoRA dropout masks are drawn from its own key (`reseed_dropout`), for
+    either loss.
 
     Micro-batch `m`'s loss and metrics are weighted by its share of the batch's loss units,
     `loss_human` / `loss_pseudo` by its share of the human / pseudo-labelled units, so the
@@ -291,7 +293,7 @@ def accumulated_loss_and_grads(
                 model = model_def.merge(params, micro_state.model_state)
                 loss, aux = interactive_loss(model, micro, micro_key, settings)
             else:
-                loss, aux = batch_loss(params, micro, micro_key)
+                loss, aux = batch_loss(params, micro, micro_key, micro_state.model_state)
             return loss * share["all"], aux
 
         (loss, aux), grads = params_loss_and_grads(micro_state, loss_fn, plan=plan)
@@ -365,7 +367,6 @@ def train_step(
     if semi.method != "none":
         batch_loss = functools.partial(
             semi_supervised.semi_supervised_loss,
-            model_state=loss_state.model_state,
             teacher=state.teacher,
             model_def=model_def,
             settings=settings,
@@ -380,7 +381,7 @@ def train_step(
         )
     elif microbatches == 1:
         (loss, aux), grads = params_loss_and_grads(
-            state, lambda params: batch_loss(params, batch, key), plan=plan
+            state, lambda params: batch_loss(params, batch, key, loss_state.model_state), plan=plan
         )
     else:
         (loss, aux), grads = accumulated_loss_and_grads(

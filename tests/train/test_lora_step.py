@@ -110,3 +110,69 @@ def test_dropout_changes_the_step_and_keeps_the_base(reference):
     assert history[1]["loss"] != plain[1]["loss"]
     for path, x in frozen0.items():
         np.testing.assert_array_equal(frozen1[path], x, err_msg=path)
+
+
+@pytest.mark.parametrize("semi_loss", [False, True], ids=["interactive", "semi_supervised"])
+def test_every_micro_batch_draws_its_own_dropout_masks(semi_loss, monkeypatch):
+    """`accumulated_loss_and_grads` hands micro-batch m the model state reseeded from
+    `fold_in(key, m)`: the interactive loss and a semi-supervised `batch_loss` alike (the
+    latter once got the step's masks for every micro-batch). The losses here record the
+    dropout keys they are given; the reference is `fold_in` and `reseed_dropout` written
+    out: `fold_in(fold_in(fold_in(key, m), stream), leaf index)`."""
+    import jax.numpy as jnp
+
+    from sum_jax.models import lora
+    from sum_jax.train import optim, step
+
+    seen = []
+
+    def record(model_state):
+        keys = jax.tree.leaves(model_state)
+        jax.debug.callback(lambda *k: seen.append([np.array(x) for x in k]), *keys)
+
+    def fake_loss(params, micro, model_state):
+        record(model_state)
+        loss = jnp.sum(params["w"]) * jnp.sum(micro["mask_valid"])
+        return loss, {"image_valid": micro["mask_valid"].any(-1), "loss": loss[None]}
+
+    class FakeDef:
+        def merge(self, params, model_state):
+            return (params, model_state)
+
+    monkeypatch.setattr(
+        step,
+        "interactive_loss",
+        lambda model, micro, key, settings: fake_loss(model[0], micro, model[1]),
+    )
+    dropout = lora.DROPOUT_KEY
+    model_state = {
+        "a": {dropout: jax.random.key_data(jax.random.key(1))},
+        "b": {dropout: jax.random.key_data(jax.random.key(2))},
+    }
+    params = {"w": jnp.ones(3)}
+    state = step.TrainState(
+        jnp.zeros((), jnp.int32), params, model_state, None, jnp.zeros((2,), jnp.uint32)
+    )
+    plan = optim.ParamPlan(group={"w": 0}, frozen={"w": False}, lr_mult={"w": 1.0},
+                           weight_decay={"w": False})  # fmt: skip
+    micro_batch = {
+        "mask_valid": np.ones((4, 2), bool),
+        "is_pseudo": np.array([0, 1, 0, 1], np.int32),
+    }
+    batch_loss = None
+    if semi_loss:
+        batch_loss = lambda p, micro, key, ms: fake_loss(p, micro, ms)  # noqa: E731
+    key = jax.random.key(7)
+    jax.jit(
+        lambda s, b, k: step.accumulated_loss_and_grads(
+            s, b, k, 2, model_def=FakeDef(), plan=plan, settings=None, batch_loss=batch_loss
+        )
+    )(state, micro_batch, key)
+    jax.effects_barrier()
+    assert len(seen) == 2
+    for m, got in enumerate(seen):
+        base = jax.random.fold_in(jax.random.fold_in(key, m), 0x4C6F5241)
+        want = [jax.random.key_data(jax.random.fold_in(base, i)) for i in range(2)]
+        for g, w in zip(got, want, strict=True):
+            np.testing.assert_array_equal(g, np.asarray(w))
+    assert not np.array_equal(seen[0][0], seen[1][0])
