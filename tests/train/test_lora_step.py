@@ -161,7 +161,7 @@ def test_every_micro_batch_draws_its_own_dropout_masks(semi_loss, monkeypatch):
     }
     batch_loss = None
     if semi_loss:
-        batch_loss = lambda p, micro, key, ms: fake_loss(p, micro, ms)  # noqa: E731
+        batch_loss = lambda p, micro, key, ms: fake_loss(p, micro, ms)
     key = jax.random.key(7)
     jax.jit(
         lambda s, b, k: step.accumulated_loss_and_grads(
