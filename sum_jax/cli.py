@@ -40,7 +40,6 @@ CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
 flags.DEFINE_bool("verbose", False, "Show the traceback of a failed command.")
 _CACHE_ENV = "SUM_JAX_COMPILATION_CACHE"
-_CACHE_GIB_ENV = "SUM_JAX_COMPILATION_CACHE_GIB"
 _CACHE = flags.DEFINE_string(
     "compilation_cache",
     None,
@@ -52,11 +51,7 @@ _CACHE = flags.DEFINE_string(
 def compilation_cache(path: str | None = None) -> str | None:
     """Turns on JAX's persistent compilation cache in `path`, else `$SUM_JAX_COMPILATION_CACHE`,
     else `$XDG_CACHE_HOME/sum_jax/xla` (`~/.cache/sum_jax/xla`); `none` turns it off.
-    Programs that took at least 0.5 s to compile are kept, up to `$SUM_JAX_COMPILATION_CACHE_GIB`
-    (default 8) GiB, least recently used first out. The bound also makes JAX lock the folder
-    around each read and write, so processes sharing it (the processes of one multi-process
-    run, two commands at once) never read an entry another is still writing. Returns the
-    folder used."""
+    Programs that took at least 0.5 s to compile are kept. Returns the folder used."""
     path = path or os.environ.get(_CACHE_ENV)
     if path is None:
         cache_home = os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache")
@@ -65,15 +60,7 @@ def compilation_cache(path: str | None = None) -> str | None:
         return None
     import jax
 
-    gib = os.environ.get(_CACHE_GIB_ENV, "8")
-    try:
-        max_bytes = int(float(gib) * (1 << 30))
-    except ValueError:
-        raise InputError(
-            f"${_CACHE_GIB_ENV}={gib!r} is not a number of GiB; set it to e.g. 8, or unset it"
-        ) from None
     jax.config.update("jax_compilation_cache_dir", path)
-    jax.config.update("jax_compilation_cache_max_size", max_bytes)
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
     return path
 

@@ -8,7 +8,6 @@ import sys
 from pathlib import Path
 
 import jax
-import pytest
 
 from sum_jax import cli
 
@@ -30,12 +29,6 @@ def test_compilation_cache_folder(tmp_path, monkeypatch):
         assert cli.compilation_cache("none") is None
         monkeypatch.setenv("SUM_JAX_COMPILATION_CACHE", "off")
         assert cli.compilation_cache() is None
-        monkeypatch.setenv("SUM_JAX_COMPILATION_CACHE_GIB", "2")
-        cli.compilation_cache(str(tmp_path / "flag"))
-        assert jax.config.jax_compilation_cache_max_size == 2 << 30
-        monkeypatch.setenv("SUM_JAX_COMPILATION_CACHE_GIB", "lots")
-        with pytest.raises(cli.InputError, match="SUM_JAX_COMPILATION_CACHE_GIB"):
-            cli.compilation_cache(str(tmp_path / "flag"))
     finally:
         jax.config.update("jax_compilation_cache_dir", before)
 
@@ -60,8 +53,7 @@ print(hits, misses)
 
 def test_second_process_loads_its_program_from_the_cache(tmp_path):
     """Run twice: the first process compiles and stores the program, the second loads it
-    (a cache hit, no miss). The bounded cache is locked (`.lockfile`) for processes that
-    share the folder."""
+    (a cache hit, no miss)."""
     env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
 
     def run():
@@ -74,6 +66,6 @@ def test_second_process_loads_its_program_from_the_cache(tmp_path):
     first_hits, first_misses = run()
     assert first_hits == 0 and first_misses >= 1
     entries = sorted(p.name for p in (tmp_path / "xla").iterdir())
-    assert any(e.endswith("-cache") for e in entries) and ".lockfile" in entries
+    assert any(e.endswith("-cache") for e in entries)
     hits, misses = run()
     assert hits >= 1 and misses == 0
