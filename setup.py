@@ -47,6 +47,9 @@ setup(
             "torchvision==0.29.1",
             # Starlette's TestClient for the web API tests (Starlette 1.x wants httpx2).
             "httpx2>=2",
+            # Runs the suite on every core (`-n auto` in pyproject.toml): most of its time
+            # is single-threaded XLA compilation, so two cores halve it.
+            "pytest-xdist>=3.5",
         ],
     },
 )

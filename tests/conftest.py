@@ -2,8 +2,10 @@
 
 import os
 
-# Tests fake 8 CPU devices so sharding code runs; must be set before jax is imported.
-os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
+from tests.xla_flags import TEST_XLA_FLAGS
+
+# Must be set before jax is imported (tests/xla_flags.py says why each flag).
+os.environ.setdefault("XLA_FLAGS", TEST_XLA_FLAGS)
 # Commands run in-process here (tests/cli_harness.py): keep glibc's default malloc in the
 # one long pytest process, which would otherwise hold the peak of every test until it ends
 # (sum_jax/cpu_memory.py; tests/test_cpu_memory.py sets it explicitly in a subprocess).
@@ -17,10 +19,21 @@ jax.config.update("jax_default_matmul_precision", "highest")
 flags.FLAGS.mark_as_parsed()
 
 # Identical programs compiled again by later tests (every trainer run jits the same step)
-# load from a per-session persistent cache instead of recompiling.
+# load from a per-session persistent cache instead of recompiling. The pytest-xdist workers
+# of one run (`-n`, pyproject.toml) share it (an entry read while another process writes it
+# fails to load: JAX warns and compiles).
 import tempfile
 
-jax.config.update("jax_compilation_cache_dir", tempfile.mkdtemp(prefix="sum_jax_xla_cache_"))
+_run = os.environ.get("PYTEST_XDIST_TESTRUNUID")
+_cache = (
+    os.path.join(tempfile.gettempdir(), f"sum_jax_xla_cache_{_run}")
+    if _run
+    else tempfile.mkdtemp(prefix="sum_jax_xla_cache_")
+)
+# Commands the tests launch as subprocesses use it too (`cli.compilation_cache`), not the
+# user's ~/.cache.
+os.environ.setdefault("SUM_JAX_COMPILATION_CACHE", _cache)
+jax.config.update("jax_compilation_cache_dir", _cache)
 jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
 jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
 
@@ -59,3 +72,14 @@ def prepared_folder(tmp_path_factory):
 def data_dir(prepared_folder) -> str:
     """The root of `prepared_folder`'s prepared datasets, as a string (for configs)."""
     return str(prepared_folder[0])
+
+
+def pytest_xdist_auto_num_workers(config):
+    """`-n auto`: one worker per core, but at most one per 6 GiB of memory (the heaviest
+    tests, a vit_b round trip and the two-process training, peak near 5 GiB each)."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:
+        cores = os.cpu_count() or 1
+    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    return max(1, min(cores, memory // (6 << 30)))

@@ -16,6 +16,7 @@ import pytest
 
 from sum_jax.checkpointing import load_state_dict
 from sum_jax.train import loop, optim
+from tests.xla_flags import FAST_COMPILE
 
 pytestmark = pytest.mark.integration
 
@@ -37,7 +38,7 @@ def _command(data: str, workdir: Path, *extra: str) -> list[str]:
 
 def _env(devices: int) -> dict[str, str]:
     env = dict(os.environ)
-    env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
+    env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices} {FAST_COMPILE}"
     env["PYTHONPATH"] = str(ROOT)
     return env
 
