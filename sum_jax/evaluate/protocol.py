@@ -89,14 +89,16 @@ class Decoder(NamedTuple):
     """What the protocol needs from a model; both functions are traced inside `jax.jit`.
 
     decode(params, context, prompts, multimask) -> low-res logits `f32[Q, M, l, l]`
-      (`M = 3` if multimask else 1); `context` is the per-image pytree (image embedding,
-      resize taps, ...), `params` the model state.
+      (`M = 3` if multimask else 1; with `all_outputs`, `multimask=None` gives the four
+      outputs, the single-mask token first, from one decode); `context` is the per-image
+      pytree (image embedding, resize taps, ...), `params` the model state.
     upscale(context, logits f32[..., l, l]) -> logits `f32[..., Hb, Wb]` at the GT's original
       resolution in the padded frame, <= 0 in the padding.
     """
 
     decode: Callable[..., Array]
     upscale: Callable[[Any, Array], Array]
+    all_outputs: bool = False
 
 
 class RoundOutputs(NamedTuple):
@@ -210,7 +212,13 @@ def evaluation_rounds(
     prompts = Prompts(
         points, labels, box if use_box else None, box_valid if use_box else None, None, tasks
     )
-    multi = decoder.decode(params, context, prompts, True)  # [Q, 3, l, l]
+    single_logits = None
+    if protocol.single_output_token == 0 and decoder.all_outputs:
+        # One decode for both modes: SAM computes all four mask tokens either way.
+        four = decoder.decode(params, context, prompts, None)  # [Q, 4, l, l]
+        single_logits, multi = four[:, 0], four[:, 1:]
+    else:
+        multi = decoder.decode(params, context, prompts, True)  # [Q, 3, l, l]
     multi_pred = _masks(decoder, context, multi)  # [Q, 3, Hb, Wb]
     inter, union = iou_counts(multi_pred, gt[:, None])
     first_ious = iou_from_counts(inter, union)
@@ -218,7 +226,8 @@ def evaluation_rounds(
     pick = lambda x, i: jnp.take_along_axis(x, i[:, None, None, None], axis=1)[:, 0]
     oracle_logits, oracle_pred = pick(multi, oracle), pick(multi_pred, oracle)
     if protocol.single_output_token == 0:
-        single_logits = decoder.decode(params, context, prompts, False)[:, 0]
+        if single_logits is None:
+            single_logits = decoder.decode(params, context, prompts, False)[:, 0]
         single_pred = _masks(decoder, context, single_logits)
     else:
         single_logits = multi[:, protocol.single_output_token - 1]
@@ -274,7 +283,7 @@ def evaluation_rounds(
 # SAM on device: the decoder adapter.
 
 
-def _sam_decode(graphdef, params, context, prompts: Prompts, multimask: bool) -> Array:
+def _sam_decode(graphdef, params, context, prompts: Prompts, multimask: bool | None) -> Array:
     """The protocol's prompts (original-image pixels, `(y, x)` clicks) -> SAM's low-res
     logits `[Q, M, l, l]`, through the one decoding adapter."""
     sy, sx = context["scale"][0], context["scale"][1]  # resized / original, per axis
@@ -309,7 +318,7 @@ def taps_upscale(context, logits: Array) -> Array:
 def sam_decoder(graphdef) -> Decoder:
     """The `Decoder` of an NNX `Sam` split into `(graphdef, params)`; one object per graph
     structure, so that compiled rounds are shared by models of the same architecture."""
-    return Decoder(functools.partial(_sam_decode, graphdef), taps_upscale)
+    return Decoder(functools.partial(_sam_decode, graphdef), taps_upscale, all_outputs=True)
 
 
 @functools.lru_cache(maxsize=16)
