@@ -23,8 +23,10 @@ to a size bucket, so one compilation serves many image sizes, and the postproces
 (bilinear to `S x S`, crop to the resized image, bilinear to `H x W`, as
 `sum_jax.ops.transforms.postprocess_masks` and the official `Sam.postprocess_masks`) runs as
 two-tap bilinear gathers whose indices and weights are built on host for each image size
-(`transforms.postprocess_taps`; zero weights in the padding) and passed as arrays. Round 1's
-three outputs are upscaled once: both modes read their round-1 masks from them. The
+(`transforms.postprocess_taps`; zero weights in the padding) and passed as arrays, as a
+computation of its own on CPU (`_separately`: XLA:CPU otherwise fused its gathers into their
+consumers). Round 1 decodes SAM's four outputs once and upscales its three outputs once:
+both modes read their round-1 masks from them. The
 distance transform of the clicks costs O(pixels) whatever the objects' depth
 (`sum_jax.ops.distance`). Only pixel counts and clicks come back to the host.
 
@@ -255,8 +257,7 @@ def evaluation_rounds(
         prompts = Prompts(points, labels, boxes2, box_valid2, logits, tasks2)
         with jax.named_scope("decode"):
             logits = decoder.decode(params, context, prompts, False)[:, 0]
-        with jax.named_scope("upscale"):
-            pred = _masks(decoder, context, logits)
+        pred = _masks(decoder, context, logits)
         out = counts(pred) + (yx, label) + ((logits,) if keep_logits else ())
         return (points, labels, not_clicked, pred, logits), out
 
