@@ -22,8 +22,10 @@ optionally resized to `--size WxH` (bilinear photo, nearest masks).
   (and the single-mask output, `multimask_output=False`, for mode `single` with
   `single_output_token=0`, the default).
 
-Each side is timed `--repeats` times over all images; prints the median, min and max
-seconds, seconds per image, the ratio official / ours (above 1: ours is faster), the load
+Like the `sum_jax` commands (`cli.run`), the process keeps freed host memory
+(`cpu_memory.keep_freed_memory`, for both sides: one process); `--default-malloc` leaves
+glibc's defaults. Each side is timed `--repeats` times over all images; prints the median,
+min and max wall seconds, the process (CPU) seconds, seconds per image, the ratio official / ours (above 1: ours is faster), the load
 average, and writes the same as JSON to `--out`. NoC is off unless `--noc` (then 20 rounds
 are simulated, the default evaluation settings).
 """
@@ -144,7 +146,13 @@ def main() -> None:
     parser.add_argument("--no-official", action="store_true", help="time only sum_jax")
     parser.add_argument("--masks_per_batch", type=int, default=8)
     parser.add_argument("--out", default="out/evaluation_speed.json")
+    parser.add_argument("--default-malloc", action="store_true", help="glibc's malloc defaults")
     args = parser.parse_args()
+
+    from sum_jax import cpu_memory
+
+    if not args.default_malloc:  # as every `python -m sum_jax.*` command does (cli.run)
+        cpu_memory.keep_freed_memory()
 
     import jax
     import torch
@@ -189,27 +197,35 @@ def main() -> None:
     t0 = time.perf_counter()
     eval_runner.evaluate_examples(ours, list(warm.values()), settings)
     result["jax_warmup_s"] = time.perf_counter() - t0
-    jax_times = []
+    jax_times, jax_cpu = [], []
     for _ in range(args.repeats):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         records = eval_runner.evaluate_examples(ours, examples, settings)
         jax_times.append(time.perf_counter() - t0)
-        print(f"jax   {jax_times[-1]:8.2f} s  (load {load()})", flush=True)
+        jax_cpu.append(time.process_time() - c0)
+        print(f"jax   {jax_times[-1]:8.2f} s, cpu {jax_cpu[-1]:8.2f} s (load {load()})", flush=True)
     result["jax_s"] = spread(jax_times)
+    result["jax_cpu_s"] = spread(jax_cpu)
     result["jax_s_per_image"] = result["jax_s"]["median"] / args.images
     result["jax_miou_last_round"] = float(np.mean([r["iou"][-1] for r in records["point"]]))
 
     if not args.no_official:
         official = OfficialPredictor(tmodel)
         official_loop(official, examples[:1], 2, settings.single_output_token)  # warm-up
-        torch_times = []
+        torch_times, torch_cpu = [], []
         for _ in range(args.repeats):
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             ref = official_loop(official, examples, rounds, settings.single_output_token)
             torch_times.append(time.perf_counter() - t0)
-            print(f"torch {torch_times[-1]:8.2f} s  (load {load()})", flush=True)
+            torch_cpu.append(time.process_time() - c0)
+            print(
+                f"torch {torch_times[-1]:8.2f} s, cpu {torch_cpu[-1]:8.2f} s (load {load()})",
+                flush=True,
+            )
         result["torch_threads"] = torch.get_num_threads()
         result["torch_s"] = spread(torch_times)
+        result["torch_cpu_s"] = spread(torch_cpu)
+        result["ratio_cpu"] = result["torch_cpu_s"]["median"] / result["jax_cpu_s"]["median"]
         result["torch_s_per_image"] = result["torch_s"]["median"] / args.images
         result["ratio_torch_over_jax"] = result["torch_s"]["median"] / result["jax_s"]["median"]
         ratios = [t / j for t, j in zip(torch_times, jax_times)]

@@ -23,8 +23,10 @@ to a size bucket, so one compilation serves many image sizes, and the postproces
 (bilinear to `S x S`, crop to the resized image, bilinear to `H x W`, as
 `sum_jax.ops.transforms.postprocess_masks` and the official `Sam.postprocess_masks`) runs as
 two-tap bilinear gathers whose indices and weights are built on host for each image size
-(`transforms.postprocess_taps`; zero weights in the padding) and passed as arrays. Round 1's
-three outputs are upscaled once: both modes read their round-1 masks from them. The
+(`transforms.postprocess_taps`; zero weights in the padding) and passed as arrays, as a
+computation of its own on CPU (`_separately`: XLA:CPU otherwise fused its gathers into their
+consumers). Round 1 decodes SAM's four outputs once and upscales its three outputs once:
+both modes read their round-1 masks from them. The
 distance transform of the clicks costs O(pixels) whatever the objects' depth
 (`sum_jax.ops.distance`). Only pixel counts and clicks come back to the host.
 
@@ -89,14 +91,16 @@ class Decoder(NamedTuple):
     """What the protocol needs from a model; both functions are traced inside `jax.jit`.
 
     decode(params, context, prompts, multimask) -> low-res logits `f32[Q, M, l, l]`
-      (`M = 3` if multimask else 1); `context` is the per-image pytree (image embedding,
-      resize taps, ...), `params` the model state.
+      (`M = 3` if multimask else 1; with `all_outputs`, `multimask=None` gives the four
+      outputs, the single-mask token first, from one decode); `context` is the per-image
+      pytree (image embedding, resize taps, ...), `params` the model state.
     upscale(context, logits f32[..., l, l]) -> logits `f32[..., Hb, Wb]` at the GT's original
       resolution in the padded frame, <= 0 in the padding.
     """
 
     decode: Callable[..., Array]
     upscale: Callable[[Any, Array], Array]
+    all_outputs: bool = False
 
 
 class RoundOutputs(NamedTuple):
@@ -129,6 +133,28 @@ def _first_prompt(gt: Array, protocol: ProtocolSettings) -> tuple[Array, Array, 
     depth, yx = deepest(gt)
     label = jnp.where(depth > 0, 1, LABEL_ABSENT).astype(jnp.int32)
     return yx, label, *no_box
+
+
+def _separately(fn: Callable, *args):
+    """`fn(*args)`, compiled by XLA:CPU as a computation of its own: a fusion boundary.
+
+    Inside the rounds' loop, XLA:CPU fused the upscaling's gathers, with transposed layouts,
+    into their consumers (counts, erosion, the next click) and ran them element by element:
+    ~430 ms per round of 8 vit_b queries at 512 x 512, against ~15 ms for the same upscaling
+    jitted alone. XLA does not fuse across the branches of a conditional, so `fn` runs as a
+    `lax.cond` whose two branches are both `fn` (the predicate, any traced value, does not
+    change the result). Other backends call `fn` directly.
+    """
+    if jax.default_backend() != "cpu":
+        return fn(*args)
+    pred = jax.tree.leaves(args)[-1].reshape(-1)[0] != 0
+    return jax.lax.cond(pred, fn, fn, *args)
+
+
+@jax.named_scope("upscale")
+def _masks(decoder: Decoder, context: Any, logits: Array) -> Array:
+    """Masks `bool [..., Hb, Wb]` of low-res `logits [..., l, l]` (upscaled, > 0)."""
+    return _separately(lambda c, x: decoder.upscale(c, x) > 0, context, logits)
 
 
 def _unclick(not_clicked: Array, yx: Array, label: Array) -> Array:
@@ -171,10 +197,12 @@ def evaluation_rounds(
 
     gt_band2 = gt2 & ~erode(gt2, dilation)  # the GT's boundary, once
 
+    @jax.named_scope("counts")
     def counts(pred: Array) -> tuple[Array, ...]:
         """IoU and boundary-IoU pixel counts of `pred [2Q, Hb, Wb]` against the GT."""
         inter, union = iou_counts(pred, gt2)
-        pred_band = pred & ~erode(pred, dilation)
+        with jax.named_scope("erode"):
+            pred_band = pred & ~erode(pred, dilation)
         b_inter, b_union = iou_counts(pred_band, gt_band2)
         return inter, union, b_inter, b_union
 
@@ -186,16 +214,23 @@ def evaluation_rounds(
     prompts = Prompts(
         points, labels, box if use_box else None, box_valid if use_box else None, None, tasks
     )
-    multi = decoder.decode(params, context, prompts, True)  # [Q, 3, l, l]
-    multi_pred = decoder.upscale(context, multi) > 0  # [Q, 3, Hb, Wb]
+    single_logits = None
+    if protocol.single_output_token == 0 and decoder.all_outputs:
+        # One decode for both modes: SAM computes all four mask tokens either way.
+        four = decoder.decode(params, context, prompts, None)  # [Q, 4, l, l]
+        single_logits, multi = four[:, 0], four[:, 1:]
+    else:
+        multi = decoder.decode(params, context, prompts, True)  # [Q, 3, l, l]
+    multi_pred = _masks(decoder, context, multi)  # [Q, 3, Hb, Wb]
     inter, union = iou_counts(multi_pred, gt[:, None])
     first_ious = iou_from_counts(inter, union)
     oracle = jnp.argmax(first_ious, axis=-1)  # ties: the first output
     pick = lambda x, i: jnp.take_along_axis(x, i[:, None, None, None], axis=1)[:, 0]
     oracle_logits, oracle_pred = pick(multi, oracle), pick(multi_pred, oracle)
     if protocol.single_output_token == 0:
-        single_logits = decoder.decode(params, context, prompts, False)[:, 0]
-        single_pred = decoder.upscale(context, single_logits) > 0
+        if single_logits is None:
+            single_logits = decoder.decode(params, context, prompts, False)[:, 0]
+        single_pred = _masks(decoder, context, single_logits)
     else:
         single_logits = multi[:, protocol.single_output_token - 1]
         single_pred = multi_pred[:, protocol.single_output_token - 1]
@@ -212,14 +247,17 @@ def evaluation_rounds(
 
     def step(carry, r):
         points, labels, not_clicked, pred, logits = carry
-        yx, positive, valid = clicks.next_click(gt2, pred, not_clicked)
+        with jax.named_scope("click"):
+            yx, positive, valid = clicks.next_click(gt2, pred, not_clicked)
         label = jnp.where(valid, positive.astype(jnp.int32), LABEL_ABSENT)
         points = points.at[:, r].set(yx)
         labels = labels.at[:, r].set(label)
-        not_clicked = _unclick(not_clicked, yx, label)
+        with jax.named_scope("unclick"):
+            not_clicked = _unclick(not_clicked, yx, label)
         prompts = Prompts(points, labels, boxes2, box_valid2, logits, tasks2)
-        logits = decoder.decode(params, context, prompts, False)[:, 0]
-        pred = decoder.upscale(context, logits) > 0
+        with jax.named_scope("decode"):
+            logits = decoder.decode(params, context, prompts, False)[:, 0]
+        pred = _masks(decoder, context, logits)
         out = counts(pred) + (yx, label) + ((logits,) if keep_logits else ())
         return (points, labels, not_clicked, pred, logits), out
 
@@ -246,7 +284,7 @@ def evaluation_rounds(
 # SAM on device: the decoder adapter.
 
 
-def _sam_decode(graphdef, params, context, prompts: Prompts, multimask: bool) -> Array:
+def _sam_decode(graphdef, params, context, prompts: Prompts, multimask: bool | None) -> Array:
     """The protocol's prompts (original-image pixels, `(y, x)` clicks) -> SAM's low-res
     logits `[Q, M, l, l]`, through the one decoding adapter."""
     sy, sx = context["scale"][0], context["scale"][1]  # resized / original, per axis
@@ -281,7 +319,7 @@ def taps_upscale(context, logits: Array) -> Array:
 def sam_decoder(graphdef) -> Decoder:
     """The `Decoder` of an NNX `Sam` split into `(graphdef, params)`; one object per graph
     structure, so that compiled rounds are shared by models of the same architecture."""
-    return Decoder(functools.partial(_sam_decode, graphdef), taps_upscale)
+    return Decoder(functools.partial(_sam_decode, graphdef), taps_upscale, all_outputs=True)
 
 
 @functools.lru_cache(maxsize=16)

@@ -68,7 +68,11 @@ class EvalSettings:
     boundary_band: float = 10.0
     dilation_ratio: float = 0.02
     masks_per_batch: int = 8
-    bucket_sizes: tuple[int, ...] = (256, 512, 768, 1024, 1536, 2048, 3072, 4096)
+    bucket_sizes: tuple[int, ...] = (
+        *range(256, 1025, 128),
+        *range(1280, 2049, 256),
+        *range(2560, 4097, 512),
+    )
     num_examples: int = 4
     max_images: int = -1
 

@@ -34,10 +34,11 @@ class Prompts(NamedTuple):
 @functools.partial(jax.jit, static_argnames=("graphdef", "multimask_output"))
 def decode(
     graphdef: nnx.GraphDef, state: nnx.State, embeddings: Array, prompts: Prompts, *,
-    multimask_output: bool,
+    multimask_output: bool | None,
 ) -> tuple[Array, Array]:  # fmt: skip
     """`(low_res_logits f32[B, Q, M, L, L], iou_predictions f32[B, Q, M])` of the split
-    model for `embeddings [B, h, w, C]`; `M = 3` with `multimask_output`, else 1."""
+    model for `embeddings [B, h, w, C]`; `M = 3` with `multimask_output`, 1 without, 4
+    when it is None (the single-mask token first)."""
     model = nnx.merge(graphdef, state)
     return model.decode(
         embeddings,

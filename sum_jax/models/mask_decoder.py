@@ -239,7 +239,7 @@ class MaskDecoder(nnx.Module):
         sparse_valid: jax.Array,
         dense_embeddings: jax.Array,
         *,
-        multimask_output: bool,
+        multimask_output: bool | None,
     ) -> tuple[jax.Array, jax.Array]:
         """Decodes a flat batch of prompts.
 
@@ -248,7 +248,8 @@ class MaskDecoder(nnx.Module):
           image_pe: `[h, w, C]`.
           sparse_embeddings: `[B, T, C]` prompt tokens; `sparse_valid [B, T]` bool.
           dense_embeddings: `[B, h, w, C]`.
-          multimask_output: return masks 1..3 (True) or mask 0 (False).
+          multimask_output: return masks 1..3 (True), mask 0 (False) or all four (None:
+            one decode for both, as the evaluator's first round needs).
 
         Returns:
           `(masks [B, M, 4h, 4w], iou_pred [B, M])`.
@@ -281,4 +282,6 @@ class MaskDecoder(nnx.Module):
         iou_pred = self.iou_prediction_head(iou_token_out)
 
         sl = slice(1, None) if multimask_output else slice(0, 1)
+        if multimask_output is None:
+            sl = slice(None)
         return masks[:, sl].astype(jnp.float32), iou_pred[:, sl].astype(jnp.float32)

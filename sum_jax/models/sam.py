@@ -202,7 +202,7 @@ class Sam(nnx.Module):
         mask_inputs: jax.Array | None = None,
         mask_valid: jax.Array | None = None,
         *,
-        multimask_output: bool,
+        multimask_output: bool | None,
         task_ids: jax.Array | None = None,
     ) -> tuple[jax.Array, jax.Array]:
         """Decodes `Q` prompts for each of `B` images.
@@ -216,7 +216,8 @@ class Sam(nnx.Module):
           box_valid: `[B, Q]` bool, or None (all boxes present when `boxes` is given).
           mask_inputs: `[B, Q, 4h, 4w]` low-res logits (e.g. the previous round's), or None.
           mask_valid: `[B, Q]` bool, or None (all present when `mask_inputs` is given).
-          multimask_output: three masks (True) or one (False) per prompt; static.
+          multimask_output: three masks (True), one (False) or all four (None: the
+            single-mask token's first) per prompt; static.
           task_ids: `[B, Q]` int SUM task ids, negative for none; or None.
 
         Returns:

@@ -194,6 +194,33 @@ def test_means_per_dataset_task_and_overall():
     assert row[5] == 3 and row[8] == pytest.approx(overall[1], abs=1e-12)
 
 
+def test_default_frame_buckets_and_padding_does_not_change_records():
+    sizes = runner.EvalSettings().bucket_sizes
+    from configs.eval import get_config
+
+    assert tuple(get_config().bucket_sizes) == sizes
+    assert list(sizes) == sorted(set(sizes)) and all(s % 128 == 0 for s in sizes)
+    # The benchmark photos (VOC 375 x 500, ARC2017 480 x 640, 480 x 854) and larger ones.
+    frames = {(h, w): tuple(protocol.bucket(v, sizes) for v in (h, w)) for h, w in
+              [(375, 500), (480, 640), (480, 854), (1080, 1920), (3000, 5000)]}  # fmt: skip
+    assert frames == {
+        (375, 500): (384, 512),
+        (480, 640): (512, 640),
+        (480, 854): (512, 896),
+        (1080, 1920): (1280, 2048),
+        (3000, 5000): (3072, 8192),  # beyond the largest: multiples of it
+    }
+    # Records do not depend on the frame the GT is padded into (zero padding is exactly the
+    # protocol's and the erosion's outside).
+    examples = [
+        rect_example(rects=((10, 50, 10, 70), (0, 30, 50, 80))),
+        rect_example(image_id="b", rects=((3, 57, 20, 45),)),
+    ]
+    tight = run(examples, bucket_sizes=(64, 80), protocols=("point", "box"))
+    loose = run(examples, bucket_sizes=(128,), protocols=("point", "box"))
+    assert tight == loose
+
+
 def test_taps_upscale_equals_transforms_postprocess_masks():
     rng = np.random.default_rng(0)
     for h, w, s in [(37, 53, 64), (130, 90, 64), (64, 64, 64), (200, 41, 128)]:

@@ -57,7 +57,7 @@ def test_image_embeddings_match(tiny_pair):
     assert rel_err(out, ref) < TOL_TINY
 
 
-@pytest.mark.parametrize("multimask", [True, False])
+@pytest.mark.parametrize("multimask", [True, False, None])  # None: all four outputs
 @pytest.mark.parametrize(
     "case", ["points", "box", "box_points", "points_mask", "box_points_mask", "mask_only"]
 )
@@ -77,15 +77,17 @@ def test_decoder_matches(tiny_pair, case, multimask):
     masks = 3 * rng.standard_normal((q, 4 * config.embedding_size, 4 * config.embedding_size))
     masks = masks.astype(np.float32)
 
-    ref_logits, ref_iou = _torch_decode(
-        tmodel,
-        temb,
+    inputs = (
         points if use_points else None,
         labels if use_points else None,
         boxes if use_box else None,
         masks if use_mask else None,
-        multimask,
     )
+    if multimask is None:  # the single-mask token's output, then the three multimask ones
+        refs = [_torch_decode(tmodel, temb, *inputs, m) for m in (False, True)]
+        ref_logits, ref_iou = (np.concatenate(r, axis=1) for r in zip(*refs))
+    else:
+        ref_logits, ref_iou = _torch_decode(tmodel, temb, *inputs, multimask)
     # Flax: points padded to a fixed count with absent slots.
     fpoints = np.zeros((1, q, p_pad, 2), np.float32)
     flabels = np.full((1, q, p_pad), -2, np.int32)
