@@ -15,7 +15,6 @@ from PIL import Image
 
 from sum_jax.checkpointing import load_model
 from sum_jax.data import pseudo_label_format as plf
-from tests.xla_flags import FAST_COMPILE
 
 pytestmark = pytest.mark.integration
 
@@ -24,7 +23,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def test_demo_runs_end_to_end(tmp_path):
     env = dict(os.environ)
-    env["XLA_FLAGS"] = FAST_COMPILE  # one CPU device, as on a user's machine
+    env.pop("XLA_FLAGS", None)  # one CPU device and XLA's defaults, as on a user's machine
     workdir = tmp_path / "demo"
     proc = subprocess.run(
         [sys.executable, "-m", "sum_jax.train", "--config=configs/demo.py", f"--workdir={workdir}"],
