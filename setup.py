@@ -49,7 +49,7 @@ setup(
             "httpx2>=2",
             # Runs the suite on every core (`-n auto` in pyproject.toml): most of its time
             # is single-threaded XLA compilation, so two cores halve it.
-            "pytest-xdist>=3.5",
+            "pytest-xdist>=3.8",  # --no-loadscope-reorder (pyproject.toml)
         ],
     },
 )
