@@ -46,6 +46,7 @@ and SUM on these sets are in its Tables 14-18 (experiments/ prints them beside o
 import ml_collections
 
 from sum_jax.data import registry
+from sum_jax.evaluate.protocol import FRAME_BUCKETS
 
 # The paper's 14 evaluation sets (§4.1, App. C.2, the rows of Tables 5 and 14-18): six
 # salient-object sets, the three EntitySeg validation sets, and five part sets (MHP,
@@ -68,9 +69,7 @@ def get_config() -> ml_collections.ConfigDict:
     c.boundary_band = 10.0
     c.dilation_ratio = 0.02
     c.masks_per_batch = 8
-    # Multiples of 128 up to 1024, then coarser: padding costs every per-pixel step of the
-    # rounds, and each (height, width) bucket pair compiles once (kept in the compilation cache).
-    c.bucket_sizes = (*range(256, 1025, 128), *range(1280, 2049, 256), *range(2560, 4097, 512))
+    c.bucket_sizes = FRAME_BUCKETS  # multiples of 128 up to 1024, then coarser
     c.num_examples = 4
     c.max_images = -1
     return c

@@ -341,6 +341,12 @@ def compiled_rounds(decoder: Decoder, protocol: ProtocolSettings, keep_logits: b
     )
 
 
+# Frame sizes (per side) the GT is padded to: multiples of 128 up to 1024, then coarser.
+# Padding costs every per-pixel step of the rounds, and each (height, width) bucket pair
+# compiles once (kept in the compilation cache).
+FRAME_BUCKETS = (*range(256, 1025, 128), *range(1280, 2049, 256), *range(2560, 4097, 512))
+
+
 def bucket(size: int, buckets: tuple[int, ...]) -> int:
     """The smallest bucket >= size (beyond the largest: the next multiple of it)."""
     for b in sorted(buckets):

@@ -33,6 +33,7 @@ from flax import nnx
 
 from sum_jax.checkpointing import TaskRecord, load_model, parse_checkpoint, read_tasks
 from sum_jax.evaluate.protocol import (
+    FRAME_BUCKETS,
     PROTOCOLS,
     Decoder,
     ProtocolSettings,
@@ -68,11 +69,7 @@ class EvalSettings:
     boundary_band: float = 10.0
     dilation_ratio: float = 0.02
     masks_per_batch: int = 8
-    bucket_sizes: tuple[int, ...] = (
-        *range(256, 1025, 128),
-        *range(1280, 2049, 256),
-        *range(2560, 4097, 512),
-    )
+    bucket_sizes: tuple[int, ...] = FRAME_BUCKETS
     num_examples: int = 4
     max_images: int = -1
 
