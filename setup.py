@@ -36,7 +36,8 @@ setup(
         "uvicorn>=0.30",
     ],
     # The page's own HTML, JavaScript and CSS, served from the installed package.
-    package_data={"sum_jax.serve": ["static/*"]},
+    # The model behind `pretrained:small` (sum_jax/pretrain) ships with the package.
+    package_data={"sum_jax.serve": ["static/*"], "sum_jax": ["pretrained/*/*"]},
     extras_require={
         # The numerical reference. torch 2.13.0 cannot load PyPI's torchvision, which the
         # official segment_anything imports, so the pair below is pinned together.

@@ -177,6 +177,10 @@ def main() -> int:
     parser.add_argument("--max_seconds", type=float, default=300)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--screenshot", default=None, help="save a picture of the page here")
+    parser.add_argument("--click", action="append", default=[],
+                        help="screenshot click 'FX,FY' (positive) or 'FX,FY:0' (negative), as "
+                        "fractions of the photo's width and height; default: 0.45,0.5 and "
+                        "0.1,0.12:0")  # fmt: skip
     args = parser.parse_args()
     checkpoints = args.checkpoint or ["random:tiny=random:tiny"]
 
@@ -191,8 +195,12 @@ def main() -> int:
         post(conn, "/api/predict", {"image_id": args.image, "points": prompts[0]})  # warm
         result = load(url, args.image, prompts, args.clients, args.max_seconds)
         if args.screenshot:
-            screenshot(url, args.screenshot, [(0.45 * w, 0.5 * h, "left"),
-                                              (0.1 * w, 0.12 * h, "right")])  # fmt: skip
+            clicks = []
+            for spec in args.click or ["0.45,0.5", "0.1,0.12:0"]:
+                where, _, label = spec.partition(":")
+                fx, fy = (float(v) for v in where.split(","))
+                clicks.append((fx * w, fy * h, "right" if label == "0" else "left"))
+            screenshot(url, args.screenshot, clicks)
     finally:
         process.terminate()
         process.wait(timeout=30)

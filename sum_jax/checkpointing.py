@@ -10,6 +10,12 @@ An adapter directory (a LoRA run's export with `config.lora.export="separate"`) 
 `lora.json` (rank, alpha, targets, the base model directory and its `model_fingerprint`)
 and `adapters/` (the trained tree: LoRA matrices and the base parameters that trained).
 `load_sam` reads it as the merged plain SAM, after checking the base's fingerprint.
+
+A packed model directory holds `params.npz` (every variable, `.`-joined paths as keys) in
+place of `params/`: one file, for the models shipped inside the package. The spec
+`pretrained:<name>` names such a directory, `sum_jax/pretrained/<name>/` (with its
+`manifest.json`: the command, config, commit and seconds that made it), and is accepted
+wherever a model directory is (`model_dir` resolves it).
 """
 
 from __future__ import annotations
@@ -41,7 +47,15 @@ CONVERT_HINT = (
     "--input sam_vit_h_4b8939.pth --output {directory}`"
 )
 PARAMS_DIR = "params"
+PACKED_FILE = "params.npz"
 TASKS_FILE = "tasks.json"
+MANIFEST_FILE = "manifest.json"
+PRETRAINED_ROOT = Path(__file__).parent / "pretrained"
+PRETRAINED_PREFIX = "pretrained:"
+# The command that (re)makes `pretrained:<name>` (`.format(name=...)`).
+PRETRAIN_HINT = (
+    "python -m sum_jax.pretrain --config=configs/pretrain_{name}.py --workdir=out/pretrain_{name}"
+)
 
 log = logging.getLogger("sum_jax.checkpointing")
 
@@ -87,10 +101,28 @@ class TaskRecord:
         return {"task_ids": sorted(int(t) for t in self.task_ids), "task_prompt": self.task_prompt}
 
 
+def model_dir(spec: str | os.PathLike) -> str:
+    """`spec` as a model directory path: `pretrained:<name>` becomes the shipped directory
+    (FileNotFoundError naming the command that makes it when absent); any other spec is
+    returned as it is."""
+    spec = os.fspath(spec)
+    if not spec.startswith(PRETRAINED_PREFIX):
+        return spec
+    name = spec[len(PRETRAINED_PREFIX) :]
+    folder = PRETRAINED_ROOT / name
+    if not name or not (folder / CONFIG_FILE).is_file():
+        shipped = sorted(p.name for p in PRETRAINED_ROOT.glob("*") if (p / CONFIG_FILE).is_file())
+        raise FileNotFoundError(
+            f"{spec}: no such pretrained model in {PRETRAINED_ROOT} (shipped: "
+            f"{', '.join(shipped) or 'none'}); make it with `{PRETRAIN_HINT.format(name=name)}`"
+        )
+    return str(folder)
+
+
 def read_tasks(spec: str | os.PathLike) -> TaskRecord | None:
     """The `TaskRecord` of a model directory; None for a model without one (a converted
     SAM, a model exported before the record existed, `random:<variant>`)."""
-    path = Path(os.fspath(spec)) / TASKS_FILE
+    path = Path(model_dir(spec)) / TASKS_FILE
     if str(spec).startswith("random:") or not path.is_file():
         return None
     try:
@@ -189,8 +221,56 @@ def save_sam(model: Sam, directory: str | os.PathLike, *, tasks: TaskRecord | No
     save_state_dict(directory, model.config, nnx.to_pure_dict(nnx.state(model)), tasks=tasks)
 
 
+def save_packed(
+    model: Sam,
+    directory: str | os.PathLike,
+    *,
+    tasks: TaskRecord | None = None,
+    extra: dict[str, str] | None = None,
+) -> None:
+    """Writes `model` as a packed model directory (`params.npz`, float32), with `tasks` and
+    `extra` text files (name -> content, e.g. the manifest); swapped in when complete."""
+    flat = {
+        ".".join(str(k) for k in path): np.asarray(leaf)
+        for path, leaf in jax.tree_util.tree_flatten_with_path(
+            nnx.to_pure_dict(nnx.state(model)), is_leaf=lambda x: not isinstance(x, dict)
+        )[0]
+        for path in [[getattr(k, "key", k) for k in path]]
+    }
+    with atomic_dir(directory, overwrite=True) as tmp:
+        np.savez_compressed(tmp / PACKED_FILE, **flat)
+        _write_tasks(tmp, tasks)
+        for name, text in (extra or {}).items():
+            atomic_write(tmp / name, text)
+        config = model.config.architecture()
+        atomic_write(tmp / CONFIG_FILE, json.dumps(config.to_dict(), indent=2) + "\n")
+
+
+def _load_packed(path: Path, target: dict) -> dict:
+    """The nested state of `params.npz`, checked key by key and shape by shape against
+    `target` (the architecture's abstract state)."""
+    with np.load(path) as arrays:
+        stored = dict(arrays.items())
+
+    def fill(node, prefix):
+        if isinstance(node, dict):
+            return {k: fill(v, f"{prefix}{k}.") for k, v in node.items()}
+        key = prefix[:-1]
+        if key not in stored:
+            raise ValueError(f"{path} lacks {key}: it is not this architecture's")
+        value = stored.pop(key)
+        if value.shape != node.shape:
+            raise ValueError(f"{path}: {key} is {value.shape}, the architecture needs {node.shape}")
+        return value.astype(node.dtype)
+
+    out = fill(target, "")
+    if stored:
+        raise ValueError(f"{path} has arrays the architecture lacks: {sorted(stored)[:5]}")
+    return out
+
+
 def read_config(directory: str | os.PathLike) -> SamConfig:
-    directory = Path(directory)
+    directory = Path(model_dir(directory))
     config_path = directory / CONFIG_FILE
     if not directory.is_dir():
         raise FileNotFoundError(
@@ -199,7 +279,8 @@ def read_config(directory: str | os.PathLike) -> SamConfig:
         )
     # An adapter directory (LoRA, export "separate") has `adapters/` in place of `params/`.
     arrays = ADAPTERS_DIR if (directory / ADAPTER_FILE).is_file() else PARAMS_DIR
-    if not config_path.is_file() or not (directory / arrays).is_dir():
+    complete = (directory / arrays).is_dir() or (directory / PACKED_FILE).is_file()
+    if not config_path.is_file() or not complete:
         raise FileNotFoundError(
             f"{directory} is not a complete sum_jax model directory (needs {CONFIG_FILE} and "
             f"{PARAMS_DIR}/); it may be from an interrupted save. Convert or export it again."
@@ -213,12 +294,14 @@ def read_config(directory: str | os.PathLike) -> SamConfig:
 def load_state_dict(directory: str | os.PathLike, config: SamConfig | None = None) -> dict:
     """The pure state of a model directory as nested dicts of numpy arrays (host memory); of
     an adapter directory, the merged plain SAM's."""
-    directory = Path(directory).absolute()
+    directory = Path(model_dir(directory)).absolute()
     if (directory / ADAPTER_FILE).is_file():
         return jax.tree.map(np.asarray, nnx.to_pure_dict(nnx.state(load_adapters(directory))))
     config = config or read_config(directory)
     target = nnx.to_pure_dict(nnx.state(abstract_sam(config)))
     target = jax.tree.map(lambda x: np.empty(x.shape, x.dtype), target)
+    if (directory / PACKED_FILE).is_file():
+        return _load_packed(directory / PACKED_FILE, target)
     with _checkpointer() as ckptr:
         try:
             return ckptr.restore(directory / PARAMS_DIR, args=ocp.args.StandardRestore(target))
@@ -237,6 +320,7 @@ def load_sam(directory: str | os.PathLike, **config_overrides: Any) -> Sam:
     """
     import dataclasses
 
+    directory = model_dir(directory)
     if (Path(directory) / ADAPTER_FILE).is_file():
         return load_adapters(directory, **config_overrides)
     config = read_config(directory)
@@ -257,7 +341,11 @@ def parse_checkpoint(spec: str) -> tuple[str, str]:
     name, sep, path = spec.partition("=")
     if not sep:
         path = spec
-        name = Path(spec.rstrip("/")).name.replace("random:", "random_") or spec
+        name = (
+            spec.replace(PRETRAINED_PREFIX, "pretrained_")
+            if spec.startswith(PRETRAINED_PREFIX)
+            else Path(spec.rstrip("/")).name.replace("random:", "random_") or spec
+        )
     if not name or not path:
         raise InputError(f"--checkpoint={spec!r}: expected NAME=DIR, e.g. SAM=ckpt/sam_vit_h")
     return name, path
@@ -272,7 +360,7 @@ def model_fingerprint(spec: str | os.PathLike) -> str:
     if spec.startswith("random:"):
         h.update(spec.encode())
         return h.hexdigest()
-    root = Path(spec)
+    root = Path(model_dir(spec))
     for path in sorted(p for p in root.rglob("*") if p.is_file()):
         h.update(str(path.relative_to(root)).encode() + b"\0")
         with open(path, "rb") as f:
@@ -285,7 +373,7 @@ def model_fingerprint(spec: str | os.PathLike) -> str:
 def base_reference(spec: str | os.PathLike) -> dict[str, str]:
     """`{"base_model": absolute directory (or random:<variant>), "base_hash": fingerprint}`."""
     spec = os.fspath(spec)
-    where = spec if spec.startswith("random:") else str(Path(spec).absolute())
+    where = spec if spec.startswith("random:") else str(Path(model_dir(spec)).absolute())
     return {"base_model": where, "base_hash": model_fingerprint(spec)}
 
 
@@ -357,8 +445,9 @@ def load_adapters(directory: str | os.PathLike, **config_overrides: Any) -> Sam:
 
 
 def load_model(spec: str, *, field: str = "config.checkpoint", **config_overrides: Any) -> Sam:
-    """A model directory, or `random:<variant>` for a randomly initialised `build_sam` (a
-    pipeline check: its outputs mean nothing). An empty `spec` is an error that names the
+    """A model directory, `pretrained:<name>` (a model shipped in the package), or
+    `random:<variant>` for a randomly initialised `build_sam` (a pipeline check: its
+    outputs mean nothing). An empty `spec` is an error that names the
     config `field` it came from and how to make a model directory."""
     if not spec:
         raise ValueError(

@@ -131,14 +131,17 @@ MAKES = {
     "sam": "convert an official SAM checkpoint: python -m convert.sam_checkpoint "
     "--input sam_vit_h_4b8939.pth --output {path} (or train one: python -m sum_jax.train "
     "exports WORKDIR/model)",
+    "demo": "run the demo first: python -m sum_jax.train --config=configs/demo.py "
+    "--workdir=DIR (its SUM model is DIR/sum/model)",
     "refiner": "train the mask-refinement module: python -m sum_jax.train_refiner "
     "--config=configs/refine.py --workdir=WORKDIR (it writes WORKDIR/refiner)",
 }
 
 
 def check_model_dir(spec: str | None, field: str, kind: str = "sam") -> None:
-    """A model directory (or `random:<variant>`) given in `field` exists and is complete; else
-    an InputError saying which command makes one. Reads only its small config file."""
+    """A model directory (`pretrained:<name>`, or `random:<variant>`) given in `field`
+    exists and is complete; else an InputError saying which command makes one. Reads only
+    its small config file."""
     if spec and str(spec).startswith("random:"):
         return
     how = MAKES[kind].format(path=spec or "DIR")
@@ -146,7 +149,10 @@ def check_model_dir(spec: str | None, field: str, kind: str = "sam") -> None:
         raise InputError(f"{field} is not set; {how}, and pass {field}=DIR")
     from sum_jax import checkpointing
 
-    path = Path(spec).expanduser()
+    try:
+        path = Path(checkpointing.model_dir(spec)).expanduser()
+    except FileNotFoundError as e:
+        raise InputError(f"{field}={spec}: {message(e)}") from e
     if not path.is_dir():
         what = "is a file, not a model directory" if path.exists() else "does not exist"
         raise InputError(f"{field}={spec}: {what}; {how}")

@@ -50,7 +50,7 @@ def _pick(num: int, max_masks: int, rng: np.random.Generator) -> np.ndarray:
     return rng.choice(num, size=min(num, max_masks), replace=False)
 
 
-def _empty_element(cfg: Any) -> dict[str, np.ndarray]:
+def empty_element(cfg: Any) -> dict[str, np.ndarray]:
     n, l, s = cfg.max_masks, cfg.mask_size, cfg.image_size
     out = {
         "image": np.zeros((s, s, 3), np.uint8),
@@ -86,7 +86,7 @@ def _fill_image_and_masks(
 
 def labelled_element(record: dict, rng: np.random.Generator, cfg: Any) -> dict[str, np.ndarray]:
     """One human-labelled record -> one batch element."""
-    out = _empty_element(cfg)
+    out = empty_element(cfg)
     idx = _pick(len(record["masks"]), cfg.max_masks, rng)
     counts = [record["masks"][k] for k in idx]
     _fill_image_and_masks(out, record["image"], counts, record["height"], record["width"], cfg)
@@ -104,7 +104,7 @@ def _resize_float_map(values: np.ndarray, frame: int) -> np.ndarray:
 
 def unlabelled_element(record: dict, rng: np.random.Generator, cfg: Any) -> dict[str, np.ndarray]:
     """One unlabelled record + its pseudo-label file -> one batch element."""
-    out = _empty_element(cfg)
+    out = empty_element(cfg)
     out["is_pseudo"] = np.bool_(True)
     out["task_id"] = np.int32(record["task_id"])
     try:
@@ -145,7 +145,7 @@ def unlabelled_element(record: dict, rng: np.random.Generator, cfg: Any) -> dict
     return out
 
 
-def _process_index_and_count(process_index: int | None, process_count: int | None):
+def process_index_and_count(process_index: int | None, process_count: int | None):
     if process_index is None or process_count is None:
         import jax  # Only when not given: tests and tools pass them explicitly.
 
@@ -186,7 +186,7 @@ def make_train_dataset(
     Iterate with `it = iter(ds)`; `it.get_state()` / `it.set_state()` checkpoint it.
     """
     cfg = ml_collections.ConfigDict(cfg) if isinstance(cfg, dict) else cfg
-    pi, pc = _process_index_and_count(process_index, process_count)
+    pi, pc = process_index_and_count(process_index, process_count)
     if cfg.missing_pseudo_labels not in ("error", "empty"):
         raise ValueError(
             f"missing_pseudo_labels must be 'error' or 'empty', got {cfg.missing_pseudo_labels!r}"
@@ -207,7 +207,12 @@ def make_train_dataset(
     if not streams:
         raise ValueError("no training data: set labelled and/or unlabelled")
     ds = streams[0] if len(streams) == 1 else grain.MapDataset.mix(streams, weights=weights)
-    # Threads read ahead single elements (the decode is the cost), then elements are batched.
+    return batched(ds, cfg)
+
+
+def batched(ds: grain.MapDataset, cfg: Any) -> grain.IterDataset:
+    """`ds` read ahead by `cfg.read_threads` threads (element by element: the decode is the
+    cost), batched to `cfg.batch_size`, and with `cfg.worker_count` worker processes."""
     it = ds.to_iter_dataset(
         grain.ReadOptions(
             num_threads=cfg.read_threads, prefetch_buffer_size=cfg.prefetch_buffer_size

@@ -139,6 +139,24 @@ VARIANTS: dict[str, SamConfig] = {
         decoder_num_heads=2,
         iou_head_hidden_dim=32,
     ),
+    # The model pretrained here (`pretrained:small`, sum_jax/pretrain, docs/pretraining.md),
+    # sized for 30 minutes of training on a 2-core CPU: 128 px input, 8x8 tokens and 32x32
+    # low-res masks; 1.54M parameters, 6 MB in float32. The decoder's seven rounds, not the
+    # encoder, dominate a training step at this size: at 256 px (16x16 tokens) the step
+    # moved 3x fewer masks per second.
+    "small": SamConfig(
+        img_size=128,
+        encoder_embed_dim=128,
+        encoder_depth=6,
+        encoder_num_heads=4,
+        encoder_global_attn_indexes=(2, 5),
+        window_size=4,
+        prompt_embed_dim=64,
+        mask_in_chans=16,
+        decoder_mlp_dim=256,
+        decoder_num_heads=4,
+        iou_head_hidden_dim=64,
+    ),
 }
 
 

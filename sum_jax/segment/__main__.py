@@ -6,8 +6,9 @@
 Points are `x,y` (positive) or `x,y:0` (negative) in pixels of the original image. Writes
 `mask.png` (the highest-scoring mask, white on black), `overlay.png` (mask and prompts over the
 photo), `candidates.png` (all masks when several are predicted) and `result.json` (scores).
-With no `--checkpoint`, a randomly initialised tiny model is used: that checks the pipeline,
-and its masks are meaningless. With no `--image`, scikit-image's coffee photo is used.
+With no `--checkpoint`, `pretrained:small` is used (a 128 px SAM pretrained in this project
+on generated scenes, shipped in the package: docs/pretraining.md); with no `--image`,
+scikit-image's coffee photo.
 """
 
 from __future__ import annotations
@@ -15,11 +16,15 @@ from __future__ import annotations
 from absl import flags, logging
 
 from sum_jax import cli
-from sum_jax.checkpointing import CONVERT_HINT
+from sum_jax.checkpointing import CONVERT_HINT, load_model
 from sum_jax.inference.predictor import DEFAULT_TASK, SamPredictor
 from sum_jax.segment.segmentation import load_image, parse_box, parse_point, segment
 
-_CHECKPOINT = flags.DEFINE_string("checkpoint", None, "Model directory (convert.sam_checkpoint).")
+_CHECKPOINT = flags.DEFINE_string(
+    "checkpoint",
+    "pretrained:small",
+    "Model directory (convert.sam_checkpoint), or pretrained:small.",
+)
 _IMAGE = flags.DEFINE_string("image", None, "Image file; default: scikit-image's coffee photo.")
 _POINT = flags.DEFINE_multi_string("point", [], "Click 'x,y' (positive) or 'x,y:0' (negative).")
 _BOX = flags.DEFINE_string("box", None, "Box 'x0,y0,x1,y1'.")
@@ -40,17 +45,15 @@ def main(argv: list[str]) -> None:
     image = load_image(_IMAGE.value)
     # Everything that needs no model is checked before the model loads.
     cli.check_output_dir(_OUTPUT_DIR.value, "--output_dir")
-    if _CHECKPOINT.value:
-        cli.check_model_dir(_CHECKPOINT.value, "--checkpoint")
-        predictor = SamPredictor.from_checkpoint(_CHECKPOINT.value)
-    else:
-        from sum_jax.models.sam import build_sam
-
+    cli.check_model_dir(_CHECKPOINT.value, "--checkpoint")
+    if _CHECKPOINT.value.startswith("random:"):
         logging.warning(
-            "no --checkpoint: using a RANDOMLY INITIALISED tiny model. This checks the "
-            "pipeline; its masks mean nothing. " + CONVERT_HINT.format(directory="DIR")
-        )
-        predictor = SamPredictor(build_sam("tiny"))
+            "--checkpoint=%s: a RANDOMLY INITIALISED model; its masks mean nothing. %s",
+            _CHECKPOINT.value, CONVERT_HINT.format(directory="DIR"),
+        )  # fmt: skip
+        predictor = SamPredictor(load_model(_CHECKPOINT.value))
+    else:
+        predictor = SamPredictor.from_checkpoint(_CHECKPOINT.value)
     task = _TASK.value
     if task is None:
         task = DEFAULT_TASK

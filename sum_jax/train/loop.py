@@ -209,8 +209,10 @@ def summarize_step(metrics: Mapping[str, np.ndarray]) -> dict[str, float]:
 class MetricsLog:
     """Progress lines, `metrics.jsonl`, TensorBoard and the loss curve (process 0 only)."""
 
-    def __init__(self, workdir: Path, num_steps: int, enabled: bool):
-        self.workdir, self.num_steps, self.enabled = workdir, num_steps, enabled
+    def __init__(
+        self, workdir: Path, num_steps: int, enabled: bool, title: str = "SUM fine-tuning"
+    ):
+        self.workdir, self.num_steps, self.enabled, self.title = workdir, num_steps, enabled, title
         self.writer = None
         if enabled:
             from tensorboardX import SummaryWriter
@@ -257,7 +259,7 @@ class MetricsLog:
         if curves:
             plot_curves(
                 self.workdir / "loss.png", curves, ylabel="loss (mean of rounds)",
-                title="SUM fine-tuning",
+                title=self.title,
             )  # fmt: skip
 
     def close(self) -> None:
@@ -348,22 +350,27 @@ def train_and_evaluate(
     workdir: str | os.PathLike,
     *,
     on_step: Callable[[int], None] | None = None,
+    make_dataset: Callable[[ml_collections.ConfigDict], Any] = pipeline.make_train_dataset,
+    title: str = "SUM fine-tuning",
 ) -> dict[str, Any]:
     """Trains (or resumes) in `workdir`; returns a summary (final step, last metrics,
-    paths). `on_step(step)` is called after each step (tests use it to stop a run)."""
+    paths). `on_step(step)` is called after each step (tests use it to stop a run).
+    `make_dataset(data_cfg)` gives the batched, checkpointable stream (default: the human +
+    pseudo-label pipeline; pretraining passes `sum_jax.pretrain.scenes.make_scene_dataset`);
+    `title` names the run in the log and the loss curve."""
     workdir = Path(workdir).absolute()
     workdir.mkdir(parents=True, exist_ok=True)
     is_main = jax.process_index() == 0
     handlers = _setup_logging(workdir, is_main)
     try:
-        return _train(config, workdir, is_main, on_step)
+        return _train(config, workdir, is_main, on_step, make_dataset, title)
     finally:
         for h in handlers:
             log.removeHandler(h)
             h.close()
 
 
-def _train(config, workdir: Path, is_main: bool, on_step) -> dict[str, Any]:
+def _train(config, workdir: Path, is_main: bool, on_step, make_dataset, title) -> dict[str, Any]:
     num_steps = int(config.train.num_steps)
     if is_main:
         text = config.to_json_best_effort(indent=2) + "\n"
@@ -383,7 +390,7 @@ def _train(config, workdir: Path, is_main: bool, on_step) -> dict[str, Any]:
     check_pseudo_labels(config, data_cfg)
     mesh = sharding.make_mesh(config.sharding.mesh_shape)
     _check_batch_layout(config, mesh)
-    dataset = pipeline.make_train_dataset(data_cfg)
+    dataset = make_dataset(data_cfg)
 
     setup, abstract = train_setup(model, config, mesh)
     checkpoints = TrainingCheckpoints(workdir / "checkpoints", config.train.keep_checkpoints)
@@ -416,9 +423,9 @@ def _train(config, workdir: Path, is_main: bool, on_step) -> dict[str, Any]:
         log.info("resumed from %s at step %d", workdir / "checkpoints", start)
     del model
     log.info(
-        "SUM fine-tuning %s from %s: %d steps of %d images (%d per process, %d processes), "
+        "%s %s from %s: %d steps of %d images (%d per process, %d processes), "
         "%d masks per image, mesh %s",
-        model_config.variant, config.model.checkpoint, num_steps, config.train.batch_size,
+        title, model_config.variant, config.model.checkpoint, num_steps, config.train.batch_size,
         data_cfg.batch_size, jax.process_count(), data_cfg.max_masks, dict(mesh.shape),
     )  # fmt: skip
     if is_main:
@@ -431,7 +438,7 @@ def _train(config, workdir: Path, is_main: bool, on_step) -> dict[str, Any]:
         atomic_write(workdir / "parameters.txt", description + "\n")
 
     step_fn = jit_train_step(setup)
-    metrics_log = MetricsLog(workdir, num_steps, is_main)
+    metrics_log = MetricsLog(workdir, num_steps, is_main, title)
     log_every = max(int(config.train.log_every), 1)
     ckpt_every = max(int(config.train.checkpoint_every), 1)
     pending: list[tuple[int, dict]] = []

@@ -21,9 +21,13 @@ from sum_jax.train import adapters, loop, sharding
 from sum_jax.train.step import abstract_batch, jit_train_step, train_setup
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
-TRAINING = ["ft_small.py", "ft_medium.py", "ft_large.py", "demo.py"] + [
+TRAINING = ["ft_small.py", "ft_medium.py", "ft_large.py", "demo.py", "pretrain_small.py",
+            "small_scale.py:sum", "small_scale.py:vanilla"] + [
     f"ablations.py:{v}" for v in ablations.VARIANTS
-]
+]  # fmt: skip
+# Training configs without pseudo-labels: the human-labelled data alone, or (pretraining)
+# generated scenes alone.
+NO_UNLABELLED = {"ablations.py:human_only", "small_scale.py:vanilla", "pretrain_small.py"}
 OTHER = [
     "base.py",
     "eval.py",
@@ -91,8 +95,8 @@ def test_training_config_builds_and_lowers_its_step(spec):
     assert config.model.checkpoint
     data = loop.data_config(config, model_config, process_count=1)
     assert (data.image_size, data.mask_size) == (model_config.img_size, model_config.low_res_size)
-    assert data.labelled, "every training config has human-labelled data"
-    if spec != "ablations.py:human_only":
+    assert data.labelled or spec == "pretrain_small.py", "human-labelled data (or scenes)"
+    if spec not in NO_UNLABELLED:
         assert data.unlabelled
         assert data.pseudo_label_dir or spec == "demo.py"  # the demo makes its own
     # The 8 fake CPU devices stand in for the real machine; the layout is the config's own

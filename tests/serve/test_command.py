@@ -33,30 +33,33 @@ def post(url: str, body: dict) -> tuple[int, dict]:
         return e.code, json.loads(e.read())
 
 
-def test_serves_the_random_tiny_model_under_the_demo_banner_and_prints_its_address(photo_dir):
-    from sum_jax.demo import BANNER
+def test_serves_pretrained_small_and_the_demo_model_and_prints_its_address(photo_dir, tmp_path):
+    import shutil
 
+    from sum_jax.checkpointing import model_dir
+
+    # A demo workdir whose SUM model is a copy of the shipped small SAM.
+    shutil.copytree(model_dir("pretrained:small"), tmp_path / "demo" / "sum" / "model")
     process = subprocess.Popen(
-        serve_command(f"--images={photo_dir}", "--port=0"),
+        serve_command(f"--images={photo_dir}", "--port=0", f"--demo={tmp_path / 'demo'}"),
         cwd=ROOT,
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
         text=True,
     )
     try:
-        first = process.stdout.readline()  # printed once the model is loaded and warm
-        assert first.strip() == BANNER, first
-        line = process.stdout.readline()
-        assert "serving random:tiny on 3 images at http://127.0.0.1:" in line  # loopback
+        line = process.stdout.readline()  # printed once the models are loaded and warm
+        assert "serving SAM, SUM on 3 images at http://127.0.0.1:" in line, line  # loopback
         url = line.split(" at ")[1].split()[0]
         with urllib.request.urlopen(url + "api/info", timeout=30) as r:
             info = json.loads(r.read())
-        assert info["banner"] == BANNER and info["models"][0]["img_size"] == 128
+        assert info["banner"] is None
+        assert [m["img_size"] for m in info["models"]] == [128, 128]
         body = {"image_id": "chelsea.jpg", "points": [[100, 100, 1]]}
         status, answer = post(url + "api/predict", body)
-        assert status == 200 and len(answer["models"]["random:tiny"]["candidates"]) == 3
+        assert status == 200 and len(answer["models"]["SAM"]["candidates"]) == 3
         # The page's first image was embedded at start-up: the click did not wait for it.
-        assert answer["models"]["random:tiny"]["embed_ms"] == 0
+        assert answer["models"]["SAM"]["embed_ms"] == answer["models"]["SUM"]["embed_ms"] == 0
         status, answer = post(url + "api/predict", {**body, "points": [[1000, 1, 1]]})
         assert status == 400 and "outside the image" in answer["error"]
         assert post(url + "api/predict", body)[0] == 200  # still serving
@@ -86,6 +89,7 @@ def test_a_checkpoint_that_does_not_load_stops_with_status_2(tmp_path):
         (f"--checkpoint=SUM={tmp_path / 'missing'}", "does not exist"),
         (f"--checkpoint=SUM={broken}", "is not a valid SamConfig"),
         ("--checkpoint=SUM=random:huge", "does not load"),
+        ("--checkpoint=SUM=pretrained:huge", "no such pretrained model"),
     ]:
         run = subprocess.run(
             serve_command(flag, "--port=0"), check=False, cwd=ROOT, capture_output=True, text=True
