@@ -9,7 +9,7 @@ without a new prompt; focal 20 : Dice 1 : IoU MSE 1) on scenes generated on the 
 photos). No task prompt, no pseudo-labels, no uncertainty: this is SAM's stage, which SUM
 then fine-tunes. Then it measures the model on the held-out real photos
 (`sum_jax/pretrain/heldout.py`) and ships it to `sum_jax/pretrained/small/` with a manifest.
-Sized for the 2-core CPU: about 27 minutes there (docs/pretraining.md has the measured run).
+Sized for the 2-core CPU: 30 minutes of training steps there (1783 s measured; docs/pretraining.md).
 
 A quick look (a few minutes, not shipped): `--config.train.num_steps=40
 --config.pretrain.ship=False`.

@@ -1,6 +1,6 @@
 """Pretrain a small SAM from scratch: `python -m sum_jax.pretrain --config=CONFIG --workdir=DIR`.
 
-    # The model behind pretrained:small (about 27 minutes on a 2-core CPU):
+    # The model behind pretrained:small (about 30 minutes on a 2-core CPU):
     python -m sum_jax.pretrain --config=configs/pretrain_small.py --workdir=out/pretrain_small
 
     # A quick look, not shipped:
