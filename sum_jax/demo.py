@@ -20,7 +20,7 @@ for real, in order, each on the previous one's files, and each resumes when run 
 The filters of the pseudo-label and refinement-pair stages are looser than the paper's in
 `configs/demo.py` (a small model's predicted IoUs are lower than ViT-H's). The evaluation is
 on the two whole photos whose crops are the human-labelled training set: it shows what
-fine-tuning does on the data it was given, not generalisation (experiments/small_scale.py
+fine-tuning does on the data it was given, not generalisation (experiments/small_scale/
 measures that).
 """
 

@@ -48,7 +48,7 @@ def _background(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
 
 
 # Object kinds a scene may hold: "all" (pretraining), or one of two disjoint families for
-# the small-scale experiments (experiments/small_scale.py): "intricate" (thin, branching,
+# the small-scale experiments (experiments/small_scale/): "intricate" (thin, branching,
 # meshed and holed forms) and "generic" (real cut-outs, silhouettes and compact forms).
 INTRICATE = ("thin_curves", "branches", "mesh", "with_holes")
 GENERIC = ("ellipse", "polygon", "rounded_rectangle", "blob")

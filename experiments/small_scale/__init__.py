@@ -50,19 +50,12 @@ from typing import Any
 
 import ml_collections
 import numpy as np
-from absl import flags
 
-from sum_jax import cli
 from sum_jax.data import folder_writer
 from sum_jax.fileio import atomic_write
 
-_WORKDIR = flags.DEFINE_string("workdir", "out/small_scale", "Where everything is written.")
-_SEEDS = flags.DEFINE_list("seeds", ["0", "1", "2"], "Fine-tuning seeds.")
-_JOBS = flags.DEFINE_integer("jobs", 2, "Trainings / evaluations run at once (one per core).")
-_STEPS = flags.DEFINE_integer("steps", None, "Training steps (default: configs/small_scale.py).")
-
 log = logging.getLogger("experiments.small_scale")
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 METHODS = ("vanilla", "sum")
 # (dataset, split, scene seed, count, objects, task id); None objects: no masks written.
 SCENE_SETS = (
@@ -294,11 +287,8 @@ def plot(results: dict[str, Any], path: Path) -> None:
     plt.close(fig)
 
 
-def main(argv: list[str]) -> None:
-    del argv
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    workdir = Path(_WORKDIR.value).absolute()
-    seeds = [int(s) for s in _SEEDS.value]
+def run(workdir: Path, seeds: list[int], jobs: int, steps: int | None) -> str:
+    """Every stage (each skipped when its output exists); returns RESULTS.md's text."""
     start = time.perf_counter()
     log.info("== data")
     write_data(workdir)
@@ -309,21 +299,17 @@ def main(argv: list[str]) -> None:
         log.info("== pseudo-labels, refiner, uncertainty")
         make_pseudo_labels(workdir)
     log.info("== training (%d runs)", 2 * len(seeds))
-    run_jobs(train_jobs(workdir, seeds, _STEPS.value), _JOBS.value)
+    run_jobs(train_jobs(workdir, seeds, steps), jobs)
     log.info("== evaluation")
-    run_jobs(eval_jobs(workdir, seeds), _JOBS.value)
+    run_jobs(eval_jobs(workdir, seeds), jobs)
     results = collect(workdir, seeds)
     from configs import small_scale
 
-    steps = _STEPS.value or small_scale.get_config().train.num_steps
+    steps = steps or small_scale.get_config().train.num_steps
     seconds = time.perf_counter() - start
     atomic_write(workdir / "results.json", json.dumps(
         {"seeds": seeds, "steps": steps, "seconds": round(seconds), "miou": results}, indent=2))  # fmt: skip
     plot(results, workdir / "results.png")
     text = render(results, seeds, seconds, steps)
     atomic_write(workdir / "RESULTS.md", text)
-    print(text)
-
-
-if __name__ == "__main__":
-    cli.run(main)
+    return text
