@@ -46,6 +46,11 @@ setup(
             "pytest>=8",
             "torch==2.14.1",
             "torchvision==0.29.1",
+            # HQ-SAM's official package, the reference of `SamConfig.hq` (its only declared
+            # dependencies are torch and torchvision); it imports timm (for its TinyViT) on
+            # import without declaring it.
+            "segment-anything-hq==0.3",
+            "timm>=1.0",
             # Starlette's TestClient for the web API tests (Starlette 1.x wants httpx2).
             "httpx2>=2",
             # Runs the suite on every core (`-n auto` in pyproject.toml): most of its time

@@ -22,7 +22,11 @@ shapes (1 image) and prints XLA's FLOP estimate and the ratio to `sum`:
 
 `--methods` (default `sum`) names configs/ablations.py variants (`u2pl`: U2PL's pixel
 contrastive loss; `discrepancy_uncer`, `augseg_mixed_prompt`, ...: a second forward pass);
-`--ablations a,b` is short for `--methods sum,a,b`. With more than one, the JSON holds, per
+`--ablations a,b` is short for `--methods sum,a,b`; `sum_adapter` (AIM's encoder adapters,
+docs/training.md "Encoder Adapter") and the LoRA variants get their adapters, `sum_hq` and
+`hq_sam` HQ-SAM's parts (docs/training.md "HQ-SAM's architecture") as the trainer adds
+them; variants compose with `+` (`sum_hq+full`: HQ-SAM's architecture, every parameter
+training). With more than one, the JSON holds, per
 method, the median step time and the ratios to `sum` of paired steps (median, min, max).
 """
 
@@ -41,7 +45,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from configs import ablations, base
 from sum_jax.models.sam import build_sam
-from sum_jax.train import sharding
+from sum_jax.train import adapters, loop, sharding
 from sum_jax.train.step import init_train_state, jit_train_step
 
 
@@ -68,7 +72,7 @@ def apply_method(config, name: str) -> None:
     """The config changes of method `name`: a configs/ablations.py variant (`sum` is the base
     config's full fine-tuning)."""
     try:
-        ablations._apply(config, name)
+        ablations.apply(config, name)
     except ValueError as e:
         raise SystemExit(f"--methods: {e}") from e
 
@@ -159,7 +163,10 @@ def compare(args, methods: list[str]) -> None:
         config.sharding.mesh_shape = tuple(int(x) for x in args.mesh.split(","))
         apply_method(config, name)
         mesh = sharding.make_mesh(config.sharding.mesh_shape)
-        states[name], setup = init_train_state(build_sam(args.variant, **overrides), config, mesh)
+        # The method's adapters (LoRA, encoder adapters) in the model, as the trainer adds them.
+        model = adapters.adapt(build_sam(args.variant, **overrides), config)
+        model = loop.with_hq_parts(model, config)  # HQ-SAM's parts (`sum_hq`, `hq_sam`)
+        states[name], setup = init_train_state(model, config, mesh)
         steps[name] = jit_train_step(setup)
     rng = np.random.default_rng(0)
     times = {name: [] for name in methods}
@@ -198,7 +205,6 @@ def flops(args, methods: list[str]) -> None:
     step for one image, lowered on abstract shapes; ratios to the first method."""
     import dataclasses
 
-    from sum_jax.checkpointing import abstract_sam
     from sum_jax.models.sam import VARIANTS
     from sum_jax.train.step import abstract_batch, train_setup
 
@@ -214,7 +220,8 @@ def flops(args, methods: list[str]) -> None:
         config.interactive.num_rounds = args.rounds
         config.train.batch_size, config.train.masks_per_image = 1, args.masks
         apply_method(config, name)
-        setup, abstract = train_setup(abstract_sam(model_config), config, mesh)
+        hq = dataclasses.replace(model_config, hq=bool(config.model.hq))
+        setup, abstract = train_setup(adapters.abstract_model(hq, config), config, mesh)
         lowered = jit_train_step(setup).lower(abstract, abstract_batch(config, setup, model_config))
         result[f"{name}_flops"] = float(lowered.cost_analysis()["flops"])
     for name in methods[1:]:

@@ -24,6 +24,11 @@ Fields:
   compiles). `model.mask_chunks`: the training rounds decode each image's masks in this
   many chunks one after the other (must divide `train.masks_per_image`; less memory in the
   backward pass, the same values). None of these changes the parameters or checkpoints.
+  `model.hq`: HQ-SAM's architecture (sum_jax/models/hq.py; docs/training.md, "HQ-SAM's
+  architecture"): a plain SAM checkpoint gets fresh HQ parts, which the model directory then
+  records; `model.hq_token_only`: its output is the HQ token's mask (True, HQ-SAM's
+  training) or SAM's mask plus it. What trains is `optimizer.param_groups`' business
+  (`hq_groups` below).
 - `data.*`: the Grain pipeline (`configs/data/pipeline.py`): `data_dir`,
   `labelled` / `unlabelled` refs, `pseudo_label_dir`, `mix`. Its `batch_size`, `image_size`,
   `mask_size`, `max_masks` and `seed` are set by the trainer from `train.*`, the model and
@@ -59,7 +64,16 @@ Fields:
   inputs; only the adapters and the base parameters matching a `trainable` regex train
   (default: the SUM task table, new in SUM) and are checkpointed, with the base model's
   directory and hash; `export` is `"merged"` (a plain SAM model directory) or `"separate"`
-  (an adapter directory that loads as the merged SAM while its base is unchanged).
+  (an adapter directory that loads as the merged SAM while its base is unchanged); `parts`
+  ("qv": SAMed's setting) puts separate adapters on the query and value thirds of each
+  fused qkv layer only (sum_jax/models/lora.py).
+- `adapter.*`: AIM's encoder adapters (docs/training.md, "Encoder Adapter";
+  sum_jax/models/encoder_adapter.py). `enabled` (default False: none, no cost) adds to
+  every encoder block a spatial adapter after the attention and an MLP adapter beside the
+  MLP, bottleneck MLPs of `ratio * dim` channels (AIM: 0.25) whose up-projection starts at
+  zero, the MLP adapter's output scaled by `scale` (AIM: 0.5). They become part of the
+  model's architecture (its `sam_config.json`); what trains is `optimizer.param_groups`'
+  business (`encoder_adapter_groups` below). Not combinable with `lora.targets`.
 - `sharding.*`: `mesh_shape` over the axes `('data', 'fsdp')` (-1: all remaining devices)
   and `logical_axis_rules`: `(regex over parameter path, spec)` pairs, first match wins;
   spec `"fsdp"` shards the largest dimension divisible by the `fsdp` axis size,
@@ -102,6 +116,21 @@ def full_finetune_groups() -> tuple:
     )
 
 
+def hq_groups(*, task_table: bool = False) -> tuple:
+    """HQ-SAM's parameterisation: only its HQ output token, the token's MLP and the fusion
+    convs train (its `build_sam` freezes every other parameter); with `task_table`, SUM's
+    task table too (a SUM run on HQ-SAM's architecture keeps its task prompts)."""
+    from sum_jax.models import hq
+
+    trainable = ((r"prompt_encoder\.task_embeddings\..*", {"weight_decay": False}),)
+    return (
+        *(trainable if task_table else ()),
+        (hq.PARTS + r"\.(.*\.)?(bias|scale|embedding)", {"weight_decay": False}),
+        (hq.TRAINABLE, {}),
+        (r".*", {"frozen": True}),
+    )
+
+
 def decoder_only_groups() -> tuple:
     """Frozen image encoder; prompt encoder, mask decoder and task table train. This is the
     mask-refinement module's setting (App. D) with `model` loaded from SAM."""
@@ -112,9 +141,31 @@ def decoder_only_groups() -> tuple:
     )
 
 
+# AIM's encoder adapters (sum_jax/models/encoder_adapter.py): every parameter of them.
+ENCODER_ADAPTERS = r"image_encoder\.blocks\.\d+\.(space|mlp)_adapter\..*"
+
+
+def encoder_adapter_groups(*, decoder: bool, lr_mult: float = 10.0) -> tuple:
+    """The encoder adapters train, at `lr_mult` times `optimizer.lr` (new parameters trained
+    from scratch; 10 x SUM's 1e-5 is MSA's 1e-4), the rest of the image encoder is frozen.
+    `decoder`: the prompt encoder, mask decoder and task table train too (Fig. 12's "SUM
+    (Encoder Adapter arch.)"); otherwise every other parameter is frozen (Fig. 5's "Adapter
+    FT": "fine-tuning only the Adapter plugged into the image encoder")."""
+    adapters = (
+        (r"image_encoder\.blocks\.\d+\.(space|mlp)_adapter\..*\.bias",
+         {"lr_mult": lr_mult, "weight_decay": False}),
+        (ENCODER_ADAPTERS, {"lr_mult": lr_mult}),
+    )  # fmt: skip
+    if not decoder:
+        return adapters + ((r".*", {"frozen": True}),)
+    return adapters + decoder_only_groups()
+
+
 # LoRA targets (kernel paths): the encoder's attention qkv / proj and MLP linears, and the
 # mask decoder's attention linears (two-way transformer: self / cross / final attention).
 ENCODER_LORA = r"image_encoder\.blocks\.\d+\.(attn\.(qkv|proj)|mlp\.(lin1|lin2))\.kernel"
+# SAMed's target: every encoder block's fused qkv projection (with `lora.parts = "qv"`).
+ENCODER_QKV = r"image_encoder\.blocks\.\d+\.attn\.qkv\.kernel"
 DECODER_LORA = r"mask_decoder\.transformer\..*attn.*\.(q_proj|k_proj|v_proj|out_proj)\.kernel"
 
 
@@ -133,6 +184,12 @@ def get_config() -> ml_collections.ConfigDict:
     config.model.attention = "auto"
     config.model.scan_blocks = False
     config.model.mask_chunks = 1
+    # HQ-SAM's architecture (sum_jax/models/hq.py, docs/training.md "HQ-SAM's
+    # architecture"): a plain SAM checkpoint gets fresh HQ parts, an HQ one keeps its own.
+    # `hq_token_only`: the model's output is the HQ token's mask (HQ-SAM's training), else
+    # SAM's mask plus it (the official HQ predictor's default).
+    config.model.hq = False
+    config.model.hq_token_only = True
 
     config.data = pipeline.get_config()
     config.data.data_dir = "data/prepared"
@@ -183,8 +240,11 @@ def get_config() -> ml_collections.ConfigDict:
     config.optimizer.weight_decay = 0.1
     config.optimizer.layer_decay = 0.8
     config.optimizer.warmup_steps = 0
-    # "constant" or "cosine" (to 0 at `train.num_steps`).
+    # "constant", "cosine" (to 0 at `train.num_steps`) or "step" (times `drop_factor` from
+    # `drop_at * train.num_steps` on: HQ-SAM's StepLR, 10x down after 10 of 12 epochs).
     config.optimizer.schedule = "constant"
+    config.optimizer.drop_at = 10 / 12
+    config.optimizer.drop_factor = 0.1
     config.optimizer.param_groups = full_finetune_groups()
 
     config.lora = ml_collections.ConfigDict()
@@ -194,6 +254,13 @@ def get_config() -> ml_collections.ConfigDict:
     config.lora.dropout = 0.0
     config.lora.trainable = (r"prompt_encoder\.task_embeddings\..*",)
     config.lora.export = "merged"
+    # "qv": SAMed's adapters on the query and value thirds of fused qkv layers only.
+    config.lora.parts = ""
+
+    config.adapter = ml_collections.ConfigDict()
+    config.adapter.enabled = False  # off: no adapters, SAM's encoder unchanged
+    config.adapter.ratio = 0.25  # AIM's bottleneck: ratio * dim channels
+    config.adapter.scale = 0.5  # AIM's scale of the MLP adapter's output
 
     config.sharding = ml_collections.ConfigDict()
     config.sharding.mesh_shape = (1, -1)

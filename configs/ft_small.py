@@ -53,8 +53,10 @@ def get_config():
     # backward pass of a round then holds one chunk's decoder activations (-4.4 GiB).
     config.model.mask_chunks = 3
     config.train.microbatches = -1
-    # Mask losses at HQ-SAM's importance-sampled points of the 1024 frame (docs/training.md,
-    # "Loss resolution": the 256 grid's targets lose 11-14 boundary-IoU points of real masks,
-    # the points cost no memory over it; "full" costs +7.5 GiB per ViT-H image).
-    config.loss.resolution = "points"
+    # Mask losses over every pixel of the 1024 input frame: eq. 1-2 are means over all m
+    # pixels of the image, with the 20:1 focal:Dice weights set for that mean (the 256
+    # grid's targets lose 11-14 boundary-IoU points of real masks; HQ-SAM's importance-
+    # sampled points change the balance and concentrate samples where u is high: the
+    # `loss_points` ablation). docs/training.md, "Loss resolution", has the memory.
+    config.loss.resolution = "full"
     return config

@@ -7,12 +7,15 @@ A Flax path joined with dots is the PyTorch key, except its last component and l
 | `kernel` of an `nnx.Linear` (2-D)           | `weight`           | `[in, out]` <- `[out, in]`  |
 | `kernel` of an `nnx.Conv` (4-D)             | `weight`           | `[kh, kw, in, out]` <- `[out, in, kh, kw]` |
 | `kernel` of `output_upscaling.{0,3}` (4-D)  | `weight`           | `[kh, kw, in, out]` <- `[in, out, kh, kw]` (ConvTranspose2d) |
+| `kernel` of HQ-SAM's `compress_vit_feat.{0,3}`, `embedding_encoder.{0,3}` | `weight` | as `output_upscaling` (ConvTranspose2d) |
 | `scale` (LayerNorm)                         | `weight`           | same                        |
 | `embedding` (Embedding)                     | `weight`           | same                        |
 | anything else                               | same name          | same                        |
 
 `prompt_encoder.task_embeddings` (SUM's task prompt) has no PyTorch counterpart: it starts at
-zero when importing and is dropped when exporting.
+zero when importing and is dropped when exporting. An HQ model (`SamConfig.hq`) has HQ-SAM's
+`mask_decoder.{hf_token, hf_mlp, compress_vit_feat, embedding_encoder, embedding_maskfeature}`
+under the names of the official `segment_anything_hq` state dict (`sam_hq_vit_{b,l,h}.pth`).
 """
 
 from __future__ import annotations
@@ -24,8 +27,17 @@ import numpy as np
 FLAX_ONLY_PREFIXES = ("prompt_encoder.task_embeddings.",)
 
 
+# ConvTranspose2d layers (PyTorch weight `[in, out, kh, kw]`): SAM's upscaling and HQ-SAM's
+# fusion upscalers.
+CONV_TRANSPOSE_PREFIXES = (
+    "mask_decoder.output_upscaling.",
+    "mask_decoder.compress_vit_feat.",
+    "mask_decoder.embedding_encoder.",
+)
+
+
 def _is_conv_transpose(flax_path: str) -> bool:
-    return flax_path.startswith("mask_decoder.output_upscaling.")
+    return flax_path.startswith(CONV_TRANSPOSE_PREFIXES)
 
 
 def torch_key(flax_path: str) -> str | None:

@@ -7,7 +7,9 @@
     python -m convert.sam_checkpoint --to-pytorch --input ckpt/sam_vit_h --output sam_ft.pth
 
 The variant (vit_b / vit_l / vit_h / tiny) is inferred from tensor shapes; `--variant` forces
-one. Every tensor is accounted for both ways: a missing, extra or mis-shaped tensor stops the
+one. HQ-SAM checkpoints (`sam_hq_vit_{b,l,h}.pth` of `segment_anything_hq`, recognised by
+their `mask_decoder.hf_token`) become HQ models (`SamConfig.hq`), and convert back to files
+that `segment_anything_hq.sam_model_registry[...]` loads. Every tensor is accounted for both ways: a missing, extra or mis-shaped tensor stops the
 conversion with its name. Reading is memory-mapped and tensors are converted one at a time,
 so peak memory stays near one copy of the weights. Needs `torch` (pip install torch).
 """
@@ -15,6 +17,7 @@ so peak memory stays near one copy of the weights. Needs `torch` (pip install to
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import sys
 import traceback
@@ -107,6 +110,19 @@ def describe_tensors(torch_shapes: Mapping[str, tuple[int, ...]]) -> str:
     return f"{len(torch_shapes)} tensors named {shown}{more}"
 
 
+HQ_KEY = "mask_decoder.hf_token.weight"  # present in HQ-SAM checkpoints only
+
+
+def is_hq(torch_shapes: Mapping[str, tuple[int, ...]]) -> bool:
+    """Whether a state dict is HQ-SAM's (it has the HQ output token)."""
+    return HQ_KEY in torch_shapes
+
+
+def variant_config(name: str, hq: bool = False) -> SamConfig:
+    """`VARIANTS[name]`, with HQ-SAM's parts when `hq`."""
+    return dataclasses.replace(VARIANTS[name], hq=True) if hq else VARIANTS[name]
+
+
 def _likely_variants(torch_shapes: Mapping[str, tuple[int, ...]]) -> list[str]:
     """VARIANTS ordered by how well the encoder's width and depth match (cheap: no model
     shapes are built), so the full check usually runs once."""
@@ -122,7 +138,8 @@ def _likely_variants(torch_shapes: Mapping[str, tuple[int, ...]]) -> list[str]:
 
 def _matching_variant(torch_shapes: Mapping[str, tuple[int, ...]]) -> str | None:
     for name in _likely_variants(torch_shapes)[:1]:
-        if not key_map.check_keys(flax_shapes(VARIANTS[name]), torch_shapes):
+        config = variant_config(name, is_hq(torch_shapes))
+        if not key_map.check_keys(flax_shapes(config), torch_shapes):
             return name
     return None
 
@@ -138,10 +155,11 @@ def infer_config(path: str, torch_shapes: Mapping[str, tuple[int, ...]], variant
             f"checkpoint's tensors start with {', '.join(p + '*' for p in SAM_PREFIXES)} "
             "(official files: sam_vit_b_01ec64.pth, sam_vit_l_0b3195.pth, sam_vit_h_4b8939.pth)."
         )
+    hq = is_hq(torch_shapes)
     if variant:
-        problems = key_map.check_keys(flax_shapes(VARIANTS[variant]), torch_shapes)
+        problems = key_map.check_keys(flax_shapes(variant_config(variant, hq)), torch_shapes)
         if not problems:
-            return variant, VARIANTS[variant]
+            return variant, variant_config(variant, hq)
         actual = _matching_variant(torch_shapes)
         if actual:
             raise ConversionError(
@@ -154,9 +172,9 @@ def infer_config(path: str, torch_shapes: Mapping[str, tuple[int, ...]], variant
         candidates = _likely_variants(torch_shapes)
     reports = {}
     for name in candidates:
-        reports[name] = key_map.check_keys(flax_shapes(VARIANTS[name]), torch_shapes)
+        reports[name] = key_map.check_keys(flax_shapes(variant_config(name, hq)), torch_shapes)
         if not reports[name]:
-            return name, VARIANTS[name]
+            return name, variant_config(name, hq)
     best = min(reports, key=lambda n: len(reports[n]))
     lines = reports[best]
     shown = "\n  ".join(lines[:20]) + (
@@ -166,8 +184,8 @@ def infer_config(path: str, torch_shapes: Mapping[str, tuple[int, ...]], variant
     raise ConversionError(
         f"{path} ({describe_tensors(torch_shapes)}) does not match {what}; {len(lines)} "
         f"problem(s):\n  {shown}\n"
-        "Is this an official SAM (v1) checkpoint? SAM 2, HQ-SAM and MobileSAM checkpoints have "
-        "other tensors."
+        "Is this an official SAM (v1) or HQ-SAM (ViT) checkpoint? SAM 2, MobileSAM and HQ-SAM's "
+        "vit_tiny checkpoints have other tensors."
     )
 
 
@@ -216,7 +234,10 @@ def pth_to_orbax(
     name, config = infer_config(input_path, torch_shapes, variant)
     shapes = flax_shapes(config)
     total = sum(int(np.prod(s)) * 4 for s in torch_shapes.values())
-    print(f"{input_path}: SAM {name}, {len(tensors)} tensors, {total / 2**20:.0f} MiB", flush=True)
+    kind = "HQ-SAM" if config.hq else "SAM"
+    print(
+        f"{input_path}: {kind} {name}, {len(tensors)} tensors, {total / 2**20:.0f} MiB", flush=True
+    )
     with tqdm(total=total, unit="B", unit_scale=True, desc="converting", file=sys.stdout) as bar:
         flat = key_map.convert_torch_to_flax(
             tensors,
@@ -239,6 +260,12 @@ def orbax_to_pth(input_dir: str, output_path: str, *, overwrite: bool = True) ->
     check_output(output_path, overwrite=overwrite, directory=False)
     torch = _import_torch()
     config = checkpointing.read_config(input_dir)
+    if config.encoder_adapter_ratio:
+        raise ConversionError(
+            f"--input={input_dir} has AIM encoder adapters (config.adapter, the `adapter` / "
+            "`sum_adapter` variants): SAM's PyTorch model has no place for them, so no "
+            "strict state_dict exists; use the model directory with sum_jax's commands"
+        )
     flat = key_map.flatten(checkpointing.load_state_dict(input_dir, config))
     state_dict = {}
     # Pop as we go: each array is freed once its tensor exists, so memory stays near one copy.

@@ -127,7 +127,8 @@ def run_table(
         elif done:
             summaries[column.name] = reports.load_summary(out)
     rows = spec.render(spec, summaries)
-    md = tables.to_markdown(spec.title, rows) + missing_note(spec, summaries)
+    md = tables.to_markdown(spec.title, rows) + tables.footnote(summaries)
+    md += missing_note(spec, summaries)
     atomic_write(os.path.join(workdir, f"{spec.name}.md"), md)
     atomic_write(os.path.join(workdir, f"{spec.name}.csv"), tables.to_csv(rows))
     if spec.name == "fig16":

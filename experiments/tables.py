@@ -67,8 +67,40 @@ def value(
         return None
 
 
-def fmt(v: float | None) -> str:
-    return "–" if v is None else f"{v:.1f}"
+def fmt(v: float | None, flagged: bool = False) -> str:
+    """One cell; `flagged`: not comparable with the paper (a dagger, see `footnote`)."""
+    return "–" if v is None else f"{v:.1f}" + ("†" if flagged else "")
+
+
+def flagged(summary: Mapping[str, Any] | None, task: str, protocol: str, mode: str) -> bool:
+    """Whether `summary`'s value for `task` ("overall", a task, or a set's name) includes a
+    set marked not comparable with the paper (`summary["not_comparable"]`)."""
+    bad = set((summary or {}).get("not_comparable", {}))
+    if not bad:
+        return False
+    if task in bad:
+        return True
+    try:
+        s = summary["protocols"][protocol][mode]
+    except KeyError:
+        return False
+    members = s["datasets"] if task == "overall" else s["tasks"].get(task, {}).get("datasets", ())
+    return bool(bad & set(members))
+
+
+def footnote(summaries: Mapping[str, Mapping[str, Any]]) -> str:
+    """The dagger's explanation, one line per model with sets not comparable with the paper."""
+    lines = [
+        f"- {name}: {', '.join(sorted(s['not_comparable']))} "
+        f"({next(iter(s['not_comparable'].values()))})"
+        for name, s in summaries.items()
+        if s.get("not_comparable")
+    ]
+    if not lines:
+        return ""
+    return "\n† Not comparable with the paper: the model trained on these sets' families:\n\n" + (
+        "\n".join(lines) + "\n"
+    )
 
 
 def _models_by_task(
@@ -92,7 +124,8 @@ def _models_by_task(
                 cells = []
                 for c in spec.columns:
                     s = summaries.get(c.name)
-                    cells.append(fmt(value(s, task, metric, rnd, spec.protocol, spec.mode)))
+                    cells.append(fmt(value(s, task, metric, rnd, spec.protocol, spec.mode),
+                                     flagged(s, task, spec.protocol, spec.mode)))  # fmt: skip
                     if paper is not None:
                         cells.append(fmt(paper.get(c.name, {}).get((metric, rnd, task))))
                 rows.append(
@@ -131,7 +164,8 @@ def render_table6(spec: TableSpec, summaries) -> list[list[str]]:
                 for task, _ in TASKS:
                     for model in ("SAM", "SUM"):
                         s = summaries.get(f"{model} {backbone}")
-                        cells.append(fmt(value(s, task, metric, rnd, spec.protocol, spec.mode)))
+                        cells.append(fmt(value(s, task, metric, rnd, spec.protocol, spec.mode),
+                                         flagged(s, task, spec.protocol, spec.mode)))  # fmt: skip
                 rows.append([backbone, metric_name, str(rnd)] + cells)
     return rows
 
@@ -148,7 +182,13 @@ def render_theta(spec: TableSpec, summaries) -> list[list[str]]:
                 s = summaries.get(f"theta={theta}")
                 rows.append(
                     [metric_name, str(rnd), theta]
-                    + [fmt(value(s, t, metric, rnd, spec.protocol, spec.mode)) for t, _ in TASKS]
+                    + [
+                        fmt(
+                            value(s, t, metric, rnd, spec.protocol, spec.mode),
+                            flagged(s, t, spec.protocol, spec.mode),
+                        )
+                        for t, _ in TASKS
+                    ]
                 )
     return rows
 
@@ -217,6 +257,89 @@ _TABLE4 = _paper_table(
     tuple(c.name for c in AUGSEG),
     rnd=1,
 )
+# Fig. 5 (left): lightweight fine-tuning strategies on HQSeg-44K's human labels (FT-Small's
+# human-labelled sets, no task prompt) against SUM on FT-Small; single point, mIoU.
+LIGHTWEIGHT = (
+    Column("SAM", _NO_TP),
+    Column("Adapter FT", _NO_TP, run="adapter"),
+    Column("LoRA FT", _NO_TP, run="lora_samed"),
+    Column("Decoder+Prompt-Encoder FT", _NO_TP, run="decoder_prompt_encoder"),
+    Column("SUM", run="sum"),
+)
+# Fig. 5 (right): Table 1's models with AugSeg Box-Prompt, single point, mIoU.
+SEMI_SUPERVISED_1PT = SEMI_SUPERVISED[:3] + (AUGSEG[2],) + SEMI_SUPERVISED[3:]
+# Fig. 4 and Tables 10-13 (§4.2, App. G.3): HQ-SAM's lightweight scheme and architecture.
+# HQ-SAM is "fine-tuned following the Human-Annotation-Only baseline approach"; Vanilla
+# "utilizes all of FT-Small" (SAM's pseudo-labels as labels: `vanilla` applied to the
+# HQ-SAM-architecture SUM config); models compared with HQ-SAM use "a single output ...
+# fixed beforehand" (App. B.3): the `single` mode.
+HQ_ARCH = (
+    Column("HQ-SAM", _NO_TP, run="hq_sam"),
+    Column("Vanilla (HQ-SAM arch.)", _NO_TP, run="sum_hq+vanilla"),
+    Column("SUM (HQ-SAM arch.)", run="sum_hq"),
+)
+# Fig. 12 (App. F.1): SUM's three architectures on FT-Small.
+SUM_ARCHITECTURES = (
+    Column("SAM", _NO_TP),
+    Column("SUM (Encoder Adapter arch.)", run="sum_adapter"),
+    Column("SUM (HQ-SAM arch.)", run="sum_hq"),
+    Column("SUM (Full Fine-tuning arch.)", run="sum"),
+)
+
+
+def render_curves(spec: TableSpec, summaries) -> list[list[str]]:
+    """Fig. 4 / Fig. 12 as a table: mIoU and mBIoU after 1..6 prompts, per task."""
+    return _models_by_task(spec, summaries, rounds=tuple(range(1, 7)), round_label="Prompts")
+
+
+def render_fig5(spec: TableSpec, summaries) -> list[list[str]]:
+    """Fig. 5: single-prompt mIoU per task (the paper plots no mBIoU there)."""
+    return _models_by_task(spec, summaries, rounds=(1,), metrics=METRICS[:1])
+
+
+def dataset_value(summary, dataset: str, metric: str, rnd: int, protocol: str, mode: str):
+    """`summary`'s `metric` after round `rnd` on one evaluation set, x100; None if absent."""
+    try:
+        entry = summary["protocols"][protocol][mode]["datasets"][dataset]
+        return 100.0 * entry[metric][rnd - 1]
+    except (KeyError, IndexError, TypeError):
+        return None
+
+
+def _dataset_wise(spec: TableSpec, summaries, rnd: int) -> list[list[str]]:
+    """Tables 10-13's layout: rows `metric, task, dataset` (then the task's average) x the
+    models; the sets are those any model's summary has, grouped by task."""
+    by_task: dict[str, set[str]] = {}
+    for summary in summaries.values():
+        for task, _ in TASKS:
+            entry = summary["protocols"][spec.protocol][spec.mode]["tasks"].get(task, {})
+            by_task.setdefault(task, set()).update(entry.get("datasets", ()))
+    rows = [["Metrics", "Task", "Dataset"] + [c.name for c in spec.columns]]
+    for metric, metric_name in METRICS:
+        for task, task_name in TASKS:
+            for dataset in sorted(by_task.get(task, ())):
+                rows.append([metric_name, task_name, dataset] + [
+                    fmt(dataset_value(summaries.get(c.name), dataset, metric, rnd,
+                                      spec.protocol, spec.mode),
+                        flagged(summaries.get(c.name), dataset, spec.protocol, spec.mode))
+                    for c in spec.columns
+                ])  # fmt: skip
+            rows.append([metric_name, task_name, "Average"] + [
+                fmt(value(summaries.get(c.name), task, metric, rnd, spec.protocol, spec.mode),
+                    flagged(summaries.get(c.name), task, spec.protocol, spec.mode))
+                for c in spec.columns
+            ])  # fmt: skip
+    return rows
+
+
+def render_table10(spec: TableSpec, summaries) -> list[list[str]]:
+    return _dataset_wise(spec, summaries, rnd=1)
+
+
+def render_table11(spec: TableSpec, summaries) -> list[list[str]]:
+    return _dataset_wise(spec, summaries, rnd=6)
+
+
 # Paper numbers per table: `{column: {(metric, round, task): value}}`. Fig. 11 plots Table 1.
 PAPER: dict[str, dict[str, dict[tuple[str, int, str], float]]] = {
     "table1": _TABLE1,
@@ -245,6 +368,55 @@ TABLES: dict[str, TableSpec] = {
         SEMI_SUPERVISED,
         num_rounds=3,
         render=render_table1,
+    ),
+    "fig5_left": TableSpec(
+        "fig5_left",
+        "Fig. 5 (left): single-point mIoU, lightweight fine-tuning on HQSeg-44K vs SUM (FT-Small)",
+        LIGHTWEIGHT,
+        num_rounds=1,
+        render=render_fig5,
+    ),
+    "fig5_right": TableSpec(
+        "fig5_right",
+        "Fig. 5 (right): single-point mIoU of models fine-tuned on FT-Small",
+        SEMI_SUPERVISED_1PT,
+        num_rounds=1,
+        render=render_fig5,
+    ),
+    "fig4": TableSpec(
+        "fig4",
+        "Fig. 4: HQ-SAM vs Vanilla and SUM with HQ-SAM's architecture, mIoU and mBIoU after "
+        "1-6 point prompts (single output)",
+        HQ_ARCH,
+        num_rounds=6,
+        render=render_curves,
+        mode="single",
+    ),
+    **{
+        name: TableSpec(
+            name,
+            f"{title}: HQ-SAM vs Vanilla and SUM with HQ-SAM's architecture, per dataset "
+            f"(single output)",
+            HQ_ARCH,
+            num_rounds=rounds,
+            render=render_table10 if rounds == 1 else render_table11,
+            protocol=protocol,
+            mode="single",
+        )
+        for name, title, protocol, rounds in (
+            ("table10", "Table 10: single point", "point", 1),
+            ("table11", "Table 11: six points", "point", 6),
+            ("table12", "Table 12: single box", "box", 1),
+            ("table13", "Table 13: a box and five points", "box", 6),
+        )
+    },
+    "fig12": TableSpec(
+        "fig12",
+        "Fig. 12: SUM with the Encoder Adapter, HQ-SAM and full fine-tuning architectures "
+        "(FT-Small), mIoU and mBIoU after 1-6 point prompts",
+        SUM_ARCHITECTURES,
+        num_rounds=6,
+        render=render_curves,
     ),
     "table2": TableSpec(
         "table2",

@@ -71,6 +71,9 @@ class TaskRecord:
 
     task_ids: tuple[int, ...]
     task_prompt: bool = True
+    # Dataset families it was trained on that the paper's run was not (FT-Large's stand-ins,
+    # `config.data.not_in_paper`): its numbers on their sets are not comparable.
+    not_in_paper: tuple[str, ...] = ()
 
     @property
     def seen(self) -> frozenset[int]:
@@ -98,7 +101,10 @@ class TaskRecord:
         return 0
 
     def to_dict(self) -> dict[str, Any]:
-        return {"task_ids": sorted(int(t) for t in self.task_ids), "task_prompt": self.task_prompt}
+        out = {"task_ids": sorted(int(t) for t in self.task_ids), "task_prompt": self.task_prompt}
+        if self.not_in_paper:
+            out["not_in_paper"] = sorted(self.not_in_paper)
+        return out
 
 
 def model_dir(spec: str | os.PathLike) -> str:
@@ -127,7 +133,11 @@ def read_tasks(spec: str | os.PathLike) -> TaskRecord | None:
         return None
     try:
         data = json.loads(path.read_text())
-        return TaskRecord(tuple(int(t) for t in data["task_ids"]), bool(data["task_prompt"]))
+        return TaskRecord(
+            tuple(int(t) for t in data["task_ids"]),
+            bool(data["task_prompt"]),
+            tuple(str(f) for f in data.get("not_in_paper", ())),
+        )
     except (json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
         raise ValueError(f"{path} is not a valid task record: {e}") from e
 

@@ -204,6 +204,22 @@ KNOWN: dict[str, DatasetSpec] = {
 }
 
 
+# Evaluation sets made from another dataset's images: the family they belong to.
+_DERIVED = {
+    "fashionpedia_subpart": "fashionpedia",
+    "entityseg_0": "entityseg",
+    "entityseg_1": "entityseg",
+    "entityseg_2": "entityseg",
+}
+
+
+def family(name: str) -> str:
+    """The dataset a set's images come from (`fashionpedia_subpart` -> `fashionpedia`,
+    `entityseg_1` -> `entityseg`, `mhp:validation@1000` -> `mhp`)."""
+    name = name.partition(":")[0].partition("@")[0].lower()
+    return _DERIVED.get(name, name)
+
+
 def lookup(name: str) -> DatasetSpec | None:
     """The registry entry for a dataset name (case-insensitive), or None for a custom one."""
     return KNOWN.get(name.lower())

@@ -38,6 +38,8 @@ def main(argv: list[str]) -> None:
         numbers = reports.overall_numbers(summary, ("miou", "mbiou", "noc", "nof"))
         for mode, line in numbers.items():
             print(f"{name} {mode} overall: {json.dumps(line)}")
+        for dataset, why in summary.get("not_comparable", {}).items():
+            print(f"{name}: {dataset} is not comparable with the paper ({why})")
     print(f"reports in {_WORKDIR.value}")
 
 

@@ -6,7 +6,11 @@ task; the overall average is the mean over all datasets (not over the three task
 NoC@t is averaged the same way; NoF@t (failures) is summed. The paper's means are over its
 14 sets (`sum_jax.data.registry.PAPER_EVAL_SETS`); `summary["paper_sets"]` says whether a
 run's means are over the same sets (`complete`) and, per task, which are `missing` or
-`extra`, since a task mean over fewer sets is not comparable with the paper's.
+`extra`, since a task mean over fewer sets is not comparable with the paper's. A model
+trained on a family of sets that the paper's run did not train on (FT-Large's public
+stand-ins, `TaskRecord.not_in_paper`) gets `summary["not_comparable"]`: `{dataset: reason}`
+for its sets of those families (experiments/ tables mark them and the task means that
+include them with a dagger).
 
 Files written by `write_reports(records, summary, workdir)` (all atomically):
 - `records.jsonl`: one JSON object per (protocol, mode, object), see
@@ -124,6 +128,21 @@ def summarize(
         "settings": settings_dict,
         "paper_sets": paper_set_coverage({d for d, _ in images}),
         "protocols": protocols,
+    }
+
+
+def not_comparable(summary: Mapping[str, Any], families: Sequence[str]) -> dict[str, str]:
+    """`{dataset: reason}` for the summary's sets whose images come from a family the model
+    was trained on and the paper's run was not (`TaskRecord.not_in_paper`)."""
+    from sum_jax.data import registry
+
+    names = {
+        d for modes in summary["protocols"].values() for s in modes.values() for d in s["datasets"]
+    }
+    return {
+        d: f"trained on {registry.family(d)}'s train split, which the paper's run did not use"
+        for d in sorted(names)
+        if registry.family(d) in set(families)
     }
 
 

@@ -424,12 +424,18 @@ def evaluate(
 
     os.makedirs(workdir, exist_ok=True)
     settings = EvalSettings.from_config(config)
+    tasks = None
     if runner is None:
-        model, tasks = model_or_checkpoint, None
+        model = model_or_checkpoint
         if isinstance(model, (str, os.PathLike)):
             name = name or os.path.basename(os.path.normpath(os.fspath(model)))
             tasks = read_tasks(model)
             model = load_model(os.fspath(model))
+        if getattr(model.config, "hq", False) and settings.single_output_token > 1:
+            raise ValueError(
+                f"single_output_token={settings.single_output_token}: an HQ-SAM model has one "
+                f"output (its HQ mask; docs/training.md, HQ-SAM's architecture); use 0"
+            )
         runner = SamRunner(model, tasks)
     name = name or "model"
     log_path = os.path.join(workdir, "evaluate.log")
@@ -458,6 +464,10 @@ def evaluate(
         seconds = time.perf_counter() - t0
         summary = reports.summarize(records, settings, name=name)
         summary["seconds"] = seconds
+        if tasks is not None and tasks.not_in_paper:
+            summary["not_comparable"] = reports.not_comparable(summary, tasks.not_in_paper)
+            for dataset, why in summary["not_comparable"].items():
+                log.warning("%s: not comparable with the paper: %s", dataset, why)
         reports.write_reports(records, summary, workdir)
         reports.plot_curves({name: summary}, workdir)
         n_img = summary["num_images"]

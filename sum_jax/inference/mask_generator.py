@@ -155,6 +155,12 @@ class MaskGenerator:
         upscale_pixels: int = 2**19,
         size_multiple: int = 128,
     ):
+        if getattr(predictor.config, "hq", False):
+            raise ValueError(
+                "the automatic mask generator takes SAM's three outputs per point; an HQ-SAM "
+                "model has one (docs/training.md, HQ-SAM's architecture): generate "
+                "pseudo-labels with a plain SAM"
+            )
         self.predictor = predictor
         self.config = config
         self.upscale_chunk = upscale_chunk  # at most this many masks per device call,

@@ -12,6 +12,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from sum_jax.models import encoder_adapter
 from sum_jax.models.common import (
     MLPBlock,
     dot_general,
@@ -163,7 +164,8 @@ class Attention(nnx.Module):
 
 
 class Block(nnx.Module):
-    """Pre-norm transformer block; windowed attention when `window_size > 0`."""
+    """Pre-norm transformer block; windowed attention when `window_size > 0`; with
+    `adapter_ratio > 0`, AIM's spatial and MLP adapters (`encoder_adapter.py`)."""
 
     def __init__(
         self,
@@ -176,6 +178,8 @@ class Block(nnx.Module):
         dtype: jnp.dtype = jnp.float32,
         param_dtype: jnp.dtype = jnp.float32,
         attention: str = "auto",
+        adapter_ratio: float = 0.0,
+        adapter_scale: float = encoder_adapter.DEFAULT_SCALE,
         rngs: nnx.Rngs,
     ):
         self.window_size = window_size
@@ -194,6 +198,11 @@ class Block(nnx.Module):
         self.mlp = MLPBlock(
             dim, int(dim * mlp_ratio), dtype=dtype, param_dtype=param_dtype, rngs=rngs
         )
+        # AIM's adapters (`encoder_adapter.py`); None, and no cost, when `adapter_ratio` is 0.
+        self.space_adapter, self.mlp_adapter = encoder_adapter.make_pair(
+            dim, adapter_ratio, dtype=dtype, param_dtype=param_dtype, rngs=rngs
+        )
+        self.adapter_scale = float(adapter_scale)
         self.dtype = dtype
 
     def __call__(self, x_bhwc: jax.Array) -> jax.Array:
@@ -207,8 +216,13 @@ class Block(nnx.Module):
             x = window_unpartition(x, self.window_size, padded_hw, (h, w))
         else:
             x = self.attn(x)
+        if self.space_adapter is not None:  # AIM's spatial adapter, with its own skip
+            x = x + self.space_adapter(x)
         x = shortcut + x
-        return shard_leading_axis(x + self.mlp(self.norm2(x).astype(self.dtype)))
+        if self.mlp_adapter is None:
+            return shard_leading_axis(x + self.mlp(self.norm2(x).astype(self.dtype)))
+        xn = self.norm2(x).astype(self.dtype)  # AIM's MLP adapter: beside the MLP, scaled
+        return shard_leading_axis(x + self.mlp(xn) + self.adapter_scale * self.mlp_adapter(xn))
 
 
 class PatchEmbed(nnx.Module):
@@ -248,6 +262,9 @@ class ImageEncoderViT(nnx.Module):
     in the backward pass, so only block inputs are kept; `scan_blocks` runs the repeating
     groups of blocks (ViT-H: 4 x (7 windowed + 1 global)) as one `lax.scan` over their
     stacked parameters, so XLA compiles one group instead of 32 blocks.
+
+    `adapter_ratio > 0` adds AIM's two adapters to every block (`encoder_adapter.py`), the
+    MLP adapter's output scaled by `adapter_scale`; 0 (SAM) builds none.
     """
 
     def __init__(
@@ -268,6 +285,8 @@ class ImageEncoderViT(nnx.Module):
         remat: str = "none",
         attention: str = "auto",
         scan_blocks: bool = False,
+        adapter_ratio: float = 0.0,
+        adapter_scale: float = encoder_adapter.DEFAULT_SCALE,
         rngs: nnx.Rngs,
     ):
         grid = img_size // patch_size
@@ -275,6 +294,8 @@ class ImageEncoderViT(nnx.Module):
         remat_policy(remat)  # validates
         self.remat = remat
         self.period = block_period(depth, global_attn_indexes) if scan_blocks else 0
+        # HQ-SAM's early features: the output of the first global-attention block.
+        self.first_global = int(global_attn_indexes[0]) if global_attn_indexes else depth - 1
         if scan_blocks and not self.period:
             raise ValueError(
                 f"scan_blocks needs evenly spaced global blocks; got {tuple(global_attn_indexes)}"
@@ -295,6 +316,8 @@ class ImageEncoderViT(nnx.Module):
                     dtype=dtype,
                     param_dtype=param_dtype,
                     attention=attention,
+                    adapter_ratio=adapter_ratio,
+                    adapter_scale=adapter_scale,
                     rngs=rngs,
                 )
                 for i in range(depth)
@@ -312,13 +335,21 @@ class ImageEncoderViT(nnx.Module):
             ]
         )
 
-    def __call__(self, images_bhwc: jax.Array) -> jax.Array:
+    def __call__(
+        self, images_bhwc: jax.Array, *, early_features: bool = False
+    ) -> jax.Array | tuple[jax.Array, jax.Array]:
+        """`[B, S, S, 3]` -> `[B, S/16, S/16, out_chans]`; with `early_features` (HQ-SAM,
+        static) also the output of the first global-attention block, `[B, S/16, S/16, dim]`
+        (what `segment_anything_hq`'s encoder returns as `interm_embeddings[0]`)."""
         x = self.patch_embed(images_bhwc.astype(self.dtype))
         x = x + self.pos_embed[...].astype(x.dtype)
-        x = self._scanned_blocks(x) if self.period else self._blocks(x)
+        if self.period:
+            x, early = self._scanned_blocks(x, early_features)
+        else:
+            x, early = self._blocks(x, early_features)
         for layer in self.neck:
             x = layer(x).astype(self.dtype)
-        return x
+        return (x, early) if early_features else x
 
     def _block_fn(self, graphdef):
         """`(block state, x) -> block(x)`, rematerialised as `self.remat` says."""
@@ -331,15 +362,18 @@ class ImageEncoderViT(nnx.Module):
         # Inside a scan, CSE cannot merge the recomputation with the forward pass anyway.
         return jax.checkpoint(apply, policy=remat_policy(self.remat), prevent_cse=not self.period)
 
-    def _blocks(self, x: jax.Array) -> jax.Array:
-        if self.remat == "none":
-            for block in self.blocks:
+    def _blocks(self, x: jax.Array, early_features: bool = False):
+        """`(output, early)`: early is the first global block's output, or None."""
+        early = None
+        for i, block in enumerate(self.blocks):
+            if self.remat == "none":
                 x = block(x)
-            return x
-        for block in self.blocks:
-            graphdef, state = nnx.split(block)
-            x = self._block_fn(graphdef)(state, x)
-        return x
+            else:
+                graphdef, state = nnx.split(block)
+                x = self._block_fn(graphdef)(state, x)
+            if early_features and i == self.first_global:
+                early = x
+        return x, early
 
     def _compute_weights(self, state):
         """A block's state with the matmul weights (attention, MLP, relative positions) in
@@ -355,7 +389,7 @@ class ImageEncoderViT(nnx.Module):
 
         return jax.tree_util.tree_map_with_path(cast, state)
 
-    def _scanned_blocks(self, x: jax.Array) -> jax.Array:
+    def _scanned_blocks(self, x: jax.Array, early_features: bool = False):
         """A `lax.scan` over the groups of blocks, and inside it a `lax.scan` over each
         group's windowed blocks followed by its global block.
 
@@ -389,7 +423,9 @@ class ImageEncoderViT(nnx.Module):
             windowed_states, global_state = states
             if windowed_states is not None:
                 x, _ = jax.lax.scan(windowed_block, x, windowed_states)
-            return global_fn(global_state, x), None
+            x = global_fn(global_state, x)
+            # HQ-SAM: each group's output; the first group ends with the first global block.
+            return x, x if early_features else None
 
-        x, _ = jax.lax.scan(group, x, (windowed, global_))
-        return x
+        x, outs = jax.lax.scan(group, x, (windowed, global_))
+        return x, outs[0] if early_features else None

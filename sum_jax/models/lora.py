@@ -14,6 +14,15 @@ folds the adapters of a pure (nested-dict) model state into its kernels,
 `W' = W + (alpha / r) * A @ B` in Flax's `[in, out]` layout, and drops them: the result is a
 plain SAM state that `checkpointing`, the predictor and `convert/` read unchanged.
 
+With `parts` (SAMed's LoRA on a fused `qkv` layer, Zhang & Liu 2023: separate rank-`r`
+adapters on the query and value projections only, none on the keys), the layer's output is
+split into `len(QKV)` equal thirds and part `p` of `parts` gets its own pair `A_p [in, r]`,
+`B_p [r, out / 3]` added to its third: stored as one `A [in, r * P]` and one
+`B [r * P, out]` whose entries outside the blocks `(rows of p, columns of its third)` are
+multiplied by zero in the forward pass. Those entries start at zero and get zero gradients,
+so they stay zero under AdamW (decoupled decay of zero is zero), and `A @ B` is exactly
+the sum of the per-part updates: merging and exports need nothing special.
+
 Dropout (rate > 0) draws its mask from `dropout_key`, a per-layer `LoRADropoutKey`
 variable (raw `u32[2]` key data, not a parameter) that the training step rewrites for each
 step and micro-batch with `reseed_dropout`; it is read, never written, inside the forward
@@ -30,9 +39,12 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 
 ADAPTER = "lora"  # attribute (and path component) of a LoRALinear's adapter
+# The thirds of a fused qkv projection's output, in SAM's order.
+QKV = ("q", "k", "v")
 DROPOUT_KEY = "dropout_key"
 # Folded into the step key so dropout masks are independent of the prompt sampling.
 _DROPOUT_STREAM = 0x4C6F5241
@@ -57,14 +69,22 @@ class LoRALinear(nnx.Linear):
         rank: int,
         alpha: float,
         dropout: float = 0.0,
+        parts: str = "",
         rngs: nnx.Rngs,
     ):
         for name, value in vars(base).items():
             if not name.startswith("_"):
                 setattr(self, name, value)
+        if parts and (base.out_features % len(QKV) or any(p not in QKV for p in parts)):
+            raise ValueError(
+                f"LoRA parts {parts!r} need a fused qkv layer (output divisible by 3) and "
+                f"letters from {''.join(QKV)}; this layer has {base.out_features} outputs"
+            )
+        self.parts = tuple(QKV.index(p) for p in parts)
+        self.part_rank = rank
         self.lora = nnx.LoRA(
             base.in_features,
-            rank,
+            rank * max(len(self.parts), 1),
             base.out_features,
             dtype=base.dtype,
             param_dtype=base.param_dtype,
@@ -85,7 +105,16 @@ class LoRALinear(nnx.Linear):
             key = jax.random.wrap_key_data(self.dropout_key[...])
             mask = jax.random.bernoulli(key, keep, x.shape)
             h = jnp.where(mask, x / jnp.asarray(keep, x.dtype), jnp.zeros((), x.dtype))
-        return y + (self.lora(h) * self.scale).astype(y.dtype)
+        if not self.parts:
+            return y + (self.lora(h) * self.scale).astype(y.dtype)
+        dtype = self.lora.dtype or h.dtype
+        a, b = self.lora.lora_a[...].astype(dtype), self.lora.lora_b[...].astype(dtype)
+        third = self.out_features // len(QKV)
+        block = np.zeros(b.shape, np.float32)
+        for i, p in enumerate(self.parts):
+            block[i * self.part_rank : (i + 1) * self.part_rank, p * third : (p + 1) * third] = 1
+        update = (h.astype(dtype) @ a) @ (b * block.astype(dtype))
+        return y + (update * self.scale).astype(y.dtype)
 
 
 def _path_str(path: Sequence[Any]) -> str:
@@ -99,10 +128,12 @@ def add_adapters(
     rank: int,
     alpha: float,
     dropout: float = 0.0,
+    parts: str = "",
     rngs: nnx.Rngs,
 ) -> nnx.Module:
     """Replaces, in place, every `nnx.Linear` whose `<path>.kernel` fully matches a regex in
-    `targets` by a `LoRALinear`; returns `model`. A regex that matches no linear layer is an
+    `targets` by a `LoRALinear` (with `parts`, e.g. "qv", adapters on those thirds of each
+    fused qkv output only); returns `model`. A regex that matches no linear layer is an
     error (a typo would otherwise train nothing)."""
     if rank < 1:
         raise ValueError(f"LoRA rank must be >= 1, got {rank}")
@@ -132,7 +163,7 @@ def add_adapters(
             parent = parent[p] if isinstance(p, int) else getattr(parent, p)
         last = path[-1]
         base = parent[last] if isinstance(last, int) else getattr(parent, last)
-        adapted = LoRALinear(base, rank=rank, alpha=alpha, dropout=dropout, rngs=rngs)
+        adapted = LoRALinear(base, rank=rank, alpha=alpha, dropout=dropout, parts=parts, rngs=rngs)
         if isinstance(last, int):
             parent[last] = adapted
         else:

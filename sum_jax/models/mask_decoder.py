@@ -3,6 +3,14 @@
 Matches `segment_anything.modeling.{transformer.TwoWayTransformer, mask_decoder.MaskDecoder}`
 in channels-last layout. Prompt tokens carry a validity mask; invalid tokens are removed from
 every attention in which they are keys, so padding never changes a valid output.
+
+With `hq=True` it is HQ-SAM's decoder (`segment_anything_hq.modeling.MaskDecoderHQ`, Ke et al.
+2023): a fifth mask token (`hf_token`, the HQ output token) joins the output tokens in the
+two-way transformer, its own hypernetwork MLP (`hf_mlp`) turns it into mask weights, and those
+weights multiply HQ features: `embedding_maskfeature` (two 3x3 convs) of SAM's upscaled mask
+features plus the per-image global-local fusion `hq_features` (`embedding_encoder` of the
+final image embedding + `compress_vit_feat` of the early ViT features, both upscaled 4x). The
+output is selected as HQ-SAM selects it (`select_hq_outputs`).
 """
 
 from __future__ import annotations
@@ -193,6 +201,8 @@ class MaskDecoder(nnx.Module):
         num_multimask_outputs: int = 3,
         iou_head_depth: int = 3,
         iou_head_hidden_dim: int = 256,
+        hq: bool = False,
+        vit_dim: int = 0,
         dtype: jnp.dtype = jnp.float32,
         param_dtype: jnp.dtype = jnp.float32,
         attention: str = "auto",
@@ -230,6 +240,84 @@ class MaskDecoder(nnx.Module):
         self.iou_prediction_head = MLP(
             c, iou_head_hidden_dim, self.num_mask_tokens, iou_head_depth, **kw
         )
+        # HQ-SAM's parts (`add_hq_parts`); None, and no cost, for SAM.
+        self.hq = False
+        self.hf_token = self.hf_mlp = None
+        self.compress_vit_feat = self.embedding_encoder = self.embedding_maskfeature = None
+        if hq:
+            self.add_hq_parts(vit_dim, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+
+    def add_hq_parts(
+        self,
+        vit_dim: int,
+        *,
+        dtype: jnp.dtype = jnp.float32,
+        param_dtype: jnp.dtype = jnp.float32,
+        rngs: nnx.Rngs,
+    ) -> None:
+        """Creates HQ-SAM's output token, its MLP and the three fusion conv stacks (PyTorch
+        names: `hf_token`, `hf_mlp`, `compress_vit_feat`, `embedding_encoder`,
+        `embedding_maskfeature`), freshly initialised; `vit_dim` is the ViT's width."""
+        kw = {"dtype": dtype, "param_dtype": param_dtype, "rngs": rngs}
+        ln = {"param_dtype": param_dtype, "rngs": rngs}
+        c = self.mask_tokens.embedding.shape[-1]
+        self.hq = True
+        # `nnx.data`: the attributes were None (static) until now.
+        self.hf_token = nnx.data(
+            nnx.Embed(
+                1,
+                c,
+                embedding_init=nnx.initializers.normal(1.0),
+                param_dtype=param_dtype,
+                rngs=rngs,
+            )
+        )
+        self.hf_mlp = nnx.data(MLP(c, c, c // 8, 3, **kw))
+        self.compress_vit_feat = nnx.data(
+            nnx.List(
+                [
+                    ConvTranspose2x2(vit_dim, c, **kw),
+                    layer_norm(c, 1e-6, **ln),
+                    GELU(),
+                    ConvTranspose2x2(c, c // 8, **kw),
+                ]
+            )
+        )
+        self.embedding_encoder = nnx.data(
+            nnx.List(
+                [
+                    ConvTranspose2x2(c, c // 4, **kw),
+                    layer_norm(c // 4, 1e-6, **ln),
+                    GELU(),
+                    ConvTranspose2x2(c // 4, c // 8, **kw),
+                ]
+            )
+        )
+        conv3 = {"kernel_size": (3, 3), "padding": ((1, 1), (1, 1)), **kw}
+        self.embedding_maskfeature = nnx.data(
+            nnx.List(
+                [
+                    nnx.Conv(c // 8, c // 4, **conv3),
+                    layer_norm(c // 4, 1e-6, **ln),
+                    GELU(),
+                    nnx.Conv(c // 4, c // 8, **conv3),
+                ]
+            )
+        )
+
+    def _stack(self, layers, x: jax.Array) -> jax.Array:
+        for layer in layers:
+            x = layer(x).astype(self.dtype)
+        return x
+
+    def hq_features(self, image_embeddings: jax.Array, vit_features: jax.Array) -> jax.Array:
+        """HQ-SAM's global-local fusion of one image: `image_embeddings [B, h, w, C]` (the
+        encoder's output) and `vit_features [B, h, w, D]` (the output of the ViT's first
+        global-attention block) -> `[B, 4h, 4w, C/8]`."""
+        dtype = self.dtype
+        return self._stack(self.embedding_encoder, image_embeddings.astype(dtype)) + self._stack(
+            self.compress_vit_feat, vit_features.astype(dtype)
+        )
 
     def __call__(
         self,
@@ -240,6 +328,8 @@ class MaskDecoder(nnx.Module):
         dense_embeddings: jax.Array,
         *,
         multimask_output: bool | None,
+        hq_features: jax.Array | None = None,
+        hq_token_only: bool = True,
     ) -> tuple[jax.Array, jax.Array]:
         """Decodes a flat batch of prompts.
 
@@ -249,15 +339,22 @@ class MaskDecoder(nnx.Module):
           sparse_embeddings: `[B, T, C]` prompt tokens; `sparse_valid [B, T]` bool.
           dense_embeddings: `[B, h, w, C]`.
           multimask_output: return masks 1..3 (True), mask 0 (False) or all four (None:
-            one decode for both, as the evaluator's first round needs).
+            one decode for both, as the evaluator's first round needs). With `hq`, HQ-SAM's
+            selection instead (`select_hq_outputs`): one mask for True and False, both
+            (False's first) for None.
+          hq_features: HQ only: `[B, 4h, 4w, C/8]` from `hq_features`, one per prompt.
+          hq_token_only: HQ only: the HQ token's mask alone, or added to SAM's mask.
 
         Returns:
           `(masks [B, M, 4h, 4w], iou_pred [B, M])`.
         """
         b, h, w, c = image_embeddings.shape
-        output_tokens = jnp.concatenate(
-            [self.iou_token.embedding[...], self.mask_tokens.embedding[...]], axis=0
-        )
+        tokens_ = [self.iou_token.embedding[...], self.mask_tokens.embedding[...]]
+        if self.hq:  # HQ-SAM: the HQ output token after SAM's mask tokens
+            if hq_features is None:
+                raise ValueError("an HQ mask decoder needs hq_features")
+            tokens_.append(self.hf_token.embedding[...])
+        output_tokens = jnp.concatenate(tokens_, axis=0)
         n_out = output_tokens.shape[0]
         tokens = jnp.concatenate(
             [jnp.broadcast_to(output_tokens, (b, n_out, c)), sparse_embeddings], axis=1
@@ -281,7 +378,56 @@ class MaskDecoder(nnx.Module):
         masks = jnp.einsum("bmc,bhwc->bmhw", hyper_in, x, preferred_element_type=jnp.float32)
         iou_pred = self.iou_prediction_head(iou_token_out)
 
+        if self.hq:
+            # The HQ token's weights on HQ features: SAM's upscaled mask features through
+            # `embedding_maskfeature`, plus the image's global-local fusion.
+            hq_in = self.hf_mlp(hs[:, 1 + self.num_mask_tokens])  # [B, C/8]
+            x_hq = self._stack(self.embedding_maskfeature, x) + hq_features.astype(self.dtype)
+            mask_hq = jnp.einsum("bc,bhwc->bhw", hq_in, x_hq, preferred_element_type=jnp.float32)
+            return select_hq_outputs(
+                masks,
+                iou_pred.astype(jnp.float32),
+                mask_hq,
+                multimask_output=multimask_output,
+                hq_token_only=hq_token_only,
+            )
+
         sl = slice(1, None) if multimask_output else slice(0, 1)
         if multimask_output is None:
             sl = slice(None)
         return masks[:, sl].astype(jnp.float32), iou_pred[:, sl].astype(jnp.float32)
+
+
+def select_hq_outputs(
+    masks: jax.Array,
+    iou_pred: jax.Array,
+    mask_hq: jax.Array,
+    *,
+    multimask_output: bool | None,
+    hq_token_only: bool,
+) -> tuple[jax.Array, jax.Array]:
+    """HQ-SAM's output (`MaskDecoderHQ.forward`): SAM's mask is token 0 (`multimask_output`
+    False) or the multimask output with the highest predicted IoU (True), with that IoU
+    prediction as the score; the output is the HQ mask alone (`hq_token_only`) or SAM's mask
+    plus the HQ mask (the official predictor's default). `None` gives both selections, the
+    single-mask one first.
+
+    Args: `masks [B, 4, H, W]` (SAM's four tokens), `iou_pred [B, 4]`, `mask_hq [B, H, W]`.
+    Returns: `(masks [B, M, H, W], iou [B, M])`, M = 1 (2 for None).
+    """
+    if multimask_output is None:
+        outs = [
+            select_hq_outputs(
+                masks, iou_pred, mask_hq, multimask_output=m, hq_token_only=hq_token_only
+            )
+            for m in (False, True)
+        ]
+        return tuple(jnp.concatenate(parts, axis=1) for parts in zip(*outs))
+    if multimask_output:
+        best = jnp.argmax(iou_pred[:, 1:], axis=-1)  # ties: the first, as torch.max
+        sam = jnp.take_along_axis(masks[:, 1:], best[:, None, None, None], axis=1)[:, 0]
+        score = jnp.max(iou_pred[:, 1:], axis=-1)
+    else:
+        sam, score = masks[:, 0], iou_pred[:, 0]
+    out = mask_hq if hq_token_only else sam + mask_hq
+    return out[:, None].astype(jnp.float32), score[:, None].astype(jnp.float32)

@@ -15,6 +15,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from sum_jax.models import hq
 from sum_jax.models.image_encoder import ImageEncoderViT
 from sum_jax.models.mask_decoder import MaskDecoder
 from sum_jax.models.prompt_encoder import PromptEncoder
@@ -42,6 +43,15 @@ class SamConfig:
     iou_head_hidden_dim: int = 256
     # SUM: 0 unlabelled/unspecified, 1 salient object, 2 entity, 3 part.
     num_tasks: int = 4
+    # AIM's adapters in every encoder block (`encoder_adapter.py`): bottleneck width
+    # `ratio * dim` (0: none, SAM) and the MLP adapter's scale.
+    encoder_adapter_ratio: float = 0.0
+    encoder_adapter_scale: float = 0.5
+    # HQ-SAM's architecture (`hq.py`): HQ output token, its MLP and the global-local fusion;
+    # `hq_token_only`: the HQ token's mask is the output (HQ-SAM's training), else SAM's
+    # mask plus the HQ mask (`segment_anything_hq.SamPredictor`'s default).
+    hq: bool = False
+    hq_token_only: bool = True
     dtype: str = "float32"
     param_dtype: str = "float32"
     # Execution options (see EXECUTION_FIELDS): no effect on parameters, nor in float32 on
@@ -61,10 +71,13 @@ class SamConfig:
 
     @property
     def variant(self) -> str:
-        """The `VARIANTS` name with this architecture (compute dtypes and the task table's
-        size aside), or "custom"."""
+        """The `VARIANTS` name with this architecture (compute dtypes, the task table's size
+        and encoder adapters aside), or "custom"."""
         for name, v in VARIANTS.items():
-            kept = {f: getattr(v, f) for f in EXECUTION_FIELDS + ("num_tasks",)}
+            kept = {
+                f: getattr(v, f)
+                for f in EXECUTION_FIELDS + ("num_tasks",) + ADAPTER_FIELDS + HQ_FIELDS
+            }
             same = dataclasses.replace(self, **kept)
             if same == v:
                 return name
@@ -94,6 +107,10 @@ class SamConfig:
         return cls(**d)
 
 
+# Fields of the encoder adapters added to a base architecture (`encoder_adapter.py`).
+ADAPTER_FIELDS = ("encoder_adapter_ratio", "encoder_adapter_scale")
+# HQ-SAM's parts added to a base architecture (`hq.py`): an HQ vit_h is still a "vit_h".
+HQ_FIELDS = ("hq", "hq_token_only")
 # Fields that say how the model runs, not what it computes: a checkpoint's architecture
 # ignores them, and `execution_overrides` sets them from a training config.
 EXECUTION_FIELDS = ("dtype", "param_dtype", "remat", "attention", "scan_blocks")
@@ -181,6 +198,8 @@ class Sam(nnx.Module):
             remat=config.remat,
             attention=config.attention,
             scan_blocks=config.scan_blocks,
+            adapter_ratio=config.encoder_adapter_ratio,
+            adapter_scale=config.encoder_adapter_scale,
             **kw,
         )
         self.prompt_encoder = PromptEncoder(
@@ -199,16 +218,30 @@ class Sam(nnx.Module):
             num_multimask_outputs=config.num_multimask_outputs,
             iou_head_depth=config.iou_head_depth,
             iou_head_hidden_dim=config.iou_head_hidden_dim,
+            hq=config.hq,
+            vit_dim=config.encoder_embed_dim,
             attention=config.attention,
             **kw,
         )
 
     def encode_image(self, images: jax.Array) -> jax.Array:
-        """`images f32[B, S, S, 3]` (normalised, zero padded) -> `f32[B, S/16, S/16, C]`."""
+        """`images f32[B, S, S, 3]` (normalised, zero padded) -> `f32[B, S/16, S/16, C]`;
+        for an HQ model `[B, S/16, S/16, 3C]`: the embedding and HQ-SAM's fused features
+        (`hq.fold`; `image_embedding` takes the embedding back out)."""
         s = self.config.img_size
         if images.shape[1:] != (s, s, 3):
             raise ValueError(f"images must be [B, {s}, {s}, 3], got {images.shape}")
-        return self.image_encoder(images).astype(jnp.float32)
+        if not self.config.hq:
+            return self.image_encoder(images).astype(jnp.float32)
+        embedding, early = self.image_encoder(images, early_features=True)
+        fused = self.mask_decoder.hq_features(embedding, early)
+        return hq.fold(embedding.astype(jnp.float32), fused.astype(jnp.float32))
+
+    def image_embedding(self, features: jax.Array) -> jax.Array:
+        """SAM's image embedding `[B, h, w, C]` out of `encode_image`'s features."""
+        if not self.config.hq:
+            return features
+        return features[..., : self.config.prompt_embed_dim]
 
     def decode(
         self,
@@ -226,7 +259,7 @@ class Sam(nnx.Module):
         """Decodes `Q` prompts for each of `B` images.
 
         Args:
-          image_embeddings: `[B, h, w, C]` from `encode_image`.
+          image_embeddings: `[B, h, w, C]` from `encode_image` (`[B, h, w, 3C]` for HQ).
           points: `[B, Q, P, 2]` (x, y) in the input frame (resized and padded image).
           labels: `[B, Q, P]` int: 1 positive, 0 negative, -1 SAM's "not a point",
             -2 absent (a padding slot that does not take part).
@@ -235,7 +268,9 @@ class Sam(nnx.Module):
           mask_inputs: `[B, Q, 4h, 4w]` low-res logits (e.g. the previous round's), or None.
           mask_valid: `[B, Q]` bool, or None (all present when `mask_inputs` is given).
           multimask_output: three masks (True), one (False) or all four (None: the
-            single-mask token's first) per prompt; static.
+            single-mask token's first) per prompt; static. An HQ model gives HQ-SAM's one
+            output for True and for False (`mask_decoder.select_hq_outputs`; per
+            `config.hq_token_only`) and both, False's first, for None.
           task_ids: `[B, Q]` int SUM task ids, negative for none; or None.
 
         Returns:
@@ -245,15 +280,22 @@ class Sam(nnx.Module):
         pe = self.prompt_encoder
         sparse, sparse_valid = pe.embed_sparse(points, labels, boxes, box_valid)
         dense = pe.embed_dense(mask_inputs, mask_valid, task_ids, (b, q))
+        per_prompt = lambda x: jnp.broadcast_to(x[:, None], (b, q) + x.shape[1:]).reshape(
+            (b * q,) + x.shape[1:]
+        )
+        hq_kw = {}
+        if self.config.hq:
+            image_embeddings, fused = hq.unfold(image_embeddings, self.config.prompt_embed_dim)
+            hq_kw = {"hq_features": per_prompt(fused), "hq_token_only": self.config.hq_token_only}
         h, w, c = image_embeddings.shape[1:]
-        emb = jnp.broadcast_to(image_embeddings[:, None], (b, q, h, w, c)).reshape(b * q, h, w, c)
         masks, iou = self.mask_decoder(
-            emb,
+            per_prompt(image_embeddings),
             pe.dense_pe(),
             sparse.reshape((b * q,) + sparse.shape[2:]),
             sparse_valid.reshape(b * q, -1),
             dense.reshape(b * q, h, w, c),
             multimask_output=multimask_output,
+            **hq_kw,
         )
         return masks.reshape((b, q) + masks.shape[1:]), iou.reshape(b, q, -1)
 

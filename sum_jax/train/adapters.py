@@ -20,6 +20,13 @@ LoRA fine-tuning of the same step:
   `W + (alpha / rank) * A @ B` in every adapted kernel, or `"separate"`, an adapter
   directory (`checkpointing.save_adapters`) that `checkpointing.load_sam` merges onto its
   base when loaded.
+
+`config.adapter` (configs/base.py) with `enabled` adds AIM's encoder adapters instead
+(`sum_jax.models.encoder_adapter`, docs/training.md "Encoder Adapter"): `adapt` puts them
+into the loaded SAM, which makes them part of its architecture (`SamConfig`), and
+`config.optimizer.param_groups` decides what trains (`base.encoder_adapter_groups`). The
+training state, checkpoints and export are those of full fine-tuning: the export is a plain
+model directory whose `sam_config.json` records the adapters, so every command loads it.
 """
 
 from __future__ import annotations
@@ -30,6 +37,7 @@ from typing import Any
 
 from flax import nnx
 
+from sum_jax.models import encoder_adapter
 from sum_jax.models import lora as lora_lib
 
 EXPORTS = ("merged", "separate")
@@ -45,6 +53,8 @@ class LoraSettings:
     dropout: float = 0.0
     trainable: tuple[str, ...] = ()
     export: str = "merged"
+    # SAMed's q/v-only adapters on fused qkv layers ("qv"); empty: the whole layer.
+    parts: str = ""
 
     @property
     def scale(self) -> float:
@@ -64,6 +74,7 @@ class LoraSettings:
             dropout=float(cfg.get("dropout", 0.0)),
             trainable=tuple(cfg.get("trainable", ())),
             export=str(cfg.get("export", "merged")),
+            parts=str(cfg.get("parts", "")),
         )
         if settings.export not in EXPORTS:
             raise ValueError(f"config.lora.export={settings.export!r}: choose one of {EXPORTS}")
@@ -74,19 +85,71 @@ class LoraSettings:
                 "trainable": list(self.trainable)}  # fmt: skip
 
 
+@dataclasses.dataclass(frozen=True)
+class EncoderAdapterSettings:
+    """`config.adapter` as plain values: AIM's bottleneck `ratio` and MLP-adapter `scale`."""
+
+    ratio: float = encoder_adapter.DEFAULT_RATIO
+    scale: float = encoder_adapter.DEFAULT_SCALE
+
+    @classmethod
+    def from_config(cls, config) -> EncoderAdapterSettings | None:
+        """The settings of a training config; None when `config.adapter.enabled` is off (or
+        the config has no `adapter` block)."""
+        cfg = config.get("adapter")
+        if cfg is None or not bool(cfg.enabled):
+            return None
+        settings = cls(ratio=float(cfg.ratio), scale=float(cfg.scale))
+        if not settings.ratio > 0:
+            raise ValueError(f"config.adapter.ratio={settings.ratio}: must be > 0")
+        return settings
+
+
+def add_encoder_adapters(
+    model: nnx.Module, settings: EncoderAdapterSettings, *, seed: int
+) -> nnx.Module:
+    """`model` with AIM's adapters in its encoder (`fc1` drawn from `seed`, `fc2` zero). A
+    model that already has them with these settings (a previous adapter run's export, to
+    train further) keeps its own; other settings are an error."""
+    have = (model.config.encoder_adapter_ratio, model.config.encoder_adapter_scale)
+    if not have[0]:
+        return encoder_adapter.add_adapters(
+            model, ratio=settings.ratio, scale=settings.scale, rngs=nnx.Rngs(params=seed)
+        )
+    if have != (settings.ratio, settings.scale):
+        raise ValueError(
+            f"the model already has encoder adapters (ratio {have[0]}, scale {have[1]}) but "
+            f"config.adapter asks for ratio {settings.ratio}, scale {settings.scale}: set "
+            f"--config.adapter.ratio={have[0]} --config.adapter.scale={have[1]}, or start "
+            f"from a model without adapters"
+        )
+    return model
+
+
 def adapt(model: nnx.Module, config, *, seed: int | None = None) -> nnx.Module:
-    """`model` with the adapters of `config.lora` (none when its `targets` are empty). The
-    adapters' `A` is drawn from `seed` (default `config.seed`); `B` is zero."""
+    """`model` with the adapters of `config.lora` (none when its `targets` are empty) or of
+    `config.adapter` (none unless `enabled`). LoRA's `A` is drawn from `seed` (default
+    `config.seed`), `B` is zero; the encoder adapters' `fc1` from `seed + 2`, `fc2` zero."""
     settings = LoraSettings.from_config(config)
+    encoder = EncoderAdapterSettings.from_config(config)
+    seed = int(config.seed if seed is None else seed)
+    if encoder is not None:
+        if settings is not None:
+            raise ValueError(
+                "config.adapter.enabled and config.lora.targets are alternatives: a LoRA run "
+                "keeps only the LoRA matrices and config.lora.trainable, so the encoder "
+                "adapters would not train; use one of them"
+            )
+        return add_encoder_adapters(model, encoder, seed=seed + 2)
     if settings is None:
         return model
-    seed = int(config.seed if seed is None else seed)
     return lora_lib.add_adapters(
         model,
         settings.targets,
         rank=settings.rank,
         alpha=settings.alpha,
         dropout=settings.dropout,
+        parts=settings.parts,
         rngs=nnx.Rngs(params=seed + 1),
     )
 
@@ -127,7 +190,8 @@ def checkpoint_view(state) -> dict[str, Any]:
 
 def abstract_model(model_config, config) -> nnx.Module:
     """The model a training config trains, with `jax.ShapeDtypeStruct` leaves (no memory):
-    `Sam(model_config)` with `config.lora`'s adapters (a ViT-H setup costs nothing)."""
+    `Sam(model_config)` with `config.lora`'s or `config.adapter`'s adapters (a ViT-H setup
+    costs nothing)."""
     from sum_jax.models.sam import Sam
 
     return nnx.eval_shape(lambda: adapt(Sam(model_config, rngs=nnx.Rngs(0)), config))

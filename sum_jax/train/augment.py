@@ -14,8 +14,14 @@ both, and the teacher's prediction is a target for the student pixel by pixel.
   histogram of equalize, contrast's mean grey) are taken over the real image only, and the
   zero padding stays zero.
 - CutMix ("ALIA"'s copy-paste step): with probability `cutmix_prob`, an image gets a box
-  from another image of the batch (a random permutation), of area ratio `1 - lam`,
-  `lam ~ Beta(4, 4)`, centred uniformly (AugSeg's `rand_bbox`). The box lies on the `L x L`
+  from another image, of area ratio `1 - lam`, `lam ~ Beta(4, 4)`, centred uniformly
+  (AugSeg's `rand_bbox`). The partner is always a different image: the eligible images
+  (the pseudo-labelled ones of the whole step) are put in a random order and each takes its
+  box from the next one, the last from the first (`cycle_partners`: a derangement of the
+  eligible images whenever there are two or more); an image with no other eligible image
+  in the step is not mixed. (A plain permutation maps images to themselves, and with one
+  image per micro-batch it always does: the "pasted" box would then be the image's own
+  pixels, trained as background.) The box lies on the `L x L`
   mask grid (upsampled to the input frame), so the loss can mask it exactly. (AugSeg's
   confidence-adaptive mixing with labelled images is left out: the pasted content is another
   object's, not a class map, whatever its source.)
@@ -225,6 +231,31 @@ def cutmix_boxes(key: Array, batch: int, mask_size: int, prob: float = 1.0) -> A
     return rows[:, :, None] & cols[:, None, :] & use[:, None, None]
 
 
+def cycle_partners(key: Array, eligible: Array) -> tuple[Array, Array]:
+    """Each eligible image's CutMix partner: another eligible image.
+
+    The eligible images are put in a uniformly random order; each is paired with the next
+    one, the last with the first: one cycle through all of them, so no image is its own
+    partner when two or more are eligible.
+
+    Args:
+      key: PRNG key.
+      eligible: bool `[B]`.
+
+    Returns:
+      `(partner i32 [B], mixed bool [B])`: `mixed` is `eligible` where at least two images
+      are eligible, else all false; `partner[i] = i` where not `mixed[i]`.
+    """
+    b = eligible.shape[0]
+    # Eligible images first, in random order (ties have probability zero).
+    order = jnp.argsort(jnp.where(eligible, jax.random.uniform(key, (b,)), 2.0))
+    position = jnp.argsort(order)
+    count = jnp.sum(eligible)
+    following = order[jnp.where(position + 1 < count, position + 1, 0)]
+    mixed = eligible & (count >= 2)
+    return jnp.where(mixed, following, jnp.arange(b)), mixed
+
+
 def strong_view(
     key: Array,
     images: Array,
@@ -233,7 +264,8 @@ def strong_view(
     mask_size: int,
     num_augs: int = 3,
     cutmix_prob: float = 1.0,
-) -> tuple[Array, Array]:
+    eligible: Array | None = None,
+) -> tuple[Array, Array, Array]:
     """The student's view of a batch: intensity augmentation, then CutMix between images.
 
     Args:
@@ -241,10 +273,13 @@ def strong_view(
       images: uint8 `[B, S, S, 3]` (resized and zero-padded, docs/contracts.md).
       area: bool `[B, L, L]` the real image on the mask grid (`prompts.image_area`).
       mask_size: `L`; `S` must be a multiple of it.
+      eligible: bool `[B]`, the images that are mixed, and only with each other
+        (`cycle_partners`); default all.
 
     Returns:
-      `(view uint8 [B, S, S, 3], pasted bool [B, L, L])`: `pasted` marks the grid pixels
-      whose content came from another image (inside the real image only).
+      `(view uint8 [B, S, S, 3], pasted bool [B, L, L], partner i32 [B])`: `pasted` marks
+      the grid pixels whose content came from image `partner[i]` (inside the real image
+      only; none for an image without a partner).
     """
     b, s = images.shape[0], images.shape[1]
     k = s // mask_size
@@ -254,7 +289,9 @@ def strong_view(
     view = jax.vmap(intensity_augment, in_axes=(0, 0, 0, None))(
         jax.random.split(k_aug, b), images, pixel_area, num_augs
     )
-    pasted = cutmix_boxes(k_box, b, mask_size, cutmix_prob) & area
-    partner = jax.random.permutation(k_perm, b)
+    if eligible is None:
+        eligible = jnp.ones((b,), bool)
+    partner, mixed = cycle_partners(k_perm, eligible.astype(bool))
+    pasted = cutmix_boxes(k_box, b, mask_size, cutmix_prob) & area & mixed[:, None, None]
     view = jnp.where(up(pasted)[..., None], view[partner], view)
-    return view, pasted
+    return view, pasted, partner

@@ -28,6 +28,7 @@ writes logs, TensorBoard files and pictures.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
@@ -56,6 +57,7 @@ from sum_jax.checkpointing import (
 from sum_jax.data import pipeline
 from sum_jax.data import pseudo_label_format as plf
 from sum_jax.fileio import atomic_write
+from sum_jax.models import hq
 from sum_jax.models.lora import merge_state
 from sum_jax.models.sam import execution_overrides
 from sum_jax.train import adapters, sharding
@@ -101,8 +103,13 @@ def data_config(config: ml_collections.ConfigDict, model_config: Any, process_co
 
 
 def needs_uncertainty(config: ml_collections.ConfigDict) -> bool:
-    """Whether the config's losses or prompt sampling read uncertainty maps (SUM configs);
-    the semi-supervised variants compute their own in the step, or use none."""
+    """Whether the config's losses, prompt sampling or contrastive loss read uncertainty
+    maps (SUM's configs; U2PL, whose plain losses train on the pseudo-labels but whose
+    reliable / unreliable split comes from the maps); the semi-supervised variants compute
+    their own in the step, or use none. Without maps the pipeline gives `u = 0`, which
+    would silently make every pseudo-label pixel "reliable"."""
+    if float(config.loss.get("contrastive_weight", 0.0)):
+        return True
     if str(config.get("semi", {}).get("method", "none")) != "none":
         return False
     return bool(config.loss.uncertainty_aware or config.interactive.uncertainty_sampling)
@@ -120,6 +127,28 @@ def load_initial_model(config: ml_collections.ConfigDict):
             f"{variant!r}: point model.checkpoint at a {variant} model directory or set "
             f"--config.model.variant={model.config.variant}"
         )
+    return with_hq_parts(model, config)
+
+
+def with_hq_parts(model, config: ml_collections.ConfigDict):
+    """`model` as `config.model.hq` asks: a plain SAM gets fresh HQ-SAM parts (HQ-SAM trains
+    them from scratch on a frozen SAM), an HQ model keeps its own; `hq_token_only` from the
+    config either way. An HQ checkpoint without `config.model.hq` is an error."""
+    want = bool(config.model.get("hq", False))
+    only = bool(config.model.get("hq_token_only", True))
+    if not want:
+        if model.config.hq:
+            raise ValueError(
+                f"{config.model.checkpoint} is an HQ-SAM model but config.model.hq is False: "
+                f"set --config.model.hq=True (and param groups that train its parts, e.g. "
+                f"configs/base.py:hq_groups), or start from a plain SAM"
+            )
+        return model
+    if not model.config.hq:
+        return hq.add_hq_parts(
+            model, hq_token_only=only, rngs=nnx.Rngs(params=int(config.seed) + 3)
+        )
+    model.config = dataclasses.replace(model.config, hq_token_only=only)
     return model
 
 
@@ -320,10 +349,12 @@ def export_model(
 
 def task_record(config: ml_collections.ConfigDict, data_cfg) -> TaskRecord:
     """What the exported model records of its task prompts: the task ids its training data
-    carried, and whether the task prompt was given (`interactive.use_task_prompt`)."""
+    carried, whether the task prompt was given (`interactive.use_task_prompt`), and the
+    dataset families it trained on that the paper's run did not (`data.not_in_paper`)."""
     return TaskRecord(
         tuple(pipeline.training_task_ids(data_cfg)),
         task_prompt=bool(config.interactive.get("use_task_prompt", True)),
+        not_in_paper=tuple(str(f) for f in data_cfg.get("not_in_paper", ())),
     )
 
 

@@ -159,15 +159,22 @@ def make_plan(params: PyTree, opt_config) -> ParamPlan:
 
 
 def learning_rate_schedule(opt_config, num_steps: int) -> optax.Schedule:
-    """`lr` with a linear warm-up over `warmup_steps`, then constant or cosine to 0."""
+    """`lr` with a linear warm-up over `warmup_steps`, then constant, cosine to 0, or "step":
+    `lr` until step `drop_at * num_steps`, `lr * drop_factor` from there (HQ-SAM's StepLR)."""
     lr = float(opt_config.lr)
     warmup = int(opt_config.warmup_steps)
     if opt_config.schedule == "constant":
         after = optax.constant_schedule(lr)
     elif opt_config.schedule == "cosine":
         after = optax.cosine_decay_schedule(lr, max(num_steps - warmup, 1))
+    elif opt_config.schedule == "step":
+        drop = round(float(opt_config.get("drop_at", 10 / 12)) * num_steps) - max(warmup, 0)
+        factor = float(opt_config.get("drop_factor", 0.1))
+        after = optax.piecewise_constant_schedule(lr, {max(drop, 0): factor})  # from `drop` on
     else:
-        raise ValueError(f"unknown schedule {opt_config.schedule!r}: 'constant' or 'cosine'")
+        raise ValueError(
+            f"unknown schedule {opt_config.schedule!r}: 'constant', 'cosine' or 'step'"
+        )
     if warmup <= 0:
         return after
     return optax.join_schedules([optax.linear_schedule(0.0, lr, warmup), after], [warmup])

@@ -27,6 +27,13 @@ the scan and closed over, so gradients from every round reach the encoder.
 In round 1 the mask passed on (as mask prompt and to sample the next point) is the output
 with the highest predicted IoU, as in SAM's training (SAM paper, App. A).
 
+An HQ-SAM model (`model.config.hq`, sum_jax/models/hq.py) is trained on what it returns: its
+one output (the HQ token's mask with `hq_token_only`), in every round. Round 1 too has that
+single output, as HQ-SAM trains (`multimask_output=False, hq_token_only=True` in its
+train.py): its HQ token has no multimask counterpart, so there is no best-of-three choice;
+the IoU term compares the frozen IoU head's estimate (SAM's single-mask token's) with the
+output's IoU, which is why the HQ configs set `loss.iou_weight = 0`.
+
 Certainty `c = 1 - u` (from `batch['uncertainty']`, or a float `batch['certainty']` computed
 in the step by the Discrepancy-Uncer variant) is used only for pseudo-labelled images
 (`batch['is_pseudo']`): human-labelled masks use `c = 1`, which makes the uncertainty-aware
@@ -216,6 +223,8 @@ def add_contrastive_loss(
     certainty = (255 - batch["uncertainty"].astype(jnp.int32)).astype(jnp.float32) / 255.0
     h = image_embeddings.shape[1]
     area = prompts.image_area(batch["image_size"], h, model.config.img_size)
+    if getattr(model.config, "hq", False):  # an HQ model's features hold more than SAM's
+        image_embeddings = model.image_embedding(image_embeddings)
     per_image = contrastive.pixel_contrastive_loss(
         # A stream of its own: the rounds' prompts are the same with the loss on or off.
         jax.random.fold_in(key, 0x2917),
@@ -388,7 +397,10 @@ def training_rounds(
             )
             return terms, logits[:, :, 0]
 
-        terms, passed = jax.lax.cond(r == 0, first_round, later_round)
+        if getattr(model.config, "hq", False):  # HQ-SAM: its one output in every round
+            terms, passed = later_round()
+        else:
+            terms, passed = jax.lax.cond(r == 0, first_round, later_round)
         # Per image: the mean over its valid masks; then the mean over images.
         per_image = {
             k_: losses.image_means(unflat(terms[k_]), mask_valid_bn)[0] for k_ in METRIC_KEYS

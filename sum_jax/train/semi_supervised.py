@@ -25,16 +25,27 @@ in configs/ablations.py):
 - `"augseg"` (App. E.1): human-labelled images get SUM's interactive procedure (plain
   losses, c = 1); each pseudo-labelled image is seen by the EMA teacher as it is and by the
   student as AugSeg's strong view (`augment.strong_view`: intensity augmentations and
-  CutMix, geometrically identical to the teacher's view). One prompt per pseudo-label mask
-  is drawn from the pseudo-label's visible part (`prompt`: `"mixed"` a box or a point as
-  SUM's round 1, `"box"` boxes only, `"uniform_point"` a regular grid of points independent
-  of the pseudo-labels); teacher and student decode the same prompt (three outputs). The
-  target is the teacher's binarised prediction (0 where CutMix pasted another image), the
-  loss `focal_weight * focal + dice_weight * dice` (20 : 1) of the student's prediction:
-  by default between the output of each set closest (IoU) to the pseudo-label, with
+  CutMix, geometrically identical to the teacher's view), made for the whole step before
+  it is split into micro-batches (`augseg_views`), so CutMix always pastes from another
+  pseudo-labelled image of the step and never from the image itself. Prompts come from
+  the pseudo-label's visible part (not pasted over) and are the same for teacher and
+  student (`prompt`: `"mixed"` a box or a point as SUM's round 1, `"box"` boxes only,
+  `"uniform_point"` points of SAM's 32 x 32 automatic-mask grid, drawn uniformly, independent
+  of the pseudo-labels). Round 1:
+  teacher and student decode the prompt (three outputs); the target is the teacher's
+  binarised prediction (0 where CutMix pasted another image), the loss
+  `focal_weight * focal + dice_weight * dice` (20 : 1) of the student's prediction: by
+  default between the output of each set closest (IoU) to the pseudo-label, with
   `multi_consistency` (and always for uniform points) the sum over the three pairs of
-  outputs of the same token. The interactive rounds 2..R of the pseudo-labelled images are
-  not run: the consistency is the single-prompt one that Table 4 compares.
+  outputs of the same token. Mixed prompts then run SAM's rounds 2..R on the pseudo-labelled
+  images too (App. E.1: "For multi-prompt scenarios, we sample interactive prompts for both
+  teacher and student networks based on SAM pseudo-labels"): each network's most confident
+  round-1 output, then its single output, is its own mask prompt; rounds 2..R-1 add one
+  click from the error region between the teacher's prediction and the pseudo-label (the
+  same click for both, so their outputs stay comparable pixel by pixel); the consistency of
+  the single outputs is the round's loss, and the image's loss is the mean over its rounds.
+  Boxes and uniform points are single-prompt settings ("applicable solely in single prompt
+  scenarios"): one round.
 
 Every image weighs the same in the step's loss (rounds.py, "Reduction"): a pseudo-labelled
 image's loss is its consistency (AugSeg) or its SUM loss (Discrepancy-Uncer), averaged over
@@ -44,7 +55,6 @@ its valid masks.
 from __future__ import annotations
 
 import dataclasses
-import math
 from typing import Any
 
 import jax
@@ -59,6 +69,8 @@ Array = jax.Array
 PyTree = Any
 
 AUX_DECODER = "aux_mask_decoder"
+# Folded into the step key for AugSeg's strong views (independent of the prompts' stream).
+VIEW_STREAM = 0x41756753
 METHODS = ("none", "discrepancy", "augseg")
 
 
@@ -156,8 +168,9 @@ def pseudo_label_boxes(targets: Array, img_size: int) -> tuple[Array, Array]:
 
 
 def _decode(model, embeddings, *, points=None, labels=None, boxes=None, box_valid=None,
-            task_ids=None, multimask: bool):  # fmt: skip
-    """`model.decode` of one prompt per mask: boxes (points absent) or one point each."""
+            mask_inputs=None, mask_valid=None, task_ids=None, multimask: bool):  # fmt: skip
+    """`model.decode` of one prompt set per mask: boxes (points absent), points (label -2:
+    absent) and a mask prompt (previous low-res logits) where given."""
     if points is None:
         b, n = boxes.shape[:2]
         points = jnp.zeros((b, n, 1, 2), jnp.float32)
@@ -168,6 +181,8 @@ def _decode(model, embeddings, *, points=None, labels=None, boxes=None, box_vali
         labels,
         boxes,
         box_valid,
+        mask_inputs,
+        mask_valid,
         multimask_output=multimask,
         task_ids=task_ids,
     )
@@ -247,17 +262,30 @@ def _discrepancy_loss(params, model, images, batch, key, model_state, teacher, m
     return loss, aux
 
 
-def grid_points(n: int, image_size: Array) -> Array:
-    """`[B, n, 2]` input-frame points on a regular `k x k` grid (`k = ceil(sqrt(n))`) over each
-    real image (cell centres, row by row; the first `n`): SAM's automatic-mask-generator
-    prompts, independent of any label."""
-    k = math.ceil(math.sqrt(n))
-    centres = (jnp.arange(k, dtype=jnp.float32) + 0.5) / k
+# SAM's automatic mask generator's grid (`points_per_side`, its default 32): AugSeg Uniform
+# Point-Prompt's prompts are drawn from it (App. E.1: "akin to the automatic mask
+# generation process utilized in SAM ... a regular grid of points as prompts"; the paper
+# gives no count, so each step takes one point per mask slot).
+GRID_SIDE = 32
+
+
+def grid_points(key: Array, n: int, image_size: Array, side: int = GRID_SIDE) -> Array:
+    """`[B, n, 2]` input-frame points: for each image, `n` distinct points of SAM's regular
+    `side x side` grid of cell centres over the real image (`(i + 0.5) / side` of its width
+    and height), drawn uniformly without replacement (a fresh subset per image and key),
+    independent of any label."""
+    if n > side * side:
+        raise ValueError(f"{n} uniform points from a {side}x{side} grid")
+    b = image_size.shape[0]
+    centres = (jnp.arange(side, dtype=jnp.float32) + 0.5) / side
     ys, xs = jnp.meshgrid(centres, centres, indexing="ij")
-    unit = jnp.stack([xs.reshape(-1), ys.reshape(-1)], axis=-1)[:n]  # (x, y) in [0, 1]
+    unit = jnp.stack([xs.reshape(-1), ys.reshape(-1)], axis=-1)  # (x, y) in [0, 1], row-major
+    pick = jax.vmap(lambda k: jax.random.choice(k, side * side, (n,), replace=False))(
+        jax.random.split(key, b)
+    )
     hw = image_size.astype(jnp.float32)
     wh = jnp.stack([hw[:, 1], hw[:, 0]], axis=-1)
-    return unit[None] * wh[:, None] - 0.5
+    return unit[pick] * wh[:, None] - 0.5
 
 
 def consistency_loss(
@@ -307,23 +335,46 @@ def consistency_loss(
     return (focal_weight * focal + dice_weight * dc).reshape(n, m).sum(axis=1)
 
 
+def augseg_views(key: Array, batch: dict[str, Array], img_size: int, semi: SemiSettings):
+    """The students' strong views of the whole step's batch, before it is split into
+    micro-batches, so that CutMix pairs each pseudo-labelled image with another one of the
+    step (`augment.cycle_partners`), whichever micro-batch it is in: `batch` plus
+    `strong_image` (uint8, the image itself for human-labelled images) and `pasted` (bool
+    `[B, L, L]`)."""
+    size = batch["masks"].shape[-1]
+    pseudo = batch["is_pseudo"].astype(bool)
+    strong, pasted, _ = augment.strong_view(
+        key,
+        batch["image"],
+        prompts.image_area(batch["image_size"], size, img_size),
+        mask_size=size,
+        num_augs=semi.num_augs,
+        cutmix_prob=semi.cutmix_prob,
+        eligible=pseudo,
+    )
+    strong = jnp.where(pseudo[:, None, None, None], strong, batch["image"])
+    return {**batch, "strong_image": strong, "pasted": pasted}
+
+
+def pseudo_label_rounds(semi: SemiSettings, settings: InteractiveSettings) -> int:
+    """Prompting rounds of AugSeg's pseudo-labelled images: SAM's R for mixed prompts
+    ("for multi-prompt scenarios, we sample interactive prompts for both teacher and student
+    networks based on SAM pseudo-labels"), one for boxes and uniform points, which the
+    paper applies "solely in single prompt scenarios"."""
+    return settings.num_rounds if semi.prompt == "mixed" else 1
+
+
 def _augseg_loss(model, images, batch, key, model_state, teacher, model_def, settings, semi):
     b, n, size = batch["masks"].shape[0], batch["masks"].shape[1], batch["masks"].shape[-1]
     img_size = model.config.img_size
     k_view, k_prompt, k_rounds = jax.random.split(key, 3)
+    if "strong_image" not in batch:  # called on a whole batch (train_step adds the views)
+        batch = augseg_views(k_view, batch, img_size, semi)
     pseudo = batch["is_pseudo"].astype(bool)
     mask_valid = batch["mask_valid"].astype(bool)
     area = prompts.image_area(batch["image_size"], size, img_size)
-    strong, pasted = augment.strong_view(
-        k_view,
-        batch["image"],
-        area,
-        mask_size=size,
-        num_augs=semi.num_augs,
-        cutmix_prob=semi.cutmix_prob,
-    )
-    strong = jnp.where(pseudo[:, None, None, None], strong, batch["image"])
-    embeddings = model.encode_image(normalize_and_pad(strong, batch["image_size"]))
+    pasted = batch["pasted"].astype(bool)
+    embeddings = model.encode_image(normalize_and_pad(batch["strong_image"], batch["image_size"]))
     teacher_model = model_def.merge(jax.lax.stop_gradient(teacher), model_state)
     teacher_embeddings = teacher_model.encode_image(images)
 
@@ -331,14 +382,17 @@ def _augseg_loss(model, images, batch, key, model_state, teacher, model_def, set
     human = {**batch, "mask_valid": mask_valid & ~pseudo[:, None]}
     _, aux = training_rounds(model, embeddings, human, k_rounds, settings)
 
-    # Pseudo-labelled images: one prompt per mask, the same for teacher and student.
+    # Pseudo-labelled images: prompts from the pseudo-label's visible part (not pasted
+    # over), the same for teacher and student.
     flat = lambda x: x.reshape((b * n,) + x.shape[2:])
     unflat = lambda x: x.reshape((b, n) + x.shape[1:])
     pasted_bn = jnp.broadcast_to(pasted[:, None], (b, n, size, size))
     visible = (batch["masks"] > 0) & ~pasted_bn
-    task_ids = _task_ids(batch, settings)
+    area_bn = jnp.broadcast_to(area[:, None], (b, n, size, size))
+    task = _task_ids(batch, settings)
+    slots = settings.num_point_slots
     if semi.prompt == "uniform_point":
-        points = grid_points(n, batch["image_size"])[:, :, None]
+        points = grid_points(k_prompt, n, batch["image_size"])[:, :, None]
         labels = jnp.ones((b, n, 1), jnp.int32)
         boxes = jnp.zeros((b, n, 4), jnp.float32)
         box_valid = jnp.zeros((b, n), bool)
@@ -354,37 +408,150 @@ def _augseg_loss(model, images, batch, key, model_state, teacher, model_def, set
             box_noise_frac=settings.box_noise_frac,
             box_noise_max=settings.box_noise_max,
         )
-        points = unflat(first["point"])[:, :, None]
-        labels = jnp.where(unflat(first["point_valid"]), 1, -2)[:, :, None]
+        points = jnp.zeros((b, n, slots, 2), jnp.float32).at[:, :, 0].set(unflat(first["point"]))
+        labels = jnp.full((b, n, slots), -2, jnp.int32)
+        labels = labels.at[:, :, 0].set(jnp.where(unflat(first["point_valid"]), 1, -2))
         boxes, box_valid = unflat(first["box"]), unflat(first["box_valid"])
         valid = mask_valid & pseudo[:, None] & visible.any(axis=(-2, -1))
-    prompt = {
-        "points": points,
-        "labels": labels,
-        "boxes": boxes,
-        "box_valid": box_valid,
-        "task_ids": task_ids,
-        "multimask": True,
-    }
-    student, _ = _decode(model, embeddings, **prompt)
-    teacher_logits, _ = _decode(teacher_model, teacher_embeddings, **prompt)
-    kw = settings.loss_kwargs()
-    cons = consistency_loss(
-        flat(student),
-        flat(jax.lax.stop_gradient(teacher_logits)),
-        flat(batch["masks"]),
-        flat(pasted_bn),
-        flat(jnp.broadcast_to(area[:, None], (b, n, size, size))),
+
+    def decode_pair(points, labels, mask_inputs, mask_valid, task_ids, multimask):
+        s_in, t_in = (None, None) if mask_inputs is None else mask_inputs
+        common = {"points": points, "labels": labels, "boxes": boxes, "box_valid": box_valid,
+                  "mask_valid": mask_valid, "task_ids": task_ids, "multimask": multimask}  # fmt: skip
+        student = _decode(model, embeddings, mask_inputs=s_in, **common)
+        teach = _decode(teacher_model, teacher_embeddings, mask_inputs=t_in, **common)
+        return student, jax.tree.map(jax.lax.stop_gradient, teach)
+
+    per_round, _ = consistency_rounds(
+        decode_pair,
+        jax.random.fold_in(k_prompt, 1),
+        pseudo_labels=batch["masks"],
+        visible=visible,
+        pasted=pasted_bn,
+        area=area_bn,
+        points=points,
+        labels=labels,
+        task_ids=task,
+        valid=valid,
+        num_rounds=pseudo_label_rounds(semi, settings),
         select=not (semi.multi_consistency or semi.prompt == "uniform_point"),
-        focal_weight=kw["focal_weight"],
-        dice_weight=kw["dice_weight"],
-        alpha=kw["alpha"],
-        gamma=kw["gamma"],
+        settings=settings,
+        img_size=img_size,
     )
-    cons_image, cons_valid = losses.image_means(unflat(cons), valid)
+    cons_image = per_round.mean(axis=0)  # [B]: mean over the rounds
+    cons_valid = valid.any(axis=-1)
     image_valid = jnp.where(pseudo, cons_valid, aux["image_valid"])
     aux["image_loss"] = jnp.where(pseudo, cons_image, aux["image_loss"])
     aux["image_valid"] = image_valid
     cons_mean = losses.mean_over_images(cons_image, cons_valid & pseudo)
     aux["loss_pseudo"] = jnp.full_like(aux["loss_pseudo"], cons_mean)
     return losses.mean_over_images(aux["image_loss"], image_valid), aux
+
+
+def consistency_rounds(
+    decode_pair,
+    key: Array,
+    *,
+    pseudo_labels: Array,
+    visible: Array,
+    pasted: Array,
+    area: Array,
+    points: Array,
+    labels: Array,
+    task_ids: Array,
+    valid: Array,
+    num_rounds: int,
+    select: bool,
+    settings: InteractiveSettings,
+    img_size: int,
+    record: bool = False,
+) -> tuple[Array, dict[str, Array] | None]:
+    """AugSeg's consistency over the prompting rounds of the pseudo-labelled masks.
+
+    Args:
+      decode_pair: `(points, labels, mask_inputs, mask_valid, task_ids, multimask) ->
+        ((student logits, IoU), (teacher logits, IoU))`, `[B, N, M, L, L]` and `[B, N, M]`,
+        the teacher's without gradient; `mask_inputs` is None (round 1) or the pair
+        `(student's, teacher's)` `[B, N, L, L]` previous logits.
+      key: PRNG key of the clicks.
+      pseudo_labels: 0/1 `[B, N, L, L]` (used to select round 1's outputs).
+      visible: bool `[B, N, L, L]` the pseudo-label outside CutMix's pasted box (clicks
+        correct the teacher's prediction towards it).
+      pasted, area: bool `[B, N, L, L]` (see `consistency_loss`).
+      points, labels: round 1's prompt `[B, N, P, 2]`, `[B, N, P]` (label -2: empty slot);
+        slot `r` takes round `r + 1`'s click.
+      task_ids: `[B, N]` round 1's task prompt (-1 none); later rounds get it only with
+        `settings.continuous_task_prompt`.
+      valid: bool `[B, N]` masks that count.
+      num_rounds: static, 1 (single prompt) or more.
+      select, settings, img_size: as in `consistency_loss` / rounds.py.
+      record: also return, per later round, the decoder's inputs and both outputs.
+
+    Returns:
+      `(per_round [num_rounds, B], record)`: each image's round loss (mean over its valid
+      masks; 0 for an image without one) and, with `record`, `[num_rounds - 1, ...]` arrays
+      `points`, `labels`, `student_in`, `teacher_in`, `student`, `teacher`, `task_ids`.
+    """
+    b, n = pseudo_labels.shape[:2]
+    slots = points.shape[2]
+    flat = lambda x: x.reshape((b * n,) + x.shape[2:])
+    unflat = lambda x: x.reshape((b, n) + x.shape[1:])
+    kw = settings.loss_kwargs()
+
+    def round_loss(student, teacher, select):
+        cons = consistency_loss(
+            flat(student),
+            flat(teacher),
+            flat(pseudo_labels),
+            flat(pasted),
+            flat(area),
+            select=select,
+            focal_weight=kw["focal_weight"],
+            dice_weight=kw["dice_weight"],
+            alpha=kw["alpha"],
+            gamma=kw["gamma"],
+        )
+        return losses.image_means(unflat(cons), valid)[0]
+
+    (student, s_iou), (teacher, t_iou) = decode_pair(points, labels, None, None, task_ids, True)
+    first = round_loss(student, teacher, select)
+    if num_rounds == 1:
+        return first[None], None
+    # Rounds 2..R as SAM's (rounds.py): each network's most confident round-1 output, then
+    # its single output, is its own mask prompt; rounds 2..R-1 add one click from the error
+    # region of the teacher's prediction against the visible pseudo-label, the same click
+    # for both networks.
+    pick = lambda lg, iou: jnp.take_along_axis(
+        lg, jnp.argmax(iou, -1)[..., None, None, None], axis=2
+    )[:, :, 0]
+    later_task = jnp.where(settings.continuous_task_prompt, task_ids, -1)
+    click_area = flat(area) if settings.restrict_to_image else None
+
+    def body(carry, xs):
+        points, labels, s_prev, t_prev = carry
+        r, k = xs
+        click, click_label, ok = prompts.sample_error_points(
+            k, flat(visible), flat(t_prev) > 0, None, click_area, img_size=img_size
+        )
+        add = unflat(ok) & (r <= num_rounds - 2)
+        fill = (jnp.arange(slots) == jnp.minimum(r, slots - 1)) & add[..., None]
+        labels = jnp.where(fill, unflat(click_label)[..., None], labels)
+        points = jnp.where(fill[..., None], unflat(click)[:, :, None, :], points)
+        inputs = (jax.lax.stop_gradient(s_prev), t_prev)
+        (s_out, _), (t_out, _) = decode_pair(
+            points, labels, inputs, jnp.ones((b, n), bool), later_task, False
+        )
+        ys = round_loss(s_out, t_out, False)
+        if record:
+            ys = (ys, {"points": points, "labels": labels, "student_in": inputs[0],
+                       "teacher_in": t_prev, "student": s_out[:, :, 0],
+                       "teacher": t_out[:, :, 0], "task_ids": later_task})  # fmt: skip
+        return (points, labels, s_out[:, :, 0], t_out[:, :, 0]), ys
+
+    if settings.remat_rounds and not record:
+        body = jax.checkpoint(body, prevent_cse=False)
+    carry = (points, labels, pick(student, s_iou), pick(teacher, t_iou))
+    rounds = jnp.arange(1, num_rounds)
+    _, ys = jax.lax.scan(body, carry, (rounds, jax.random.split(key, num_rounds - 1)))
+    later, rec = ys if record else (ys, None)
+    return jnp.concatenate([first[None], later], axis=0), rec

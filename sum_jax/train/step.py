@@ -364,6 +364,15 @@ def train_step(
     # LoRA dropout masks for this step (no-op without adapters); the state keeps its keys.
     loss_state = state.replace(model_state=reseed_dropout(state.model_state, key))
     batch_loss = None
+    if semi.method == "augseg":
+        # The students' strong views over the whole batch: CutMix partners come from any
+        # micro-batch of the step (semi_supervised.augseg_views).
+        batch = semi_supervised.augseg_views(
+            jax.random.fold_in(key, semi_supervised.VIEW_STREAM),
+            batch,
+            batch["image"].shape[1],
+            semi,
+        )
     if semi.method != "none":
         batch_loss = functools.partial(
             semi_supervised.semi_supervised_loss,

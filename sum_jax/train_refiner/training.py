@@ -32,7 +32,9 @@ pseudo-labels; this module trains it on a human-labelled split, in three phases:
    image encoder must be frozen by `config.optimizer.param_groups` (checked), and the task
    table is frozen too (the refiner is never given a task prompt). One jitted step on cached
    embeddings, batches of `train.batch_size` pairs (the last batch of an epoch padded, with a
-   validity mask), loss `20 focal + dice + IoU MSE` (`sum_jax.train.losses`), single-mask output.
+   validity mask), loss `20 focal + dice + IoU MSE` (`sum_jax.train.losses`) over the grid
+   pixels of the real image (not the input frame's zero padding, as SUM's trainer counts
+   them), single-mask output.
    Batch `t` depends only on `(seed, t)`, and Orbax checkpoints (trainable parameters,
    optimiser state, loss history) every `train.checkpoint_every` steps in
    `<workdir>/checkpoints`, so a run started again in its workdir ends with the same
@@ -78,7 +80,7 @@ from sum_jax.models.prompt_encoder import LABEL_POSITIVE
 from sum_jax.models.sam import Sam
 from sum_jax.ops import metrics, transforms
 from sum_jax.ops.masks import iou_counts, iou_from_counts, mask_to_box, stability_score
-from sum_jax.train import losses, optim
+from sum_jax.train import losses, optim, prompts
 from sum_jax.train.step import ModelDef, TrainState, gradient_step
 from sum_jax.visualize import plot_curves
 
@@ -252,15 +254,18 @@ def refiner_step(
 
     def loss_fn(model):
         logits, iou = _refine(model, batch)
-        terms = losses.combined_loss(logits, iou, batch["targets"], None, **loss_kwargs)
-        return losses.masked_mean(terms["loss"], valid), terms
+        area = prompts.image_area(batch["image_size"], logits.shape[-1], model.config.img_size)
+        terms = losses.combined_loss(logits, iou, batch["targets"], None, area=area, **loss_kwargs)
+        return losses.masked_mean(terms["loss"], valid), (terms, area)
 
-    state, _, terms, out = gradient_step(state, loss_fn, model_def=model_def, tx=tx, plan=plan)
+    state, _, (terms, area), out = gradient_step(
+        state, loss_fn, model_def=model_def, tx=tx, plan=plan
+    )
     for k in ("focal", "dice", "iou_mse"):
         out[k] = losses.masked_mean(terms[k], valid)
     out["iou_refined"] = losses.masked_mean(terms["iou"], valid)
     out["iou_sam"] = losses.masked_mean(
-        losses.mask_iou(batch["mask_inputs"], batch["targets"]), valid
+        losses.mask_iou(batch["mask_inputs"], batch["targets"], area), valid
     )
     return state, out
 
@@ -526,6 +531,9 @@ def make_batch(pairs: PairSet, ids: np.ndarray, valid: np.ndarray) -> dict[str, 
         "targets": np.zeros((b, low, low), np.uint8),
         "points": np.zeros((b, 2), np.float32),
         "boxes": np.zeros((b, 4), np.float32),
+        # (h, w) of the resized image inside the padded input frame: the losses count only
+        # the grid pixels over it (eq. 1's "m pixels of an input image").
+        "image_size": np.zeros((b, 2), np.int32),
         "valid": np.asarray(valid, bool),
     }
     for r, (data, j, emb, ok) in enumerate(rows):
@@ -536,6 +544,7 @@ def make_batch(pairs: PairSet, ids: np.ndarray, valid: np.ndarray) -> dict[str, 
         batch["targets"][r] = data["targets"][j]
         batch["points"][r] = data["points"][j]
         batch["boxes"][r] = data["boxes"][j]
+        batch["image_size"][r] = data["sizes"][1]
     return batch
 
 

@@ -28,6 +28,10 @@ TRAINING = ["ft_small.py", "ft_medium.py", "ft_large.py", "demo.py", "pretrain_s
 # Training configs without pseudo-labels: the human-labelled data alone, or (pretraining)
 # generated scenes alone.
 NO_UNLABELLED = {"ablations.py:human_only", "small_scale.py:vanilla", "pretrain_small.py"}
+NO_UNLABELLED |= {"ablations.py:adapter"}  # Fig. 5's "Adapter FT": human labels only
+NO_UNLABELLED |= {"ablations.py:hq_sam"}  # Fig. 4's HQ-SAM: human labels only
+# Fig. 5's other baselines: human labels only.
+NO_UNLABELLED |= {"ablations.py:decoder_prompt_encoder", "ablations.py:lora_samed"}
 OTHER = [
     "base.py",
     "eval.py",
@@ -64,32 +68,33 @@ def test_other_configs_load_and_validate(spec):
         assert generator_settings(config.generator) == GeneratorSettings()  # the paper's filters
 
 
-# One lowering per distinct step program (data-only variants share theirs), so the suite
-# traces ViT-H a handful of times, not once per config.
-_LOWERED: dict[str, str] = {}
+def step_setup(config, model_config, mesh):
+    """`(setup, abstract state, program key)` of a config's step as the trainer builds it:
+    the config's compute dtype, remat, attention and block scan, HQ-SAM's parts and the
+    adapters when the config asks for them. Configs whose keys are equal compile to the
+    same program (data-only variants share theirs)."""
+    run_config = dataclasses.replace(model_config, **execution_overrides(config.model))
+    # HQ-SAM's parts when the config asks for them, as `loop.with_hq_parts` adds them.
+    run_config = dataclasses.replace(run_config, hq=bool(config.model.get("hq", False)))
+    setup, abstract = train_setup(adapters.abstract_model(run_config, config), config, mesh)
+    key = repr(
+        (
+            run_config,
+            # theta is a constant of the same program: the Fig. 16 sweep shares one trace.
+            dataclasses.replace(setup.settings, theta=0.6),
+            setup.semi,
+            setup.microbatches,
+            config.optimizer.to_dict(),
+            config.lora.to_dict(),
+            config.get("adapter", {}),
+            dict(mesh.shape),
+        )
+    )
+    return setup, abstract, key
 
 
-# Variants whose step is the same program as another's up to a scalar (theta) or a name
-# (`full` is `sum`): lowered under `-m slow` only, to keep the default suite short.
-SAME_PROGRAM = {"ablations.py:theta_0.2", "ablations.py:theta_0.5", "ablations.py:theta_0.8",
-                "ablations.py:full", "ablations.py:confidence_uncer",
-                "ablations.py:augseg_box_prompt"}  # fmt: skip
-# Variants whose step is a sibling's with one option changed (a second decoder instead of
-# the teacher, all three output pairs, LoRA on the decoder too): the default suite lowers
-# the sibling, `-m slow` lowers these too (each a ViT-H trace of about a minute).
-SIBLING_PROGRAM = {"ablations.py:discrepancy_dual_decoder",
-                   "ablations.py:augseg_multi_consistency", "ablations.py:augseg_uniform_point",
-                   "ablations.py:lora_encoder_decoder"}  # fmt: skip
-
-
-@pytest.mark.parametrize(
-    "spec",
-    [
-        pytest.param(s, marks=pytest.mark.slow) if s in SAME_PROGRAM | SIBLING_PROGRAM else s
-        for s in TRAINING
-    ],
-)
-def test_training_config_builds_and_lowers_its_step(spec):
+@pytest.mark.parametrize("spec", TRAINING)
+def test_training_config_reads_the_data_it_names(spec):
     config = load(spec)
     model_config = VARIANTS[config.model.variant]
     assert config.model.checkpoint
@@ -99,6 +104,18 @@ def test_training_config_builds_and_lowers_its_step(spec):
     if spec not in NO_UNLABELLED:
         assert data.unlabelled
         assert data.pseudo_label_dir or spec == "demo.py"  # the demo makes its own
+
+
+# One ViT-H lowering per distinct step program: each is a trace of about a minute, so they
+# run under `-m slow`; the default suite compiles every program on the tiny model below.
+_LOWERED: dict[str, str] = {}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("spec", TRAINING)
+def test_training_config_lowers_its_step_at_full_size(spec):
+    config = load(spec)
+    model_config = VARIANTS[config.model.variant]
     # The 8 fake CPU devices stand in for the real machine; the layout is the config's own
     # where it fits them (ft_large's (-1, 8) does).
     if np.prod([d for d in config.sharding.mesh_shape if d != -1]) > len(jax.devices()):
@@ -106,27 +123,63 @@ def test_training_config_builds_and_lowers_its_step(spec):
     mesh = sharding.make_mesh(config.sharding.mesh_shape)
     if int(config.train.batch_size) % mesh.devices.size:
         config.train.batch_size = mesh.devices.size
-    # The model as the trainer builds it: the config's compute dtype, remat, attention, scan.
-    run_config = dataclasses.replace(model_config, **execution_overrides(config.model))
-    setup, abstract = train_setup(adapters.abstract_model(run_config, config), config, mesh)
-    key = repr(
-        (
-            run_config,
-            setup.settings,
-            setup.microbatches,
-            config.optimizer.to_dict(),
-            config.lora.to_dict(),
-            dict(mesh.shape),
-        )
-    )
+    setup, abstract, key = step_setup(config, model_config, mesh)
     if key in _LOWERED:
         return
-    step = jit_train_step(setup)
-    lowered = step.lower(abstract, abstract_batch(config, setup, model_config))
-    if model_config.img_size <= 128:
-        lowered.compile()  # tiny: compile it for real
+    lowered = jit_train_step(setup).lower(abstract, abstract_batch(config, setup, model_config))
     _LOWERED[key] = lowered.as_text()[:100]
     assert "jit_train_step" in _LOWERED[key]
+
+
+def table_runs() -> list[str]:
+    """Every training run a column of experiments/tables.py names (variants joined by `+`)."""
+    from experiments import tables
+
+    runs = {c.run for spec in tables.TABLES.values() for c in spec.columns if c.run}
+    return sorted(runs - set(ablations.VARIANTS))
+
+
+DRY_RUNS = TRAINING + [f"ablations.py:{run},ft_small" for run in table_runs()]
+# The tiny model's programs lowered / compiled so far (one per distinct step program).
+_TINY: dict[str, set[str]] = {"lowered": set(), "compiled": set()}
+
+
+def dry_run(spec: str, compile_it: bool) -> None:
+    """Builds a config's whole step (its losses, rounds, semi-supervised variant, adapters,
+    HQ parts, optimiser, micro-batches, execution options) on the tiny model and lowers it,
+    and compiles it when asked."""
+    config = load(spec)
+    if VARIANTS[config.model.variant].img_size > 128:
+        config.model.variant = "tiny"
+    model_config = VARIANTS[config.model.variant]
+    mesh = sharding.make_mesh((1, 1), jax.devices()[:1])
+    config.train.batch_size = 2
+    config.train.masks_per_image = int(config.model.get("mask_chunks", 1))
+    setup, abstract, key = step_setup(config, model_config, mesh)
+    done = _TINY["compiled" if compile_it else "lowered"]
+    if key in done:
+        return
+    lowered = jit_train_step(setup).lower(abstract, abstract_batch(config, setup, model_config))
+    assert "jit_train_step" in lowered.as_text()[:200]
+    if compile_it:
+        assert lowered.compile() is not None
+    done.add(key)
+
+
+@pytest.mark.parametrize("spec", DRY_RUNS)
+def test_dry_run_lowers_the_step_on_the_tiny_model(spec):
+    """Every training config, and every run a table column names (Tables 1, 2, 4, 6,
+    10-13, Fig. 4, 5, 12, 16), traces and lowers its whole step on the tiny model. The steps
+    train for real in tests/train (SUM, each semi-supervised variant, U2PL, LoRA, the
+    adapters, HQ-SAM); compiling all ~30 programs takes 15 minutes on 2 cores, so that runs
+    under `-m slow` (below)."""
+    dry_run(spec, compile_it=False)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("spec", DRY_RUNS)
+def test_dry_run_compiles_the_step_on_the_tiny_model(spec):
+    dry_run(spec, compile_it=True)
 
 
 def test_ablation_variants_change_what_they_name():
@@ -152,6 +205,17 @@ def test_ablation_variants_change_what_they_name():
     for name in ("decoder_prompt_encoder", "decoder_only"):
         frozen = dict(ablations.get_config(name).optimizer.param_groups)
         assert frozen[r"image_encoder\..*"] == {"frozen": True}
+    # Fig. 5's baselines fine-tune on the human labels alone, without task prompt; the
+    # parameterisations alone keep SUM's data.
+    for name in ("human_only", "decoder_prompt_encoder", "lora_samed"):
+        cfg = ablations.get_config(f"{name},ft_small")
+        assert cfg.data.unlabelled == "" and not cfg.interactive.use_task_prompt, name
+        assert cfg.data.labelled == ablations.get_config("sum,ft_small").data.labelled
+    assert ablations.get_config("decoder_only").data.unlabelled
+    samed = ablations.get_config("lora_samed")
+    assert (samed.lora.rank, samed.lora.alpha, samed.lora.parts) == (4, 4.0, "qv")
+    assert samed.lora.targets == (r"image_encoder\.blocks\.\d+\.attn\.qkv\.kernel",)
+    assert samed.optimizer.layer_decay == 1.0
     assert "entityseg:train" in sum_cfg.data.labelled  # the ablations run on FT-Medium
     assert "entityseg:train" not in ablations.get_config("sum,ft_small").data.labelled
     confidence = ablations.get_config("confidence_uncer")
@@ -159,8 +223,14 @@ def test_ablation_variants_change_what_they_name():
     assert confidence.loss == sum_cfg.loss and confidence.interactive == sum_cfg.interactive
     u2pl = ablations.get_config("u2pl")
     assert sum_cfg.loss.contrastive_weight == 0.0 and u2pl.loss.contrastive_weight == 1.0
-    assert u2pl.loss.uncertainty_aware and u2pl.interactive.uncertainty_sampling
+    # App. E.1: plain losses and sampling on pseudo-labels, SUM's maps for the contrastive
+    # split only (so the pipeline must still load them), SUM's task prompts.
+    assert not u2pl.loss.uncertainty_aware and not u2pl.interactive.uncertainty_sampling
+    assert u2pl.interactive.use_task_prompt and u2pl.data.unlabelled
     assert u2pl.data.pseudo_label_dir == sum_cfg.data.pseudo_label_dir  # SUM's maps
+    assert loop.needs_uncertainty(u2pl)
+    assert loop.data_config(u2pl, VARIANTS["vit_h"], process_count=1).require_uncertainty
+    assert not loop.needs_uncertainty(ablations.get_config("vanilla"))
     assert sum_cfg.semi.method == "none"
     for name, discrepancy in (("discrepancy_uncer", "teacher"), ("discrepancy_dual_decoder", "dual_decoder")):  # fmt: skip
         semi = ablations.get_config(name).semi
@@ -197,6 +267,33 @@ def test_lora_variants_compose_with_data_and_uncertainty_variants():
         ablations.get_config("sum+lora")
 
 
+def test_adapter_variants_set_what_they_say_and_compose():
+    from configs import base
+
+    sum_cfg = ablations.get_config("sum")
+    assert not sum_cfg.adapter.enabled  # off by default: SAM's encoder unchanged
+    adapter, sum_adapter = ablations.get_config("adapter"), ablations.get_config("sum_adapter")
+    for cfg in (adapter, sum_adapter):
+        assert cfg.adapter.enabled and (cfg.adapter.ratio, cfg.adapter.scale) == (0.25, 0.5)
+        assert cfg.optimizer.layer_decay == 1.0 and not cfg.lora.targets
+    # Fig. 5's "Adapter FT": human-labelled data, no task prompt, only the adapters train.
+    assert adapter.data.unlabelled == "" and not adapter.interactive.use_task_prompt
+    assert adapter.optimizer.param_groups == base.encoder_adapter_groups(decoder=False)
+    assert adapter.optimizer.param_groups[-1] == (r".*", {"frozen": True})
+    # Fig. 12's "SUM (Encoder Adapter arch.)": SUM's data, losses and task prompts.
+    assert sum_adapter.data == sum_cfg.data and sum_adapter.loss == sum_cfg.loss
+    assert sum_adapter.interactive == sum_cfg.interactive
+    assert sum_adapter.optimizer.param_groups == base.encoder_adapter_groups(decoder=True)
+    # Composition: `+` applies left to right, data variants keep the adapters.
+    human = ablations.get_config("human_only+adapter,ft_small")
+    assert human.adapter.enabled and human.data.unlabelled == ""
+    assert "entityseg:train" not in human.data.labelled
+    vanilla = ablations.get_config("vanilla+sum_adapter")
+    assert vanilla.adapter.enabled and not vanilla.loss.uncertainty_aware
+    assert not vanilla.interactive.use_task_prompt and vanilla.data.unlabelled
+    assert ablations.get_config("sum_adapter+no_task_prompt").adapter.enabled
+
+
 def test_config_typo_is_an_error():
     holder = flags.FlagValues()
     config_flags.DEFINE_config_file("config", str(CONFIGS / "ft_small.py"), flag_values=holder)
@@ -209,7 +306,7 @@ def test_config_typo_is_an_error():
 # classified here.
 TASK_PROMPT_IN_TRAINING = {
     "sum": "first",
-    "human_only": "first",
+    "human_only": "none",  # a baseline (Fig. 5, Fig. 17)
     "vanilla": "none",  # the standard SAM training protocol (§4.1)
     "no_task_prompt": "none",
     "refined_labels": "none",  # the Mask-Refinement baseline, standard protocol (§4.3)
@@ -219,12 +316,19 @@ TASK_PROMPT_IN_TRAINING = {
     "theta_0.5": "first",
     "theta_0.6": "first",
     "theta_0.8": "first",
-    "decoder_prompt_encoder": "first",
+    "decoder_prompt_encoder": "none",  # Fig. 5's baseline (human labels)
+    "decoder_only": "first",  # the parameterisation alone: SUM with a frozen encoder
     "full": "first",
+    "loss_points": "first",
     "confidence_uncer": "first",  # SUM with other maps
     "u2pl": "first",  # the paper's U2PL has SUM's task prompts (App. E)
     "lora_encoder": "first",
     "lora_encoder_decoder": "first",
+    "lora_samed": "none",  # Fig. 5's "LoRA FT" baseline (human labels)
+    "adapter": "none",  # Fig. 5's Adapter FT, on human labels like the other baselines there
+    "sum_adapter": "first",  # Fig. 12's SUM (Encoder Adapter arch.)
+    "hq_sam": "none",  # Fig. 4's HQ-SAM, on human labels (Human-Annotation-Only)
+    "sum_hq": "first",  # Fig. 4 / Fig. 12's SUM (HQ-SAM arch.)
     "discrepancy_uncer": "first",
     "discrepancy_dual_decoder": "first",
     "augseg_mixed_prompt": "none",  # SAM's training procedure (App. E.1)
@@ -232,47 +336,59 @@ TASK_PROMPT_IN_TRAINING = {
     "augseg_multi_consistency": "none",  # SAM's training procedure (App. E.1)
     "augseg_uniform_point": "none",  # SAM's training procedure (App. E.1)
 }
-# The table columns (experiments/tables.py) that evaluate a variant's model.
-EVALUATED_AS = {
-    "vanilla": ("table2", "Vanilla"),
-    "refined_labels": ("table2", "Mask Refinement"),
-    "no_task_prompt": ("table2", "SUM w/o Task Prompt"),
-    "sum": ("table2", "SUM"),
-    "continuous_tp": ("table2", "SUM Continuous TP"),
-    "confidence_uncer": ("table1", "SUM Confidence-Uncer"),
-    "u2pl": ("table1", "U2PL"),
-    # Issue 16's other variants (checked once configs/ablations.py defines them).
-    "discrepancy_uncer": ("table1", "SUM Discrepancy-Uncer"),
-    "discrepancy_dual_decoder": ("table1", "SUM Discrepancy-Uncer (dual decoder)"),
-    "augseg_mixed_prompt": ("table1", "AugSeg Mixed-Prompt"),
-    "augseg_multi_consistency": ("table4", "AugSeg Mixed-Prompt (multi-consistency)"),
-    "augseg_box_prompt": ("table4", "AugSeg Box-Prompt"),
-    "augseg_uniform_point": ("table4", "AugSeg Uniform Point-Prompt"),
-}
 
 
 @pytest.mark.parametrize("variant", ablations.VARIANTS)
-def test_task_prompt_in_training_matches_evaluation(variant):
-    """Every ablation trains with the task prompt as its table column evaluates it: the
-    baselines of "the standard SAM training protocol" (§4.1, §4.3) never see one."""
-    from experiments import tables
-
+def test_task_prompt_in_training_is_classified(variant):
+    """Every ablation is classified above, and trains with the task prompt as classified:
+    the baselines (§4.1, §4.3, Fig. 5) never see one."""
     assert set(TASK_PROMPT_IN_TRAINING) == set(ablations.VARIANTS)
-    # Every column that names a run names a variant (or one of issue 16's still to come).
-    runs = {c.run for spec in tables.TABLES.values() for c in spec.columns if c.run}
-    assert runs <= set(ablations.VARIANTS) | set(EVALUATED_AS)
     it = ablations.get_config(variant).interactive
     trained = (
         "none" if not it.use_task_prompt else ("every" if it.continuous_task_prompt else "first")
     )
     assert trained == TASK_PROMPT_IN_TRAINING[variant]
-    if variant in EVALUATED_AS:
-        table, name = EVALUATED_AS[variant]
-        (column,) = [c for c in tables.TABLES[table].columns if c.name == name]
-        overrides = dict(column.overrides)
-        evaluated = (
-            "none"
-            if not overrides.get("use_task_prompt", True)
-            else ("every" if overrides.get("continuous_task_prompt", False) else "first")
-        )
-        assert trained == evaluated, (variant, trained, evaluated)
+
+
+def test_every_table_column_trains_as_it_is_evaluated():
+    """Each column of experiments/tables.py that names a training run (a variant, or
+    variants joined by `+`) evaluates its model with the task prompt as the run trained it:
+    none, round 1, or every round."""
+    from experiments import tables
+
+    def mode(use, continuous):
+        return "none" if not use else ("every" if continuous else "first")
+
+    checked = 0
+    for spec in tables.TABLES.values():
+        for column in spec.columns:
+            if not column.run:
+                continue
+            assert set(column.run.split("+")) <= set(ablations.VARIANTS), column.run
+            it = ablations.get_config(column.run).interactive
+            overrides = dict(column.overrides)
+            evaluated = mode(
+                overrides.get("use_task_prompt", True),
+                overrides.get("continuous_task_prompt", False),
+            )
+            assert mode(it.use_task_prompt, it.continuous_task_prompt) == evaluated, (
+                spec.name, column.name)  # fmt: skip
+            checked += 1
+    assert checked >= 30
+
+
+def test_ft_large_records_its_stand_ins_for_the_paper_part_sets():
+    """FT-Large's stand-in human sets include the train splits of the paper's part
+    evaluation families: the config names them so the exported model records them."""
+    from configs import ft_large
+    from sum_jax.data import registry
+
+    config = ft_large.get_config()
+    part_families = {registry.family(r) for r in registry.PAPER_EVAL_SETS[3]}
+    trained = {registry.family(r) for r in config.data.labelled}
+    assert set(config.data.not_in_paper) == part_families & trained
+    assert set(config.data.not_in_paper) == {"fashionpedia", "paco", "mhp", "easyportrait"}
+    assert not ablations.get_config("sum,ft_small").data.not_in_paper
+    assert registry.family("entityseg_2:validation") == "entityseg"
+    assert registry.family("mhp:validation@1000") == "mhp"
+    assert registry.family("dut_omron") == "dut_omron"

@@ -344,6 +344,50 @@ def test_tiny_sam_end_to_end(tmp_path):
     assert len(paths) == 4 and all(os.path.getsize(p) > 0 for p in paths)
 
 
+@pytest.mark.integration
+def test_sets_of_families_the_paper_did_not_train_on_are_marked(tmp_path):
+    """FT-Large's stand-in sets (configs/ft_large.py): a model whose task record names
+    families it trained on and the paper's run did not gets those families' sets, and the
+    task and overall means that include them, marked "not comparable with the paper" in its
+    summary, the command's output and every table (a dagger and a footnote)."""
+    from flax import nnx
+
+    from experiments import tables
+    from sum_jax.checkpointing import TaskRecord, read_tasks, save_sam
+    from sum_jax.models.sam import build_sam
+
+    model_dir = tmp_path / "ft_large_model"
+    record = TaskRecord((1, 3), True, ("fashionpedia", "paco"))
+    save_sam(build_sam("tiny", rngs=nnx.Rngs(0)), model_dir, tasks=record)
+    assert read_tasks(model_dir) == record
+    part = dict(voc_example(), dataset="fashionpedia_subpart", task=3)
+    salient = rect_example("dis5k", 1, "r0", rects=((10, 50, 10, 70), (0, 20, 60, 80)))
+    config = {"protocols": ("point", "box"), "num_rounds": 3, "noc_max_clicks": 3,
+              "masks_per_batch": 2, "num_examples": 2, "bucket_sizes": (192,)}  # fmt: skip
+    summary = runner.evaluate(config, str(model_dir), [part, salient], tmp_path / "out",
+                              name="SUM (HQ-SAM arch.)", progress=False)  # fmt: skip
+    assert set(summary["not_comparable"]) == {"fashionpedia_subpart"}
+    assert "fashionpedia" in summary["not_comparable"]["fashionpedia_subpart"]
+    assert reports.load_summary(tmp_path / "out")["not_comparable"] == summary["not_comparable"]
+    spec = tables.TABLES["table10"]
+    rows = spec.render(spec, {"SUM (HQ-SAM arch.)": summary})
+    col = rows[0].index("SUM (HQ-SAM arch.)")
+    cell = {(r[0], r[1], r[2]): r[col] for r in rows[1:]}
+    assert cell[("mIoU", "Part", "fashionpedia_subpart")].endswith("†")
+    assert cell[("mIoU", "Part", "Average")].endswith("†")
+    assert not cell[("mIoU", "Salient object", "dis5k")].endswith("†")
+    assert not cell[("mBIoU", "Salient object", "Average")].endswith("†")
+    overall = tables.TABLES["fig4"].render(tables.TABLES["fig4"], {"SUM (HQ-SAM arch.)": summary})
+    assert any(r[1] == "1" and r[2] == "Overall average" and r[-1].endswith("†") for r in overall)
+    note = tables.footnote({"SUM (HQ-SAM arch.)": summary, "SAM": {}})
+    assert "Not comparable with the paper" in note and "fashionpedia_subpart" in note
+    assert "SAM:" not in note
+    # A model without such families has no marks.
+    plain = dict(summary)
+    plain.pop("not_comparable")
+    assert not any("†" in c for r in spec.render(spec, {"SUM (HQ-SAM arch.)": plain}) for c in r)
+
+
 def test_tiny_sam_rounds_agree_with_host_reference():
     """The on-device rounds against the host: SAM's postprocessing + NumPy metrics/clicks."""
     from flax import nnx

@@ -1,4 +1,4 @@
-"""experiments/small_scale.py: its data are the kinds it says (intricate scenes to fine-tune
+"""experiments/small_scale/: its data are the kinds it says (intricate scenes to fine-tune
 on, generic scenes and real photos to check forgetting), and its table is the mean and
 spread of the evaluators' numbers."""
 

@@ -74,6 +74,36 @@ def test_layer_output_is_base_plus_scaled_low_rank_update():
     np.testing.assert_allclose(np.asarray(got, np.float64), want, rtol=1e-5, atol=1e-5)
 
 
+def test_qv_parts_are_samed_separate_query_and_value_adapters():
+    """SAMed's fused-qkv LoRA in float64: `q += s x A_q B_q`, `v += s x A_v B_v`, keys
+    untouched; the gradient of `B` outside the two blocks is zero (so AdamW keeps it zero
+    and the merge `W + s A B` is the per-part sum)."""
+    c, r = 8, 2
+    layer = nnx.Linear(c, 3 * c, rngs=nnx.Rngs(0))
+    qkv = lora.LoRALinear(layer, rank=r, alpha=2.0 * r, parts="qv", rngs=nnx.Rngs(1))
+    assert qkv.lora.lora_a.shape == (c, 2 * r) and qkv.lora.lora_b.shape == (2 * r, 3 * c)
+    rng = np.random.default_rng(3)
+    b_full = rng.normal(size=(2 * r, 3 * c))
+    qkv.lora.lora_b[...] = jnp.asarray(b_full, jnp.float32)  # non-zero everywhere
+    x = rng.normal(size=(5, c))
+    f64 = lambda v: np.asarray(v[...], np.float64)
+    a = f64(qkv.lora.lora_a)
+    want = x @ f64(layer.kernel) + f64(layer.bias)
+    want[:, :c] += 2.0 * (x @ a[:, :r]) @ b_full[:r, :c]  # query
+    want[:, 2 * c :] += 2.0 * (x @ a[:, r:]) @ b_full[r:, 2 * c :]  # value
+    got = qkv(jnp.asarray(x, jnp.float32))
+    np.testing.assert_allclose(np.asarray(got, np.float64), want, rtol=1e-5, atol=1e-5)
+    loss = lambda m: jnp.sum(m(jnp.asarray(x, jnp.float32)) ** 2)
+    grads = nnx.grad(loss, argnums=nnx.DiffState(0, nnx.LoRAParam))(qkv)
+    grad = grads["lora"]["lora_b"][...]
+    block = np.zeros((2 * r, 3 * c), bool)
+    block[:r, :c] = block[r:, 2 * c :] = True
+    assert (np.asarray(grad)[~block] == 0).all() and (np.asarray(grad)[block] != 0).any()
+    with pytest.raises(ValueError, match="fused qkv"):
+        lora.LoRALinear(nnx.Linear(c, 10, rngs=nnx.Rngs(0)), rank=r, alpha=1.0, parts="qv",
+                        rngs=nnx.Rngs(1))  # fmt: skip
+
+
 def test_adapters_go_where_the_regexes_say_and_start_at_the_base():
     model = randomised(build_sam("tiny", rngs=nnx.Rngs(0), attention="matmul"), seed=1)
     images = photo(128)

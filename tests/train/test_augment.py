@@ -88,9 +88,9 @@ def batch_of_flat_colours(b=4, s=64, low=16):
 
 def test_strong_view_is_deterministic_for_a_key():
     images, area = batch_of_flat_colours()
-    a, pa = strong_view(jax.random.key(3), images, area, mask_size=16)
-    b, pb = strong_view(jax.random.key(3), images, area, mask_size=16)
-    c, pc = strong_view(jax.random.key(4), images, area, mask_size=16)
+    a, pa, _ = strong_view(jax.random.key(3), images, area, mask_size=16)
+    b, pb, _ = strong_view(jax.random.key(3), images, area, mask_size=16)
+    c, pc, _ = strong_view(jax.random.key(4), images, area, mask_size=16)
     np.testing.assert_array_equal(a, b)
     np.testing.assert_array_equal(pa, pb)
     assert (np.asarray(a) != np.asarray(c)).any() or (np.asarray(pa) != np.asarray(pc)).any()
@@ -104,7 +104,7 @@ def test_cutmix_pastes_whole_grid_cells_inside_the_image():
     k = 64 // 16
     mixed = 0
     for seed in range(4):
-        view, pasted = strong_view(jax.random.key(seed), images, area, mask_size=16)
+        view, pasted, _ = strong_view(jax.random.key(seed), images, area, mask_size=16)
         view, pasted = np.asarray(view), np.asarray(pasted)
         assert not (pasted & ~np.asarray(area)).any()
         assert (view[:, 3 * 64 // 4 :] == 0).all()
@@ -122,5 +122,51 @@ def test_cutmix_pastes_whole_grid_cells_inside_the_image():
 
 def test_no_cutmix_without_probability():
     images, area = batch_of_flat_colours()
-    _, pasted = strong_view(jax.random.key(0), images, area, mask_size=16, cutmix_prob=0.0)
+    _, pasted, _ = strong_view(jax.random.key(0), images, area, mask_size=16, cutmix_prob=0.0)
     assert not np.asarray(pasted).any()
+
+
+def test_cycle_partners_is_a_derangement_of_the_eligible_images():
+    cycle = jax.jit(augment.cycle_partners)
+    for seed, eligible in enumerate(
+        [[1, 1], [1, 0, 1, 0, 1], [1] * 8, [0, 1, 1, 0], [1, 0, 0, 0], [0, 0, 0], [1, 1, 1]]
+    ):
+        eligible = np.asarray(eligible, bool)
+        partner, mixed = map(np.asarray, cycle(jax.random.key(seed), jnp.asarray(eligible)))
+        idx = np.flatnonzero(eligible)
+        if len(idx) < 2:
+            assert not mixed.any() and (partner == np.arange(len(eligible))).all()
+            continue
+        np.testing.assert_array_equal(mixed, eligible)
+        assert (partner[idx] != idx).all()  # never its own partner
+        assert sorted(partner[idx]) == sorted(idx)  # a permutation of the eligible images
+        # One cycle through all of them: following partners from one image visits every one.
+        seen, i = [], idx[0]
+        for _ in idx:
+            seen.append(i)
+            i = partner[i]
+        assert sorted(seen) == sorted(idx) and i == idx[0]
+        assert (partner[~eligible] == np.flatnonzero(~eligible)).all()
+
+
+def test_cutmix_pastes_only_from_another_eligible_image():
+    """The pasted pixels are the partner's augmented pixels (the same key without CutMix
+    gives every image's augmented view), the partner is another pseudo-labelled image, and
+    an image alone in its group is left as it is."""
+    images, area = batch_of_flat_colours()
+    eligible = jnp.asarray([True, False, True, False])
+    for seed in range(3):
+        key = jax.random.key(seed)
+        plain, none, _ = strong_view(key, images, area, mask_size=16, cutmix_prob=0.0)
+        view, pasted, partner = strong_view(key, images, area, mask_size=16, eligible=eligible)
+        view, pasted, partner, plain = map(np.asarray, (view, pasted, partner, plain))
+        assert not np.asarray(none).any()
+        np.testing.assert_array_equal(partner[[0, 2]], [2, 0])
+        assert not pasted[[1, 3]].any()
+        up = pasted.repeat(4, 1).repeat(4, 2)
+        for i in range(4):
+            np.testing.assert_array_equal(view[i][up[i]], plain[partner[i]][up[i]])
+            np.testing.assert_array_equal(view[i][~up[i]], plain[i][~up[i]])
+    single = jnp.asarray([False, True, False, False])
+    _, pasted, partner = strong_view(jax.random.key(0), images, area, mask_size=16, eligible=single)
+    assert not np.asarray(pasted).any() and list(np.asarray(partner)) == [0, 1, 2, 3]

@@ -176,3 +176,37 @@ def test_every_micro_batch_draws_its_own_dropout_masks(semi_loss, monkeypatch):
         for g, w in zip(got, want, strict=True):
             np.testing.assert_array_equal(g, np.asarray(w))
     assert not np.array_equal(seen[0][0], seen[1][0])
+
+
+def test_samed_variant_trains_qv_adapters_prompt_encoder_and_decoder():
+    """`lora_samed` (Fig. 5's "LoRA FT", SAMed's setting): the trainable tree is exactly the
+    q/v adapters of every encoder block's fused qkv plus the whole prompt encoder and mask
+    decoder; the rest of the encoder is frozen base weight; no layer decay."""
+    from configs import ablations
+    from sum_jax.train import optim
+    from sum_jax.train.step import ModelDef, train_setup
+
+    cfg = ablations.get_config("lora_samed,ft_small")
+    cfg.model.variant = "tiny"
+    model = adapters.abstract_model(build_sam("tiny").config, cfg)
+    mesh = sharding.make_mesh((1, 1), jax.devices()[:1])
+    setup, abstract = train_setup(model, cfg, mesh)
+    paths = {optim.path_str(kp): x.shape for kp, x in jax.tree.leaves_with_path(abstract.params)}
+    frozen = {optim.path_str(kp) for kp, _ in jax.tree.leaves_with_path(abstract.model_state)}
+    depth = build_sam("tiny").config.encoder_depth
+    encoder = {p for p in paths if p.startswith("image_encoder.")}
+    c = build_sam("tiny").config.encoder_embed_dim
+    assert encoder == {f"image_encoder.blocks.{i}.attn.qkv.lora.lora_{ab}"
+                       for i in range(depth) for ab in "ab"}  # fmt: skip
+    assert paths["image_encoder.blocks.0.attn.qkv.lora.lora_a"] == (c, 2 * 4)  # q and v, rank 4
+    assert all(
+        p.split(".")[0] in ("image_encoder", "prompt_encoder", "mask_decoder") for p in paths
+    )
+    _, base_params, _ = ModelDef.split(build_sam("tiny"))
+    for kp, _ in jax.tree.leaves_with_path(base_params):
+        p = optim.path_str(kp)
+        if p.startswith(("prompt_encoder.", "mask_decoder.")):
+            assert p in paths, p  # trains
+        else:
+            assert p in frozen and p not in paths, p  # frozen base
+    assert set(setup.plan.lr_mult.values()) == {1.0} and not any(setup.plan.frozen.values())

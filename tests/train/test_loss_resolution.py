@@ -243,12 +243,15 @@ def test_config_asks_the_pipeline_for_full_resolution_targets():
         data = loop.data_config(config, model_config, 1)
         assert bool(data.full_res_masks) is expected
         assert InteractiveSettings.from_config(config).loss_resolution == resolution
-    # The library default stays the low-res grid; the paper's FT recipes train at points.
-    from configs import ft_large, ft_small
+    # The library default stays the low-res grid; the paper's FT recipes train on every
+    # pixel of the input frame (eq. 1-2's means over all m pixels); points are an ablation.
+    from configs import ablations, ft_large, ft_medium, ft_small
 
     assert base.get_config().loss.resolution == "low"
-    assert ft_small.get_config().loss.resolution == "points"
-    assert ft_large.get_config().loss.resolution == "points"
+    for module in (ft_small, ft_medium, ft_large):
+        assert module.get_config().loss.resolution == "full"
+    assert ablations.get_config("sum").loss.resolution == "full"
+    assert ablations.get_config("loss_points").loss.resolution == "points"
     config.loss.resolution = "high"
     with pytest.raises(ValueError, match="resolution"):
         InteractiveSettings.from_config(config)

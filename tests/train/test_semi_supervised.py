@@ -15,7 +15,7 @@ from flax import nnx
 from configs import ablations, base
 from sum_jax.checkpointing import TrainingCheckpoints
 from sum_jax.models.sam import build_sam
-from sum_jax.train import optim, semi_supervised, sharding
+from sum_jax.train import augment, optim, semi_supervised, sharding
 from sum_jax.train.semi_supervised import AUX_DECODER, SemiSettings
 from sum_jax.train.step import init_train_state, jit_train_step, train_setup
 from tests.train.test_losses import np_sigmoid, photo_inputs
@@ -111,6 +111,144 @@ def test_consistency_loss_matches_numpy(select):
     np.testing.assert_allclose(got, ref, rtol=2e-5, atol=1e-5)
 
 
+def fake_decode_pair(points, labels, mask_inputs, mask_valid, task_ids, multimask):
+    """Stand-in student and teacher decoders whose outputs depend on the prompts: the
+    teacher predicts a square whose side grows with the number of clicks given so far, the
+    student a noisy, shifted copy of it plus half its own mask prompt. IoU predictions
+    favour output 1 (teacher) / 2 (student)."""
+    b, n = points.shape[:2]
+    clicks = (labels >= 0).sum(-1)  # [B, N]
+    idx = jnp.arange(16)
+    side = 3 + 2 * clicks
+    inside = (idx[None, None, :, None] < side[..., None, None]) & (
+        idx[None, None, None, :] < side[..., None, None]
+    )
+    base = jnp.where(inside, 4.0, -4.0) + 0.1 * jnp.sin(idx)[None, None, :, None]
+    m = 3 if multimask else 1
+    teacher = jnp.stack([base + d for d in (-1.0, 0.5, 1.0)][:m], axis=2)
+    student = 0.8 * teacher + 0.3 * jnp.cos(idx)[None, None, None, None, :] - 0.2
+    if mask_inputs is not None:
+        student = student + 0.5 * mask_inputs[0][:, :, None]
+    t_iou = jnp.broadcast_to(jnp.array([0.1, 0.9, 0.5])[:m], (b, n, m))
+    s_iou = jnp.broadcast_to(jnp.array([0.2, 0.3, 0.8])[:m], (b, n, m))
+    return (student, s_iou), (teacher, t_iou)
+
+
+@pytest.mark.parametrize("continuous", [False, True])
+def test_augseg_rounds_click_on_the_teachers_errors_and_pass_each_its_own_mask(continuous):
+    """App. E.1's multi-prompt AugSeg on pseudo-labels, checked in NumPy round by round:
+    every click of rounds 2..R-1 lies in the error region between the teacher's previous
+    prediction and the visible pseudo-label (positive on a miss, negative on a false
+    alarm), both networks get the same clicks, each gets its own previous output as mask
+    prompt (round 1: its most confident output), no click in the last round, and every
+    round's loss is the float64 consistency of that round's outputs."""
+    from sum_jax.train.rounds import InteractiveSettings
+
+    b, n, size, img, rounds = 1, 2, 16, 64, 5
+    pseudo = np.zeros((b, n, size, size), np.uint8)
+    pseudo[0, 0, 2:12, 1:13] = 1
+    pseudo[0, 1, 5:9, 0:4] = 1
+    pasted = np.zeros((b, n, size, size), bool)
+    pasted[:, :, 10:16, 10:16] = True
+    area = np.ones((b, n, size, size), bool)
+    area[:, :, :, 14:] = False
+    visible = (pseudo > 0) & ~pasted
+    slots = rounds - 1
+    points = np.zeros((b, n, slots, 2), np.float32)
+    points[..., 0, :] = [[12.0, 20.0], [6.0, 26.0]]
+    labels = np.full((b, n, slots), -2, np.int32)
+    labels[..., 0] = 1
+    task = np.full((b, n), 2, np.int32)
+    valid = np.array([[True, True]])
+    settings = InteractiveSettings(num_rounds=rounds, continuous_task_prompt=continuous)
+    run = jax.jit(
+        lambda key: semi_supervised.consistency_rounds(
+            fake_decode_pair, key, pseudo_labels=pseudo, visible=visible, pasted=pasted,
+            area=area, points=points, labels=labels, task_ids=task, valid=valid,
+            num_rounds=rounds, select=True, settings=settings, img_size=img, record=True,
+        )
+    )  # fmt: skip
+    per_round, rec = jax.device_get(run(jax.random.key(7)))
+    assert per_round.shape == (rounds, b)
+    (s1, _), (t1, _) = jax.device_get(fake_decode_pair(points, labels, None, None, task, True))
+    ref1 = np_consistency(s1[0], t1[0], pseudo[0], pasted[0], area[0], select=True)
+    np.testing.assert_allclose(per_round[0, 0], ref1.mean(), rtol=1e-5)
+    prev_s, prev_t = s1[:, :, 2], t1[:, :, 1]  # the most confident outputs
+    prev_labels = labels
+    k = img // size
+    for j in range(rounds - 1):  # rounds 2..R
+        np.testing.assert_array_equal(rec["student_in"][j], prev_s)
+        np.testing.assert_array_equal(rec["teacher_in"][j], prev_t)
+        np.testing.assert_array_equal(rec["task_ids"][j], task if continuous else -1)
+        lab = rec["labels"][j]
+        new = (lab != prev_labels).any(-1)
+        if j + 1 <= rounds - 2:
+            for mi in range(n):
+                error = (visible[0, mi] ^ (prev_t[0, mi] > 0)) & area[0, mi]
+                if not error.any():
+                    assert not new[0, mi]
+                    continue
+                assert new[0, mi] and lab[0, mi, j + 1] in (0, 1)
+                x, y = rec["points"][j][0, mi, j + 1]
+                col, row = int((x + 0.5) // k), int((y + 0.5) // k)
+                assert error[row, col], (j, mi, row, col)
+                assert lab[0, mi, j + 1] == int(visible[0, mi, row, col])
+        else:
+            assert not new.any()  # the last round adds no click
+        ref = np_consistency(
+            rec["student"][j][0][:, None], rec["teacher"][j][0][:, None], pseudo[0],
+            pasted[0], area[0], select=False,
+        )  # fmt: skip
+        np.testing.assert_allclose(per_round[j + 1, 0], ref.mean(), rtol=1e-5)
+        prev_s, prev_t, prev_labels = rec["student"][j], rec["teacher"][j], lab
+    # The clicks changed the teacher's square: the rounds are not one prediction repeated.
+    assert len({float(v) for v in per_round[:, 0]}) > 2
+
+
+def test_augseg_views_mix_only_pseudo_labelled_images_of_the_whole_step():
+    """The strong views are made for the step's whole batch (train_step, before the
+    micro-batch split): with one image per micro-batch, as the FT configs run, a
+    pseudo-labelled image still gets its CutMix box from another pseudo-labelled image;
+    human-labelled images are left as they are."""
+    rng = np.random.default_rng(0)
+    b, s, low = 4, 64, 16
+    batch = {
+        "image": rng.integers(0, 255, (b, s, s, 3), dtype=np.uint8),
+        "image_size": np.full((b, 2), s, np.int32),
+        "masks": np.ones((b, 1, low, low), np.uint8),
+        "is_pseudo": np.array([True, False, True, True]),
+    }
+    semi = SemiSettings("augseg")
+    mixed = 0
+    for seed in range(4):
+        key = jax.random.key(seed)
+        out = jax.device_get(
+            jax.jit(lambda k: semi_supervised.augseg_views(k, batch, s, semi))(key)
+        )
+        np.testing.assert_array_equal(out["strong_image"][1], batch["image"][1])
+        assert not out["pasted"][1].any()
+        # The same partners as `strong_view` over the pseudo-labelled images alone.
+        _, pasted, partner = augment.strong_view(
+            key, batch["image"], np.ones((b, low, low), bool), mask_size=low,
+            eligible=batch["is_pseudo"],
+        )  # fmt: skip
+        np.testing.assert_array_equal(out["pasted"], pasted)
+        partner = np.asarray(partner)
+        for i in (0, 2, 3):
+            assert partner[i] in (0, 2, 3) and partner[i] != i
+        mixed += int(np.asarray(pasted)[[0, 2, 3]].any(axis=(1, 2)).sum())
+    assert mixed > 0
+
+
+def test_augseg_runs_rounds_only_for_mixed_prompts():
+    from sum_jax.train.rounds import InteractiveSettings
+
+    settings = InteractiveSettings(num_rounds=7)
+    rounds = {p: semi_supervised.pseudo_label_rounds(SemiSettings("augseg", prompt=p), settings)
+              for p in ("mixed", "box", "uniform_point")}  # fmt: skip
+    assert rounds == {"mixed": 7, "box": 1, "uniform_point": 1}
+
+
 def test_pseudo_label_boxes_and_grid_points():
     _, masks, _, _ = photo_inputs()
     boxes, ok = semi_supervised.pseudo_label_boxes(jnp.asarray(masks)[None], img_size=128)
@@ -121,10 +259,21 @@ def test_pseudo_label_boxes_and_grid_points():
             box, [4 * xs.min(), 4 * ys.min(), 4 * xs.max() + 3, 4 * ys.max() + 3]
         )
     assert np.asarray(ok).all()
-    pts = np.asarray(semi_supervised.grid_points(5, jnp.array([[80, 128]])))[0]
-    # ceil(sqrt(5)) = 3: the first five centres of a 3 x 3 grid over the 80 x 128 image.
-    ref = np.array([[c * 128 / 6, r * 80 / 6] for r in (1, 3, 5) for c in (1, 3, 5)])[:5] - 0.5
-    np.testing.assert_allclose(pts, ref, rtol=1e-6)
+    # SAM's automatic mask generator's grid, written out: `build_point_grid(32)` is
+    # linspace(1/64, 1 - 1/64, 32) in x and y, scaled by the image's (w, h).
+    side = 32
+    ticks = np.linspace(1 / (2 * side), 1 - 1 / (2 * side), side)
+    grid = {(round(x * 128 - 0.5, 3), round(y * 80 - 0.5, 3)) for y in ticks for x in ticks}
+    sets = []
+    for seed in range(3):
+        pts = np.asarray(
+            semi_supervised.grid_points(jax.random.key(seed), 30, jnp.array([[80, 128], [80, 128]]))
+        )
+        for image_pts in pts:
+            got = {(round(float(x), 3), round(float(y), 3)) for x, y in image_pts}
+            assert len(got) == 30 and got <= grid  # 30 distinct grid points
+            sets.append(frozenset(got))
+    assert len(set(sets)) == len(sets)  # a fresh subset per image and key
 
 
 def test_settings_check_names():

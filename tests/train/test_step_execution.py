@@ -135,6 +135,10 @@ def test_remat_changes_no_gradient(reference):
     assert_same_step(got, reference)
 
 
+# 20 steps in each dtype (a minute on 2 cores): under `-m slow`; the default suite runs the
+# bfloat16 step against float32 through tests/train/test_lora_step.py (the same step with
+# adapters) and the bfloat16 model in tests/models/test_execution.py.
+@pytest.mark.slow
 def test_bfloat16_step_follows_float32():
     """20 AdamW steps (lr 1e-3, eps 1e-8) on one batch of 4 images x 3 masks, in bfloat16
     and float32 from the same parameters. bfloat16 rounds activations to 2^-9 relative; through

@@ -349,3 +349,68 @@ def test_errors_name_the_fix(photos, tmp_path):
     c.optimizer.param_groups = ((r".*", {}),)
     with pytest.raises(ValueError, match="only the prompt encoder and mask decoder"):
         train_refiner(c, tmp_path / "e", model=_model(), progress=False)
+
+
+def test_refiner_loss_counts_only_the_real_image():
+    """The refiner's focal and Dice are means over the grid pixels of the resized image
+    (eq. 1-2's m pixels), not the input frame's zero padding: float64 formulas over those
+    pixels, and targets changed inside the padding leave the loss as it is."""
+    import jax.numpy as jnp
+
+    from sum_jax.train import losses
+    from sum_jax.train.step import ModelDef, TrainState
+    from sum_jax.train_refiner import training
+    from tests.train.test_losses import np_sigmoid
+
+    model = build_sam("tiny", rngs=nnx.Rngs(0))
+    cfg = refine.get_config()
+    model_def, params, model_state = ModelDef.split(model)
+    loss_kwargs = losses.loss_kwargs_from_config(cfg.loss)
+    tx, _, step = training._training_setup(
+        model_def, jax.tree.structure(params), json.dumps(cfg.optimizer.to_dict(), sort_keys=True),
+        10, tuple(sorted(loss_kwargs.items())),
+    )  # fmt: skip
+    s, low = model.config.img_size, model.config.low_res_size
+    h = s // 16
+    rng = np.random.default_rng(0)
+    sizes = np.array([[128, 96], [64, 128], [40, 72]], np.int32)
+    batch = {
+        "embedding": rng.normal(size=(3, h, h, model.config.prompt_embed_dim)).astype(np.float32),
+        "mask_inputs": rng.normal(scale=3.0, size=(3, low, low)).astype(np.float32),
+        "targets": (rng.random((3, low, low)) < 0.4).astype(np.uint8),
+        "points": np.array([[30.0, 20.0], [60.0, 10.0], [20.0, 15.0]], np.float32),
+        "boxes": np.zeros((3, 4), np.float32),
+        "image_size": sizes,
+        "valid": np.ones(3, bool),
+    }
+
+    def run(batch):
+        state = TrainState(
+            step=jnp.zeros((), jnp.int32),
+            params=jax.tree.map(jnp.array, params),  # copies: the step donates them
+            model_state=jax.tree.map(jnp.array, model_state),
+            opt_state=tx.init(params),
+            rng=jax.random.key_data(jax.random.key(0)),
+        )
+        return jax.device_get(step(state, batch)[1])
+
+    out = run(batch)
+    logits = np.asarray(training._refine(model, batch)[0], np.float64)
+    idx = np.arange(low) * (s / low)
+    area = (idx[None, :, None] < sizes[:, 0, None, None]) & (
+        idx[None, None, :] < sizes[:, 1, None, None]
+    )
+    y = batch["targets"].astype(np.float64)
+    p = np_sigmoid(logits)
+    ce = -(y * np.log(p) + (1 - y) * np.log(1 - p))
+    p_t, a_t = p * y + (1 - p) * (1 - y), 0.25 * y + 0.75 * (1 - y)
+    focal = [(a_t * (1 - p_t) ** 2 * ce)[i][area[i]].mean() for i in range(3)]
+    dice = [1 - (2 * (p * y)[i][area[i]].sum() + 1) / ((p + y)[i][area[i]].sum() + 1)
+            for i in range(3)]  # fmt: skip
+    np.testing.assert_allclose(out["focal"], np.mean(focal), rtol=1e-4)
+    np.testing.assert_allclose(out["dice"], np.mean(dice), rtol=1e-4)
+    padded = dict(batch, targets=np.where(area, batch["targets"], 1 - batch["targets"]))
+    assert (padded["targets"] != batch["targets"]).any()
+    again = run(padded)
+    for k in ("loss", "focal", "dice", "iou_mse"):
+        np.testing.assert_allclose(again[k], out[k], rtol=1e-6, err_msg=k)
