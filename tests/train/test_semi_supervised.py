@@ -219,16 +219,16 @@ def test_augseg_views_mix_only_pseudo_labelled_images_of_the_whole_step():
         "is_pseudo": np.array([True, False, True, True]),
     }
     semi = SemiSettings("augseg")
+    views = jax.jit(lambda k: semi_supervised.augseg_views(k, batch, s, semi))
+    strong_view = jax.jit(augment.strong_view, static_argnames=("mask_size",))
     mixed = 0
     for seed in range(4):
         key = jax.random.key(seed)
-        out = jax.device_get(
-            jax.jit(lambda k: semi_supervised.augseg_views(k, batch, s, semi))(key)
-        )
+        out = jax.device_get(views(key))
         np.testing.assert_array_equal(out["strong_image"][1], batch["image"][1])
         assert not out["pasted"][1].any()
         # The same partners as `strong_view` over the pseudo-labelled images alone.
-        _, pasted, partner = augment.strong_view(
+        _, pasted, partner = strong_view(
             key, batch["image"], np.ones((b, low, low), bool), mask_size=low,
             eligible=batch["is_pseudo"],
         )  # fmt: skip
