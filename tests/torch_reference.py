@@ -23,10 +23,15 @@ from sum_jax.models.sam import Sam, SamConfig
 torch.set_num_threads(2)
 
 
-def torch_sam(config: SamConfig, seed: int = 0, perturb: float = 0.05) -> sam_modeling.Sam:
+def torch_sam(
+    config: SamConfig, seed: int = 0, perturb: float = 0.05, *, modeling=sam_modeling
+) -> sam_modeling.Sam:
+    """The official SAM with `config`'s architecture, every tensor perturbed. `modeling`:
+    `segment_anything.modeling`, or `segment_anything_hq.modeling` for the official HQ-SAM
+    (its `MaskDecoderHQ`, which also needs the encoder's width; tests/hq_reference.py)."""
     torch.manual_seed(seed)
     grid = config.embedding_size
-    encoder = sam_modeling.ImageEncoderViT(
+    encoder = modeling.ImageEncoderViT(
         depth=config.encoder_depth,
         embed_dim=config.encoder_embed_dim,
         img_size=config.img_size,
@@ -40,15 +45,16 @@ def torch_sam(config: SamConfig, seed: int = 0, perturb: float = 0.05) -> sam_mo
         window_size=config.window_size,
         out_chans=config.prompt_embed_dim,
     )
-    prompt_encoder = sam_modeling.PromptEncoder(
+    prompt_encoder = modeling.PromptEncoder(
         embed_dim=config.prompt_embed_dim,
         image_embedding_size=(grid, grid),
         input_image_size=(config.img_size, config.img_size),
         mask_in_chans=config.mask_in_chans,
     )
-    decoder = sam_modeling.MaskDecoder(
+    hq = hasattr(modeling, "MaskDecoderHQ")
+    decoder = (modeling.MaskDecoderHQ if hq else modeling.MaskDecoder)(
         num_multimask_outputs=config.num_multimask_outputs,
-        transformer=sam_modeling.TwoWayTransformer(
+        transformer=modeling.TwoWayTransformer(
             depth=config.decoder_depth,
             embedding_dim=config.prompt_embed_dim,
             mlp_dim=config.decoder_mlp_dim,
@@ -57,8 +63,9 @@ def torch_sam(config: SamConfig, seed: int = 0, perturb: float = 0.05) -> sam_mo
         transformer_dim=config.prompt_embed_dim,
         iou_head_depth=config.iou_head_depth,
         iou_head_hidden_dim=config.iou_head_hidden_dim,
+        **({"vit_dim": config.encoder_embed_dim} if hq else {}),
     )
-    model = sam_modeling.Sam(
+    model = modeling.Sam(
         image_encoder=encoder,
         prompt_encoder=prompt_encoder,
         mask_decoder=decoder,
