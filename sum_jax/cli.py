@@ -126,6 +126,45 @@ def check_output_dir(path: str | None, field: str) -> str:
     return str(check(path, field))
 
 
+# Training-config numbers that must be at least 1 (or, for `lr`, above 0), with what each
+# means: 0 or a negative value would train nothing, delete every checkpoint (Orbax's
+# `max_to_keep=0`), divide by zero or export an untrained model as a result.
+TRAIN_COUNTS = {
+    "train.num_steps": "optimiser steps",
+    "train.batch_size": "images per step",
+    "train.masks_per_image": "masks per image",
+    "train.keep_checkpoints": "checkpoints kept (0 would delete every one, the last too)",
+    "train.checkpoint_every": "steps between checkpoints",
+    "train.log_every": "steps between log lines",
+    "interactive.num_rounds": "interactive rounds",
+}
+
+
+def check_train_numbers(config) -> None:
+    """Refuses training-config numbers out of range, naming the field and what it means
+    (an InputError); run before anything is read or written."""
+
+    def get(path):
+        node = config
+        for part in path.split("."):
+            node = node.get(part) if hasattr(node, "get") else None
+        return node
+
+    for path, meaning in TRAIN_COUNTS.items():
+        value = get(path)
+        if value is not None and (isinstance(value, bool) or int(value) < 1):
+            raise InputError(f"config.{path}={value}: the {meaning} must be at least 1")
+    lr = get("optimizer.lr")
+    if lr is not None and not float(lr) > 0:
+        raise InputError(f"config.optimizer.lr={lr}: the learning rate must be above 0")
+    micro = get("train.microbatches")
+    if micro is not None and int(micro) != -1 and int(micro) < 1:
+        raise InputError(
+            f"config.train.microbatches={micro}: use -1 (one image per device at a time) or a "
+            f"count of at least 1 that divides train.batch_size"
+        )
+
+
 # How each kind of model directory is made, for the message when one is missing.
 MAKES = {
     "sam": "convert an official SAM checkpoint: python -m convert.sam_checkpoint "

@@ -309,6 +309,25 @@ CASES = [
     Case("train: value of the wrong type", "sum_jax.train",
          lambda w, t: [*FT, f"--workdir={t}/wd", "--config.train.num_steps=abc"],
          ("num_steps", "abc")),
+    Case("train: keep_checkpoints=0 on an existing run", "sum_jax.train",
+         lambda w, t: [*FT, f"--workdir={t}/run", f"--config.model.checkpoint={w.model}",
+                       "--config.train.keep_checkpoints=0"],
+         ("config.train.keep_checkpoints=0", "at least 1", "delete every one"),
+         prepare=lambda w, t: fake.save_png(t / "run" / "checkpoints" / "100" / "state.png",
+                                            np.zeros((4, 4), np.uint8))),
+    Case("train: negative num_steps", "sum_jax.train",
+         lambda w, t: [*FT, f"--workdir={t}/wd", "--config.train.num_steps=-5"],
+         ("config.train.num_steps=-5", "at least 1")),
+    Case("train: zero learning rate", "sum_jax.train",
+         lambda w, t: [*FT, f"--workdir={t}/wd", "--config.optimizer.lr=0.0"],
+         ("config.optimizer.lr=0.0", "above 0")),
+    Case("train: microbatches zero", "sum_jax.train",
+         lambda w, t: [*FT, f"--workdir={t}/wd", "--config.train.microbatches=0"],
+         ("config.train.microbatches=0", "-1")),
+    Case("train_refiner: keep_checkpoints negative", "sum_jax.train_refiner",
+         lambda w, t: [*TR, f"--workdir={t}/wd", f"--config.data_dir={w.data}",
+                       f"--config.checkpoint={w.model}", "--config.train.keep_checkpoints=-1"],
+         ("config.train.keep_checkpoints=-1", "at least 1")),
     Case("train: config file missing", "sum_jax.train",
          lambda w, t: ["--config=configs/ft_smal.py", f"--workdir={t}/wd"],
          ("ft_smal.py", "no such config file", "ft_small.py")),
@@ -413,7 +432,8 @@ CASES = [
 def test_bad_input(case: Case, world: World, tmp_path: Path):
     if case.prepare is not None:
         case.prepare(world, tmp_path)
-    before = snapshot(world.root)
+    # The shared world and what the case prepared (e.g. an existing run's checkpoints).
+    before = {**snapshot(world.root), **snapshot(tmp_path)}
     args = case.args(world, tmp_path)
     result = run_convert(args) if case.command == "convert" else run_command(case.command, args)
     assert result.code == 2, (result.code, result.stderr[-2000:])
@@ -422,7 +442,7 @@ def test_bad_input(case: Case, world: World, tmp_path: Path):
     message = result.stderr[result.stderr.index("error: ") :]  # after any progress bar
     for text in case.expect:
         assert text in message, (text, message)
-    after = snapshot(world.root)
+    after = {**snapshot(world.root), **snapshot(tmp_path)}
     assert {k: after.get(k) for k in before} == before, "a file that existed was changed"
 
 

@@ -52,6 +52,7 @@ def main(argv: list[str]) -> None:
     if not workdir:
         cli.fail("--workdir is required: the folder for checkpoints, logs and the model")
     cli.check_output_dir(workdir, "--workdir")
+    cli.check_train_numbers(config)
     if not config.get("demo"):
         # Everything that needs no model is checked before the model loads.
         cli.check_model_dir(config.model.checkpoint, "config.model.checkpoint")

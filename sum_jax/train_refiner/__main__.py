@@ -31,6 +31,7 @@ def main(argv: list[str]) -> None:
     config = _CONFIG.value
     # Everything that needs no model is checked before the model loads.
     cli.check_output_dir(_WORKDIR.value, "--workdir")
+    cli.check_train_numbers(config)
     cli.check_prepared(config.data_dir, config.dataset, "config.dataset")
     cli.check_model_dir(config.checkpoint, "config.checkpoint")
     cli.print_json(train_refiner(config, _WORKDIR.value))
