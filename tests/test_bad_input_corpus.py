@@ -5,199 +5,81 @@ world made once per module (a prepared toy dataset, a tiny model directory, a `.
 pseudo-label folder) and asserts: exit status 2, a message naming the file or field, no
 traceback, and every file that existed before byte-identical afterwards (nothing removed).
 The predictor API cases assert the ValueError message instead of an exit status. A few real
-subprocess runs prove the end-to-end path (`python -m ...`).
+subprocess runs prove the end-to-end path (`python -m ...`). The cases below are the first
+ones; each area adds its own in `tests/corpus/cases_*.py`.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import io
 import subprocess
 import sys
 from collections import Counter
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
 
-from sum_jax.data import builder
-from sum_jax.data import pseudo_label_format as plf
-from tests.cli_harness import Result, run_command
-from tests.data import fake_datasets as fake
+from tests.cli_harness import run_command
+from tests.corpus import (
+    EVAL,
+    FT,
+    PL,
+    SEG,
+    TR,
+    UNC,
+    Case,
+    World,
+    empty_masks,
+    fake,
+    float_tiff,
+    make_world,
+    more_cases,
+    own_train_config,
+    prep,
+    resnet,
+    run_convert,
+    snapshot,  # fmt: skip
+    truncated_pth,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@dataclasses.dataclass
-class World:
-    root: Path
-    data: Path  # prepared datasets: toy (train split)
-    src: Path  # toy's source folder
-    model: Path  # tiny SAM model directory
-    pth: Path  # the tiny SAM as a PyTorch state dict
-    labels: Path  # pseudo-labels of toy, the first file truncated
-    afile: Path  # a plain file, where folders are expected
-    image: Path  # a small RGB PNG
-
-
 @pytest.fixture(scope="module")
 def world(tmp_path_factory) -> World:
-    import torch
-
-    from convert import sam_checkpoint
-    from sum_jax.data import sources
-    from sum_jax.models.sam import VARIANTS
-    from tests.torch_reference import torch_sam
-
-    root = tmp_path_factory.mktemp("world")
-    rng = np.random.default_rng(0)
-    src, data = root / "src", root / "data"
-    fake.make_folder_dataset(src, rng, n=2, many=False)
-    config = {"dataset": "toy", "format": "folder", "task_id": 1, "source_dir": str(src)}
-    builder.prepare({**config, "options": fake.FOLDER_OPTIONS}, data, progress=False)
-    # A PyTorch tiny SAM converted: no Flax initialisation (slow on a busy CPU) needed.
-    torch.save(torch_sam(VARIANTS["tiny"]).state_dict(), root / "tiny.pth")
-    with contextlib_quiet():
-        sam_checkpoint.pth_to_orbax(str(root / "tiny.pth"), str(root / "model"))
-    labels = root / "labels"
-    source = sources.open_source(data, "toy", "train")
-    for i in range(len(source)):
-        record = sources.normalize_record(source[i])
-        h, w = int(record["height"]), int(record["width"])
-        mask = np.zeros((1, h, w), bool)
-        mask[0, : h // 2, : w // 2] = True
-        plf.write(
-            labels,
-            record["image_id"],
-            height=h,
-            width=w,
-            masks=mask,
-            low_res_logits=np.zeros((1, 64, 64), np.float32),
-            points=np.array([[1.0, 1.0]], np.float32),
-            predicted_iou=np.ones(1, np.float32),
-            stability_score=np.ones(1, np.float32),
-        )
-    first = plf.path_for(labels, sources.normalize_record(source[0])["image_id"])
-    first.write_bytes(first.read_bytes()[:200])
-    (root / "afile").write_text("not a folder\n")
-    fake.save_png(root / "photo.png", fake.random_image(rng, 40, 60))
-    return World(root, data, src, root / "model", root / "tiny.pth", labels, root / "afile",
-                 root / "photo.png")  # fmt: skip
-
-
-class contextlib_quiet:
-    """Silences stdout (the converter's progress) inside the fixture."""
-
-    def __enter__(self):
-        self._saved, sys.stdout = sys.stdout, io.StringIO()
-
-    def __exit__(self, *exc):
-        sys.stdout = self._saved
-
-
-def snapshot(root: Path) -> dict[str, bytes]:
-    return {str(p): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
-
-
-def run_convert(args: list[str]) -> Result:
-    from convert import sam_checkpoint
-
-    out, err = io.StringIO(), io.StringIO()
-    saved = sys.stdout, sys.stderr
-    sys.stdout, sys.stderr = out, err
-    try:
-        code = sam_checkpoint.main(args)
-    finally:
-        sys.stdout, sys.stderr = saved
-    return Result(code, out.getvalue(), err.getvalue())
-
-
-@dataclasses.dataclass
-class Case:
-    """One bad input: `args(world)` for `command`, the texts the message must hold, and an
-    optional `prepare(world, tmp)` that makes the extra input files of this case."""
-
-    name: str
-    command: str
-    args: Callable[[World, Path], list[str]]
-    expect: tuple[str, ...]
-    prepare: Callable[[World, Path], None] | None = None
-
-
-W = World  # short alias for the lambdas below
-EVAL = ["--config=configs/eval.py", "--config.eval_sets=toy:train"]
-PL = ["--config=configs/pseudo_labels.py", "--config.dataset=toy:train"]
-UNC = ["--config=configs/uncertainty.py", "--config.dataset=toy:train"]
-TR = ["--config=configs/refine.py", "--config.dataset=toy:train"]
-FT = ["--config=configs/ft_small.py"]
-SEG = "sum_jax.segment"
-
-
-def _empty_masks(w: W, tmp: Path) -> None:
-    fake.save_png(tmp / "empty" / "images" / "a.png", np.zeros((8, 8, 3), np.uint8))
-    fake.save_png(tmp / "empty" / "masks" / "a.png", np.zeros((8, 8), np.uint8))
-
-
-def _float_tiff(w: W, tmp: Path) -> None:
-    Image.fromarray(np.ones((8, 8), np.float32)).save(tmp / "depth.tif")
-
-
-def _resnet(w: W, tmp: Path) -> None:
-    import torch
-
-    torch.save({"conv1.weight": torch.zeros(4, 3, 3, 3), "fc.weight": torch.zeros(2, 4)},
-               tmp / "resnet.pth")  # fmt: skip
-
-
-def _truncated_pth(w: W, tmp: Path) -> None:
-    data = w.pth.read_bytes()
-    (tmp / "cut.pth").write_bytes(data[: len(data) // 2])
-
-
-def _own_train_config(w: W, tmp: Path) -> None:
-    """What the list-field message tells a user to do: a copy of the config with the list."""
-    (tmp / "mine.py").write_text(
-        "from configs import ft_small\n\n\ndef get_config():\n"
-        "    c = ft_small.get_config()\n    c.data.labelled = ['toy:train']\n    return c\n"
-    )
-
-
-def _prep(w: W, *extra: str) -> list[str]:
-    return [f"--config.data_dir={w.data}", "--config.dataset=toy", *extra]
+    return make_world(tmp_path_factory.mktemp("world"))
 
 
 CASES = [
     # --- prepare_data ---
     Case("prepare: source folder missing", "sum_jax.prepare_data",
-         lambda w, t: _prep(w, f"--config.source_dir={t}/nope", "--config.format=folder",
+         lambda w, t: prep(w, f"--config.source_dir={t}/nope", "--config.format=folder",
                             "--config.task_id=1"),
          ("config.source_dir=", "nope", "does not exist")),
     Case("prepare: source_dir unset", "sum_jax.prepare_data",
-         lambda w, t: _prep(w, "--config.format=folder", "--config.task_id=1"),
+         lambda w, t: prep(w, "--config.format=folder", "--config.task_id=1"),
          ("config.source_dir", "not set")),
     Case("prepare: source_dir is a file", "sum_jax.prepare_data",
-         lambda w, t: _prep(w, f"--config.source_dir={w.afile}", "--config.format=folder",
+         lambda w, t: prep(w, f"--config.source_dir={w.afile}", "--config.format=folder",
                             "--config.task_id=1"),
          ("afile", "is a file")),
     Case("prepare: config typo", "sum_jax.prepare_data",
-         lambda w, t: _prep(w, "--config.sorce_dir=x"), ("--config.sorce_dir", "sorce_dir")),
+         lambda w, t: prep(w, "--config.sorce_dir=x"), ("--config.sorce_dir", "sorce_dir")),
     Case("prepare: rerun with another source", "sum_jax.prepare_data",
-         lambda w, t: _prep(w, f"--config.source_dir={t}", "--config.format=folder",
+         lambda w, t: prep(w, f"--config.source_dir={t}", "--config.format=folder",
                             "--config.task_id=1"),
          ("toy", "source_dir:", "kept", "--config.overwrite")),
     Case("prepare: overwrite with a typo keeps the old copy", "sum_jax.prepare_data",
-         lambda w, t: _prep(w, f"--config.source_dir={w.src}_typo", "--config.format=folder",
+         lambda w, t: prep(w, f"--config.source_dir={w.src}_typo", "--config.format=folder",
                             "--config.task_id=1", "--config.overwrite=true"),
          ("src_typo", "does not exist")),
     Case("prepare: overwrite whose build fails keeps the old copy", "sum_jax.prepare_data",
-         lambda w, t: _prep(w, f"--config.source_dir={t}/empty", "--config.format=folder",
+         lambda w, t: prep(w, f"--config.source_dir={t}/empty", "--config.format=folder",
                             "--config.task_id=1", "--config.overwrite=true",
                             "--config.options.image_dir=images", "--config.options.mask_dir=masks",
                             "--config.options.image_globs=*.png",
                             "--config.options.mask_globs={stem}.png"),
-         ("empty", "no usable image"), _empty_masks),
+         ("empty", "no usable image"), empty_masks),
     Case("prepare: data_dir is a file", "sum_jax.prepare_data",
          lambda w, t: ["--config.dataset=toy", f"--config.source_dir={w.src}",
                        f"--config.data_dir={w.afile}", "--config.format=folder",
@@ -208,7 +90,7 @@ CASES = [
                        "--config.format=folder", "--config.task_id=1"],
          ("config.data_dir", "not set")),
     Case("prepare: bad on_error", "sum_jax.prepare_data",
-         lambda w, t: _prep(w, f"--config.source_dir={t}", "--config.format=folder",
+         lambda w, t: prep(w, f"--config.source_dir={t}", "--config.format=folder",
                             "--config.task_id=1", "--config.on_error=ignore"),
          ("on_error", "ignore")),
     Case("prepare: unknown dataset without a format", "sum_jax.prepare_data",
@@ -220,7 +102,7 @@ CASES = [
                        f"--config.source_dir={t}"],
          ("my-set", "[a-z]")),
     Case("prepare: task_id not a number", "sum_jax.prepare_data",
-         lambda w, t: _prep(w, "--config.task_id=salient"), ("task_id",)),
+         lambda w, t: prep(w, "--config.task_id=salient"), ("task_id",)),
     # --- pseudo_labels ---
     Case("pseudo_labels: output_dir is a file", "sum_jax.pseudo_labels",
          lambda w, t: [*PL, f"--config.data_dir={w.data}", f"--config.output_dir={w.afile}",
@@ -335,12 +217,12 @@ CASES = [
          lambda w, t: [f"--config={t}/mine.py", f"--workdir={t}/wd",
                        f"--config.model.checkpoint={w.model}", f"--config.data.data_dir={w.data}",
                        "--config.data.unlabelled=sa1b:train"],
-         ("config.data.unlabelled", "sa1b", "not prepared"), _own_train_config),
+         ("config.data.unlabelled", "sa1b", "not prepared"), own_train_config),
     Case("train: model of another variant", "sum_jax.train",
          lambda w, t: [f"--config={t}/mine.py", f"--workdir={t}/wd",
                        f"--config.model.checkpoint={w.model}", f"--config.data.data_dir={w.data}",
                        "--config.data.unlabelled="],
-         ("holds a tiny SAM", "config.model.variant"), _own_train_config),
+         ("holds a tiny SAM", "config.model.variant"), own_train_config),
     # --- evaluate ---
     Case("evaluate: checkpoint missing", "sum_jax.evaluate",
          lambda w, t: [*EVAL, f"--config.data_dir={w.data}", f"--workdir={t}/ev",
@@ -384,7 +266,7 @@ CASES = [
          ("--box", "finite")),
     Case("segment: float TIFF", SEG,
          lambda w, t: [f"--image={t}/depth.tif", f"--output_dir={t}/o"],
-         ("depth.tif", "float"), _float_tiff),
+         ("depth.tif", "float"), float_tiff),
     Case("segment: corrupt image", SEG,
          lambda w, t: [f"--image={w.afile}", f"--output_dir={t}/o"],
          ("afile", "not a readable image")),
@@ -400,7 +282,7 @@ CASES = [
          ("empty.pth", "0 bytes"), lambda w, t: (t / "empty.pth").write_bytes(b"")),
     Case("convert: not a SAM state dict", "convert",
          lambda w, t: ["--input", str(t / "resnet.pth"), "--output", str(t / "m")],
-         ("resnet.pth", "not a SAM checkpoint", "conv1.*", "fc.*"), _resnet),
+         ("resnet.pth", "not a SAM checkpoint", "conv1.*", "fc.*"), resnet),
     Case("convert: existing model directory", "convert",
          lambda w, t: ["--input", str(w.pth), "--output", str(w.model)],
          ("--output", "model", "--overwrite")),
@@ -421,11 +303,12 @@ CASES = [
          ("tiny.pth", "--overwrite")),
     Case("convert: truncated download", "convert",
          lambda w, t: ["--input", str(t / "cut.pth"), "--output", str(t / "m")],
-         ("cut.pth", "not a readable PyTorch checkpoint"), _truncated_pth),
+         ("cut.pth", "not a readable PyTorch checkpoint"), truncated_pth),
     Case("convert: output is a file", "convert",
          lambda w, t: ["--input", str(w.pth), "--output", str(w.afile)],
          ("--output", "afile", "is a file")),
 ]  # fmt: skip
+CASES += more_cases()
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
@@ -448,8 +331,9 @@ def test_bad_input(case: Case, world: World, tmp_path: Path):
 
 def test_corpus_covers_every_command():
     counts = Counter(c.command.rsplit(".", 1)[-1] for c in CASES)
-    assert set(counts) == {"prepare_data", "pseudo_labels", "train_refiner", "uncertainty",
-                           "train", "evaluate", "segment", "convert"}  # fmt: skip
+    assert {"prepare_data", "pseudo_labels", "train_refiner", "uncertainty", "train", "evaluate",
+            "segment", "convert"} <= set(counts), counts  # fmt: skip
+    assert len({c.name for c in CASES}) == len(CASES), "two cases share a name"
     assert sum(counts.values()) >= 40, counts
 
 
