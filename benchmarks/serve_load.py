@@ -13,8 +13,11 @@ requests (the exit status is 1 if any), and for reference the same prompts throu
 `SamPredictor.predict` in this process, one after another: the ratio says what HTTP, JSON,
 PNG-encoding and queueing add per click. Bounded: at most `--max_seconds` of clicking.
 
-`--screenshot=PATH` then opens the page in headless Chromium (Debian's chromium and
-chromium-driver), clicks a positive and a negative point on the photo, and saves the page.
+The server's start-up warm-up (every click shape compiled for each listed image size) is
+waited for and timed first. `--browser_clicks=N` (default 10) then opens the page in headless
+Chromium (Debian's chromium and chromium-driver, 1400x900), clicks N points one after another
+and prints what the page measured per click (Performance API): server time, round trip and
+drawing. `--screenshot=PATH` clicks a positive and a negative point and saves the page.
 """
 
 from __future__ import annotations
@@ -54,6 +57,43 @@ def start_server(checkpoints: list[str]) -> tuple[subprocess.Popen, str]:
         if " at http://" in line:
             return process, line.split(" at ")[1].split()[0]
     raise SystemExit(f"the server exited with status {process.wait()}")
+
+
+def wait_ready(url: str, timeout: float = 1800) -> dict:
+    """Polls `GET /api/status` until the server's warm-up is done; returns the last status."""
+    import urllib.request
+
+    deadline = time.monotonic() + timeout
+    while True:
+        with urllib.request.urlopen(url + "api/status", timeout=30) as r:
+            status = json.loads(r.read())
+        if status["ready"] or time.monotonic() > deadline:
+            return status
+        time.sleep(0.5)
+
+
+def browser_timings(url: str, clicks: int, seed: int) -> list[dict]:
+    """`clicks` left/right clicks in the page, one after another (headless Chromium,
+    1400x900); the page's own measures per click: server, request and draw ms."""
+    from tests.serve import webdriver
+
+    rng = np.random.default_rng(seed)
+    with webdriver.Chromium(width=1400, height=900) as browser:
+        browser.open(url)
+        browser.wait_for("return document.getElementById('status').textContent"
+                         ".includes('embedded')", timeout=600)  # fmt: skip
+        rect = browser.run("return document.querySelector('canvas.photo')"
+                           ".getBoundingClientRect().toJSON()")  # fmt: skip
+        for k in range(clicks):
+            if k % 5 == 0:
+                browser.run("document.getElementById('reset').click()")
+            seq = browser.run("return window.sumServe.seq")
+            x = rect["x"] + rng.uniform(0.1, 0.9) * rect["width"]
+            y = rect["y"] + rng.uniform(0.1, 0.9) * rect["height"]
+            browser.click(round(x), round(y), "left" if k % 2 == 0 else "right")
+            browser.wait_for(f"const s = window.sumServe; return s.seq > {seq} && "
+                             "s.shown === s.seq", timeout=120)  # fmt: skip
+        return browser.run("return window.sumServe.timings")
 
 
 def post(conn: http.client.HTTPConnection, path: str, body: dict) -> tuple[int, dict]:
@@ -177,6 +217,8 @@ def main() -> int:
     parser.add_argument("--max_seconds", type=float, default=300)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--screenshot", default=None, help="save a picture of the page here")
+    parser.add_argument("--browser_clicks", type=int, default=10,
+                        help="clicks in headless Chromium, timed by the page (0: none)")  # fmt: skip
     parser.add_argument("--click", action="append", default=[],
                         help="screenshot click 'FX,FY' (positive) or 'FX,FY:0' (negative), as "
                         "fractions of the photo's width and height; default: 0.45,0.5 and "
@@ -186,6 +228,8 @@ def main() -> int:
 
     process, url = start_server(checkpoints)
     try:
+        warm = wait_ready(url)
+        print(f"  warm-up: {warm}")
         conn = http.client.HTTPConnection(*url.split("//")[1].strip("/").rsplit(":", 1))
         status, embedded = post(conn, "/api/embed", {"image_id": args.image})
         if status != 200:
@@ -194,6 +238,7 @@ def main() -> int:
         prompts = make_prompts(args.clicks, w, h, args.seed)
         post(conn, "/api/predict", {"image_id": args.image, "points": prompts[0]})  # warm
         result = load(url, args.image, prompts, args.clients, args.max_seconds)
+        page = browser_timings(url, args.browser_clicks, args.seed) if args.browser_clicks else []
         if args.screenshot:
             clicks = []
             for spec in args.click or ["0.45,0.5", "0.1,0.12:0"]:
@@ -223,6 +268,10 @@ def main() -> int:
     direct_p50 = sum(statistics.median(v) for v in reference.values())
     print(f"round trip p50 / sum of direct p50s: "
           f"{statistics.median(result['latencies']) / direct_p50:.1f}x")  # fmt: skip
+    if page:
+        print(f"in the page, {len(page)} clicks one after another (headless Chromium, 1400x900):")
+        for key in ("server", "request", "draw"):
+            print(f"  {key:>7}: {percentiles([t[key] for t in page])}")
     for failure in result["failures"][:5]:
         print(f"  failed: click {failure[0]}: status {failure[1]}: {failure[2]}")
     return 1 if result["failures"] else 0

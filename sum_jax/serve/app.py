@@ -2,20 +2,22 @@
 
     GET  /                      the page (static/index.html)
     GET  /api/info              models, banner, tasks, limits
+    GET  /api/status            the start-up warm-up: {"ready", "done", "total", "step", ...}
     GET  /api/images            the images the page can pick
     GET  /api/images/{id}       one image as PNG (exactly the pixels the models see)
     POST /api/embed             JSON {"image_id"} or an image file as the body -> embedded
                                 by every model, {"image_id", "width", "height", ...}
     POST /api/predict           JSON prompts (see prompts.py) -> every model's mask and score
 
-Every failure answers `{"error": "..."}` with a 4xx status naming the problem; the server
-keeps serving. The models' work runs in Starlette's thread pool, so a slow request does not
-hold up the others.
+Every failure answers `{"error": "..."}` with a 4xx status naming the problem (a bug of
+ours: a JSON 500); the server keeps serving. The models' work runs in Starlette's thread
+pool, so a slow request does not hold up the others.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import time
 from pathlib import Path
 from typing import Any
@@ -30,8 +32,21 @@ from starlette.staticfiles import StaticFiles
 
 from sum_jax.serve.errors import ApiError
 from sum_jax.serve.images import Catalogue
-from sum_jax.serve.prompts import MASK_FORMATS, TASKS, check_on_image, encode_mask, parse_prompts
-from sum_jax.serve.sessions import ModelSession
+from sum_jax.serve.prompts import (
+    EMBED_FIELDS,
+    MASK_FORMATS,
+    TASK_NAMES,
+    TASKS,
+    check_fields,
+    check_on_image,
+    encode_mask,
+    parse_image_id,
+    parse_models,
+    parse_prompts,
+)
+from sum_jax.serve.sessions import ModelSession, Warmup
+
+log = logging.getLogger(__name__)
 
 STATIC = Path(__file__).resolve().parent / "static"
 MAX_JSON_BYTES = 1 << 20  # a predict body with 64 points is a few KB
@@ -60,15 +75,21 @@ async def _read_json(request: Request) -> Any:
     body = await _read_body(request, MAX_JSON_BYTES, "the JSON body")
     try:
         return json.loads(body)
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+    except RecursionError as e:  # e.g. 100,000 nested lists
+        raise ApiError(400, "the JSON body is nested too deeply to be a request") from e
+    except ValueError as e:  # JSONDecodeError, bad UTF-8, an integer of 5,000 digits
         raise ApiError(400, f"the request body is not valid JSON: {e}") from e
 
 
 def create_app(
-    sessions: list[ModelSession], catalogue: Catalogue, banner: str | None = None
+    sessions: list[ModelSession],
+    catalogue: Catalogue,
+    banner: str | None = None,
+    warmup: Warmup | None = None,
 ) -> Starlette:
     """The web app over already loaded models and images. `banner`: a warning the page shows
-    above everything (set for randomly initialised models)."""
+    above everything (set for randomly initialised models); `warmup`: the start-up
+    compilation running in the background, whose progress the page shows (None: none)."""
     by_name = {s.name: s for s in sessions}
 
     def pick_models(names: list[str] | None) -> list[ModelSession]:
@@ -104,6 +125,12 @@ def create_app(
             }
         )
 
+    async def status(request: Request) -> Response:
+        if warmup is None:
+            return JSONResponse({"ready": True, "done": 0, "total": 0, "step": "",
+                                 "seconds": 0.0, "error": None})  # fmt: skip
+        return JSONResponse(warmup.status())
+
     async def images(request: Request) -> Response:
         return JSONResponse({"images": catalogue.list()})
 
@@ -115,13 +142,9 @@ def create_app(
         """JSON `{"image_id", "models"?}`, or an image file as the body (any non-JSON content
         type; `?name=` labels it): the image is added and embedded by every model."""
         if request.headers.get("content-type", "").startswith("application/json"):
-            body = await _read_json(request)
-            if not isinstance(body, dict) or not isinstance(body.get("image_id"), str):
-                raise ApiError(
-                    400, 'send {"image_id": "..."} as JSON, or an image file as the body'
-                )
-            entry = catalogue.info(body["image_id"])
-            models = pick_models(body.get("models"))
+            body = check_fields(await _read_json(request), EMBED_FIELDS)
+            entry = catalogue.info(parse_image_id(body))
+            models = pick_models(parse_models(body.get("models")))
         else:
             data = await _read_body(request, catalogue.limits.max_bytes, "the upload")
             if data[:1] == b"{":
@@ -181,7 +204,10 @@ def create_app(
                 "best": p.best,
                 "ms": _ms(p.ms),
                 "embed_ms": _ms(p.embed_ms),
+                "task_used": TASK_NAMES.get(p.task_used, str(p.task_used)),
             }
+            if p.task_note:
+                answer["task_note"] = p.task_note
             if prompts.multimask:
                 answer["candidates"] = [
                     {"mask": m, "score": float(s)} for m, s in zip(encoded, p.scores)
@@ -202,6 +228,13 @@ def create_app(
     async def api_error(request: Request, exc: ApiError) -> Response:
         return JSONResponse({"error": exc.message}, status_code=exc.status)
 
+    async def internal_error(request: Request, exc: Exception) -> Response:
+        log.exception("%s %s failed", request.method, request.url.path, exc_info=exc)
+        return JSONResponse(
+            {"error": f"internal error ({type(exc).__name__}); the server log has the details"},
+            status_code=500,
+        )
+
     async def http_error(request: Request, exc: HTTPException) -> Response:
         message = exc.detail
         if exc.status_code == 404:
@@ -213,6 +246,7 @@ def create_app(
     routes = [
         Route("/", index),
         Route("/api/info", info),
+        Route("/api/status", status),
         Route("/api/images", images),
         Route("/api/images/{image_id:path}", image_png),
         Route("/api/embed", embed, methods=["POST"]),
@@ -220,5 +254,10 @@ def create_app(
         Mount("/static", StaticFiles(directory=STATIC), name="static"),
     ]
     return Starlette(
-        routes=routes, exception_handlers={ApiError: api_error, HTTPException: http_error}
+        routes=routes,
+        exception_handlers={
+            ApiError: api_error,
+            HTTPException: http_error,
+            Exception: internal_error,
+        },
     )

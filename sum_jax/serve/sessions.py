@@ -2,9 +2,11 @@
 
 The expensive step, the image encoder, runs once per (model, image); a click runs only the
 prompt encoder and the mask decoder on the cached embedding. `SamPredictor.predict` pads
-prompt counts to powers of two and is compiled per image size, so the first embedding of a
-new image size also runs one warm-up click of each kind (three candidates / one mask): the
-user's first click then costs milliseconds, not a compilation.
+point counts to powers of two (4, 8, ..., 64 slots) and compiles once per image size bucket
+(`SIZE_BUCKET`), so the first embedding of a new bucket also runs one warm-up click of every
+shape a request can have (three candidates; one mask with 4, 8, 16, 32 and 64 point slots):
+after an image is embedded, no click, not even the fifth or the 33rd, waits for XLA.
+`Warmup` does this in the background at start-up for every image size the list holds.
 """
 
 from __future__ import annotations
@@ -13,14 +15,30 @@ import collections
 import copy
 import threading
 import time
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 
 import numpy as np
 
-from sum_jax.checkpointing import load_model, parse_checkpoint
+from sum_jax.checkpointing import TaskRecord, load_model, parse_checkpoint, read_tasks
 from sum_jax.cli import InputError
-from sum_jax.inference.predictor import SamPredictor
+from sum_jax.inference.predictor import SIZE_BUCKET, SamPredictor, bucket_size, task_index
 from sum_jax.models.sam import Sam
+from sum_jax.serve.prompts import MAX_POINTS, TASK_NAMES
+
+
+def point_slots(max_points: int = MAX_POINTS) -> tuple[int, ...]:
+    """The point-slot counts `SamPredictor` pads a request of 1..max_points points to."""
+    slots, n = [], bucket_size(1, minimum=4)
+    while n <= bucket_size(max_points, minimum=4):
+        slots.append(n)
+        n *= 2
+    return tuple(slots)
+
+
+def size_bucket(height: int, width: int) -> tuple[int, int]:
+    """The frame a `height x width` image's masks are computed in (one compilation each)."""
+    return (-(-height // SIZE_BUCKET) * SIZE_BUCKET, -(-width // SIZE_BUCKET) * SIZE_BUCKET)
 
 
 @dataclass
@@ -33,6 +51,8 @@ class Prediction:
     best: int
     ms: float
     embed_ms: float
+    task_used: int  # the task id the decoder got (-1: none); may differ from the one asked
+    task_note: str | None  # why, or that the task prompt changes nothing; None otherwise
 
 
 class ModelSession:
@@ -44,15 +64,39 @@ class ModelSession:
     overwrite each other's image.
     """
 
-    def __init__(self, name: str, model: Sam, cache_images: int = 4):
+    def __init__(
+        self, name: str, model: Sam, cache_images: int = 4, tasks: TaskRecord | None = None
+    ):
+        """`tasks`: the model directory's task record (`read_tasks`); None for a plain SAM."""
         self.name = name
         self.config = model.config
         self.cache_images = cache_images
-        self._base = SamPredictor(model)
+        self.tasks = tasks
+        self._base = SamPredictor(model, tasks)
+        table = np.asarray(model.prompt_encoder.task_embeddings.embedding[...])
+        # A converted SAM has a zero task table: a task prompt there changes nothing.
+        self.task_table_is_zero = not np.any(table)
         self._cache: collections.OrderedDict[str, SamPredictor] = collections.OrderedDict()
         self._lock = threading.Lock()  # guards _cache and _warm
         self._embed_lock = threading.Lock()  # one embedding at a time: they fill the device
         self._warm: set[tuple[int, int]] = set()
+
+    def task_note(self, asked: int, used: int) -> str | None:
+        """A sentence when the task prompt the decoder got is not the one asked for, or
+        changes nothing; None otherwise."""
+        if used != asked:
+            return (
+                f"task {TASK_NAMES.get(asked, asked)!r} (id {asked}) was not in this model's "
+                f"training data (task ids {sorted(self.tasks.task_ids)}"
+                f"{'' if self.tasks.task_prompt else ', trained without task prompts'}): "
+                f"task {used} ({TASK_NAMES.get(used, used)}) was used, as SUM does (App. H.1)"
+            )
+        if asked >= 0 and self.task_table_is_zero:
+            return (
+                "this model learnt no task prompts (its task table is zero): the task "
+                "changes nothing"
+            )
+        return None
 
     def cached(self, image_id: str) -> bool:
         with self._lock:
@@ -87,16 +131,19 @@ class ModelSession:
             return predictor, ms
 
     def _warm_up(self, predictor: SamPredictor) -> None:
-        size = tuple(predictor.original_size)
+        """One click of every shape a request can take on this image's size bucket: one
+        point alone (three candidates), and one mask from 4, 8, ..., 64 point slots."""
+        bucket = size_bucket(*predictor.original_size)
         with self._lock:
-            if size in self._warm:
+            if bucket in self._warm:
                 return
-        h, w = size
-        centre = np.array([[w / 2, h / 2]])
-        predictor.predict(centre, np.array([1]), multimask_output=True)
-        predictor.predict(centre, np.array([1]), multimask_output=False)
+        h, w = predictor.original_size
+        predictor.predict(np.array([[w / 2, h / 2]]), np.array([1]), multimask_output=True)
+        for slots in point_slots():
+            points = np.stack([np.linspace(0, w, slots), np.linspace(0, h, slots)], axis=1)
+            predictor.predict(points, np.ones(slots, int), multimask_output=False)
         with self._lock:
-            self._warm.add(size)
+            self._warm.add(bucket)
 
     def predict(
         self,
@@ -114,11 +161,15 @@ class ModelSession:
         refuses (e.g. a task id beyond its task table)."""
         predictor, embed_ms = self._predictor(image_id, image)
         start = time.perf_counter()
+        asked = task_index(task, self.config.num_tasks)
+        task_used = predictor.task_id(task)
         masks, scores, _ = predictor.predict(
-            points, labels, box, multimask_output=multimask, task=task
-        )
+            points, labels, box, multimask_output=multimask,
+            task=None if task_used < 0 else task_used,
+        )  # fmt: skip
         ms = (time.perf_counter() - start) * 1e3
-        return Prediction(masks, scores, int(np.argmax(scores)), ms, embed_ms)
+        return Prediction(masks, scores, int(np.argmax(scores)), ms, embed_ms, task_used,
+                          self.task_note(asked, task_used))  # fmt: skip
 
 
 def load_sessions(specs: list[str], cache_images: int = 4) -> list[ModelSession]:
@@ -132,7 +183,73 @@ def load_sessions(specs: list[str], cache_images: int = 4) -> list[ModelSession]
     for name, path in parsed:
         try:
             model = load_model(path, field="checkpoint")
+            tasks = read_tasks(path)
         except (OSError, ValueError, KeyError) as e:
             raise InputError(f"--checkpoint={name}={path} does not load: {e}") from e
-        sessions.append(ModelSession(name, model, cache_images))
+        sessions.append(ModelSession(name, model, cache_images, tasks))
     return sessions
+
+
+@dataclass
+class Warmup:
+    """Embeds one image of every size bucket in a list with every model, in a background
+    thread, so that every click the page can make on those images is compiled before the page
+    says "ready". `status()` is what `GET /api/status` answers while it runs.
+
+    `images`: `(image_id, height, width)` in the page's order; `load(image_id)` gives its
+    pixels. The first image's bucket goes last, so that its embedding is still cached when
+    the page opens on it.
+    """
+
+    sessions: list[ModelSession]
+    images: list[tuple[str, int, int]]
+    load: Callable[[str], np.ndarray]
+    on_done: Callable[[dict], None] | None = None  # called with status() at the end
+    _done: int = 0
+    _step: str = ""
+    _error: str | None = None
+    _start: float = field(default_factory=time.perf_counter)
+    _seconds: float | None = None
+    _thread: threading.Thread | None = None
+
+    def __post_init__(self):
+        seen: dict[tuple[int, int], str] = {}
+        for image_id, h, w in self.images:
+            seen.setdefault(size_bucket(h, w), image_id)
+        self.todo = [(image_id, bucket) for bucket, image_id in seen.items()][::-1]
+
+    def start(self) -> Warmup:
+        self._thread = threading.Thread(target=self.run, daemon=True, name="warm-up")
+        self._thread.start()
+        return self
+
+    def run(self) -> None:
+        try:
+            for image_id, (bh, bw) in self.todo:
+                self._step = f"compiling clicks for images up to {bw}x{bh} px ({image_id})"
+                image = self.load(image_id)
+                for session in self.sessions:
+                    session.embed(image_id, image)
+                self._done += 1
+        except Exception as e:  # noqa: BLE001 - reported by status(); requests still work
+            self._error = f"{type(e).__name__}: {e}"
+        self._step = ""
+        self._seconds = time.perf_counter() - self._start
+        if self.on_done is not None:
+            self.on_done(self.status())
+
+    def join(self, timeout: float | None = None) -> None:
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    def status(self) -> dict:
+        """`{"ready", "done", "total", "step", "seconds", "error"}`."""
+        ready = self._seconds is not None
+        return {
+            "ready": ready,
+            "done": self._done,
+            "total": len(self.todo),
+            "step": self._step,
+            "seconds": round(self._seconds if ready else time.perf_counter() - self._start, 1),
+            "error": self._error,
+        }

@@ -16,6 +16,7 @@ from starlette.testclient import TestClient
 
 from sum_jax.inference.predictor import SamPredictor
 from sum_jax.serve.app import create_app
+from sum_jax.serve.sessions import ModelSession
 from tests.serve.conftest import SIZE, make_catalogue, make_sessions
 
 BANNER = "these masks are meaningless"
@@ -192,6 +193,7 @@ TRUNCATED = _truncated_jpeg()
 
 
 ONE = {"image_id": "chelsea.jpg", "points": [[1, 1, 1]]}  # a valid body, spoilt below
+HUGE_INT = b'{"image_id": "chelsea.jpg", "points": [[' + b"9" * 5000 + b", 1, 1]]}"
 CAT = {"image_id": "chelsea.jpg"}
 
 
@@ -213,8 +215,20 @@ CAT = {"image_id": "chelsea.jpg"}
         (("predict", {**CAT, "points": []}), 400, "at least one point"),
         (("predict", {**ONE, "task": "x"}), 400, "task must be one of"),
         (("predict", {**ONE, "mask_format": "x"}), 400, "mask_format"),
+        (("predict", b"[" * 100_000 + b"]" * 100_000), 400, "nested too deeply"),
+        (("predict", HUGE_INT), 400, "not valid JSON"),
+        (("predict", {**ONE, "image_id": 5}), 400, "got 5 (int)"),
+        (("predict", {**ONE, "points": "abc"}), 400, "points must be a list"),
+        (("predict", {**ONE, "task": ["salient"]}), 400, "task must be one of"),
+        (("predict", {**ONE, "mask_format": {}}), 400, "mask_format must be one of"),
+        (("predict", {**ONE, "models": ["SAM", "SAM"]}), 400, "distinct model names"),
+        (("predict", {**ONE, "models": "SAM"}), 400, "models must be a non-empty list"),
+        (("embed", {**CAT, "models": "SAM"}), 400, "models must be a non-empty list"),
+        (("embed", {**CAT, "colour": 1}), 400, "unknown field(s) ['colour']"),
+        (("embed", [CAT]), 400, "must be a JSON object"),
         (("embed", {"image_id": "nope.jpg"}), 404, "unknown image id"),
-        (("embed", {"image": "chelsea.jpg"}), 400, "image_id"),
+        (("embed", {"image": "chelsea.jpg"}), 400, "unknown field(s) ['image']"),
+        (("embed", {"models": ["SAM"]}), 400, "image_id"),
         (("upload", b"GIF89a but not really"), 415, "not an image"),
         (("upload", b""), 415, "empty"),
         (("upload", b'{"image_id": "chelsea.jpg"}'), 415, "send JSON as application/json"),
@@ -286,3 +300,85 @@ def test_concurrent_clicks_on_different_images_get_their_own_image(models, photo
             clicks[k], np.array([1]), multimask_output=False, task="part"
         )[0][0]
         np.testing.assert_array_equal(mask, expected)
+
+
+def test_every_shape_of_click_is_compiled_when_an_image_is_embedded(models, photo_dir):
+    """The fifth click (8 point slots), the ninth (16), ... and a box reuse what embedding the
+    image compiled: no click after the embedding waits for XLA."""
+    from sum_jax.inference import predictor as predictor_module
+
+    (session,) = make_sessions({"SAM": models["SAM"]})
+    image = make_catalogue(photo_dir).array("mirror.png")
+    session.embed("mirror.png", image)
+    compiled = predictor_module._decode._cache_size()
+    rng = np.random.default_rng(0)
+    for n in (1, 2, 4, 5, 9, 17, 33, 64):
+        points = rng.uniform(0, 300, (n, 2))
+        session.predict("mirror.png", image, points, rng.integers(0, 2, n), None,
+                        multimask=n == 1, task=None)  # fmt: skip
+    session.predict("mirror.png", image, None, None, np.array([5.0, 5, 200, 100]),
+                    multimask=False, task="part")  # fmt: skip
+    assert predictor_module._decode._cache_size() == compiled
+
+
+def test_warmup_compiles_each_listed_size_once_and_reports_progress(models, photo_dir):
+    from sum_jax.serve.sessions import Warmup
+
+    sessions = make_sessions(models)
+    catalogue = make_catalogue(photo_dir)
+    listed = catalogue.list()
+    warmup = Warmup(sessions, [(e["id"], e["height"], e["width"]) for e in listed],
+                    catalogue.array)  # fmt: skip
+    with TestClient(create_app(sessions, catalogue, warmup=warmup)) as client:
+        before = client.get("/api/status").json()
+        assert before["ready"] is False and before["done"] == 0
+        warmup.start().join(timeout=300)
+        status = client.get("/api/status").json()
+    # Three photos of one size: one bucket, embedded through its first photo by both models.
+    assert status == {**status, "ready": True, "done": 1, "total": 1, "error": None}
+    assert all(s.cached(listed[0]["id"]) for s in sessions)
+
+
+def test_task_fallback_is_reported_not_echoed(models, photo_dir, reference):
+    from sum_jax.checkpointing import TaskRecord
+
+    sessions = [
+        ModelSession("SUM", models["SUM"], tasks=TaskRecord((0, 1))),  # trained on 0 and 1
+        ModelSession("SAM", models["SAM"]),  # a fresh model: a zero task table
+    ]
+    body = {"image_id": "chelsea.jpg", "points": [[200, 150, 1], [60, 40, 0]],
+            "mask_format": "rle"}  # fmt: skip
+    with TestClient(create_app(sessions, make_catalogue(photo_dir))) as client:
+        part = client.post("/api/predict", json={**body, "task": "part"}).json()
+        salient = client.post("/api/predict", json={**body, "task": "salient"}).json()
+        none = client.post("/api/predict", json=body).json()
+    got = part["models"]["SUM"]
+    assert got["task_used"] == "unlabelled"
+    assert "'part' (id 3) was not in this model's training data" in got["task_note"]
+    expected = reference("SUM", "chelsea.jpg").predict(
+        np.array([[200, 150], [60, 40]]), np.array([1, 0]), multimask_output=False, task=0
+    )[0][0]
+    np.testing.assert_array_equal(rle_mask(got["mask"]), expected)
+    assert salient["models"]["SUM"]["task_used"] == "salient"
+    assert "task_note" not in salient["models"]["SUM"]
+    assert "task table is zero" in salient["models"]["SAM"]["task_note"]
+    assert none["models"]["SUM"]["task_used"] == none["models"]["SAM"]["task_used"] == "none"
+    assert "task_note" not in none["models"]["SAM"]
+
+
+def test_a_bug_of_ours_is_a_json_500_and_the_server_keeps_serving(models, photo_dir):
+    sessions = make_sessions(models)
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("a bug")
+
+    sessions[1].predict = broken
+    app = create_app(sessions, make_catalogue(photo_dir))
+    with TestClient(app, raise_server_exceptions=False) as client:
+        body = {"image_id": "chelsea.jpg", "points": [[5, 5, 1]]}
+        failed = client.post("/api/predict", json=body)
+        assert failed.status_code == 500
+        assert failed.json() == {
+            "error": "internal error (RuntimeError); the server log has the details"
+        }
+        assert client.post("/api/predict", json={**body, "models": ["SAM"]}).status_code == 200

@@ -48,17 +48,23 @@ def test_serves_pretrained_small_and_the_demo_model_and_prints_its_address(photo
         text=True,
     )
     try:
-        line = process.stdout.readline()  # printed once the models are loaded and warm
+        line = process.stdout.readline()  # printed once the models are loaded
         assert "serving SAM, SUM on 3 images at http://127.0.0.1:" in line, line  # loopback
+        assert "compiling for 1 image size(s) in the background" in line, line
         url = line.split(" at ")[1].split()[0]
         with urllib.request.urlopen(url + "api/info", timeout=30) as r:
             info = json.loads(r.read())
         assert info["banner"] is None
+        line = process.stdout.readline()  # printed once every click is compiled
+        assert line.startswith("ready: every click compiled for 1 image size(s) in "), line
+        with urllib.request.urlopen(url + "api/status", timeout=30) as r:
+            status = json.loads(r.read())
+        assert status["ready"] and status["done"] == status["total"] == 1, status
         assert [m["img_size"] for m in info["models"]] == [128, 128]
         body = {"image_id": "chelsea.jpg", "points": [[100, 100, 1]]}
         status, answer = post(url + "api/predict", body)
         assert status == 200 and len(answer["models"]["SAM"]["candidates"]) == 3
-        # The page's first image was embedded at start-up: the click did not wait for it.
+        # The page's first image was embedded during the warm-up: the click did not wait.
         assert answer["models"]["SAM"]["embed_ms"] == answer["models"]["SUM"]["embed_ms"] == 0
         status, answer = post(url + "api/predict", {**body, "points": [[1000, 1, 1]]})
         assert status == 400 and "outside the image" in answer["error"]
@@ -97,6 +103,14 @@ def test_a_checkpoint_that_does_not_load_stops_with_status_2(tmp_path):
         assert run.returncode == 2, run.stderr
         assert "error: --checkpoint=SUM=" in run.stderr and words in run.stderr
         assert "Traceback" not in run.stderr
+
+
+def test_a_port_out_of_range_stops_with_status_2_before_loading_anything():
+    run = subprocess.run(
+        serve_command("--port=99999"), check=False, cwd=ROOT, capture_output=True, text=True
+    )
+    assert run.returncode == 2 and "Traceback" not in run.stderr
+    assert "error: --port=99999 is not a TCP port: use 1..65535" in run.stderr
 
 
 def test_a_taken_port_stops_with_status_2(taken_port):

@@ -139,6 +139,18 @@ class Chromium:
     def open(self, url: str) -> None:
         self._session_call("POST", "/url", {"url": url})
 
+    def set_viewport(self, width: int, height: int) -> None:
+        """Resizes the window so that the page's viewport (`innerWidth x innerHeight`) is
+        `width x height`: `--window-size` counts the browser's own bars too."""
+        for _ in range(3):
+            w, h = self.run("return [window.innerWidth, window.innerHeight]")
+            if (w, h) == (width, height):
+                return
+            rect = self._session_call("GET", "/window/rect")
+            self._session_call("POST", "/window/rect", {"width": rect["width"] + width - w,
+                                                        "height": rect["height"] + height - h})  # fmt: skip
+        raise WebDriverError(f"the viewport stays {w}x{h}, not {width}x{height}")
+
     def run(self, script: str, *args: Any) -> Any:
         """Runs the body of a JavaScript function (`return ...` gives the value); a returned
         Promise is awaited."""

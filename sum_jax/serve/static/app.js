@@ -4,29 +4,47 @@
 
 const COLOURS = [[30, 144, 255], [255, 99, 71], [50, 205, 50], [255, 215, 0], [186, 85, 211],
                  [0, 206, 209]];  // sum_jax.visualize.PALETTE
+// Committed objects: colours apart from the models' (the current mask keeps its model's).
+const OBJECT_COLOURS = [[255, 0, 255], [0, 255, 127], [255, 140, 0], [127, 255, 0],
+                        [0, 191, 255], [255, 20, 147], [173, 255, 47], [255, 255, 0]];
 const MASK_ALPHA = 115;  // of 255, inside a mask; its outline is opaque
 const DRAG_PX = 5;  // a press that moves further than this (screen px) draws a box
+const MARKER_PX = 6;  // radius of a point marker on screen, whatever the photo's size
+const THUMB_PX = 72;  // height of a candidate's thumbnail
+const HEADING_PX = 30;  // a panel's title above its photo
+const BELOW_STAGE_PX = 140;  // kept free under each photo: candidates, links
 
 const state = {
   info: null,
   image: null,       // {id, name, width, height}
   photo: null,       // the decoded <img>
   prompts: [],       // [{kind: "point", x, y, label} | {kind: "box", box: [x0, y0, x1, y1]}]
+  redo: [],          // prompts undone, newest last; a new prompt clears them
+  mode: "positive",  // what a left click adds: "positive" or "negative" point, "box" nothing
+  objectsByImage: {},  // image id -> committed objects [{name, task, prompts, models, runs}]
   results: null,     // the last /api/predict answer
   candidates: null,  // the first click's answer: {model: [{mask, score}, ...]}
+  chosen: {},        // model -> the candidate picked by a click on its thumbnail
+  runs: new Map(),   // decoded masks of the answer on screen: "model/k" -> column runs
+  scale: 1,          // display px per image px
   seq: 0,            // requests sent; an answer to an older one is dropped
   shown: 0,          // the request whose answer is on screen
+  timings: [],       // per answer: {seq, server, request, draw} in ms
   drag: null,        // {x0, y0, sx, sy, button, moved}
 };
 window.sumServe = state;  // for people (and tests) poking at the page from the console
 
 const $ = (id) => document.getElementById(id);
 
-function setStatus(text, isError = false) {
+function setStatus(text, isError = false, busy = false) {
   const el = $("status");
   el.textContent = text;
   el.classList.toggle("error", isError);
+  el.classList.toggle("busy", busy);
+  document.body.classList.toggle("pending", busy);
 }
+
+const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
 async function api(path, options = {}) {
   const response = await fetch(path, options);
@@ -53,13 +71,27 @@ function buildPanels() {
       <h2><span class="swatch" style="color: rgb(${r},${g},${b})">■</span>
         <span class="name"></span> <span class="score"></span></h2>
       <div class="stage">
-        <canvas class="photo"></canvas><canvas class="mask"></canvas><canvas class="prompts"></canvas>
+        <canvas class="photo"></canvas><canvas class="objects"></canvas><canvas class="mask"></canvas><canvas class="prompts"></canvas>
       </div>
+      <div class="candidates-title" hidden>The first click's three candidates: click one to
+        show it (framed: the one shown)</div>
       <div class="candidates"></div>
-      <div class="links"><a class="download-mask" hidden>mask PNG</a></div>`;
+      <div class="links"><a class="download-mask" href="#" hidden>mask PNG</a>
+        <a class="download-labels" href="#">labels PNG</a>
+        <a class="download-cutout" href="#">cut-out PNG</a></div>`;
     panel.querySelector(".name").textContent = model.name;
     panels.appendChild(panel);
     attachPointer(panel.querySelector("canvas.prompts"));
+    const save = (selector, what) => panel.querySelector(selector).addEventListener("click", (e) => {
+      e.preventDefault();
+      if (!state.image) return;
+      const canvas = what(model.name);
+      if (canvas) saveCanvas(canvas, `${fileStem()}_${model.name}_${selector.split("-")[1]}.png`);
+      else setStatus("nothing to save yet: click on the photo, or add an object (Enter)", true);
+    });
+    save("a.download-mask", maskCanvasOf);
+    save("a.download-labels", labelsCanvas);
+    save("a.download-cutout", cutoutCanvas);
   });
 }
 
@@ -72,18 +104,42 @@ function colourOf(name) {
   return COLOURS[i % COLOURS.length];
 }
 
+// Every panel shows the photo at one scale (never above 1:1) that puts all panels side by
+// side within the window, with room for the candidates below: any photo size or aspect.
+function displayScale() {
+  const { width, height } = state.image;
+  const box = $("panels");
+  const n = panels().length;
+  const gap = parseFloat(getComputedStyle(box).columnGap) || 16;
+  const availW = (box.clientWidth - gap * (n - 1)) / n;
+  // Everything above the photos (banner, controls, status, the panel's title) at the top of
+  // the page, and room below them for the candidates and links.
+  const top = box.getBoundingClientRect().top + window.scrollY + HEADING_PX;
+  const availH = window.innerHeight - top - BELOW_STAGE_PX;
+  return Math.max(0.05, Math.min(1, availW / width, availH / height));
+}
+
 function sizeStages() {
   const { width, height } = state.image;
+  state.scale = displayScale();
+  const dw = Math.max(1, Math.round(width * state.scale));
+  const dh = Math.max(1, Math.round(height * state.scale));
   for (const panel of panels()) {
-    // The panel is as wide as the photo (or the window), so that nothing below it (the
-    // candidates) moves the panels around after a click.
-    panel.style.width = `${width}px`;
+    // The panel is as wide as the shown photo, so that nothing below it (the candidates)
+    // moves the panels around after a click.
+    panel.style.width = `${dw}px`;
     for (const canvas of panel.querySelectorAll(".stage canvas")) {
-      canvas.width = width;
-      canvas.height = height;
+      canvas.width = dw;
+      canvas.height = dh;
+      canvas.style.width = `${dw}px`;
+      canvas.style.height = `${dh}px`;
     }
-    panel.querySelector("canvas.photo").getContext("2d").drawImage(state.photo, 0, 0);
+    const ctx = panel.querySelector("canvas.photo").getContext("2d");
+    ctx.imageSmoothingQuality = "high";
+    ctx.drawImage(state.photo, 0, 0, dw, dh);
   }
+  state.thumb = null;
+  drawObjects();
 }
 
 // Images ---------------------------------------------------------------------------------
@@ -110,16 +166,22 @@ function decodeImage(src) {
   });
 }
 
-async function showImage(imageId) {
+// `embedded`: the answer of an embedding already made (an upload), not asked again.
+async function showImage(imageId, embedded = null) {
   state.image = null;
   state.prompts = [];
   state.results = null;
   state.candidates = null;
+  state.chosen = {};
+  state.runs = new Map();
+  state.redo = [];
   state.seq += 1;
-  setStatus(`embedding ${imageId}…`);
-  const [embedded, photo] = await Promise.all([
-    api("/api/embed", { method: "POST", headers: { "Content-Type": "application/json" },
-                        body: JSON.stringify({ image_id: imageId }) }),
+  setStatus(`embedding ${imageId} (the first photo of a new size also compiles its clicks)…`,
+            false, true);
+  let photo;
+  [embedded, photo] = await Promise.all([
+    embedded || api("/api/embed", { method: "POST", headers: { "Content-Type": "application/json" },
+                                    body: JSON.stringify({ image_id: imageId }) }),
     decodeImage(`/api/images/${encodeURIComponent(imageId).replace(/%2F/g, "/")}`),
   ]);
   state.photo = photo;
@@ -127,6 +189,7 @@ async function showImage(imageId) {
                   height: embedded.height };
   sizeStages();
   render();
+  renderObjectList();
   const times = Object.entries(embedded.models)
     .map(([name, t]) => `${name} ${t.embed_ms ? t.embed_ms.toFixed(0) + " ms" : "cached"}`);
   setStatus(`${embedded.name} ${embedded.width}×${embedded.height} embedded (${times.join(", ")}); ` +
@@ -134,23 +197,23 @@ async function showImage(imageId) {
 }
 
 async function upload(file) {
-  setStatus(`uploading ${file.name}…`);
+  setStatus(`uploading and embedding ${file.name}…`, false, true);
   const embedded = await api(`/api/embed?name=${encodeURIComponent(file.name)}`, {
     method: "POST",
     headers: { "Content-Type": file.type || "application/octet-stream" },
     body: file,
   });
   await loadImages(embedded.image_id);
-  await showImage(embedded.image_id);
+  await showImage(embedded.image_id, embedded);
 }
 
 // Prompts --------------------------------------------------------------------------------
 function toImage(canvas, event) {
   const rect = canvas.getBoundingClientRect();
-  const sx = canvas.width / rect.width, sy = canvas.height / rect.height;
+  const { width, height } = state.image;
   const clamp = (v, hi) => Math.min(Math.max(v, 0), hi);
-  return [clamp((event.clientX - rect.left) * sx, canvas.width),
-          clamp((event.clientY - rect.top) * sy, canvas.height)];
+  return [clamp((event.clientX - rect.left) * width / rect.width, width),
+          clamp((event.clientY - rect.top) * height / rect.height, height)];
 }
 
 function attachPointer(canvas) {
@@ -183,10 +246,13 @@ window.addEventListener("mouseup", (e) => {
     // SAM takes one box: a new one replaces the old.
     state.prompts = state.prompts.filter((p) => p.kind !== "box");
     state.prompts.push({ kind: "box", box });
-  } else {
+  } else if (d.button === 2 || state.mode !== "box") {
     state.prompts.push({ kind: "point", x: round2(d.x0), y: round2(d.y0),
-                         label: d.button === 0 ? 1 : 0 });
+                         label: d.button === 0 && state.mode === "positive" ? 1 : 0 });
+  } else {
+    return;  // a click without a drag in box mode adds nothing
   }
+  state.redo = [];
   changed();
 });
 
@@ -195,11 +261,13 @@ const round2 = (v) => Math.round(v * 100) / 100;
 function requestBody() {
   const points = state.prompts.filter((p) => p.kind === "point").map((p) => [p.x, p.y, p.label]);
   const box = state.prompts.find((p) => p.kind === "box");
-  return { image_id: state.image.id, points, box: box ? box.box : null, task: $("task").value };
+  return { image_id: state.image.id, points, box: box ? box.box : null, task: $("task").value,
+           mask_format: "rle" };
 }
 
 function changed() {
   if (!state.prompts.length) state.candidates = null;
+  state.chosen = {};
   render();
   if (state.prompts.length) predict();
   else {
@@ -213,56 +281,160 @@ async function predict() {
   const seq = ++state.seq;
   const body = requestBody();
   const started = performance.now();
+  setStatus(`segmenting (${state.prompts.length} prompt${state.prompts.length > 1 ? "s" : ""})…`,
+            false, true);
   try {
     const answer = await api("/api/predict", {
       method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body),
     });
     if (seq !== state.seq) return;  // a newer click is on its way
+    const roundTrip = performance.now() - started;
+    performance.mark(`draw-start-${seq}`);
     state.results = answer;
+    for (const key of state.runs.keys()) if (key.endsWith("/-1")) state.runs.delete(key);
     if (answer.multimask) {
+      state.runs = new Map();
       state.candidates = Object.fromEntries(
         Object.entries(answer.models).map(([name, m]) => [name, { items: m.candidates, best: m.best }]));
     }
-    await render();
+    render();
+    const draw = performance.measure(`draw-${seq}`, `draw-start-${seq}`).duration;
     state.shown = seq;
-    const roundTrip = performance.now() - started;
+    const server = Object.values(answer.models).reduce((t, m) => t + m.ms + m.embed_ms, 0);
+    state.timings.push({ seq, server, request: roundTrip, draw });
     const parts = Object.entries(answer.models).map(
-      ([name, m]) => `${name} ${m.ms.toFixed(1)} ms` + (m.embed_ms ? ` (+embed ${m.embed_ms.toFixed(0)} ms)` : ""));
-    setStatus(`${parts.join(" · ")} · request ${roundTrip.toFixed(0)} ms`);
+      ([name, m]) => `${name} ${m.ms.toFixed(1)} ms` + (m.embed_ms ? ` (+embed ${m.embed_ms.toFixed(0)} ms)` : "") +
+        (m.task_note ? ` [${name}: ${m.task_note}]` : ""));
+    setStatus(`server: ${parts.join(" · ")} · request ${roundTrip.toFixed(0)} ms · ` +
+              `drawing ${draw.toFixed(1)} ms`);
   } catch (err) {
     if (seq === state.seq) setStatus(`error: ${err.message}`, true);
   }
 }
 
 // Drawing --------------------------------------------------------------------------------
-async function maskPixels(encoded, width, height) {
-  const img = await decodeImage(`data:image/png;base64,${encoded.png}`);
-  const canvas = document.createElement("canvas");
-  canvas.width = width;
-  canvas.height = height;
-  const ctx = canvas.getContext("2d");
-  ctx.drawImage(img, 0, 0);
-  const rgba = ctx.getImageData(0, 0, width, height).data;
-  const mask = new Uint8Array(width * height);
-  for (let i = 0; i < mask.length; i++) mask[i] = rgba[4 * i] > 127 ? 1 : 0;
-  return mask;
+// Masks arrive as COCO compressed RLE (runs down the columns) and are painted run by run with
+// fillRect at the display's resolution: the cost follows the mask's outline, not the photo's
+// pixel count, so a 12 MP photo draws as fast as a small one.
+
+// COCO's compressed RLE string -> run lengths (0-runs first), as pycocotools' rleFrString.
+function rleCounts(s) {
+  const counts = [];
+  let p = 0;
+  while (p < s.length) {
+    let x = 0, k = 0, more = true;
+    while (more) {
+      const c = s.charCodeAt(p) - 48;
+      x |= (c & 0x1f) << (5 * k);
+      more = (c & 0x20) !== 0;
+      p++;
+      k++;
+      if (!more && (c & 0x10)) x |= -1 << (5 * k);
+    }
+    if (counts.length > 2) x += counts[counts.length - 2];
+    counts.push(x);
+  }
+  return counts;
 }
 
-function paintMask(canvas, mask, colour) {
-  const { width, height } = canvas;
-  const ctx = canvas.getContext("2d");
-  const out = ctx.createImageData(width, height);
-  const [r, g, b] = colour;
-  for (let y = 0; y < height; y++) {
-    for (let x = 0; x < width; x++) {
-      const i = y * width + x;
-      if (!mask[i]) continue;
-      const edge = x === 0 || y === 0 || x === width - 1 || y === height - 1 ||
-        !mask[i - 1] || !mask[i + 1] || !mask[i - width] || !mask[i + width];
-      out.data.set([r, g, b, edge ? 255 : MASK_ALPHA], 4 * i);
+// A mask's runs -> per image column, its [y0, y1) intervals (flat arrays).
+function columnRuns(encoded) {
+  const [height, width] = encoded.rle.size;
+  const cols = Array.from({ length: width }, () => []);
+  let pos = 0, value = 0;
+  for (const n of rleCounts(encoded.rle.counts)) {
+    if (value) {
+      for (let a = pos, b = pos + n; a < b;) {  // a run may go on into the next column
+        const x = Math.floor(a / height), y0 = a - x * height;
+        const y1 = Math.min(height, y0 + (b - a));
+        cols[x].push(y0, y1);
+        a += y1 - y0;
+      }
     }
+    pos += n;
+    value ^= 1;
   }
-  ctx.putImageData(out, 0, 0);
+  return cols;
+}
+
+// `cols` (image columns) sampled to `dw x dh` display px: nearest column, rounded rows.
+function displayRuns(cols, dw, dh) {
+  const width = cols.length, height = state.image.height;
+  if (dw === width && dh === height) return cols;
+  const out = [];
+  for (let dx = 0; dx < dw; dx++) {
+    const src = cols[Math.min(width - 1, Math.floor((dx + 0.5) * width / dw))];
+    const col = [];
+    for (let i = 0; i < src.length; i += 2) {
+      const y0 = Math.round(src[i] * dh / height), y1 = Math.round(src[i + 1] * dh / height);
+      if (y1 <= y0) continue;
+      if (col.length && col[col.length - 1] >= y0) col[col.length - 1] = Math.max(col[col.length - 1], y1);
+      else col.push(y0, y1);
+    }
+    out.push(col);
+  }
+  return out;
+}
+
+// The parts of intervals `a` not covered by intervals `b` (both sorted, flat).
+function minus(a, b) {
+  const out = [];
+  let j = 0;
+  for (let i = 0; i < a.length; i += 2) {
+    let y = a[i];
+    const end = a[i + 1];
+    while (j < b.length && b[j + 1] <= y) j += 2;
+    for (let k = j; k < b.length && b[k] < end; k += 2) {
+      if (b[k] > y) out.push(y, b[k]);
+      y = Math.max(y, b[k + 1]);
+    }
+    if (y < end) out.push(y, end);
+  }
+  return out;
+}
+
+// Every run of `cols` filled with `style` (integer pixels: no anti-aliasing).
+function fillRuns(ctx, cols, style) {
+  ctx.fillStyle = style;
+  cols.forEach((col, x) => {
+    for (let i = 0; i < col.length; i += 2) ctx.fillRect(x, col[i], 1, col[i + 1] - col[i]);
+  });
+}
+
+// Tinted inside, opaque outline: pixels with a 4-neighbour outside the mask (or the frame).
+function paintRuns(ctx, cols, colour) {
+  const [r, g, b] = colour;
+  fillRuns(ctx, cols, `rgba(${r}, ${g}, ${b}, ${MASK_ALPHA / 255})`);
+  ctx.fillStyle = `rgb(${r}, ${g}, ${b})`;
+  const none = [];
+  cols.forEach((col, x) => {
+    for (let i = 0; i < col.length; i += 2) {
+      ctx.fillRect(x, col[i], 1, 1);
+      ctx.fillRect(x, col[i + 1] - 1, 1, 1);
+    }
+    for (const other of [cols[x - 1] || none, cols[x + 1] || none]) {
+      const edge = minus(col, other);
+      for (let i = 0; i < edge.length; i += 2) ctx.fillRect(x, edge[i], 1, edge[i + 1] - edge[i]);
+    }
+  });
+}
+
+// The column runs of `name`'s one mask on screen (k = -1), or of the first click's candidate
+// k (kept below while the prompts are refined), each decoded once.
+function runsOf(name, k) {
+  const key = `${name}/${k}`;
+  if (!state.runs.has(key)) {
+    const mask = k < 0 ? state.results.models[name].mask : state.candidates[name].items[k].mask;
+    state.runs.set(key, columnRuns(mask));
+  }
+  return state.runs.get(key);
+}
+
+// The candidate a panel shows: the one clicked, else the highest-scoring (-1: the one mask).
+function shownIndex(name) {
+  const m = state.results.models[name];
+  if (!m.candidates) return -1;
+  return name in state.chosen ? state.chosen[name] : m.best;
 }
 
 function drawPrompts() {
@@ -272,15 +444,15 @@ function drawPrompts() {
     const ctx = canvas.getContext("2d");
     ctx.clearRect(0, 0, canvas.width, canvas.height);
     if (!state.image) continue;
-    const radius = Math.max(4, Math.round(Math.max(canvas.width, canvas.height) / 120));
+    const s = state.scale;
     const boxes = state.prompts.filter((p) => p.kind === "box").map((p) => p.box);
     if (d && d.moved) boxes.push([d.x0, d.y0, d.x1, d.y1]);
-    ctx.lineWidth = Math.max(2, radius / 2);
+    ctx.lineWidth = 2;
     ctx.strokeStyle = "rgb(255, 215, 0)";
-    for (const [x0, y0, x1, y1] of boxes) ctx.strokeRect(x0, y0, x1 - x0, y1 - y0);
+    for (const [x0, y0, x1, y1] of boxes) ctx.strokeRect(x0 * s, y0 * s, (x1 - x0) * s, (y1 - y0) * s);
     for (const p of state.prompts.filter((q) => q.kind === "point")) {
       ctx.beginPath();
-      ctx.arc(p.x, p.y, radius, 0, 2 * Math.PI);
+      ctx.arc(p.x * s, p.y * s, MARKER_PX, 0, 2 * Math.PI);
       ctx.fillStyle = p.label === 1 ? "rgb(0, 200, 0)" : "rgb(230, 0, 0)";
       ctx.fill();
       ctx.lineWidth = 1.5;
@@ -290,74 +462,285 @@ function drawPrompts() {
   }
 }
 
-async function render() {
+function render() {
   drawPrompts();
   if (!state.image) return;
-  const { width, height } = state.image;
   const results = state.results && state.results.image_id === state.image.id ? state.results : null;
   for (const panel of panels()) {
     const name = panel.dataset.model;
     const maskCanvas = panel.querySelector("canvas.mask");
+    const ctx = maskCanvas.getContext("2d");
+    ctx.clearRect(0, 0, maskCanvas.width, maskCanvas.height);
     const link = panel.querySelector("a.download-mask");
     const answer = results && state.prompts.length ? results.models[name] : null;
     if (!answer) {
-      maskCanvas.getContext("2d").clearRect(0, 0, width, height);
       panel.querySelector(".score").textContent = "";
       link.hidden = true;
     } else {
-      paintMask(maskCanvas, await maskPixels(answer.mask, width, height), colourOf(name));
-      panel.querySelector(".score").textContent = `score ${answer.score.toFixed(3)}`;
-      link.href = `data:image/png;base64,${answer.mask.png}`;
-      link.download = `${state.image.name.replace(/[^\w.-]+/g, "_")}_${name}_mask.png`;
+      const k = shownIndex(name);
+      paintRuns(ctx, displayRuns(runsOf(name, k), maskCanvas.width, maskCanvas.height), colourOf(name));
+      const score = k < 0 ? answer.score : answer.candidates[k].score;
+      panel.querySelector(".score").textContent = `score ${score.toFixed(3)}` +
+        (answer.task_note ? " (task: see status)" : "");
       link.hidden = false;
     }
-    await renderCandidates(panel, name);
+    renderCandidates(panel, name);
   }
 }
 
-async function renderCandidates(panel, name) {
+function photoThumb(th) {
+  if (!state.thumb || state.thumb.height !== th) {
+    const canvas = document.createElement("canvas");
+    canvas.height = th;
+    canvas.width = Math.max(1, Math.round(state.image.width * th / state.image.height));
+    canvas.getContext("2d").drawImage(state.photo, 0, 0, canvas.width, canvas.height);
+    state.thumb = canvas;
+  }
+  return state.thumb;
+}
+
+function renderCandidates(panel, name) {
   const box = panel.querySelector(".candidates");
   box.textContent = "";
-  panel.querySelectorAll(".candidates-title").forEach((el) => el.remove());
   const c = state.candidates && state.candidates[name];
+  panel.querySelector(".candidates-title").hidden = !c;
   if (!c) return;
-  const { width, height } = state.image;
-  const heading = document.createElement("div");
-  heading.className = "candidates-title";
-  heading.textContent = "The first click's three candidates (framed: the one shown)";
-  box.before(heading);
-  const scale = Math.min(1, 200 / width);  // thumbnails; CSS fits three across the panel
+  const thumb = photoThumb(THUMB_PX);
+  const shown = name in state.chosen ? state.chosen[name] : c.best;
   for (const [k, item] of c.items.entries()) {
     const figure = document.createElement("figure");
-    figure.className = k === c.best ? "best" : "";
+    figure.className = k === shown ? "best" : "";
+    figure.dataset.k = k;
     const canvas = document.createElement("canvas");
-    canvas.width = Math.round(width * scale);
-    canvas.height = Math.round(height * scale);
-    const full = document.createElement("canvas");
-    full.width = width;
-    full.height = height;
-    full.getContext("2d").drawImage(state.photo, 0, 0);
-    const overlay = document.createElement("canvas");
-    overlay.width = width;
-    overlay.height = height;
-    paintMask(overlay, await maskPixels(item.mask, width, height), colourOf(name));
-    full.getContext("2d").drawImage(overlay, 0, 0);
-    canvas.getContext("2d").drawImage(full, 0, 0, canvas.width, canvas.height);
+    canvas.width = thumb.width;
+    canvas.height = thumb.height;
+    const ctx = canvas.getContext("2d");
+    ctx.drawImage(thumb, 0, 0);
+    paintRuns(ctx, displayRuns(runsOf(name, k), canvas.width, canvas.height), colourOf(name));
     const caption = document.createElement("figcaption");
     caption.textContent = `mask ${k + 1}: ${item.score.toFixed(3)}`;
-    figure.title = "a candidate of the first click alone";
+    figure.title = "show this candidate";
     figure.append(canvas, caption);
+    figure.addEventListener("click", () => chooseCandidate(name, k));
     box.appendChild(figure);
   }
 }
 
-// Controls -------------------------------------------------------------------------------
-function download(filename, text) {
+// Shows candidate `k` of the first click in `name`'s panel (while that click is alone).
+function chooseCandidate(name, k) {
+  if (!state.results || !state.results.models[name].candidates) return;
+  performance.mark("choose-start");
+  state.chosen[name] = k;
+  render();
+  const draw = performance.measure("choose", "choose-start").duration;
+  state.timings.push({ seq: state.seq, server: 0, request: 0, draw });
+  setStatus(`${name}: candidate ${k + 1} shown · drawing ${draw.toFixed(1)} ms`);
+}
+
+// Objects and exports --------------------------------------------------------------------
+function objects() {
+  if (!state.image) return [];
+  return (state.objectsByImage[state.image.id] ||= []);
+}
+
+// Commits each model's shown mask (the candidate picked, or its best) as one object.
+function commitObject() {
+  const results = state.results;
+  if (!state.image || !results || results.image_id !== state.image.id || !state.prompts.length) {
+    setStatus("nothing to add: click on the photo first", true);
+    return;
+  }
+  const list = objects();
+  const object = { name: `object ${list.length + 1}`, task: results.task,
+                   prompts: requestBody(), models: {}, runs: {} };
+  for (const [name, m] of Object.entries(results.models)) {
+    const k = shownIndex(name);
+    const chosen = k < 0 ? m : m.candidates[k];
+    object.models[name] = { mask: chosen.mask, score: chosen.score };
+    object.runs[name] = runsOf(name, k);
+  }
+  list.push(object);
+  state.prompts = [];
+  state.redo = [];
+  state.results = null;
+  state.candidates = null;
+  state.chosen = {};
+  drawObjects();
+  render();
+  renderObjectList();
+  setStatus(`${object.name} added (${list.length} on this photo); click for the next one`);
+}
+
+function deleteObject(j) {
+  objects().splice(j, 1);
+  objects().forEach((o, i) => { o.name = `object ${i + 1}`; });
+  drawObjects();
+  renderObjectList();
+}
+
+function drawObjects() {
+  for (const panel of panels()) {
+    const canvas = panel.querySelector("canvas.objects");
+    const ctx = canvas.getContext("2d");
+    ctx.clearRect(0, 0, canvas.width, canvas.height);
+    objects().forEach((o, j) => {
+      const runs = o.runs[panel.dataset.model];
+      if (runs) paintRuns(ctx, displayRuns(runs, canvas.width, canvas.height),
+                          OBJECT_COLOURS[j % OBJECT_COLOURS.length]);
+    });
+  }
+}
+
+function renderObjectList() {
+  const box = $("objects");
+  box.textContent = "";
+  const list = objects();
+  box.hidden = !list.length;
+  list.forEach((o, j) => {
+    const item = document.createElement("span");
+    item.className = "object";
+    const [r, g, b] = OBJECT_COLOURS[j % OBJECT_COLOURS.length];
+    const scores = Object.entries(o.models).map(([n, m]) => `${n} ${m.score.toFixed(2)}`);
+    item.innerHTML = `<span class="swatch" style="color: rgb(${r},${g},${b})">■</span> `;
+    item.append(`${o.name} (${scores.join(", ")}) `);
+    const remove = document.createElement("button");
+    remove.type = "button";
+    remove.textContent = "×";
+    remove.title = `delete ${o.name}`;
+    remove.addEventListener("click", () => deleteObject(j));
+    item.appendChild(remove);
+    box.appendChild(item);
+  });
+}
+
+function fileStem() {
+  return state.image.name.replace(/[^\w.-]+/g, "_");
+}
+
+// A full-size canvas: `background` (or transparent), then each `[runs, style]` layer filled.
+function fullCanvas(background, layers) {
+  const { width, height } = state.image;
+  const canvas = document.createElement("canvas");
+  canvas.width = width;
+  canvas.height = height;
+  const ctx = canvas.getContext("2d");
+  if (background) {
+    ctx.fillStyle = background;
+    ctx.fillRect(0, 0, width, height);
+  }
+  for (const [runs, style] of layers) fillRuns(ctx, runs, style);
+  return canvas;
+}
+
+// The mask a panel shows, white on black at the photo's size; null without one.
+function maskCanvasOf(name) {
+  if (!state.results || !state.prompts.length) return null;
+  return fullCanvas("black", [[runsOf(name, shownIndex(name)), "white"]]);
+}
+
+// The label image of the committed objects: value k (R = G = B) for object k, 0 elsewhere;
+// a later object covers an earlier one where they overlap.
+function labelsCanvas(name) {
+  const list = objects();
+  if (!list.length) return null;
+  return fullCanvas("rgb(0, 0, 0)",
+                    list.map((o, j) => [o.runs[name], `rgb(${j + 1}, ${j + 1}, ${j + 1})`]));
+}
+
+// The photo cut out by the shown mask (or, with no prompts, by every committed object),
+// transparent elsewhere and cropped to the mask's bounding box.
+function cutoutCanvas(name) {
+  const layers = state.results && state.prompts.length
+    ? [[runsOf(name, shownIndex(name)), "white"]]
+    : objects().map((o) => [o.runs[name], "white"]);
+  const box = bboxOf(layers.map(([runs]) => runs));
+  if (!box) return null;
+  const cut = fullCanvas(null, layers);
+  const ctx = cut.getContext("2d");
+  ctx.globalCompositeOperation = "source-in";
+  ctx.drawImage(state.photo, 0, 0);
+  const [x, y, w, h] = box;
+  const out = document.createElement("canvas");
+  out.width = w;
+  out.height = h;
+  out.getContext("2d").drawImage(cut, -x, -y);
+  return out;
+}
+
+// [x, y, w, h] around every run of every mask in `many` (null if they are all empty).
+function bboxOf(many) {
+  let x0 = Infinity, y0 = Infinity, x1 = -1, y1 = -1;
+  for (const runs of many) {
+    runs.forEach((col, x) => {
+      if (!col.length) return;
+      x0 = Math.min(x0, x);
+      x1 = Math.max(x1, x);
+      y0 = Math.min(y0, col[0]);
+      y1 = Math.max(y1, col[col.length - 1] - 1);
+    });
+  }
+  return x1 < 0 ? null : [x0, y0, x1 - x0 + 1, y1 - y0 + 1];
+}
+
+function areaOf(runs) {
+  let area = 0;
+  for (const col of runs) for (let i = 0; i < col.length; i += 2) area += col[i + 1] - col[i];
+  return area;
+}
+
+// Every committed object of this photo, one annotation per model, as COCO JSON with the
+// masks as COCO compressed RLE (pycocotools.mask.decode reads `segmentation`).
+function cocoJson() {
+  const { width, height } = state.image;
+  const annotations = [];
+  objects().forEach((o, j) => {
+    for (const [name, m] of Object.entries(o.models)) {
+      const box = bboxOf([o.runs[name]]);
+      annotations.push({
+        id: annotations.length + 1, image_id: 1, category_id: 1, iscrowd: 0,
+        segmentation: m.mask.rle, area: areaOf(o.runs[name]), bbox: box || [0, 0, 0, 0],
+        score: m.score, model: name, object: j + 1, task: o.task, prompts: o.prompts,
+      });
+    }
+  });
+  return {
+    info: { description: "sum_jax.serve annotations", models: state.info.models.map((m) => m.name) },
+    images: [{ id: 1, file_name: state.image.name, width, height }],
+    categories: [{ id: 1, name: "object" }],
+    annotations,
+  };
+}
+
+function saveCanvas(canvas, filename) {
+  canvas.toBlob((blob) => saveBlob(blob, filename), "image/png");
+}
+
+function saveBlob(blob, filename) {
   const a = document.createElement("a");
-  a.href = URL.createObjectURL(new Blob([text], { type: "application/json" }));
+  a.href = URL.createObjectURL(blob);
   a.download = filename;
   a.click();
   setTimeout(() => URL.revokeObjectURL(a.href), 1000);
+}
+
+// Controls -------------------------------------------------------------------------------
+function download(filename, text) {
+  saveBlob(new Blob([text], { type: "application/json" }), filename);
+}
+
+function setMode(mode) {
+  state.mode = mode;
+  for (const input of document.querySelectorAll('input[name="mode"]')) {
+    input.checked = input.value === mode;
+  }
+}
+
+function stepImage(step) {
+  const select = $("image");
+  const i = select.selectedIndex + step;
+  if (i < 0 || i >= select.options.length) return;
+  select.selectedIndex = i;
+  select.dispatchEvent(new Event("change"));
 }
 
 function wireControls() {
@@ -371,18 +754,53 @@ function wireControls() {
     changed();
   });
   $("undo").addEventListener("click", () => {
-    state.prompts.pop();
+    if (!state.prompts.length) return;
+    state.redo.push(state.prompts.pop());
+    changed();
+  });
+  $("redo").addEventListener("click", () => {
+    if (!state.redo.length) return;
+    state.prompts.push(state.redo.pop());
     changed();
   });
   $("reset").addEventListener("click", () => {
     state.prompts = [];
+    state.redo = [];
     changed();
   });
+  $("commit").addEventListener("click", commitObject);
+  $("export-coco").addEventListener("click", () => {
+    if (!objects().length) return setStatus("no objects yet: add one with Enter", true);
+    download(`${fileStem()}_coco.json`, JSON.stringify(cocoJson()));
+  });
+  for (const input of document.querySelectorAll('input[name="mode"]')) {
+    input.addEventListener("change", () => setMode(input.value));
+  }
+  // The shortcuts listed on the page (index.html, .help).
   window.addEventListener("keydown", (e) => {
-    if ((e.ctrlKey || e.metaKey) && e.key === "z") {
-      e.preventDefault();
-      $("undo").click();
-    }
+    if (e.target.closest && e.target.closest("select, input[type=file]")) return;
+    const ctrl = e.ctrlKey || e.metaKey;
+    const key = e.key.toLowerCase();
+    const action = ctrl && key === "z" && e.shiftKey ? "redo"
+      : ctrl && key === "z" ? "undo"
+      : ctrl && key === "y" ? "redo"
+      : ctrl ? null
+      : { p: "positive", n: "negative", b: "box", enter: "commit", escape: "reset",
+          ".": "next", ",": "previous" }[key];
+    if (!action) return;
+    e.preventDefault();
+    if (action === "positive" || action === "negative" || action === "box") setMode(action);
+    else if (action === "next" || action === "previous") stepImage(action === "next" ? 1 : -1);
+    else $(action).click();
+  });
+  let resizing = null;
+  window.addEventListener("resize", () => {
+    clearTimeout(resizing);
+    resizing = setTimeout(() => {
+      if (!state.image) return;
+      sizeStages();
+      render();
+    }, 100);
   });
   $("save-prompts").addEventListener("click", () => {
     if (!state.image) return;
@@ -397,6 +815,18 @@ function fail(err) {
   setStatus(`error: ${err.message}`, true);
 }
 
+// Until the server has compiled every click on the listed photos, say how far it is.
+async function waitUntilReady() {
+  for (;;) {
+    const s = await api("/api/status");
+    if (s.error) setStatus(`warm-up failed (${s.error}); clicks may be slow`, true);
+    if (s.ready || s.error) return;
+    setStatus(`warming up: ${s.step || "starting"} (${s.done} of ${s.total} image sizes done, ` +
+              `${s.seconds.toFixed(0)} s)…`, false, true);
+    await sleep(400);
+  }
+}
+
 async function start() {
   state.info = await api("/api/info");
   if (state.info.banner) {
@@ -406,6 +836,7 @@ async function start() {
   buildPanels();
   wireControls();
   const images = await loadImages();
+  await waitUntilReady();
   if (images.length) await showImage(images[0].id);
 }
 
