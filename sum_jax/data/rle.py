@@ -19,6 +19,10 @@ from typing import Any
 import numpy as np
 from pycocotools import mask as mask_utils
 
+# A polygon outline longer than this many times (height + width) is refused: a real outline,
+# however detailed, is far shorter, and pycocotools' memory grows with it.
+MAX_OUTLINE = 100
+
 
 class RLEError(ValueError):
     """An RLE or polygon annotation that does not describe a valid mask."""
@@ -117,39 +121,122 @@ def area(counts: bytes, height: int, width: int) -> int:
 def from_coco_segmentation(segmentation: Any, height: int, width: int) -> bytes:
     """Compressed RLE of a COCO `segmentation` field: polygons, RLE dict or uncompressed RLE.
 
-    Raises RLEError with a description when the field is malformed.
+    Everything is checked before pycocotools sees it (its C code trusts its input: a polygon
+    at 1e10 allocates gigabytes, one at 1e300 or NaN crashes the process): polygons are flat
+    lists of an even number (>= 6) of finite numbers, no point more than one image size
+    outside the image; RLE `size` is `[height, width]`; compressed `counts` is an ASCII string
+    that decodes to exactly `height * width` pixels; uncompressed `counts` is a list of
+    non-negative integers summing to `height * width`. Raises RLEError naming what is wrong.
     """
     if isinstance(segmentation, list):
         if not segmentation:
             raise RLEError("polygon list is empty")
-        polygons = []
-        for poly in segmentation:
-            if not isinstance(poly, (list, tuple)) or not all(
-                isinstance(v, (int, float)) for v in poly
-            ):
-                raise RLEError("polygon is not a flat list of numbers")
-            if len(poly) < 6 or len(poly) % 2:
-                raise RLEError(f"polygon has {len(poly)} coordinates; needs an even number >= 6")
-            polygons.append([float(v) for v in poly])
+        polygons = [_checked_polygon(p, k, height, width) for k, p in enumerate(segmentation)]
+        # pycocotools walks each edge at 5x resolution, ~80 bytes per pixel of outline.
+        outline = sum(_outline(p) for p in polygons)
+        if outline > MAX_OUTLINE * (height + width):
+            raise RLEError(
+                f"polygons' outline is {outline:.0f} pixels long, more than {MAX_OUTLINE} "
+                f"times the image's height + width ({height} + {width}): not an outline of "
+                "this image"
+            )
         rles = mask_utils.frPyObjects(polygons, height, width)
         return mask_utils.merge(rles)["counts"]
     if isinstance(segmentation, dict):
         if "counts" not in segmentation or "size" not in segmentation:
             raise RLEError("RLE segmentation needs 'counts' and 'size'")
         size = segmentation["size"]
+        if not (isinstance(size, list) and len(size) == 2 and all(_is_int(v) for v in size)):
+            raise RLEError(f"RLE 'size' is {_short(size)}, not [height, width]")
         if list(size) != [height, width]:
             raise RLEError(f"RLE size {list(size)} differs from the image's {[height, width]}")
         counts = segmentation["counts"]
         if isinstance(counts, list):  # Uncompressed RLE (COCO iscrowd): validate, then compress.
-            runs = np.asarray(counts)
-            if runs.ndim != 1 or (runs < 0).any() or int(runs.sum()) != height * width:
-                raise RLEError("uncompressed RLE does not cover the image exactly")
+            _check_runs(counts, height, width)
             rle = mask_utils.frPyObjects({"size": [height, width], "counts": counts}, height, width)
             return rle["counts"]
         if isinstance(counts, str):
-            counts = counts.encode("ascii", errors="replace")
+            if not counts.isascii():
+                raise RLEError("RLE counts string has non-ASCII characters")
+            counts = counts.encode("ascii")
         if not isinstance(counts, bytes):
-            raise RLEError(f"RLE counts has type {type(counts).__name__}")
+            raise RLEError(f"RLE 'counts' is {_short(counts)}, not a string or a list of runs")
         validate(counts, height, width)
         return counts
-    raise RLEError(f"segmentation has type {type(segmentation).__name__}, not polygons or RLE")
+    raise RLEError(f"segmentation is {_short(segmentation)}, not polygons or an RLE object")
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _short(value: Any) -> str:
+    """A value as a message shows it: JSON's names for null/true/false, long text cut."""
+    if value is None or isinstance(value, bool):
+        return {None: "null", True: "true", False: "false"}[value]
+    text = repr(value)
+    return f"{type(value).__name__} {text if len(text) <= 40 else text[:37] + '...'}"
+
+
+def _checked_polygon(poly: Any, k: int, height: int, width: int) -> list[float]:
+    """Polygon `k` as floats, or RLEError: flat, even length >= 6, finite, near the image.
+
+    The bound (one image size beyond each edge) keeps pycocotools' rasteriser, which walks
+    every edge at 5x resolution, within a few times the image's memory."""
+    if not isinstance(poly, list):
+        raise RLEError(f"polygon {k} is {_short(poly)}, not a flat list of numbers")
+    for v in poly:
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            raise RLEError(f"polygon {k} holds {_short(v)}, not a number")
+    if len(poly) < 6 or len(poly) % 2:
+        raise RLEError(f"polygon {k} has {len(poly)} coordinates; needs an even number >= 6")
+    try:
+        xy = np.array(poly, np.float64).reshape(-1, 2)
+    except OverflowError:  # an integer beyond float range
+        xy = np.full((len(poly) // 2, 2), np.inf)
+    bad = ~np.isfinite(xy).all(axis=1)
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise RLEError(
+            f"polygon {k} point {i} is ({_coord(poly[2 * i])}, {_coord(poly[2 * i + 1])}): "
+            "coordinates must be finite numbers"
+        )
+    x, y = xy[:, 0], xy[:, 1]
+    far = (x < -width) | (x > 2 * width) | (y < -height) | (y > 2 * height)
+    if far.any():
+        i = int(np.flatnonzero(far)[0])
+        raise RLEError(
+            f"polygon {k} point {i} is (x={_coord(poly[2 * i])}, y={_coord(poly[2 * i + 1])}), "
+            "more than one "
+            f"image size outside the {height}x{width} image (x must lie in "
+            f"[{-width}, {2 * width}], y in [{-height}, {2 * height}])"
+        )
+    return [float(v) for v in poly]
+
+
+def _coord(value: float) -> str:
+    """A coordinate as a message shows it (an integer of 400 digits by its length)."""
+    text = repr(value)
+    if len(text) <= 24:
+        return text
+    return f"{value:.3g}" if isinstance(value, float) else f"an integer of {len(text)} digits"
+
+
+def _outline(poly: list[float]) -> float:
+    """Length of a closed polygon's outline in pixel steps (the larger of |dx|, |dy| per
+    edge, the number of points pycocotools draws along it before upsampling)."""
+    xy = np.asarray(poly).reshape(-1, 2)
+    return float(np.abs(xy - np.roll(xy, 1, axis=0)).max(axis=1).sum())
+
+
+def _check_runs(counts: list, height: int, width: int) -> None:
+    """Uncompressed RLE: non-negative integers summing to height * width."""
+    for i, v in enumerate(counts):
+        if not _is_int(v) or v < 0:
+            raise RLEError(f"uncompressed RLE run {i} is {_short(v)}, not a non-negative integer")
+    total = sum(counts)
+    if total != height * width:
+        raise RLEError(
+            f"uncompressed RLE covers {total} pixels but the mask is "
+            f"{height}x{width}={height * width}"
+        )

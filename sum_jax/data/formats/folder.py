@@ -35,6 +35,7 @@ class Item:
 
 
 def list_items(root: Path, split_tag: str, opts: dict, log: IssueLog) -> list[Item]:
+    common.check_threshold(opts["mask_threshold"])
     matches = common.match_images(
         root, split_tag, opts, log, dir_key="mask_dir", globs_key="mask_globs", what="mask file"
     )

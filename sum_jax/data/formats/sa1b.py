@@ -34,14 +34,22 @@ def list_items(root: Path, split_tag: str, opts: dict, log: IssueLog) -> list[It
     if not image_dir.is_dir():
         raise FileNotFoundError(f"{image_dir}: image folder does not exist")
     items = {}
-    for path in common.find_files(image_dir, opts["image_globs"]):
+    for path in common.find_files(image_dir, opts["image_globs"], log):
         annotation = path.with_suffix(".json")
         if not annotation.is_file():
             log.report(
                 str(path), f"no annotation file {annotation.name} next to it", "missing json"
             )
             continue
-        items.setdefault(path.stem, Item(path, annotation, path.stem))
+        if path.stem in items:
+            log.report(
+                str(path),
+                f"image id {path.stem!r} is taken by {items[path.stem].image}, found first; "
+                "skipped (SA-1B ids are file names: remove the copy)",
+                "duplicate image id",
+            )
+            continue
+        items[path.stem] = Item(path, annotation, path.stem)
     return [items[k] for k in sorted(items)]
 
 
@@ -55,6 +63,9 @@ def load_item(item: Item, opts: dict, log: IssueLog, require_masks: bool) -> Exa
             record = json.load(f)
     except (OSError, json.JSONDecodeError, UnicodeDecodeError) as e:
         log.report(str(item.annotation), f"not valid JSON: {e}", "bad json")
+        return None
+    except RecursionError:
+        log.report(str(item.annotation), "JSON nested too deeply to read", "bad json")
         return None
     info = record.get("image") if isinstance(record, dict) else None
     if not isinstance(info, dict) or "height" not in info or "width" not in info:
@@ -75,6 +86,11 @@ def load_item(item: Item, opts: dict, log: IssueLog, require_masks: bool) -> Exa
     masks = []
     if opts["keep_masks"]:
         for k, ann in enumerate(record["annotations"]):
+            if not isinstance(ann, dict):
+                kind = "null" if ann is None else f"a JSON {type(ann).__name__}"
+                message = f"annotations[{k}] is {kind}, not an object"
+                log.report(str(item.annotation), message, "json bad entry")
+                continue
             where = f"{item.annotation} (annotation #{k}, id {ann.get('id', '?')})"
             if "segmentation" not in ann:
                 log.report(where, "lacks 'segmentation'", "json missing field")
