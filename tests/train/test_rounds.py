@@ -312,31 +312,37 @@ def test_no_gradient_through_previous_logits(model, recorded):
         )
     )(params)
 
+    fields = ("points", "labels", "boxes", "box_valid", "mask_inputs", "mask_valid", "task_ids")
+
     def reference(p):
         m = model_def.merge(p, rest)
-        image_losses = []
-        for k in range(ROUNDS):
-            logits, iou = m.decode(
-                emb,
-                r["points"][k],
-                r["labels"][k],
-                r["boxes"][k],
-                r["box_valid"][k],
-                r["mask_inputs"][k],  # a constant: the recorded previous logits
-                r["mask_valid"][k],
-                multimask_output=k == 0,
-                task_ids=r["task_ids"][k],
+
+        def decode(inputs, multimask):
+            points, labels, boxes, box_valid, mask_inputs, mask_valid, task_ids = inputs
+            return m.decode(emb, points, labels, boxes, box_valid,
+                            mask_inputs,  # a constant: the recorded previous logits
+                            mask_valid, multimask_output=multimask, task_ids=task_ids)  # fmt: skip
+
+        def image_losses(terms):
+            return losses.masked_mean(terms["loss"].reshape(B, N), valid, axis=1)
+
+        logits, iou = decode([r[f][0] for f in fields], True)
+        terms, _ = losses.multimask_loss(
+            logits.reshape(B * N, 3, L, L), iou.reshape(B * N, 3), targets, c, area
+        )
+        first = image_losses(terms)
+
+        # Rounds 2..R decode their recorded inputs one after the other (a scan: the program
+        # holds one decoder instead of R - 1 unrolled ones, which took most of the time).
+        def later_round(carry, inputs):
+            logits, iou = decode(inputs, False)
+            terms = losses.combined_loss(
+                logits.reshape(B * N, L, L), iou.reshape(B * N), targets, c, area=area
             )
-            if k == 0:
-                terms, _ = losses.multimask_loss(
-                    logits.reshape(B * N, 3, L, L), iou.reshape(B * N, 3), targets, c, area
-                )
-            else:
-                terms = losses.combined_loss(
-                    logits.reshape(B * N, L, L), iou.reshape(B * N), targets, c, area=area
-                )
-            image_losses.append(losses.masked_mean(terms["loss"].reshape(B, N), valid, axis=1))
-        return jax.numpy.stack(image_losses).mean()
+            return carry, image_losses(terms)
+
+        _, later = jax.lax.scan(later_round, None, [r[f][1:] for f in fields])
+        return jax.numpy.concatenate([first[None], later]).mean()
 
     def actual(p):
         m = model_def.merge(p, rest)

@@ -116,6 +116,19 @@ def test_split_microbatches_keeps_each_devices_images():
     assert all(set(micro[:, d]) == {2 * d, 2 * d + 1} for d in range(4))
 
 
+def test_memory_options_together_change_no_gradient(reference):
+    """Accumulation over 2 micro-batches, block remat (encoder and rounds) and 3 mask chunks
+    at once, float32: the step of the whole batch (one compilation for the three options;
+    each alone runs under `-m slow`, below)."""
+    cfg = config(remat="block", mask_chunks=3)
+    cfg.train.microbatches = 2
+    got = run(cfg)
+    assert got[2].microbatches == 2 and reference[2].microbatches == 1
+    assert got[2].settings.remat_rounds and got[2].settings.mask_chunks == 3
+    assert_same_step(got, reference)
+
+
+@pytest.mark.slow
 def test_accumulation_equals_one_batch(reference):
     """2 micro-batches of 2 images (2 and 1 images with valid masks) vs the 4 at once, float32:
     losses and per-round metrics (also split by data source) within 1e-5 relative, the
@@ -128,6 +141,7 @@ def test_accumulation_equals_one_batch(reference):
     assert_same_step(got, reference)
 
 
+@pytest.mark.slow
 def test_remat_changes_no_gradient(reference):
     """Block remat of the encoder and of the rounds, float32: the same step."""
     got = run(config(remat="block"))
@@ -180,6 +194,7 @@ def test_update_writes_the_donated_parameters_in_place():
         np.testing.assert_allclose(np.asarray(new_state.params[k]), x, rtol=1e-7, err_msg=k)
 
 
+@pytest.mark.slow
 def test_mask_chunks_change_no_gradient(reference):
     """Decoding each image's 3 masks one at a time (3 chunks, each rematerialised), float32:
     the same step."""
