@@ -39,6 +39,11 @@ setup(
     # The model behind `pretrained:small` (sum_jax/pretrain) ships with the package.
     package_data={"sum_jax.serve": ["static/*"], "sum_jax": ["pretrained/*/*"]},
     extras_require={
+        # Accelerators (README, "On GPUs and TPUs"): the JAX wheels for NVIDIA GPUs (CUDA 12,
+        # its libraries included: only the driver is needed) and for Cloud TPU VMs, at the
+        # JAX version this project is tested with (the plugins must match jaxlib exactly).
+        "cuda": ["jax[cuda12]==0.10.2"],
+        "tpu": ["jax[tpu]==0.10.2"],
         # The numerical reference. torch 2.13.0 cannot load PyPI's torchvision, which the
         # official segment_anything imports, so the pair below is pinned together.
         # segment-anything itself is installed with --no-deps by .ci/run and the README.

@@ -131,9 +131,14 @@ def _apply(config, variant: str) -> None:
     elif variant == "no_uncertainty_sampling":
         config.interactive.uncertainty_sampling = False
     elif variant.startswith("theta_"):
-        theta = float(variant.split("_", 1)[1])
+        try:
+            theta = float(variant.split("_", 1)[1])
+        except ValueError:
+            theta = float("nan")
         if not 0.0 <= theta < 1.0:
-            raise ValueError(f"theta must be in [0, 1), got {theta} from {variant!r}")
+            raise ValueError(
+                f"ablation {variant!r}: theta_<x> needs a number x in [0, 1), e.g. theta_0.6"
+            )
         config.loss.theta = theta
     elif variant == "confidence_uncer":
         config.data.pseudo_label_dir = "data/pseudo_labels/sa1b_confidence"

@@ -36,7 +36,8 @@ Fields:
 - `dilation_ratio`: boundary-IoU band, fraction of the image diagonal (0.02).
 - `masks_per_batch`: GT masks decoded together (x2 modes); `bucket_sizes`: padded GT frame
   sizes (one compilation per bucket pair).
-- `num_examples`: images with example PNGs; `max_images`: per run, -1 for all.
+- `num_examples`: images with example PNGs; `max_images`: only the first N images of the run
+  (unset, the default: every image; the same meaning in every command).
 
 Sized for: one accelerator per process. Run time: dominated by the click rounds (20 for
 NoC) per object; docs/evaluation.md gives measured throughput. The paper's numbers for SAM
@@ -44,6 +45,7 @@ and SUM on these sets are in its Tables 14-18 (experiments/ prints them beside o
 """
 
 import ml_collections
+from ml_collections.config_dict import placeholder
 
 from sum_jax.data import registry
 from sum_jax.evaluate.protocol import FRAME_BUCKETS
@@ -71,5 +73,5 @@ def get_config() -> ml_collections.ConfigDict:
     c.masks_per_batch = 8
     c.bucket_sizes = FRAME_BUCKETS  # multiples of 128 up to 1024, then coarser
     c.num_examples = 4
-    c.max_images = -1
+    c.max_images = placeholder(int)  # unset: every image
     return c

@@ -31,7 +31,8 @@ from flax import nnx
 from tqdm import tqdm
 
 from convert import key_map
-from sum_jax import checkpointing
+from sum_jax import checkpointing, output_dir
+from sum_jax.cli import disk_message
 from sum_jax.cli import message as cli_message
 from sum_jax.fileio import atomic_path, check_output_dir
 from sum_jax.models.sam import VARIANTS, SamConfig
@@ -212,6 +213,17 @@ def check_output(output: str, *, overwrite: bool, directory: bool) -> None:
             f"--output={path}: a {what} is already there and is kept; pass --overwrite to "
             "replace it (the old one stays until the new one is complete)"
         )
+    if directory and path.is_dir() and any(path.iterdir()):
+        # --overwrite replaces the whole folder: only ever a model directory.
+        found, how = output_dir.owner(path)
+        if found != output_dir.MODEL:
+            held = (
+                f"holds {output_dir.describe(found)} ({how})" if found else "is no model directory"
+            )
+            raise ConversionError(
+                f"--output={path} {held}; --overwrite replaces a whole model directory "
+                f"(one with {checkpointing.CONFIG_FILE}) and nothing else: choose a new folder"
+            )
 
 
 def _existing_variant(output_dir: str) -> str | None:
@@ -306,7 +318,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             pth_to_orbax(args.input, args.output, args.variant, overwrite=args.overwrite)
     except (ConversionError, OSError, ValueError) as e:
-        print(f"error: {cli_message(e)}", file=sys.stderr)
+        print(f"error: {disk_message(e) or cli_message(e)}", file=sys.stderr)
         if args.verbose:
             traceback.print_exc()
         return 2  # sum_jax.cli.EXIT_USAGE: a known failure, explained in one paragraph

@@ -30,13 +30,14 @@ missing, with the run that would make them.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 
 from absl import flags
 
 from experiments import tables
-from sum_jax import cli
+from sum_jax import cli, config_checks, output_dir
 from sum_jax.evaluate import reports, runner
 from sum_jax.fileio import atomic_write
 
@@ -61,6 +62,16 @@ def split_checkpoint(arg: str, spec: tables.TableSpec) -> tuple[str, str]:
         if arg.startswith(name + "="):
             return name, arg[len(name) + 1 :]
     raise ValueError(f"--checkpoint={arg!r} names no column of {spec.name}; see --list")
+
+
+def model_variant(spec: str) -> str:
+    """The SAM variant a model spec holds, as its directory records it (`sam_config.json`)
+    or `random:<variant>` names it: what labels the model in a table, not its column."""
+    from sum_jax import checkpointing
+
+    if spec.startswith("random:"):
+        return spec.split(":", 1)[1]
+    return checkpointing.read_config(spec).variant
 
 
 def run_models(spec: tables.TableSpec, runs: str) -> dict[str, str]:
@@ -109,10 +120,13 @@ def run_table(
         raise ValueError(f"{spec.name} has no columns {unknown}; columns: {sorted(known)}")
     if runs:
         checkpoints = {**run_models(spec, runs), **checkpoints}
+    for column, model in checkpoints.items():
+        cli.check_model_dir(model, f"--checkpoint={column}")
     summaries = {}
     for column in spec.columns:
         out = os.path.join(workdir, slug(column.name))
         done = os.path.exists(os.path.join(out, "summary.json"))
+        model_file = os.path.join(out, "model.json")
         if column.name in checkpoints and (overwrite or not done):
             c = config.copy_and_resolve_references()
             c.protocols = spec.protocol
@@ -122,12 +136,26 @@ def run_table(
                 c[key] = val
             # The model directory, not a loaded model: the evaluator reads its task record.
             summaries[column.name] = runner.evaluate(
-                c, checkpoints[column.name], runner.read_examples(c), out, name=column.name
+                c,
+                checkpoints[column.name],
+                runner.read_examples(c),
+                out,
+                name=column.name,
+                restart=overwrite,
             )
+            model = {"checkpoint": checkpoints[column.name]}
+            model["variant"] = model_variant(model["checkpoint"])
+            atomic_write(model_file, json.dumps(model) + "\n")
         elif done:
             summaries[column.name] = reports.load_summary(out)
+        if column.name in summaries and os.path.isfile(model_file):
+            # The variant the model really is labels it (a tiny model in a ViT-H column).
+            with open(model_file) as f:
+                variant = json.load(f).get("variant")
+            summaries[column.name] = {**summaries[column.name], "variant": variant}
     rows = spec.render(spec, summaries)
-    md = tables.to_markdown(spec.title, rows) + tables.footnote(summaries)
+    md = tables.to_markdown(spec.title, rows) + tables.models_note(summaries)
+    md += tables.footnote(summaries)
     md += missing_note(spec, summaries)
     atomic_write(os.path.join(workdir, f"{spec.name}.md"), md)
     atomic_write(os.path.join(workdir, f"{spec.name}.csv"), tables.to_csv(rows))
@@ -153,12 +181,13 @@ def main(argv: list[str]) -> None:
         return
     if not _TABLE.value or not _WORKDIR.value:
         cli.fail("--table and --workdir are required (--list shows the tables)")
+    config_checks.check(_CONFIG.value, "run_table")
     spec = tables.TABLES[_TABLE.value]
     checkpoints = dict(split_checkpoint(c, spec) for c in _CHECKPOINT.value)
     if _RUNS.value and not os.path.isdir(_RUNS.value):
         cli.fail(f"--runs={_RUNS.value}: no such folder of training runs")
-    print(
-        run_table(
+    with output_dir.claim(_WORKDIR.value, "run_table", "--workdir"):
+        table = run_table(
             _CONFIG.value,
             spec,
             checkpoints,
@@ -166,7 +195,7 @@ def main(argv: list[str]) -> None:
             overwrite=_OVERWRITE.value,
             runs=_RUNS.value,
         )
-    )
+    print(table)
 
 
 if __name__ == "__main__":

@@ -149,6 +149,31 @@ def render_table2(spec: TableSpec, summaries) -> list[list[str]]:
 
 
 BACKBONES = ("ViT-B", "ViT-L", "ViT-H")
+# How a table names `sum_jax.models.sam.VARIANTS`.
+VARIANT_NAMES = {"vit_b": "ViT-B", "vit_l": "ViT-L", "vit_h": "ViT-H", "tiny": "tiny",
+                 "small": "small"}  # fmt: skip
+
+
+def backbone_label(backbone: str, summaries) -> str:
+    """Table 6's row label: `backbone`, unless the models evaluated in its columns record
+    another variant (`summary["variant"]`, run_table's `model.json`): then what they are."""
+    ran = sorted({
+        VARIANT_NAMES.get(s["variant"], s["variant"])
+        for name, s in summaries.items()
+        if name.endswith(f" {backbone}") and s.get("variant")
+    })  # fmt: skip
+    if not ran or ran == [backbone]:
+        return backbone
+    return f"{'/'.join(ran)} (in the {backbone} columns)"
+
+
+def models_note(summaries) -> str:
+    """One line naming each evaluated model's variant, as its directory records it."""
+    known = {n: s["variant"] for n, s in summaries.items() if s.get("variant")}
+    if not known:
+        return ""
+    names = ", ".join(f"{n}: {VARIANT_NAMES.get(v, v)}" for n, v in known.items())
+    return f"\nModels: {names}\n"
 
 
 def render_table6(spec: TableSpec, summaries) -> list[list[str]]:
@@ -166,7 +191,7 @@ def render_table6(spec: TableSpec, summaries) -> list[list[str]]:
                         s = summaries.get(f"{model} {backbone}")
                         cells.append(fmt(value(s, task, metric, rnd, spec.protocol, spec.mode),
                                          flagged(s, task, spec.protocol, spec.mode)))  # fmt: skip
-                rows.append([backbone, metric_name, str(rnd)] + cells)
+                rows.append([backbone_label(backbone, summaries), metric_name, str(rnd)] + cells)
     return rows
 
 

@@ -26,6 +26,9 @@ import json
 import logging
 import os
 import shutil
+import sys
+import zipfile
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +38,7 @@ import orbax.checkpoint as ocp
 from flax import nnx
 
 from sum_jax.fileio import atomic_dir, atomic_write, swap_in
+from sum_jax.fingerprint import tree_hash
 from sum_jax.models.lora import merge_state
 from sum_jax.models.sam import Sam, SamConfig
 
@@ -259,24 +263,144 @@ def save_packed(
 def _load_packed(path: Path, target: dict) -> dict:
     """The nested state of `params.npz`, checked key by key and shape by shape against
     `target` (the architecture's abstract state)."""
-    with np.load(path) as arrays:
-        stored = dict(arrays.items())
+    try:
+        with np.load(path) as arrays:
+            stored = dict(arrays.items())
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as e:
+        raise DamagedModelError(damaged_message(path.parent, path, e)) from e
+    problem = mismatch_message(_shapes(stored), _shapes(target), path)
+    if problem:
+        raise ValueError(problem)
 
     def fill(node, prefix):
         if isinstance(node, dict):
             return {k: fill(v, f"{prefix}{k}.") for k, v in node.items()}
-        key = prefix[:-1]
-        if key not in stored:
-            raise ValueError(f"{path} lacks {key}: it is not this architecture's")
-        value = stored.pop(key)
-        if value.shape != node.shape:
-            raise ValueError(f"{path}: {key} is {value.shape}, the architecture needs {node.shape}")
-        return value.astype(node.dtype)
+        return stored[prefix[:-1]].astype(node.dtype)
 
-    out = fill(target, "")
-    if stored:
-        raise ValueError(f"{path} has arrays the architecture lacks: {sorted(stored)[:5]}")
-    return out
+    return fill(target, "")
+
+
+class DamagedModelError(ValueError):
+    """A model directory whose files do not read (truncated, corrupt): not the user's
+    architecture, the copy on disk; the message says how to make it again."""
+
+
+def _shapes(tree) -> dict[str, tuple[int, ...]]:
+    """`{'.'-joined path: shape}` of the leaves of a (nested or flat) tree of arrays or of
+    Orbax's array metadata."""
+    leaves = jax.tree_util.tree_flatten_with_path(tree, is_leaf=lambda x: hasattr(x, "shape"))[0]
+    return {
+        ".".join(str(getattr(k, "key", getattr(k, "idx", k))) for k in path): tuple(leaf.shape)
+        for path, leaf in leaves
+    }
+
+
+def _variant_of(shapes: dict[str, tuple[int, ...]]) -> str | None:
+    """The `VARIANTS` name whose encoder width and depth stored arrays have, else None."""
+    from sum_jax.models.sam import VARIANTS
+
+    width = shapes.get("image_encoder.patch_embed.proj.bias", (None,))[-1]
+    depth = len({k.split(".")[2] for k in shapes if k.startswith("image_encoder.blocks.")})
+    for name, v in VARIANTS.items():
+        if (v.encoder_embed_dim, v.encoder_depth) == (width, depth):
+            return name
+    return None
+
+
+def mismatch_message(stored: dict, wanted: dict, where: Path) -> str | None:
+    """One paragraph on how arrays stored in `where` differ from the `wanted` shapes (counts
+    and the first of each kind), or None when every path and shape agrees."""
+    differ = [k for k in wanted if k in stored and tuple(stored[k]) != tuple(wanted[k])]
+    missing = [k for k in wanted if k not in stored]
+    extra = [k for k in stored if k not in wanted]
+    if not (differ or missing or extra):
+        return None
+    found = []
+    if differ:
+        k = differ[0]
+        found.append(f"{len(differ)} of {len(wanted)} arrays differ in shape, first: {k} "
+                     f"{list(stored[k])} stored vs {list(wanted[k])} needed")  # fmt: skip
+    if missing:
+        found.append(f"{len(missing)} arrays missing, first: {missing[0]}")
+    if extra:
+        found.append(f"{len(extra)} arrays the model lacks, first: {extra[0]}")
+    stored_variant, wanted_variant = _variant_of(stored), _variant_of(wanted)
+    what = f"the params of a {stored_variant} SAM" if stored_variant else "the params"
+    model = f"the {wanted_variant} model" if wanted_variant else "the model"
+    folder = where.parent
+    return (
+        f"{what} in {where} do not fit {model} that {folder / CONFIG_FILE} describes: "
+        + "; ".join(found)
+        + f". The {CONFIG_FILE} is not the one these params were saved with: put the right "
+        f"one back, or make the directory again ({remake_hint(folder)})"
+    )
+
+
+def remake_hint(directory: str | os.PathLike) -> str:
+    """How a model directory is made again: the pretraining command for a shipped one, else
+    the converter or the training run that exported it."""
+    folder = Path(directory).resolve()
+    if folder.parent == PRETRAINED_ROOT.resolve():
+        return PRETRAIN_HINT.format(name=folder.name)
+    return (
+        "convert the official checkpoint again: python -m convert.sam_checkpoint --input "
+        f"FILE.pth --output {directory} --overwrite; or rerun the training command that "
+        "exported it (a finished run exports its last checkpoint again)"
+    )
+
+
+def damaged_message(directory: Path, where: Path, error: BaseException | str) -> str:
+    """`where` (a file or the params folder of model directory `directory`) does not read."""
+    text = str(error).split(" [tensorstore_spec=")[0].strip().splitlines()
+    cause = (text[0] if text else type(error).__name__)[:300]
+    return (
+        f"model directory {directory} is damaged: {where} does not read ({cause}); a file "
+        f"is truncated or corrupt (an interrupted copy or download?). Make it again: "
+        f"{remake_hint(directory)}"
+    )
+
+
+def check_arrays(directory: str | os.PathLike, config: SamConfig | None = None) -> None:
+    """Compares the array paths and shapes an Orbax model directory records (its metadata
+    only, no array is read) with the architecture of its `sam_config.json`: a ValueError
+    summarising the differences, or a DamagedModelError when the metadata does not read."""
+    directory = Path(model_dir(directory)).absolute()
+    params = directory / PARAMS_DIR
+    if (directory / ADAPTER_FILE).is_file() or not params.is_dir():
+        return
+    config = config or read_config(directory)
+    try:
+        with _checkpointer() as ckptr:
+            meta = ckptr.metadata(params)
+        tree = getattr(meta, "item_metadata", meta)
+        stored = _shapes(getattr(tree, "tree", tree))
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise DamagedModelError(damaged_message(directory, params, e)) from e
+    if not stored:  # Orbax logs why and returns no tree
+        why = "no array metadata: _METADATA, _sharding or an array's folder is unreadable"
+        raise DamagedModelError(damaged_message(directory, params, why))
+    wanted = _shapes(nnx.to_pure_dict(nnx.state(abstract_sam(config))))
+    problem = mismatch_message(stored, wanted, params)
+    if problem:
+        raise ValueError(problem)
+
+
+def _quiet_closed_loop() -> None:
+    """Installs (once) an unraisable-exception hook that drops `RuntimeError: Event loop is
+    closed`: when one array of a restore fails, tensorstore's reads still in flight report
+    to the event loop Orbax has closed, as dozens of tracebacks that say nothing about the
+    failure. Anything else goes to the hook that was there."""
+    previous = sys.unraisablehook
+    if getattr(previous, "quiet_closed_loop", False):
+        return
+
+    def hook(unraisable) -> None:
+        value = unraisable.exc_value
+        if not (isinstance(value, RuntimeError) and str(value) == "Event loop is closed"):
+            previous(unraisable)
+
+    hook.quiet_closed_loop = True
+    sys.unraisablehook = hook
 
 
 def read_config(directory: str | os.PathLike) -> SamConfig:
@@ -312,14 +436,15 @@ def load_state_dict(directory: str | os.PathLike, config: SamConfig | None = Non
     target = jax.tree.map(lambda x: np.empty(x.shape, x.dtype), target)
     if (directory / PACKED_FILE).is_file():
         return _load_packed(directory / PACKED_FILE, target)
+    # Paths and shapes first (metadata only): a mismatch is the config's, summarised; a
+    # restore that fails after that is a damaged file.
+    check_arrays(directory, config)
+    _quiet_closed_loop()
     with _checkpointer() as ckptr:
         try:
             return ckptr.restore(directory / PARAMS_DIR, args=ocp.args.StandardRestore(target))
-        except (ValueError, KeyError) as e:
-            raise ValueError(
-                f"{directory / PARAMS_DIR} does not match the architecture in "
-                f"{directory / CONFIG_FILE}: {e}"
-            ) from e
+        except (OSError, ValueError, KeyError) as e:
+            raise DamagedModelError(damaged_message(directory, directory / PARAMS_DIR, e)) from e
 
 
 def load_sam(directory: str | os.PathLike, **config_overrides: Any) -> Sam:
@@ -345,10 +470,15 @@ def load_sam(directory: str | os.PathLike, **config_overrides: Any) -> Sam:
 
 def parse_checkpoint(spec: str) -> tuple[str, str]:
     """`NAME=DIR` (or `NAME=random:tiny`) -> (NAME, DIR); a bare `DIR` is named after its
-    last folder. One parser for every command that takes `--checkpoint=NAME=DIR`."""
+    last folder. One parser for every command that takes `--checkpoint=NAME=DIR`. NAME
+    must be a plain name (it becomes a folder of the output: `..` or `a/b` would write
+    outside it)."""
     from sum_jax.cli import InputError
+    from sum_jax.output_dir import check_name
 
     name, sep, path = spec.partition("=")
+    if sep and "/" in name and Path(spec).expanduser().exists():
+        sep = ""  # an existing folder whose path holds "=": a bare DIR
     if not sep:
         path = spec
         name = (
@@ -356,28 +486,24 @@ def parse_checkpoint(spec: str) -> tuple[str, str]:
             if spec.startswith(PRETRAINED_PREFIX)
             else Path(spec.rstrip("/")).name.replace("random:", "random_") or spec
         )
+        if name.startswith(".") or "/" in name:  # ".", "..", "/": the folder's own name
+            name = Path(spec).expanduser().resolve().name.lstrip(".") or "model"
     if not name or not path:
         raise InputError(f"--checkpoint={spec!r}: expected NAME=DIR, e.g. SAM=ckpt/sam_vit_h")
+    check_name(name, f"--checkpoint={spec}", where="the model's folder in the output")
     return name, path
 
 
 def model_fingerprint(spec: str | os.PathLike) -> str:
     """A content hash of a model directory (`blake2b` over every file's relative path and
-    bytes, in sorted order), or of the spec itself for `random:<variant>` (the same seed
-    always builds the same model). A LoRA run records it to refuse a different base."""
-    h = hashlib.blake2b(digest_size=16)
+    bytes, in sorted order, but for the files that hold only Orbax's save time: the same
+    weights saved twice have one fingerprint), or of the spec itself for `random:<variant>` (the same seed
+    always builds the same model). A LoRA run records it to refuse a different base; the
+    resumable stages record it to refuse a rerun with another model (`sum_jax.fingerprint`)."""
     spec = os.fspath(spec)
     if spec.startswith("random:"):
-        h.update(spec.encode())
-        return h.hexdigest()
-    root = Path(model_dir(spec))
-    for path in sorted(p for p in root.rglob("*") if p.is_file()):
-        h.update(str(path.relative_to(root)).encode() + b"\0")
-        with open(path, "rb") as f:
-            while chunk := f.read(1 << 24):
-                h.update(chunk)
-        h.update(b"\0")
-    return h.hexdigest()
+        return hashlib.blake2b(spec.encode(), digest_size=16).hexdigest()
+    return tree_hash(model_dir(spec))
 
 
 def base_reference(spec: str | os.PathLike) -> dict[str, str]:
@@ -513,6 +639,7 @@ class TrainingCheckpoints:
             import grain
 
             items["data"] = grain.checkpoint.CheckpointRestore(iterator)
+        _quiet_closed_loop()
         try:
             restored = self._manager.restore(step, args=ocp.args.Composite(**items))
         except (ValueError, KeyError, OSError) as e:

@@ -14,7 +14,9 @@
 failure (missing or wrong input, wrong model, config typo, unparsable value, an output path
 that is a file) prints one short paragraph naming the file or field and what fixes it, and
 the command exits with status 2; with `--verbose` the traceback follows. Anything else is a
-bug and keeps Python's traceback (exit 1). Every command also keeps XLA's compiled programs
+bug and keeps Python's traceback (exit 1). A run stopped by SIGTERM after saving
+(`sum_jax.preemption.Preempted`) says what it saved and the command that resumes, and
+exits with status 75. Every command also keeps XLA's compiled programs
 in a persistent cache (`compilation_cache`), so its second run starts without recompiling,
 and keeps freed host memory for reuse (`cpu_memory.keep_freed_memory`: XLA:CPU's buffers
 stop page-faulting on every call).
@@ -22,6 +24,7 @@ stop page-faulting on every call).
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import re
@@ -33,7 +36,7 @@ from pathlib import Path
 from absl import app, flags
 from ml_collections import config_flags
 
-from sum_jax import cpu_memory
+from sum_jax import cpu_memory, preemption
 
 EXIT_USAGE = 2
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
@@ -126,45 +129,6 @@ def check_output_dir(path: str | None, field: str) -> str:
     return str(check(path, field))
 
 
-# Training-config numbers that must be at least 1 (or, for `lr`, above 0), with what each
-# means: 0 or a negative value would train nothing, delete every checkpoint (Orbax's
-# `max_to_keep=0`), divide by zero or export an untrained model as a result.
-TRAIN_COUNTS = {
-    "train.num_steps": "optimiser steps",
-    "train.batch_size": "images per step",
-    "train.masks_per_image": "masks per image",
-    "train.keep_checkpoints": "checkpoints kept (0 would delete every one, the last too)",
-    "train.checkpoint_every": "steps between checkpoints",
-    "train.log_every": "steps between log lines",
-    "interactive.num_rounds": "interactive rounds",
-}
-
-
-def check_train_numbers(config) -> None:
-    """Refuses training-config numbers out of range, naming the field and what it means
-    (an InputError); run before anything is read or written."""
-
-    def get(path):
-        node = config
-        for part in path.split("."):
-            node = node.get(part) if hasattr(node, "get") else None
-        return node
-
-    for path, meaning in TRAIN_COUNTS.items():
-        value = get(path)
-        if value is not None and (isinstance(value, bool) or int(value) < 1):
-            raise InputError(f"config.{path}={value}: the {meaning} must be at least 1")
-    lr = get("optimizer.lr")
-    if lr is not None and not float(lr) > 0:
-        raise InputError(f"config.optimizer.lr={lr}: the learning rate must be above 0")
-    micro = get("train.microbatches")
-    if micro is not None and int(micro) != -1 and int(micro) < 1:
-        raise InputError(
-            f"config.train.microbatches={micro}: use -1 (one image per device at a time) or a "
-            f"count of at least 1 that divides train.batch_size"
-        )
-
-
 # How each kind of model directory is made, for the message when one is missing.
 MAKES = {
     "sam": "convert an official SAM checkpoint: python -m convert.sam_checkpoint "
@@ -178,10 +142,19 @@ MAKES = {
 
 
 def check_model_dir(spec: str | None, field: str, kind: str = "sam") -> None:
-    """A model directory (`pretrained:<name>`, or `random:<variant>`) given in `field`
-    exists and is complete; else an InputError saying which command makes one. Reads only
-    its small config file."""
+    """A model given in `field` in the one grammar of every command: a model directory,
+    `pretrained:<name>` (shipped in the package) or `random:<variant>` (a pipeline check).
+    The directory must exist and be complete, the variant be known; else an InputError
+    saying which command makes one. Reads only its small config file."""
     if spec and str(spec).startswith("random:"):
+        from sum_jax.models.sam import VARIANTS
+
+        variant = str(spec).split(":", 1)[1]
+        if variant not in VARIANTS:
+            raise InputError(
+                f"{field}={spec}: no SAM variant {variant!r}; random:<variant> takes one of "
+                f"{', '.join(sorted(VARIANTS))} (or give a model directory or pretrained:small)"
+            )
         return
     how = MAKES[kind].format(path=spec or "DIR")
     if not spec:
@@ -197,6 +170,7 @@ def check_model_dir(spec: str | None, field: str, kind: str = "sam") -> None:
         raise InputError(f"{field}={spec}: {what}; {how}")
     try:
         checkpointing.read_config(path)
+        checkpointing.check_arrays(path)  # paths and shapes, from the metadata only
     except (OSError, ValueError) as e:
         raise InputError(f"{field}={spec}: {message(e)}") from e
 
@@ -254,6 +228,17 @@ def fail(message: str) -> None:
     sys.exit(EXIT_USAGE)
 
 
+def stopped(preempted: BaseException) -> None:
+    """After SIGTERM (`sum_jax.preemption`): what was saved, the command that resumes, and
+    exit status `preemption.EXIT_PREEMPTED` (75)."""
+    import shlex
+
+    again = shlex.join(["python", "-m", _command_name(sys.argv), *sys.argv[1:]])
+    print(f"stopped: {preempted} Run the same command again to resume:\n  {again}",
+          file=sys.stderr)  # fmt: skip
+    sys.exit(preemption.EXIT_PREEMPTED)
+
+
 def _parse_flags(argv: list[str]) -> list[str]:
     """absl's flag parsing, with config typos and bad values as one short message."""
     try:
@@ -273,7 +258,8 @@ def _parse_flags(argv: list[str]) -> list[str]:
                 f"--{listed.group(2)}: a {listed.group(1)} field cannot be set on the command "
                 "line; copy the config file, edit the list there and pass --config=YOUR_COPY.py"
             )
-        fail(f"{e}\n(see `python -m {_command_name(argv)} --help` for the flags)")
+        text = _config_file_error(str(e))
+        fail(f"{text}\n(see `python -m {_command_name(argv)} --help` for the flags)")
     except (KeyError, AttributeError, ValueError, TypeError, OSError) as e:
         # ml_collections raises these for an unknown field (`--config.trian.num_steps`), a
         # value of the wrong type, a list field given on the command line, or a config file
@@ -282,9 +268,21 @@ def _parse_flags(argv: list[str]) -> list[str]:
     return []  # unreachable
 
 
+def _config_file_error(text: str) -> str:
+    """ml_collections puts the whole traceback of a config file's `get_config` in its error
+    (`flag --config=F: Error whilst parsing config file: Traceback ...`): keep the flag and
+    the exception's own line (e.g. an unknown ablation name and the known ones)."""
+    head, sep, trace = text.partition("Error whilst parsing config file:")
+    lines = [line for line in trace.splitlines() if line.strip()]
+    if not sep or not lines:
+        return text
+    last = re.sub(r"^[\w.]+(Error|Exception): ", "", lines[-1].strip())
+    return f"{head.removeprefix('flag ').strip()} {last}".strip()
+
+
 def _config_message(error: BaseException, argv: list[str]) -> str:
     """`message(error)`, naming the `--config.` flag it came from when one matches."""
-    text = message(error)
+    text = _config_file_error(message(error))
     missing = re.search(r"Attempted \[.*?\]:\s+(\S+)\s+\[Errno 2\]", text)
     if missing:
         known = ", ".join(sorted(p.name for p in CONFIGS.glob("*.py")))
@@ -307,6 +305,28 @@ def _command_name(argv: list[str]) -> str:
     return "sum_jax.<command>"
 
 
+def disk_message(error: BaseException) -> str | None:
+    """The message for a write that failed because the disk is full, over quota or
+    read-only (`fileio.DISK_ERRORS`, also when wrapped in another error), else None."""
+    from sum_jax import fileio
+
+    seen = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        if isinstance(error, OSError) and error.errno in fileio.DISK_ERRORS:
+            where = error.filename or error.filename2
+            what = f"cannot write {where}" if where else "a write failed"
+            fix = (
+                "make it writable, or give the command an output folder on another disk"
+                if error.errno == errno.EROFS
+                else "free space on that disk, or give the command an output folder on another one, "
+                "and run it again"
+            )
+            return f"{what}: {fileio.DISK_ERRORS[error.errno]} ({error.strerror}); {fix}"
+        error = error.__cause__ or error.__context__
+    return None
+
+
 def run(main: Callable[[list[str]], object]) -> None:
     """`absl.app.run(main)` with the one error path of the module docstring."""
 
@@ -317,7 +337,14 @@ def run(main: Callable[[list[str]], object]) -> None:
         cpu_memory.keep_freed_memory()
         try:
             main(argv)
+        except preemption.Preempted as e:
+            stopped(e)
         except KNOWN_ERRORS as e:
-            fail(message(e))
+            fail(disk_message(e) or message(e))
+        except Exception as e:
+            disk = disk_message(e)
+            if disk is None:
+                raise
+            fail(disk)
 
     app.run(guarded, flags_parser=_parse_flags)

@@ -240,6 +240,7 @@ def run_demo(config: ml_collections.ConfigDict, workdir: str | Path) -> dict[str
                 [f"SAM={config.model.checkpoint}", f"Vanilla={vanilla_summary['model']}",
                  f"SUM={train_summary['model']}"],
                 workdir / "eval",
+                restart=True,  # the demo's own folder: a retrained model is evaluated afresh
             )  # fmt: skip
     finally:
         log.removeHandler(handler)

@@ -8,11 +8,19 @@ normal permissions (the umask), not `tempfile`'s private 0600 / 0700.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
+
+# Writes that fail for the disk, not the data: what each errno means, for the message.
+DISK_ERRORS = {
+    errno.ENOSPC: "the disk is full",
+    errno.EDQUOT: "the disk quota is used up",
+    errno.EROFS: "the file system is read-only",
+}
 
 
 def _umask() -> int:
@@ -47,6 +55,10 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except OSError as e:
+        if e.errno in DISK_ERRORS and (not e.filename or str(e.filename) == tmp):
+            e.filename = str(path)  # the file the user knows, not our temporary one
+        raise
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
@@ -108,6 +120,33 @@ def swap_in(new: str | os.PathLike, path: str | os.PathLike) -> None:
             os.replace(aside, path)
         raise
     shutil.rmtree(aside, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def atomic_files(folder: str | os.PathLike, *, replaces: Iterable[str] = ()) -> Iterator[Path]:
+    """Yields an empty staging folder inside `folder`; when the block ends, the files written
+    there are moved into `folder` together and the files named in `replaces` that the block
+    did not write are removed (an older result's leftovers). On error `folder` is untouched.
+
+    For a result of several files (segment's mask, overlay and scores) in a folder that may
+    hold other files: a full disk fails while the staging folder is written, before any file
+    of `folder` changes. What follows writes no data: renames within one file system.
+    """
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=folder, prefix=".staging.", suffix=".partial"))
+    try:
+        yield staging
+        written = sorted(p.name for p in staging.iterdir())
+        for name in written:
+            with open(staging / name, "rb") as f:
+                os.fsync(f.fileno())
+        for name in written:
+            os.replace(staging / name, folder / name)
+        for name in sorted(set(replaces) - set(written)):
+            (folder / name).unlink(missing_ok=True)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
 
 
 def check_output_dir(path: str | os.PathLike, field: str) -> Path:

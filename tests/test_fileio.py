@@ -3,6 +3,7 @@ is complete."""
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
 
@@ -84,3 +85,40 @@ def test_swap_in_puts_the_old_copy_back_when_the_new_one_cannot_move_in(tmp_path
         fileio.swap_in(tmp_path / "never_written", final)
     assert (final / "params").read_text() == "old"
     assert not fileio.aside_path(final).exists()
+
+
+def test_atomic_files_moves_a_result_in_whole(tmp_path):
+    out = tmp_path / "out"
+    with fileio.atomic_files(out, replaces=["a.txt", "b.txt", "c.txt"]) as staging:
+        for name in ("a.txt", "b.txt", "c.txt"):
+            (staging / name).write_text(f"old {name}")
+    (out / "mine.txt").write_text("kept")
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    with pytest.raises(OSError), fileio.atomic_files(out, replaces=["a.txt", "b.txt"]) as staging:
+        (staging / "a.txt").write_text("new a")
+        (staging / "b.txt").write_text("new b")
+        raise OSError(errno.ENOSPC, "No space left on device")  # the third write
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before  # no staging left
+    with fileio.atomic_files(out, replaces=["a.txt", "b.txt", "c.txt"]) as staging:
+        (staging / "a.txt").write_text("new a")
+        (staging / "b.txt").write_text("new b")
+    assert {p.name: p.read_text() for p in out.iterdir()} == {
+        "a.txt": "new a",
+        "b.txt": "new b",  # c.txt, not written this time, is gone
+        "mine.txt": "kept",
+    }
+
+
+def test_a_full_disk_names_the_file_being_written(tmp_path, monkeypatch):
+    (tmp_path / "r.json").write_text("old")
+
+    def full(self, data):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(type(tmp_path), "write_text", full)
+    with pytest.raises(OSError) as e:
+        fileio.atomic_write(tmp_path / "r.json", "new")
+    assert e.value.errno == errno.ENOSPC and e.value.filename == str(tmp_path / "r.json")
+    monkeypatch.undo()
+    assert (tmp_path / "r.json").read_text() == "old"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["r.json"]

@@ -15,8 +15,9 @@ Atomicity: TFDS writes into `incomplete.*` next to the final folder and renames 
 split is done, so an interrupted run leaves no half-written dataset; a rerun removes stale
 `incomplete.*` folders and starts that dataset again. A finished dataset is reused unless
 `overwrite` is set, and only if it was prepared from the same source and settings: each
-dataset keeps a `source.json` (the resolved spec and the source folder's file count and
-bytes) and a rerun that asks for something else stops and says what changed. With
+dataset keeps a `source.json` (the resolved spec and the content hash of every source file)
+and a rerun that asks for something else, or finds a source file changed, stops and names
+what changed. With
 `overwrite` the new copy is built in a folder beside the old one and swapped in only when
 complete, so a failing rebuild (a typo in `source_dir`) leaves the old dataset as it was.
 """
@@ -39,6 +40,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 from tqdm import tqdm
 
+from sum_jax import fingerprint
 from sum_jax.data import formats, registry
 from sum_jax.data.records import TASK_NAMES, DataError, IssueLog, features
 from sum_jax.fileio import aside_path, atomic_write, check_output_dir, swap_in
@@ -246,10 +248,14 @@ class SumSegmentation(tfds.core.GeneratorBasedBuilder):
             # Integer keys + disable_shuffling: records stay in source order.
             yield key, example.as_features(spec.name, spec.task_id)
         if stats.images == 0:
+            # The skipped problems say why; without them the message only says "nothing".
+            why = "; ".join(str(e) for e in log.issues[:3])
+            more = f" (and {len(log.issues) - 3} more)" if len(log.issues) > 3 else ""
             raise DataError(
                 str(spec.source_dir),
                 f"no usable image for split {split!r} (tag {tag!r}, {len(items)} candidates; "
-                f"options {spec.options})",
+                f"options {spec.options})"
+                + (f"; every candidate was skipped: {why}{more}" if why else ""),
                 "empty split",
             )
 
@@ -329,10 +335,10 @@ def prepare(
     out_dir = dataset_dir(data_dir, spec.name)
     if out_dir.exists() and not out_dir.is_dir():
         raise NotADirectoryError(f"{out_dir} is a file; config.data_dir must hold folders only")
-    fingerprint = source_fingerprint(spec)
+    made_from = source_fingerprint(spec)
     finished = (out_dir / "dataset_info.json").exists()
     if finished and not config.get("overwrite"):
-        _check_same_source(out_dir, spec, fingerprint)
+        _check_same_source(out_dir, spec, made_from)
         reused = True
         builder = _build(spec, log, data_dir, progress)
     elif finished:
@@ -341,7 +347,7 @@ def prepare(
     else:
         reused = False
         builder = _build(spec, log, data_dir, progress)
-        atomic_write(out_dir / SOURCE_FILE, json.dumps(fingerprint, indent=2))
+        atomic_write(out_dir / SOURCE_FILE, json.dumps(made_from, indent=2))
     if reused:
         previous = out_dir / "prepare_report.json"
         if previous.exists():
@@ -375,31 +381,47 @@ def _warn_counts(report: PrepareReport) -> PrepareReport:
 SOURCE_FILE = "source.json"
 
 
+# Up to this many source files, source.json keeps each file's hash, so that a refusal can
+# name the files that changed; above it, one hash of them all (SA-1B has millions of files).
+NAMED_FILES_LIMIT = 20_000
+
+
 def source_fingerprint(spec: ResolvedSpec) -> dict[str, Any]:
     """What a prepared dataset was made from: the resolved spec and the source folder's
-    file count and total bytes (a changed, added or removed file changes them)."""
-    files = size = 0
-    for root, _, names in os.walk(spec.source_dir):
-        for name in names:
-            try:
-                size += os.stat(os.path.join(root, name)).st_size
-            except OSError:
-                continue
-            files += 1
-    return {
+    files by content (`sum_jax.fingerprint.folder_hashes`: a swapped mask of the same size
+    changes it as much as an added or removed file)."""
+    hashes = fingerprint.folder_hashes(spec.source_dir)
+    size = sum(os.path.getsize(spec.source_dir / name) for name in hashes)
+    out = {
         "format": spec.format,
         "task_id": spec.task_id,
         "splits": spec.splits,
         "options": spec.options,
         "max_images": spec.max_images,
         "source_dir": str(spec.source_dir),
-        "source_files": files,
+        "source_files": len(hashes),
         "source_bytes": size,
+        "source_hash": fingerprint.stable_hash(hashes),
     }
+    if len(hashes) <= NAMED_FILES_LIMIT:
+        out["file_hashes"] = hashes
+    return out
 
 
-def _check_same_source(out_dir: Path, spec: ResolvedSpec, fingerprint: dict[str, Any]) -> None:
-    """Raises when the prepared dataset in `out_dir` was made from another source or spec."""
+def prepared_fingerprint(data_dir: str | os.PathLike, name: str) -> str | None:
+    """A content fingerprint of a prepared dataset: the hash of its `source.json` (the spec
+    and the source files' hashes it was made from), or of its `dataset_info.json` when it
+    was prepared before that record existed; None when it is not prepared."""
+    folder = dataset_dir(data_dir, name)
+    for record in (SOURCE_FILE, "dataset_info.json"):
+        if (folder / record).is_file():
+            return fingerprint.file_hash(folder / record)
+    return None
+
+
+def _check_same_source(out_dir: Path, spec: ResolvedSpec, made_from: dict[str, Any]) -> None:
+    """Raises when the prepared dataset in `out_dir` was made from another source or spec,
+    or from source files whose contents have changed since (each changed file named)."""
     path = out_dir / SOURCE_FILE
     if not path.is_file():
         return  # prepared before fingerprints existed: nothing to compare with
@@ -407,10 +429,26 @@ def _check_same_source(out_dir: Path, spec: ResolvedSpec, fingerprint: dict[str,
         old = json.loads(path.read_text())
     except (OSError, ValueError):
         old = {}
-    changed = [
+    new = json.loads(json.dumps(made_from))
+    changed = []
+    if "source_hash" not in old:
+        changed.append("source.json has no content hashes (prepared by an older version)")
+    elif old["source_hash"] != new["source_hash"]:
+        before, now = old.get("file_hashes"), new.get("file_hashes")
+        if isinstance(before, dict) and isinstance(now, dict):
+            names = sorted(k for k in set(before) | set(now) if before.get(k) != now.get(k))
+            for k in names[:8]:
+                how = "removed" if k not in now else "changed" if k in before else "added"
+                changed.append(f"{spec.source_dir / k}: {how}")
+            if len(names) > 8:
+                changed.append(f"... and {len(names) - 8} more files")
+        else:
+            changed.append("the source files' contents changed")
+    skip = {"source_hash", "file_hashes", "source_bytes"}
+    changed += [
         f"{k}: {old.get(k)!r} then, {v!r} now"
-        for k, v in json.loads(json.dumps(fingerprint)).items()
-        if old.get(k) != v
+        for k, v in new.items()
+        if k not in skip and old.get(k) != v
     ]
     if changed:
         raise FileExistsError(

@@ -13,7 +13,7 @@ import json
 
 from absl import flags
 
-from sum_jax import checkpointing, cli
+from sum_jax import checkpointing, cli, config_checks, output_dir, runtime
 from sum_jax.evaluate import reports, runner
 
 _CONFIG = cli.config_flag("eval.py", "Evaluation config.")
@@ -27,13 +27,18 @@ flags.mark_flags_as_required(["checkpoint", "workdir"])
 def main(argv: list[str]) -> None:
     del argv
     config = _CONFIG.value
+    config_checks.check(config, "evaluate")
     # Everything that needs no model is checked before the first one loads.
     cli.check_output_dir(_WORKDIR.value, "--workdir")
     refs = [ref for ref, _ in runner.parse_eval_sets(config.eval_sets)]
     cli.check_prepared(config.data_dir, refs, "config.eval_sets")
-    for spec in _CHECKPOINT.value:
-        cli.check_model_dir(checkpointing.parse_checkpoint(spec)[1], "--checkpoint")
-    summaries = runner.evaluate_checkpoints(config, _CHECKPOINT.value, _WORKDIR.value)
+    models = [checkpointing.parse_checkpoint(spec)[1] for spec in _CHECKPOINT.value]
+    for model in models:
+        cli.check_model_dir(model, "--checkpoint")
+    variant = runtime.largest([runtime.model_variant(m) for m in models])
+    runtime.report("evaluate", config_name=runtime.config_name(), variant=variant)
+    with output_dir.claim(_WORKDIR.value, "evaluate", "--workdir"):
+        summaries = runner.evaluate_checkpoints(config, _CHECKPOINT.value, _WORKDIR.value)
     for name, summary in summaries.items():
         numbers = reports.overall_numbers(summary, ("miou", "mbiou", "noc", "nof"))
         for mode, line in numbers.items():

@@ -12,7 +12,11 @@ can be derived.
 Resuming: each image's records are appended to `workdir/progress.jsonl` as one line, written
 and fsynced in one go, as soon as the image is done. A killed evaluation restarted with the
 same settings skips the images found there (a torn last line is dropped) and the reports are
-rebuilt from all records. Progress (images per second, ETA) goes to the log and the bar.
+rebuilt from all records. On SIGTERM (a preemption notice) the image in progress is
+recorded, then the run stops (`sum_jax.preemption`) and the rerun continues. Progress (images per second, ETA) goes to the log and the bar.
+The journal's first line records what its records were made from (`journal_header`: the
+model's fingerprint, the settings that change a record, each prepared set's fingerprint); a
+rerun into the same workdir with anything else is refused, naming what changed.
 """
 
 from __future__ import annotations
@@ -31,7 +35,15 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from sum_jax.checkpointing import TaskRecord, load_model, parse_checkpoint, read_tasks
+from sum_jax import fingerprint, preemption
+from sum_jax.checkpointing import (
+    TaskRecord,
+    load_model,
+    model_fingerprint,
+    parse_checkpoint,
+    read_tasks,
+)
+from sum_jax.cli import InputError
 from sum_jax.evaluate.protocol import (
     FRAME_BUCKETS,
     PROTOCOLS,
@@ -71,7 +83,7 @@ class EvalSettings:
     masks_per_batch: int = 8
     bucket_sizes: tuple[int, ...] = FRAME_BUCKETS
     num_examples: int = 4
-    max_images: int = -1
+    max_images: int | None = None  # the first N images; None: every image
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> EvalSettings:
@@ -223,7 +235,7 @@ def evaluate_examples(
     it = examples
     if total is None and hasattr(examples, "__len__"):
         total = len(examples)  # type: ignore[arg-type]
-    if total is not None and settings.max_images >= 0:
+    if total is not None and settings.max_images is not None:
         total = min(total, settings.max_images)
     bar = None
     if progress:
@@ -232,7 +244,7 @@ def evaluate_examples(
         it = bar = tqdm(examples, desc="evaluate", unit="img", total=total)
     meter = Progress(total, bar)
     for index, ex in enumerate(it):
-        if 0 <= settings.max_images <= n_images:
+        if settings.max_images is not None and n_images >= settings.max_images:
             break
         key = image_key(index, ex)
         if key in done:
@@ -365,12 +377,7 @@ class Journal:
                 except ValueError:
                     break  # the line being written when the run was killed
                 if good == 0:
-                    if entry != header:
-                        raise ValueError(
-                            f"{self.path} was written by an evaluation with other settings or "
-                            "another model; use a new --workdir, or delete the file to start "
-                            "over"
-                        )
+                    _check_header(self.path, entry, header)
                 else:
                     self.done[entry["key"]] = entry["records"]
                 good += len(raw)
@@ -390,6 +397,75 @@ class Journal:
         self._append({"key": key, "records": records})
 
 
+def _check_header(path: str, old: Any, header: dict[str, Any]) -> None:
+    """Raises unless `old` (a journal's first line) is `header`, naming what changed: the
+    records in `path` were made by another model or with settings that change them."""
+    same = ("name", "made_from")
+    if isinstance(old, dict) and all(old.get(k) == header[k] for k in same):
+        return  # the paths shown may differ: a model moved elsewhere is the same model
+    if not isinstance(old, dict) or "made_from" not in old:
+        changed = ["its header records no model fingerprint (an older version wrote it)"]
+    else:
+        changed = fingerprint.changes(old["made_from"], header["made_from"],
+                                      header.get("shown"), old.get("shown"))  # fmt: skip
+        if old.get("name") != header["name"]:
+            changed.insert(0, f"name: {old.get('name')!r} then, {header['name']!r} now")
+    raise InputError(
+        f"{path} holds records made from another model or with other settings "
+        f"({'; '.join(changed)}). It is kept as it is; use another --workdir for this "
+        "evaluation, or delete that file to evaluate from scratch"
+    )
+
+
+def check_journal(path: str | os.PathLike, header: dict[str, Any]) -> None:
+    """`_check_header` on the journal at `path` if there is one (a torn first line, the
+    header being written when a run was killed, counts as no journal)."""
+    try:
+        with open(path, "rb") as f:
+            first = f.readline()
+    except FileNotFoundError:
+        return
+    if first.endswith(b"\n"):
+        try:
+            old = json.loads(first)
+        except ValueError:
+            return
+        _check_header(os.fspath(path), old, header)
+
+
+# Settings that choose how many images or pictures, or how masks are batched: a rerun that
+# changes only these resumes.
+_NOT_IN_RECORDS = ("max_images", "num_examples", "masks_per_batch")
+
+
+def journal_header(
+    config: Mapping[str, Any], settings: EvalSettings, name: str, model: Any, runner: Any
+) -> dict[str, Any]:
+    """The first line of `progress.jsonl`: the model's name and what its records are made
+    from (`made_from`): the model's fingerprint (its directory's content, or the in-memory
+    model's parameters), the settings that change a record (not `max_images`, the number
+    of example pictures or the batch of masks per call) and each prepared set's
+    fingerprint."""
+    shown = {}
+    if isinstance(model, (str, os.PathLike)):
+        model_fp = model_fingerprint(model)
+        shown["model"] = os.fspath(model)
+    elif model is not None and runner is None:
+        model_fp = fingerprint.arrays_hash(nnx.to_pure_dict(nnx.state(model)))
+        shown["model"] = "the model given"
+    else:
+        model_fp = None  # a stand-in runner (tests): its name and settings only
+    data = {}
+    if config.get("data_dir") and config.get("eval_sets"):
+        from sum_jax.data import builder, sources
+
+        for ref, _ in parse_eval_sets(config["eval_sets"]):
+            data[ref] = builder.prepared_fingerprint(config["data_dir"], sources.parse_ref(ref)[0])
+    record = {k: v for k, v in dataclasses.asdict(settings).items() if k not in _NOT_IN_RECORDS}
+    made_from = {"model": model_fp, "settings": record, "data": data}
+    return json.loads(json.dumps({"name": name, "made_from": made_from, "shown": shown}))
+
+
 def threshold_key(t: float) -> str:
     """`0.85` -> `"85"` (the NoC@85 naming)."""
     return f"{round(t * 100):d}"
@@ -405,6 +481,7 @@ def evaluate(
     runner: ImageRunner | None = None,
     progress: bool = True,
     total: int | None = None,
+    restart: bool = False,
 ) -> dict[str, Any]:
     """Evaluates one model and writes its reports to `workdir`; returns the summary.
 
@@ -416,19 +493,32 @@ def evaluate(
       name: the model's name in reports and plots (default: the checkpoint's basename).
       runner: overrides the model (tests pass a stand-in predictor here).
       total: the number of examples, for the ETA (default: `len(examples)` if it has one).
+      restart: a journal made from another model or settings is started afresh instead of
+        refused (for a folder the caller owns: a training run's evaluation of its export).
 
-    Images already in `workdir/progress.jsonl` (same settings, same model name) are not
-    evaluated again (see the module docstring).
+    Images already in `workdir/progress.jsonl` (same model, settings, sets and name) are not
+    evaluated again; another model or settings are refused (see the module docstring).
     """
     from sum_jax.evaluate import reports
 
     os.makedirs(workdir, exist_ok=True)
     settings = EvalSettings.from_config(config)
     tasks = None
+    if isinstance(model_or_checkpoint, (str, os.PathLike)):
+        name = name or os.path.basename(os.path.normpath(os.fspath(model_or_checkpoint)))
+    name = name or "model"
+    journal_path = os.path.join(workdir, "progress.jsonl")
+    header = journal_header(config, settings, name, model_or_checkpoint, runner)
+    try:
+        check_journal(journal_path, header)  # before the model loads
+    except InputError as e:
+        if not restart:
+            raise
+        log.warning("%s; evaluating from scratch", str(e).split(". It is kept")[0])
+        os.remove(journal_path)
     if runner is None:
         model = model_or_checkpoint
         if isinstance(model, (str, os.PathLike)):
-            name = name or os.path.basename(os.path.normpath(os.fspath(model)))
             tasks = read_tasks(model)
             model = load_model(os.fspath(model))
         if getattr(model.config, "hq", False) and settings.single_output_token > 1:
@@ -437,7 +527,6 @@ def evaluate(
                 f"output (its HQ mask; docs/training.md, HQ-SAM's architecture); use 0"
             )
         runner = SamRunner(model, tasks)
-    name = name or "model"
     log_path = os.path.join(workdir, "evaluate.log")
     handler = logging.FileHandler(log_path, mode="a")
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
@@ -446,21 +535,37 @@ def evaluate(
     try:
         log.info("evaluating %s: %s", name, json.dumps(dataclasses.asdict(settings)))
         example_dir = os.path.join(workdir, "examples")
-        header = {"name": name, "settings": dataclasses.asdict(settings)}
-        journal = Journal(os.path.join(workdir, "progress.jsonl"), json.loads(json.dumps(header)))
+        journal = Journal(journal_path, header)
         if journal.done:
             log.info("resuming: %d images already in progress.jsonl", len(journal.done))
         t0 = time.perf_counter()
-        records = evaluate_examples(
-            runner,
-            examples,
-            settings,
-            progress=progress,
-            on_example_images=lambda item: reports.save_example_images(item, example_dir, settings),
-            done=journal.done,
-            on_image=journal.add,
-            total=total,
-        )
+        # SIGTERM (a preemption notice): the image in progress is recorded, then a stop.
+        with preemption.watch() as stop:
+            recorded = len(journal.done)
+
+            def on_image(key: str, image_records: dict[str, list[dict[str, Any]]]) -> None:
+                nonlocal recorded
+                journal.add(key, image_records)
+                recorded += 1
+                if stop.requested:
+                    raise preemption.Preempted(
+                        f"preemption notice (SIGTERM): stopped after image {key!r}, with "
+                        f"{recorded} images of {name} recorded in {journal_path}; the rerun "
+                        f"evaluates the rest and writes the reports."
+                    )
+
+            records = evaluate_examples(
+                runner,
+                examples,
+                settings,
+                progress=progress,
+                on_example_images=lambda item: reports.save_example_images(
+                    item, example_dir, settings
+                ),
+                done=journal.done,
+                on_image=on_image,
+                total=total,
+            )
         seconds = time.perf_counter() - t0
         summary = reports.summarize(records, settings, name=name)
         summary["seconds"] = seconds
@@ -524,11 +629,13 @@ def evaluate_checkpoints(
     workdir: str | os.PathLike,
     *,
     examples: Callable[[], Iterable[dict[str, Any]]] | None = None,
+    restart: bool = False,
 ) -> dict[str, dict[str, Any]]:
     """Evaluates each `NAME=DIR` checkpoint; with several, into `workdir/NAME/` and with
     comparison plots in `workdir`. Returns `{name: summary}`.
 
-    `examples` makes a fresh example iterator per model (default: `read_examples(config)`).
+    `examples` makes a fresh example iterator per model (default: `read_examples(config)`);
+    `restart`: see `evaluate`.
     """
     from sum_jax.evaluate import reports
 
@@ -543,7 +650,9 @@ def evaluate_checkpoints(
     summaries = {}
     for name, path in specs:
         out = workdir if len(specs) == 1 else os.path.join(workdir, name)
-        summaries[name] = evaluate(config, path, make(), out, name=name, total=total)
+        summaries[name] = evaluate(
+            config, path, make(), out, name=name, total=total, restart=restart
+        )
     if len(specs) > 1:
         reports.plot_curves(summaries, workdir)
     return summaries

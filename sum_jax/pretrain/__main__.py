@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from absl import flags, logging
 
-from sum_jax import cli
+from sum_jax import cli, config_checks, output_dir
 
 _CONFIG = cli.config_flag(None, "Pretraining config file (configs/pretrain_small.py).")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Checkpoints, logs, the model, held-out reports.")
@@ -29,13 +29,15 @@ def main(argv: list[str]) -> None:
     del argv
     if not _WORKDIR.value:
         cli.fail("--workdir is required: the folder for checkpoints, logs and the model")
+    config_checks.check(_CONFIG.value, "pretrain")
     cli.check_output_dir(_WORKDIR.value, "--workdir")
     logging.set_verbosity(logging.WARNING)
     from sum_jax.pretrain import training
     from sum_jax.train import loop
 
     try:
-        training.pretrain(_CONFIG.value, _WORKDIR.value)
+        with output_dir.claim(_WORKDIR.value, "pretrain", "--workdir"):
+            training.pretrain(_CONFIG.value, _WORKDIR.value)
     except loop.NonFiniteLossError as e:
         cli.fail(str(e))
 

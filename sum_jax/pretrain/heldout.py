@@ -111,6 +111,9 @@ def evaluate_heldout(
     write_heldout(workdir / "sources")
     prepare_heldout(workdir / "sources", workdir / "prepared")
     summaries = runner.evaluate_checkpoints(
-        eval_config(workdir / "prepared", clicks), checkpoints, workdir / "eval"
+        eval_config(workdir / "prepared", clicks),
+        checkpoints,
+        workdir / "eval",
+        restart=True,  # this check's own folder: another model is evaluated afresh
     )
     return {name: reports.overall_numbers(s) for name, s in summaries.items()}

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from absl import logging
 
-from sum_jax import cli
+from sum_jax import cli, config_checks, output_dir, runtime
 from sum_jax.data import sources
 from sum_jax.pseudo_labels.generation import generate_pseudo_labels
 
@@ -27,11 +27,16 @@ def main(argv: list[str]) -> None:
     logging.set_verbosity(logging.INFO)
     index, count = sources.parse_shard(_SHARD.value)
     config = _CONFIG.value
+    config_checks.check(config, "pseudo_labels")
     # Everything that needs no model is checked before the model loads.
     cli.check_output_dir(config.output_dir, "config.output_dir")
     cli.check_prepared(config.data_dir, config.dataset, "config.dataset")
     cli.check_model_dir(config.checkpoint, "config.checkpoint")
-    cli.print_json(generate_pseudo_labels(config, process_index=index, process_count=count))
+    variant = runtime.model_variant(config.checkpoint)
+    runtime.report("pseudo_labels", config_name=runtime.config_name(), variant=variant)
+    with output_dir.claim(config.output_dir, "pseudo_labels", "config.output_dir", worker=index):
+        summary = generate_pseudo_labels(config, process_index=index, process_count=count)
+    cli.print_json(summary)
 
 
 if __name__ == "__main__":

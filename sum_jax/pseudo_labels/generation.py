@@ -8,7 +8,10 @@ their low-res SAM logits (quantised), generating points, predicted IoUs and stab
 Resumable: an image whose file exists and reads completely is skipped; a damaged one (a
 truncated copy, a full disk) is named in a warning and in the summary's `redone`, and made
 again. Files are written atomically, so a run killed at any point and started again ends with
-the same files as an uninterrupted run.
+the same files as an uninterrupted run. On SIGTERM (a preemption notice) the image in
+progress is written, then the run stops (`sum_jax.preemption`); a rerun makes the rest. The folder's `made_from.json` records what its files
+were made from (`made_from`: the model's fingerprint, the prepared split's, the generator
+settings); a rerun with anything else is refused, naming what changed, and the files stay.
 Crop layers are refused: the refinement module and the training pipeline read the logits in
 the whole image's low-res frame.
 """
@@ -28,8 +31,9 @@ import jax
 import numpy as np
 from tqdm import tqdm
 
-from sum_jax.checkpointing import load_model
-from sum_jax.data import image_ops, sources
+from sum_jax import fingerprint, preemption
+from sum_jax.checkpointing import load_model, model_fingerprint
+from sum_jax.data import builder, image_ops, sources
 from sum_jax.data import pseudo_label_format as plf
 from sum_jax.fileio import atomic_write
 from sum_jax.inference.mask_generator import GeneratorSettings, MaskGenerator
@@ -38,6 +42,50 @@ from sum_jax.inference.predictor import SamPredictor
 log = logging.getLogger(__name__)
 
 STAGES = ("candidates", "predicted_iou", "stability", "area", "crop_edge", "box_nms")
+RECORD_FILE = "made_from.json"
+
+
+def made_from(
+    config: Mapping[str, Any], predictor: SamPredictor | None = None
+) -> tuple[dict[str, Any], dict[str, str]]:
+    """What this config's pseudo-labels are made from, and what its fingerprints name:
+    the model (`config.checkpoint`'s content, or the given predictor's parameters when no
+    checkpoint is named), the prepared split, the generator settings. `max_images` and the
+    shard are left out: they choose which images, not what an image's file holds."""
+    spec = str(config["checkpoint"] or "")
+    if spec:
+        model = model_fingerprint(spec)
+    elif predictor is None:
+        load_model(spec)  # raises: names config.checkpoint and how to make a model directory
+    else:
+        from flax import nnx
+
+        model = fingerprint.arrays_hash(nnx.to_pure_dict(nnx.state(predictor.model)))
+        spec = "the predictor given"
+    name, split = sources.parse_ref(config["dataset"])
+    record = {
+        "model": model,
+        "dataset": f"{name}:{split}",
+        "data": builder.prepared_fingerprint(config["data_dir"], name),
+        "generator": dataclasses.asdict(generator_settings(config["generator"])),
+    }
+    return record, {"model": spec, "data": str(builder.dataset_dir(config["data_dir"], name))}
+
+
+def check_output(config: Mapping[str, Any], predictor: SamPredictor | None = None) -> None:
+    """Resumes into `config.output_dir` only if its files were made from what this config
+    makes them from; refuses (naming each change) otherwise (`fingerprint.check_or_record`)."""
+    out = Path(config["output_dir"])
+    record, shown = made_from(config, predictor)
+    fingerprint.check_or_record(
+        out,
+        RECORD_FILE,
+        record,
+        shown=shown,
+        outputs=[*out.glob(f"*{plf.SUFFIX}"), *out.glob("summary_*.json")],
+        what="pseudo-labels",
+        fix=f"pass another --config.output_dir to make these, or delete {out} to make it again",
+    )
 
 
 def generator_settings(config: Mapping[str, Any]) -> GeneratorSettings:
@@ -75,6 +123,7 @@ def generate_pseudo_labels(
     process_count = jax.process_count() if process_count is None else process_count
     name, split = sources.parse_ref(config["dataset"])
     source = sources.open_source(config["data_dir"], name, split)  # before the model loads
+    check_output(config, predictor)
     if predictor is None:
         predictor = SamPredictor(load_model(config["checkpoint"]))
     n = len(source) if config.get("max_images") is None else min(len(source), config["max_images"])
@@ -111,35 +160,42 @@ def generate_pseudo_labels(
     # One image ahead: the next image's encoding is dispatched (JAX runs it asynchronously)
     # before the host writes the current image's file, so that the two overlap.
     # A bad next image is reported after the current image's file is written.
-    todo = images_to_make()
-    current, error = next(todo, None), None
-    if current is not None:
-        predictor.set_image(current[1])
-    while current is not None:
-        image_id, image = current
-        masks = generator.generate(image, stats, image_is_set=True)
-        try:
-            current = next(todo, None)
-        except ValueError as e:
-            current, error = None, e
+    # SIGTERM (a preemption notice): the image in progress is written, then the run stops.
+    with preemption.watch() as stop:
+        todo = images_to_make()
+        current, error = next(todo, None), None
         if current is not None:
             predictor.set_image(current[1])
-        low = predictor.config.low_res_size
-        path = plf.write(
-            out,
-            image_id,
-            height=image.shape[0],
-            width=image.shape[1],
-            masks=[m["segmentation"] for m in masks],
-            low_res_logits=np.stack([m["low_res_logits"] for m in masks])
-            if masks
-            else np.zeros((0, low, low), np.float32),
-            points=np.array([m["point_coords"][0] for m in masks], np.float32).reshape(-1, 2),
-            predicted_iou=np.array([m["predicted_iou"] for m in masks], np.float32),
-            stability_score=np.array([m["stability_score"] for m in masks], np.float32),
-        )
-        written += 1
-        total_bytes += path.stat().st_size
+        while current is not None:
+            image_id, image = current
+            masks = generator.generate(image, stats, image_is_set=True)
+            try:
+                current = next(todo, None)
+            except ValueError as e:
+                current, error = None, e
+            if current is not None:
+                predictor.set_image(current[1])
+            low = predictor.config.low_res_size
+            path = plf.write(
+                out,
+                image_id,
+                height=image.shape[0],
+                width=image.shape[1],
+                masks=[m["segmentation"] for m in masks],
+                low_res_logits=np.stack([m["low_res_logits"] for m in masks])
+                if masks
+                else np.zeros((0, low, low), np.float32),
+                points=np.array([m["point_coords"][0] for m in masks], np.float32).reshape(-1, 2),
+                predicted_iou=np.array([m["predicted_iou"] for m in masks], np.float32),
+                stability_score=np.array([m["stability_score"] for m in masks], np.float32),
+            )
+            written += 1
+            total_bytes += path.stat().st_size
+            if stop.requested:  # SIGTERM: this image's file is complete; the rest is the rerun's
+                raise preemption.Preempted(
+                    f"preemption notice (SIGTERM): stopped after {path} ({written} files written "
+                    f"in this run, {skipped} found done); the images left are made by the rerun."
+                )
     if error is not None:
         raise error
     seconds = time.perf_counter() - start

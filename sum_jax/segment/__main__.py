@@ -15,15 +15,16 @@ from __future__ import annotations
 
 from absl import flags, logging
 
-from sum_jax import cli
-from sum_jax.checkpointing import CONVERT_HINT, load_model
+from sum_jax import cli, output_dir
+from sum_jax.checkpointing import CONVERT_HINT, load_model, parse_checkpoint
 from sum_jax.inference.predictor import DEFAULT_TASK, SamPredictor
 from sum_jax.segment.segmentation import load_image, parse_box, parse_point, segment
 
 _CHECKPOINT = flags.DEFINE_string(
     "checkpoint",
     "pretrained:small",
-    "Model directory (convert.sam_checkpoint), or pretrained:small.",
+    "Model directory (convert.sam_checkpoint), pretrained:<name>, random:<variant>, or "
+    "NAME= before any of them (as in evaluate and serve).",
 )
 _IMAGE = flags.DEFINE_string("image", None, "Image file; default: scikit-image's coffee photo.")
 _POINT = flags.DEFINE_multi_string("point", [], "Click 'x,y' (positive) or 'x,y:0' (negative).")
@@ -45,15 +46,17 @@ def main(argv: list[str]) -> None:
     image = load_image(_IMAGE.value)
     # Everything that needs no model is checked before the model loads.
     cli.check_output_dir(_OUTPUT_DIR.value, "--output_dir")
-    cli.check_model_dir(_CHECKPOINT.value, "--checkpoint")
-    if _CHECKPOINT.value.startswith("random:"):
+    output_dir.check_owner(_OUTPUT_DIR.value, "segment", "--output_dir")
+    spec = parse_checkpoint(_CHECKPOINT.value)[1]  # the grammar of every command
+    cli.check_model_dir(spec, "--checkpoint")
+    if spec.startswith("random:"):
         logging.warning(
             "--checkpoint=%s: a RANDOMLY INITIALISED model; its masks mean nothing. %s",
-            _CHECKPOINT.value, CONVERT_HINT.format(directory="DIR"),
+            spec, CONVERT_HINT.format(directory="DIR"),
         )  # fmt: skip
-        predictor = SamPredictor(load_model(_CHECKPOINT.value))
+        predictor = SamPredictor(load_model(spec))
     else:
-        predictor = SamPredictor.from_checkpoint(_CHECKPOINT.value)
+        predictor = SamPredictor.from_checkpoint(spec)
     task = _TASK.value
     if task is None:
         task = DEFAULT_TASK
@@ -61,15 +64,16 @@ def main(argv: list[str]) -> None:
         task = int(task)
     elif task == "none":
         task = None
-    result = segment(
-        predictor,
-        image,
-        points,
-        box,
-        _OUTPUT_DIR.value,
-        multimask_output=not _SINGLE.value,
-        task=task,
-    )
+    with output_dir.claim(_OUTPUT_DIR.value, "segment", "--output_dir"):
+        result = segment(
+            predictor,
+            image,
+            points,
+            box,
+            _OUTPUT_DIR.value,
+            multimask_output=not _SINGLE.value,
+            task=task,
+        )
     print(
         f"wrote {_OUTPUT_DIR.value}/mask.png, overlay.png, result.json "
         f"(scores {[round(s, 3) for s in result['scores']]}, best mask "

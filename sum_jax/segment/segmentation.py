@@ -1,7 +1,9 @@
 """Segmenting one image from clicks and a box, to files (the library behind `sum_jax.segment`).
 
 `segment` runs one prediction and writes `mask.png`, `overlay.png`, `candidates.png` and
-`result.json`; the parsers turn command-line text into prompts.
+`result.json`, all beside the old result first and then moved in together, so a failed write
+(a full disk) never leaves a new mask beside an old overlay; the parsers turn command-line
+text into prompts.
 """
 
 from __future__ import annotations
@@ -12,9 +14,12 @@ from pathlib import Path
 import numpy as np
 
 from sum_jax.data import image_ops
-from sum_jax.fileio import atomic_write
+from sum_jax.fileio import atomic_files, atomic_write
 from sum_jax.inference.predictor import DEFAULT_TASK, SamPredictor
 from sum_jax.visualize import overlay, save_png
+
+# The files of one result; an older result's files that a new one does not write go.
+OUTPUTS = ("mask.png", "overlay.png", "candidates.png", "result.json")
 
 
 def parse_point(text: str) -> tuple[float, float, int]:
@@ -84,14 +89,6 @@ def segment(
         coords, labels, box, multimask_output=multimask_output, task=task
     )
     best = int(np.argmax(scores))
-    out = Path(output_dir)
-    save_png(out / "mask.png", masks[best].astype(np.uint8) * 255)
-    save_png(
-        out / "overlay.png", overlay(image, masks[best], points=coords, labels=labels, box=box)
-    )
-    if len(masks) > 1:
-        tiles = [overlay(image, m, points=coords, labels=labels, box=box) for m in masks]
-        save_png(out / "candidates.png", np.concatenate([np.asarray(t) for t in tiles], axis=1))
     result = {
         "scores": [float(s) for s in scores],
         "best": best,
@@ -102,5 +99,15 @@ def segment(
         "task": task,
         "task_id": predictor.task_id(task),  # what the decoder got; -1: no task prompt
     }
-    atomic_write(out / "result.json", json.dumps(result, indent=2) + "\n")
+    # All files are written beside the old result and moved in together: a full disk leaves
+    # the old result whole, and a single-mask run removes an older run's candidates.png.
+    with atomic_files(output_dir, replaces=OUTPUTS) as out:
+        save_png(out / "mask.png", masks[best].astype(np.uint8) * 255)
+        save_png(
+            out / "overlay.png", overlay(image, masks[best], points=coords, labels=labels, box=box)
+        )
+        if len(masks) > 1:
+            tiles = [overlay(image, m, points=coords, labels=labels, box=box) for m in masks]
+            save_png(out / "candidates.png", np.concatenate([np.asarray(t) for t in tiles], 1))
+        atomic_write(out / "result.json", json.dumps(result, indent=2) + "\n")
     return result

@@ -21,7 +21,7 @@ from __future__ import annotations
 import jax
 from absl import flags, logging
 
-from sum_jax import cli
+from sum_jax import cli, config_checks, output_dir, runtime
 
 _CONFIG = cli.config_flag(None, "Training config file (configs/ft_small.py, ...).")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Checkpoints, logs, exported model.")
@@ -48,11 +48,11 @@ def initialize_distributed() -> None:
 def main(argv: list[str]) -> None:
     del argv
     config = _CONFIG.value
+    config_checks.check(config, "train")  # before anything is read or written
     workdir = _WORKDIR.value or config.get("workdir")
     if not workdir:
         cli.fail("--workdir is required: the folder for checkpoints, logs and the model")
     cli.check_output_dir(workdir, "--workdir")
-    cli.check_train_numbers(config)
     if not config.get("demo"):
         # Everything that needs no model is checked before the model loads.
         cli.check_model_dir(config.model.checkpoint, "config.model.checkpoint")
@@ -64,17 +64,23 @@ def main(argv: list[str]) -> None:
     # chatter) would bury them.
     logging.set_verbosity(logging.WARNING)
     initialize_distributed()
-    from sum_jax.train import loop
+    from sum_jax.train import loop, sharding
 
-    if config.get("demo"):
-        from sum_jax import demo
+    variant = config.model.get("variant") or runtime.model_variant(config.model.checkpoint)
+    mesh = sharding.make_mesh(config.sharding.mesh_shape)
+    runtime.report("train", config_name=runtime.config_name(), variant=variant, mesh=mesh)
 
-        demo.run_demo(config, workdir)
-    else:
-        try:
-            loop.train_and_evaluate(config, workdir)
-        except loop.NonFiniteLossError as e:
-            cli.fail(str(e))
+    # The processes of one multi-host run share the workdir: each locks its own part.
+    with output_dir.claim(workdir, "train", "--workdir", worker=jax.process_index()):
+        if config.get("demo"):
+            from sum_jax import demo
+
+            demo.run_demo(config, workdir)
+        else:
+            try:
+                loop.train_and_evaluate(config, workdir)
+            except loop.NonFiniteLossError as e:
+                cli.fail(str(e))
 
 
 if __name__ == "__main__":

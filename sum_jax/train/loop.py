@@ -19,7 +19,9 @@ Started again in the same workdir, a run resumes from its last checkpoint: the r
 iterator yields exactly the next batches and the step's PRNG key is `fold_in(seed, step)`,
 so the resumed run computes the same losses as an uninterrupted one. A non-finite loss or
 gradient stops the run before the next checkpoint is written, so the last checkpoint on
-disk is always a good one.
+disk is always a good one. On SIGTERM (a preemption notice) the run saves a checkpoint of
+the step in progress, on every process the same step, and stops with
+`preemption.Preempted` (`sum_jax.preemption`; the command exits with status 75).
 
 Multi-host: every process runs this function (after `jax.distributed.initialize()`); each
 reads its own shard of the data, Orbax coordinates the checkpoints, and only process 0
@@ -44,6 +46,7 @@ import ml_collections
 import numpy as np
 from flax import nnx
 
+from sum_jax import preemption
 from sum_jax.checkpointing import (
     TaskRecord,
     TrainingCheckpoints,
@@ -54,6 +57,7 @@ from sum_jax.checkpointing import (
     save_sam,
     save_state_dict,
 )
+from sum_jax.cli import InputError
 from sum_jax.data import pipeline
 from sum_jax.data import pseudo_label_format as plf
 from sum_jax.fileio import atomic_write
@@ -325,6 +329,31 @@ def _config_changes(old: dict, new: dict, prefix: str = "") -> list[str]:
     return out
 
 
+BASE_FILE = "base_model.json"
+
+
+def _check_resumed_base(config, workdir: Path, is_main: bool) -> None:
+    """Refuses to resume a full fine-tuning run from another base model than it started
+    from: every parameter comes from the checkpoint, so the run would go on from the old
+    base while its summary named the new one. (LoRA runs check theirs in the checkpoint.)
+    A run started before `base_model.json` existed gets one now."""
+    current = base_reference(config.model.checkpoint)
+    path = workdir / BASE_FILE
+    if not path.is_file():
+        if is_main:
+            atomic_write(path, json.dumps(current))
+        return
+    recorded = json.loads(path.read_text())
+    if recorded.get("base_hash") != current["base_hash"]:
+        raise InputError(
+            f"{workdir} holds a run that started from the model {recorded.get('base_model')} "
+            f"(fingerprint {recorded.get('base_hash')}), not {current['base_model']} "
+            f"(fingerprint {current['base_hash']}): its checkpoints would go on from the old "
+            f"model. Pass --config.model.checkpoint={recorded.get('base_model')} to resume it, "
+            "or use a new --workdir to train from the new model"
+        )
+
+
 def export_model(
     state: TrainState,
     setup: TrainSetup,
@@ -403,6 +432,9 @@ def train_and_evaluate(
 
 def _train(config, workdir: Path, is_main: bool, on_step, make_dataset, title) -> dict[str, Any]:
     num_steps = int(config.train.num_steps)
+    resuming = (workdir / "checkpoints").is_dir() and _latest_step(workdir) > 0
+    if resuming and adapters.LoraSettings.from_config(config) is None:
+        _check_resumed_base(config, workdir, is_main)  # before anything is written
     if is_main:
         text = config.to_json_best_effort(indent=2) + "\n"
         previous = workdir / "config.json"
@@ -430,6 +462,8 @@ def _train(config, workdir: Path, is_main: bool, on_step, make_dataset, title) -
     base = base_reference(config.model.checkpoint) if setup.lora else None
     if checkpoints.latest_step() is None:
         state, start = initial_state(model, setup, config.seed), 0
+        if is_main:
+            atomic_write(workdir / BASE_FILE, json.dumps(base_reference(config.model.checkpoint)))
     elif setup.lora is None:  # restored straight into its shardings: no second copy
         state, start = checkpoints.restore(abstract, iterator)
     else:  # the frozen base from config.model.checkpoint, the rest from the checkpoint
@@ -477,35 +511,60 @@ def _train(config, workdir: Path, is_main: bool, on_step, make_dataset, title) -
     last_values: dict[str, float] = read_metrics(workdir).get(start, {}) if is_main else {}
     last_good = start
     t_last, steps_since = time.perf_counter(), 0
-    try:
-        for step in range(start, num_steps):
-            batch = sharding.shard_batch(next(iterator), mesh)
-            state, metrics = step_fn(state, batch)
-            done = step + 1
-            pending.append((done, metrics))
-            steps_since += 1
-            is_ckpt = done % ckpt_every == 0 or done == num_steps
-            if done % log_every == 0 or is_ckpt:
-                pending = [(s, jax.device_get(m)) for s, m in pending]
-                _check_finite(pending, last_good, workdir)
-                now = time.perf_counter()
-                rate = steps_since / max(now - t_last, 1e-9)
-                last_values = summarize_step(pending[-1][1])
-                metrics_log.write(done, last_values, rate)
-                pending, t_last, steps_since = [], now, 0
-            if is_ckpt:
-                if setup.lora is None:
-                    checkpoints.save(done, state, iterator)
-                else:
-                    checkpoints.save(done, adapters.checkpoint_view(state), iterator, base)
-                last_good = done
-                metrics_log.plot()
-            if on_step is not None:
-                on_step(done)
-    finally:
-        checkpoints.wait()
-        checkpoints.close()
-        metrics_log.close()
+
+    def log_pending(done: int) -> None:
+        nonlocal pending, last_values, t_last, steps_since
+        pending = [(s, jax.device_get(m)) for s, m in pending]
+        _check_finite(pending, last_good, workdir)
+        now = time.perf_counter()
+        rate = steps_since / max(now - t_last, 1e-9)
+        last_values = summarize_step(pending[-1][1])
+        metrics_log.write(done, last_values, rate)
+        pending, t_last, steps_since = [], now, 0
+
+    def save(done: int) -> None:
+        nonlocal last_good
+        if setup.lora is None:
+            checkpoints.save(done, state, iterator)
+        else:
+            checkpoints.save(done, adapters.checkpoint_view(state), iterator, base)
+        last_good = done
+        metrics_log.plot()
+
+    # SIGTERM (a preemption notice): a checkpoint of the step in progress, then a stop; on
+    # several processes JAX's preemption service picks one step for all (sum_jax.preemption).
+    with preemption.watch(synced=True) as stop:
+        try:
+            for step in range(start, num_steps):
+                batch = sharding.shard_batch(next(iterator), mesh)
+                state, metrics = step_fn(state, batch)
+                done = step + 1
+                pending.append((done, metrics))
+                steps_since += 1
+                is_ckpt = done % ckpt_every == 0 or done == num_steps
+                if done % log_every == 0 or is_ckpt:
+                    log_pending(done)
+                if is_ckpt:
+                    save(done)
+                if on_step is not None:
+                    on_step(done)
+                if stop.reached(done):
+                    if pending:
+                        log_pending(done)  # the NaN guard first: never save a bad state
+                    if last_good != done:
+                        save(done)
+                    checkpoints.wait()
+                    where = workdir / "checkpoints"
+                    message = (
+                        f"preemption notice (SIGTERM): saved the checkpoint of step {done} of "
+                        f"{num_steps} in {where}."
+                    )
+                    log.warning("%s Run the same command again to resume.", message)
+                    raise preemption.Preempted(message)
+        finally:
+            checkpoints.wait()
+            checkpoints.close()
+            metrics_log.close()
 
     summary: dict[str, Any] = {"step": num_steps, "workdir": str(workdir), "metrics": last_values}
     if config.train.export:
@@ -533,7 +592,8 @@ def evaluate_export(config, model_dir: Path, out: Path) -> dict[str, Any]:
     if not eval_cfg.data_dir:
         eval_cfg.data_dir = config.data.data_dir
     log.info("evaluating %s on %s", model_dir, eval_cfg.eval_sets)
-    summaries = runner.evaluate_checkpoints(eval_cfg, [f"model={model_dir}"], out)
+    # The run's own folder: records of an earlier export of this run are redone, not refused.
+    summaries = runner.evaluate_checkpoints(eval_cfg, [f"model={model_dir}"], out, restart=True)
     overall = reports.overall_numbers(summaries["model"])
     log.info("evaluation: %s", json.dumps(overall))
     return overall

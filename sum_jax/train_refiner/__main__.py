@@ -15,7 +15,7 @@ import logging as std_logging
 
 from absl import flags, logging
 
-from sum_jax import cli
+from sum_jax import cli, config_checks, output_dir, runtime
 from sum_jax.train_refiner.training import train_refiner
 
 _CONFIG = cli.config_flag(None, "Refinement-module config file (configs/refine.py).")
@@ -29,12 +29,16 @@ def main(argv: list[str]) -> None:
     logging.set_verbosity(logging.WARNING)
     std_logging.getLogger("sum_jax").setLevel(std_logging.INFO)
     config = _CONFIG.value
+    config_checks.check(config, "train_refiner")
     # Everything that needs no model is checked before the model loads.
     cli.check_output_dir(_WORKDIR.value, "--workdir")
-    cli.check_train_numbers(config)
     cli.check_prepared(config.data_dir, config.dataset, "config.dataset")
     cli.check_model_dir(config.checkpoint, "config.checkpoint")
-    cli.print_json(train_refiner(config, _WORKDIR.value))
+    variant = runtime.model_variant(config.checkpoint)
+    runtime.report("train_refiner", config_name=runtime.config_name(), variant=variant)
+    with output_dir.claim(_WORKDIR.value, "train_refiner", "--workdir"):
+        report = train_refiner(config, _WORKDIR.value)
+    cli.print_json(report)
 
 
 if __name__ == "__main__":

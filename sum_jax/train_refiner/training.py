@@ -69,8 +69,9 @@ from flax import nnx
 from scipy import ndimage
 from tqdm import tqdm
 
-from sum_jax.checkpointing import TrainingCheckpoints, load_model, save_sam
-from sum_jax.data import image_ops, sources
+from sum_jax import fingerprint
+from sum_jax.checkpointing import TrainingCheckpoints, load_model, model_fingerprint, save_sam
+from sum_jax.data import builder, image_ops, sources
 from sum_jax.data import pseudo_label_format as plf
 from sum_jax.fileio import atomic_path, atomic_write
 from sum_jax.inference.decoding import Prompts, decode
@@ -331,10 +332,18 @@ def _save_npz(path: Path, **arrays: np.ndarray) -> None:
 
 
 def _cache_settings(config: Mapping[str, Any], model: Sam) -> dict[str, Any]:
-    """What the cached embeddings and pairs depend on."""
+    """What the cached embeddings and pairs depend on: the model and the prepared sets by
+    content (`sum_jax.fingerprint`), and the settings that change a pair."""
+    if config.get("checkpoint"):
+        model_fp = model_fingerprint(config["checkpoint"])
+    else:
+        model_fp = fingerprint.arrays_hash(nnx.to_pure_dict(nnx.state(model)))
+    refs = [r.strip() for r in str(config["dataset"]).split(",") if r.strip()]
+    data_dir = config["data_dir"]
     return {
         "format": CACHE_FORMAT,
-        "checkpoint": str(config["checkpoint"]),
+        "model": model_fp,
+        "data": {r: builder.prepared_fingerprint(data_dir, sources.parse_ref(r)[0]) for r in refs},
         "dataset": str(config["dataset"]),
         "max_images": config.get("max_images"),
         "seed": int(config["seed"]),
@@ -348,10 +357,11 @@ def _check_cache(cache: Path, settings: dict[str, Any]) -> None:
     if path.exists():
         old = json.loads(path.read_text())
         if old != settings:
-            changed = sorted(k for k in settings if old.get(k) != settings[k])
+            changed = fingerprint.changes(old, settings)
             raise ValueError(
-                f"{cache} holds pairs made with other settings ({changed} differ): use a new "
-                "--workdir, or delete that folder and the checkpoints to rebuild them"
+                f"{cache} holds pairs made from another model, data or settings "
+                f"({'; '.join(changed)}): use a new --workdir, or delete that folder and the "
+                "checkpoints to rebuild them"
             )
     else:
         atomic_write(path, json.dumps(settings, indent=2) + "\n")

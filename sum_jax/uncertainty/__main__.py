@@ -18,11 +18,12 @@ into a copy of the files (no refiner, no image encoder):
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 from absl import logging
 
-from sum_jax import cli
+from sum_jax import cli, config_checks, output_dir
 from sum_jax.data import sources
 from sum_jax.uncertainty.maps import SOURCES, compute_uncertainty
 
@@ -35,6 +36,7 @@ def main(argv: list[str]) -> None:
     logging.set_verbosity(logging.INFO)
     index, count = sources.parse_shard(_SHARD.value)
     config = _CONFIG.value
+    config_checks.check(config, "uncertainty")
     # Everything that needs no model is checked before the refiner loads.
     cli.check_prepared(config.data_dir, config.dataset, "config.dataset")
     folder = Path(config.pseudo_labels or "")
@@ -53,7 +55,21 @@ def main(argv: list[str]) -> None:
         cli.check_output_dir(config.output_dir, "config.output_dir")
     if config.source == "refiner":
         cli.check_model_dir(config.refiner, "config.refiner", kind="refiner")
-    cli.print_json(compute_uncertainty(config, process_index=index, process_count=count))
+    # In place, the maps go into the pseudo_labels command's folder; else into a copy.
+    if config.output_dir:
+        outputs = [("output_dir", ())]
+    else:
+        outputs = [("pseudo_labels", ("pseudo_labels",))]
+    if config.refined_labels_dir:
+        outputs.append(("refined_labels_dir", ()))
+    with contextlib.ExitStack() as claims:
+        for name, shares in outputs:
+            claim = output_dir.claim(
+                config[name], "uncertainty", f"config.{name}", worker=index, shares=shares
+            )
+            claims.enter_context(claim)
+        summary = compute_uncertainty(config, process_index=index, process_count=count)
+    cli.print_json(summary)
 
 
 if __name__ == "__main__":

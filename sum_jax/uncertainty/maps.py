@@ -8,7 +8,9 @@ the pseudo-label and its generating point (App. D). Both live in SAM's low-res f
 `compute_uncertainty` walks a prepared unlabelled split, embeds each image once with the
 refinement module's (frozen, SAM's) encoder, refines all its masks in one padded batch, and
 adds the maps to the image's pseudo-label file. Files that already have maps are skipped,
-so a killed run started again ends with the same files.
+so a killed run started again ends with the same files. The folder's
+`uncertainty_made_from.json` records what its maps were made from (`made_from`); a rerun
+with another refiner, source, pseudo-labels or prepared split is refused, naming what changed.
 
 `config.source = "confidence"` replaces the refinement module by SAM's own confidence in its
 pseudo-label ("SUM Confidence-Uncer", §4.3 / App. E): `u = 1 - |2 sigmoid(s) - 1|`
@@ -29,10 +31,12 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+from flax import nnx
 from tqdm import tqdm
 
-from sum_jax.checkpointing import load_model
-from sum_jax.data import image_ops, sources
+from sum_jax import fingerprint
+from sum_jax.checkpointing import load_model, model_fingerprint
+from sum_jax.data import builder, image_ops, sources
 from sum_jax.data import pseudo_label_format as plf
 from sum_jax.fileio import atomic_write
 from sum_jax.inference.refiner import Refiner
@@ -98,28 +102,67 @@ def picture(
     )
 
 
-SOURCE_FILE = "uncertainty_source.txt"
+RECORD_FILE = "uncertainty_made_from.json"
+# Written by earlier versions: the source kind alone. A folder holding it has maps.
+OLD_SOURCE_FILE = "uncertainty_source.txt"
 
 
-def _claim_folder(folder: Path, source_kind: str) -> None:
-    """Records which source's maps `folder` holds, and refuses to mix two: a rerun skips
-    files that have maps, whatever made them. Folders from before this record hold the
-    refiner's maps."""
-    record = folder / SOURCE_FILE
-    if record.is_file():
-        held = record.read_text().strip()
-    else:
-        mapped = False
-        for f in sorted(folder.glob(f"*{plf.SUFFIX}"))[:1]:
-            # A damaged file is left to the loop, which names it and stops or redoes it.
-            if plf.problem(folder, f.stem) is None:
-                mapped = plf.read(folder, f.stem).has_uncertainty
-        held = "refiner" if mapped else source_kind
-        atomic_write(record, held + "\n")
-    if held != source_kind:
-        raise ValueError(
-            f"{folder} holds uncertainty maps of source {held!r}, not {source_kind!r}: pass "
-            "--config.output_dir=DIR to write the other source's maps into a copy there"
+def made_from(config: Mapping[str, Any], refiner: Refiner | None = None):
+    """What this config's maps are made from, and what its fingerprints name: the source
+    kind, the refinement module (`config.refiner`'s content, or the given module's
+    parameters), the pseudo-labels' own record (`pseudo_labels/made_from.json`) and the
+    prepared split. `max_images`, `pictures` and the shard are left out."""
+    from sum_jax.pseudo_labels.generation import RECORD_FILE as LABELS_RECORD
+
+    kind = config.get("source", "refiner")
+    name, split = sources.parse_ref(config["dataset"])
+    labels_record = Path(config["pseudo_labels"]) / LABELS_RECORD
+    record = {
+        "source": kind,
+        "refiner": None,
+        "pseudo_labels": fingerprint.file_hash(labels_record) if labels_record.is_file() else None,
+        "dataset": f"{name}:{split}",
+        "data": builder.prepared_fingerprint(config["data_dir"], name),
+    }
+    shown = {"pseudo_labels": str(labels_record)}
+    if kind == "refiner":
+        if config.get("refiner"):
+            record["refiner"] = model_fingerprint(config["refiner"])
+            shown["refiner"] = str(config["refiner"])
+        else:
+            state = nnx.to_pure_dict(nnx.state(refiner.model))
+            record["refiner"] = fingerprint.arrays_hash(state)
+            shown["refiner"] = "the refiner given"
+    return record, shown
+
+
+def _has_maps(folder: Path) -> list[Path]:
+    """What shows that `folder` already holds uncertainty maps (before records existed)."""
+    found = [*folder.glob("uncertainty_summary_*.json"), *folder.glob(OLD_SOURCE_FILE)]
+    for f in sorted(folder.glob(f"*{plf.SUFFIX}"))[:1]:
+        # A damaged file is left to the loop, which names it and stops or redoes it.
+        if plf.problem(folder, f.stem) is None and plf.read(folder, f.stem).has_uncertainty:
+            found.append(f)
+    return found
+
+
+def _claim_folders(
+    config: Mapping[str, Any], folders: Mapping[Path, list[Path]], refiner: Refiner | None
+) -> None:
+    """Resumes into `folders` (where maps, and refined labels, go; each with the outputs
+    already in it) only if they were made from what this config makes them from; refuses,
+    naming each change, otherwise: a rerun skips files that have maps, whatever made them."""
+    record, shown = made_from(config, refiner)
+    for folder, outputs in folders.items():
+        fingerprint.check_or_record(
+            folder,
+            RECORD_FILE,
+            record,
+            shown=shown,
+            outputs=outputs,
+            what="uncertainty maps",
+            fix="pass --config.output_dir=DIR to write these maps into a copy of the "
+            "pseudo-labels there (or another --config.refined_labels_dir)",
         )
 
 
@@ -142,13 +185,11 @@ def compute_uncertainty(
     source_kind = config.get("source", "refiner")
     if source_kind not in SOURCES:
         raise ValueError(f"config.source={source_kind!r}; known: {', '.join(SOURCES)}")
-    if source_kind == "refiner" and refiner is None:
-        if not config["refiner"]:
-            raise ValueError(
-                "config.refiner is not set: train the mask-refinement module first "
-                "(python -m sum_jax.train_refiner) and pass its model directory"
-            )
-        refiner = Refiner(load_model(config["refiner"]))
+    if source_kind == "refiner" and refiner is None and not config["refiner"]:
+        raise ValueError(
+            "config.refiner is not set: train the mask-refinement module first "
+            "(python -m sum_jax.train_refiner) and pass its model directory"
+        )
     process_index = jax.process_index() if process_index is None else process_index
     process_count = jax.process_count() if process_count is None else process_count
     name, split = sources.parse_ref(config["dataset"])
@@ -165,7 +206,12 @@ def compute_uncertainty(
     # Where the completed files go: in place, or a copy per file in config.output_dir.
     dest = Path(config.get("output_dir") or out)
     dest.mkdir(parents=True, exist_ok=True)
-    _claim_folder(dest, source_kind)
+    claims = {dest: _has_maps(dest)}
+    if refined_dir:
+        claims[Path(refined_dir)] = list(Path(refined_dir).glob(f"*{plf.SUFFIX}"))
+    _claim_folders(config, claims, refiner)  # before the refiner loads
+    if source_kind == "refiner" and refiner is None:
+        refiner = Refiner(load_model(config["refiner"]))
     low = refiner.config.low_res_size if refiner is not None else None
     done = skipped = masks = 0
     u_sum = 0.0

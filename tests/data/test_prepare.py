@@ -209,6 +209,48 @@ def test_rerun_reuses_same_source_refuses_another_and_overwrite_keeps_old_until_
     assert leftovers == ["1.0.0"]
 
 
+def _swap_same_size(path, pixels):
+    """Rewrites the PNG `path` with other `pixels` of its shape, at its byte size and mtime:
+    only the contents tell the two apart."""
+    from PIL import Image
+
+    st = path.stat()
+    Image.fromarray(pixels).save(path, compress_level=0)
+    assert path.stat().st_size == st.st_size
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+
+
+def test_mask_swapped_for_one_of_the_same_size_and_time_is_refused_by_name(tmp_path, rng):
+    from PIL import Image
+
+    src = tmp_path / "src"
+    fake.make_folder_dataset(src, rng, n=2, many=False)
+    for mask in (src / "masks").glob("*.png"):  # stored: the byte size depends on the shape
+        Image.open(mask).save(mask, compress_level=0)
+    config = {
+        "dataset": "toy",
+        "format": "folder",
+        "task_id": 1,
+        "source_dir": str(src),
+        "options": fake.FOLDER_OPTIONS,
+    }
+    data = tmp_path / "data"
+    builder.prepare(config, data, progress=False)
+    assert builder.prepare(config, data, progress=False).reused  # nothing changed: reused
+    before = _tree_bytes(data)
+    victim = src / "masks" / "img00.png"
+    old = np.asarray(Image.open(victim))
+    _swap_same_size(victim, 255 - old)
+    with pytest.raises(FileExistsError, match=r"masks/img00.png: changed.*overwrite=true"):
+        builder.prepare(config, data, progress=False)
+    assert _tree_bytes(data) == before
+    redone = builder.prepare({**config, "overwrite": True}, data, progress=False)
+    assert not redone.reused
+    record = next(r for r in read_all(data, "toy") if r["image_id"] == "img00")
+    np.testing.assert_array_equal(sources.decode_masks(record)[0], (255 - old) > 127)
+    assert builder.prepare(config, data, progress=False).reused
+
+
 def test_max_images_keeps_the_first(tmp_path, rng):
     truth = fake.make_folder_dataset(tmp_path / "src", rng, n=5, many=False)
     builder.prepare(

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
@@ -14,6 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from sum_jax import preemption
 from sum_jax.evaluate import protocol, reports, runner
 from sum_jax.ops import metrics, transforms
 from tests.evaluate import reference_clicker as clicker
@@ -274,6 +276,62 @@ def test_killed_evaluation_resumes_from_progress_file(tmp_path):
     assert again.prepared == []
     with pytest.raises(ValueError, match="other settings"):
         runner.evaluate(dict(config, num_rounds=3), None, examples, tmp_path / "b", runner=again)
+
+
+def test_old_workdir_with_another_models_records_is_refused(tmp_path):
+    """The same name, another model: its records are not reused as this model's. Refused
+    before the model loads, naming both; the same model resumes without running an image."""
+    from sum_jax.cli import InputError
+
+    examples = [rect_example("d0", 1, "a"), rect_example("d0", 1, "b", rects=((5, 25, 5, 25),))]
+    workdir = tmp_path / "wd"
+    first = CountingErodedGT()
+    settings = dict(SETTINGS, num_rounds=1, noc_max_clicks=1)  # one round: a quick compile
+    evaluate = lambda model, config=settings, **kw: runner.evaluate(
+        config, model, examples, workdir, name="m", progress=False, **kw
+    )
+    evaluate("random:tiny", runner=first)
+    assert first.prepared == ["a", "b"]
+    journal = (workdir / "progress.jsonl").read_bytes()
+    with pytest.raises(InputError, match=r"model: random:tiny \(fingerprint \w+\) then, "
+                                         r"pretrained:small \(fingerprint \w+\) now"):  # fmt: skip
+        evaluate("pretrained:small")
+    with pytest.raises(InputError, match=r"settings.boundary_band: 10.0 then, 5.0 now"):
+        evaluate("random:tiny", dict(settings, boundary_band=5.0), runner=CountingErodedGT())
+    assert (workdir / "progress.jsonl").read_bytes() == journal
+    # Settings that only choose how many images or pictures: resumed, nothing run again.
+    again = CountingErodedGT()
+    evaluate("random:tiny", dict(settings, max_images=5, masks_per_batch=4), runner=again)
+    assert again.prepared == []
+
+
+def test_sigterm_records_the_image_in_progress_and_the_rerun_completes(tmp_path):
+    examples = [
+        rect_example("d0", 1, "a"),
+        rect_example("d0", 1, "b", rects=((5, 25, 5, 25),)),
+        rect_example("d1", 2, "c", rects=((0, 30, 0, 40), (40, 60, 50, 80))),
+    ]
+    config = dict(SETTINGS, protocols=("point", "box"))
+    straight = CountingErodedGT()
+    runner.evaluate(config, None, examples, tmp_path / "a", runner=straight, progress=False)
+
+    def sigterm_during_b():
+        for ex in examples:
+            if ex["image_id"] == "b":
+                os.kill(os.getpid(), signal.SIGTERM)  # for real, while "b" is in progress
+            yield ex
+
+    first, handler = CountingErodedGT(), signal.getsignal(signal.SIGTERM)
+    with pytest.raises(preemption.Preempted, match=r"after image '1:d0:b', with 2 images"):
+        runner.evaluate(config, None, sigterm_during_b(), tmp_path / "b", runner=first)
+    assert signal.getsignal(signal.SIGTERM) is handler
+    assert first.prepared == ["a", "b"]  # "b" was finished and recorded, "c" not started
+    assert not (tmp_path / "b" / "records.jsonl").exists()  # no reports from part of the sets
+    resumed = CountingErodedGT()
+    runner.evaluate(config, None, examples, tmp_path / "b", runner=resumed, progress=False)
+    assert resumed.prepared == ["c"]
+    for f in ("records.jsonl", "progress.jsonl", "summary.csv"):
+        assert (tmp_path / "a" / f).read_text() == (tmp_path / "b" / f).read_text(), f
 
 
 def voc_example(step: int = 3, num_masks: int = 3) -> dict[str, Any]:

@@ -14,6 +14,7 @@ import pytest
 from flax import nnx
 
 from configs import pseudo_labels as pseudo_label_config
+from sum_jax import output_dir, preemption
 from sum_jax.checkpointing import save_sam
 from sum_jax.data import builder
 from sum_jax.data import pseudo_label_format as plf
@@ -168,7 +169,34 @@ def test_killed_command_reruns_to_the_same_output(setup, uninterrupted):
     assert partial < 4, "the run finished before it could be killed"
     subprocess.run(args, cwd=cwd, check=True, capture_output=True)
     _assert_same_contents(_contents(out), _contents(uninterrupted[0]))
-    assert not [p for p in out.iterdir() if p.name.startswith(".")]  # no temporary leftovers
+    # No temporary leftovers (the owner record and lock file of sum_jax.output_dir stay).
+    hidden = {p.name for p in out.iterdir() if p.name.startswith(".")}
+    assert hidden <= {output_dir.OWNER_FILE, output_dir.LOCK_FILE}, hidden
+
+
+def test_sigterm_finishes_the_image_in_progress_and_the_rerun_completes(
+    setup, uninterrupted, monkeypatch
+):
+    root, _, predictor = setup
+    out = root / "preempted"
+    generate, calls = MaskGenerator.generate, []
+
+    def sigterm_during_second_image(self, *args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            os.kill(os.getpid(), signal.SIGTERM)  # for real, while image 2 is in progress
+        return generate(self, *args, **kwargs)
+
+    monkeypatch.setattr(MaskGenerator, "generate", sigterm_during_second_image)
+    handler = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(preemption.Preempted, match=r"stopped after .*\.npz \(2 files written"):
+        generate_pseudo_labels(_config(root, out), predictor, progress=False)
+    assert signal.getsignal(signal.SIGTERM) is handler
+    assert len(list(out.glob("*.npz"))) == 2 and not list(out.glob("summary_*.json"))
+    monkeypatch.undo()
+    summary = generate_pseudo_labels(_config(root, out), predictor, progress=False)
+    assert (summary["written"], summary["skipped_existing"]) == (2, 2)
+    _assert_same_contents(_contents(out), _contents(uninterrupted[0]))
 
 
 def test_errors_name_the_fix(setup, tmp_path):
@@ -331,7 +359,78 @@ def test_confidence_uncertainty_is_the_formula_on_the_stored_logits(setup, label
         assert u.max() > 0.5  # the random model's logits are far from saturated
     again = compute_uncertainty(config, progress=False)
     assert (again["images_written"], again["skipped_existing"]) == (0, 4)
-    with pytest.raises(ValueError, match="source 'confidence', not 'refiner'"):
+    with pytest.raises(ValueError, match="source: 'confidence' then, 'refiner' now"):
         compute_uncertainty(
             _uncertainty_config(root, labelled_copy, output_dir=str(dest)), progress=False
         )
+
+
+# Stale results: a rerun into the same folder with another model or settings ---------------
+
+
+def _files(directory):
+    return {p.name: p.read_bytes() for p in sorted(directory.iterdir()) if p.is_file()}
+
+
+def test_rerun_with_another_model_or_settings_is_refused_naming_the_change(
+    setup, uninterrupted, tmp_path
+):
+    from sum_jax.cli import InputError
+
+    root, _, predictor = setup
+    out = tmp_path / "pl"
+    shutil.copytree(uninterrupted[0], out)
+    before = _files(out)
+    # Another model under config.checkpoint: refused before it loads, files untouched.
+    with pytest.raises(InputError, match=r"model: .*/model \(fingerprint \w+\) then, "
+                                         r"random:tiny \(fingerprint \w+\) now"):  # fmt: skip
+        generate_pseudo_labels(_config(root, out, checkpoint="random:tiny"), progress=False)
+    # The same model directory with other weights in it: its content changed.
+    other = tmp_path / "model"
+    shutil.copytree(root / "model", other)
+    victim = max((p for p in (other / "params").rglob("*") if p.is_file()), key=os.path.getsize)
+    data = bytearray(victim.read_bytes())
+    data[-1] ^= 0xFF
+    victim.write_bytes(bytes(data))
+    with pytest.raises(InputError, match="model: "):
+        generate_pseudo_labels(_config(root, out, checkpoint=str(other)), predictor, progress=False)
+    # A generator setting that changes which masks are kept.
+    c = _config(root, out)
+    c.generator.pred_iou_thresh = 0.5
+    with pytest.raises(InputError, match=r"generator.pred_iou_thresh: 0.0 then, 0.5 now"):
+        generate_pseudo_labels(c, predictor, progress=False)
+    assert _files(out) == before
+    # Nothing that changes a file: every image is skipped, as before.
+    again = generate_pseudo_labels(_config(root, out, max_images=3), predictor, progress=False)
+    assert (again["written"], again["skipped_existing"]) == (0, 3)
+    # Files from before records existed (or copied by hand): not taken as this run's.
+    (out / "made_from.json").unlink()
+    with pytest.raises(InputError, match="no made_from.json"):
+        generate_pseudo_labels(_config(root, out), predictor, progress=False)
+
+
+def test_uncertainty_rerun_with_another_refiner_is_refused(setup, labelled_copy):
+    from sum_jax.cli import InputError
+    from sum_jax.uncertainty.maps import Refiner, compute_uncertainty
+
+    root, _, predictor = setup
+    refiner = Refiner(predictor.model)
+    first = compute_uncertainty(
+        _uncertainty_config(root, labelled_copy, max_images=1, pictures=0), refiner, progress=False
+    )
+    assert first["images_written"] == 1
+    before = _files(labelled_copy)
+    with pytest.raises(InputError, match=r"refiner: .*/model \(fingerprint \w+\) then, "
+                                         r"random:tiny \(fingerprint \w+\) now"):  # fmt: skip
+        compute_uncertainty(
+            _uncertainty_config(root, labelled_copy, refiner="random:tiny"), progress=False
+        )
+    with pytest.raises(InputError, match="source: 'refiner' then, 'confidence' now"):
+        compute_uncertainty(
+            _uncertainty_config(root, labelled_copy, source="confidence"), progress=False
+        )
+    assert _files(labelled_copy) == before
+    again = compute_uncertainty(
+        _uncertainty_config(root, labelled_copy, max_images=1), refiner, progress=False
+    )
+    assert (again["images_written"], again["skipped_existing"]) == (0, 1)

@@ -93,3 +93,69 @@ def test_segment_bad_inputs(tmp_path, model_dir):
 def test_parse_point():
     assert segmentation.parse_point("3,4") == (3.0, 4.0, 1)
     assert segmentation.parse_point("3.5,4:0") == (3.5, 4.0, 0)
+
+
+class _Predictor:
+    """Three square candidate masks at the first click: enough to drive segment()'s writing."""
+
+    def set_image(self, image):
+        self.shape = image.shape[:2]
+
+    def predict(self, coords, labels, box, *, multimask_output, task):
+        x, y = (int(v) for v in coords[0]) if coords is not None else (0, 0)
+        masks = np.zeros((3, *self.shape), bool)
+        for k in range(3):
+            masks[k, y : y + 4 * (k + 1), x : x + 4 * (k + 1)] = True  # squares at the click
+        return masks, np.array([0.2, 0.9, 0.5]), None
+
+    def task_id(self, task):
+        return -1
+
+
+def test_a_failed_write_leaves_the_old_result_whole(tmp_path, monkeypatch):
+    """A full disk at the third file: the old mask, overlay, candidates and scores all stay
+    (before, a new mask.png sat beside the old overlay and result.json)."""
+    image = np.full((24, 32, 3), 128, np.uint8)
+    out = tmp_path / "out"
+    segmentation.segment(_Predictor(), image, [(5.0, 5.0, 1)], None, str(out))
+    (out / "notes.txt").write_text("the user's own file\n")
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    assert set(before) == {*segmentation.OUTPUTS, "notes.txt"}
+
+    real_save = segmentation.save_png
+    calls = []
+
+    def third_fails(path, image):
+        calls.append(path)
+        if len(calls) == 3:
+            raise OSError(28, "No space left on device")
+        real_save(path, image)
+
+    monkeypatch.setattr(segmentation, "save_png", third_fails)
+    with pytest.raises(OSError, match="No space left"):
+        segmentation.segment(_Predictor(), image, [(20.0, 10.0, 1)], None, str(out))
+    assert len(calls) == 3
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before  # no staging left either
+
+    # Written whole, the new result replaces every file; the user's file stays.
+    monkeypatch.setattr(segmentation, "save_png", real_save)
+    result = segmentation.segment(_Predictor(), image, [(20.0, 10.0, 1)], None, str(out))
+    after = {p.name: p.read_bytes() for p in out.iterdir()}
+    assert set(after) == set(before) and after["notes.txt"] == before["notes.txt"]
+    assert all(after[name] != before[name] for name in segmentation.OUTPUTS)
+    assert json.loads(after["result.json"])["points"] == result["points"] == [[20.0, 10.0, 1]]
+
+
+def test_a_single_mask_run_removes_old_candidates(tmp_path):
+    class One(_Predictor):
+        def predict(self, *args, **kwargs):
+            masks, scores, _ = super().predict(*args, **kwargs)
+            return masks[:1], scores[:1], None
+
+    image = np.full((24, 32, 3), 128, np.uint8)
+    out = tmp_path / "out"
+    segmentation.segment(_Predictor(), image, [], None, str(out))
+    assert (out / "candidates.png").exists()
+    segmentation.segment(One(), image, [], None, str(out), multimask_output=False)
+    assert sorted(p.name for p in out.iterdir()) == ["mask.png", "overlay.png", "result.json"]
+    assert json.loads((out / "result.json").read_text())["scores"] == [0.2]

