@@ -248,12 +248,17 @@ class CountingErodedGT(ErodedGT):
         return super().prepare(example, padded)
 
 
-def test_killed_evaluation_resumes_from_progress_file(tmp_path):
-    examples = [
+def three_images():
+    """Images a, b (one set) and c (another set, two objects), for the resume tests."""
+    return [
         rect_example("d0", 1, "a"),
         rect_example("d0", 1, "b", rects=((5, 25, 5, 25),)),
         rect_example("d1", 2, "c", rects=((0, 30, 0, 40), (40, 60, 50, 80))),
     ]
+
+
+def test_killed_evaluation_resumes_from_progress_file(tmp_path):
+    examples = three_images()
     config = dict(SETTINGS, protocols=("point", "box"))
     straight = CountingErodedGT()
     s1 = runner.evaluate(config, None, examples, tmp_path / "a", runner=straight, progress=False)
@@ -306,11 +311,7 @@ def test_old_workdir_with_another_models_records_is_refused(tmp_path):
 
 
 def test_sigterm_records_the_image_in_progress_and_the_rerun_completes(tmp_path):
-    examples = [
-        rect_example("d0", 1, "a"),
-        rect_example("d0", 1, "b", rects=((5, 25, 5, 25),)),
-        rect_example("d1", 2, "c", rects=((0, 30, 0, 40), (40, 60, 50, 80))),
-    ]
+    examples = three_images()
     config = dict(SETTINGS, protocols=("point", "box"))
     straight = CountingErodedGT()
     runner.evaluate(config, None, examples, tmp_path / "a", runner=straight, progress=False)
