@@ -3,7 +3,8 @@
     python benchmarks/serve_load.py                      # random tiny model, 200 clicks, 4 clients
     python benchmarks/serve_load.py --checkpoint=SAM=ckpt/sam_vit_b --checkpoint=SUM=runs/m
     python benchmarks/serve_load.py --screenshot=docs/serve.png \
-        --checkpoint=SAM=random:tiny --checkpoint=SUM=out/demo/sum/model
+        --checkpoint=SAM=pretrained:small --checkpoint=SUM=out/demo/sum/model --image=coffee \
+        --click=0.72,0.42
 
 Starts `python -m sum_jax.serve` on 127.0.0.1 (a free port; nothing leaves the machine),
 embeds one photo, then `--clients` threads send `--clicks` `POST /api/predict` requests in
