@@ -360,10 +360,13 @@ def damaged_message(directory: Path, where: Path, error: BaseException | str) ->
     )
 
 
-def check_arrays(directory: str | os.PathLike, config: SamConfig | None = None) -> None:
+def check_arrays(
+    directory: str | os.PathLike, config: SamConfig | None = None, *, target: Any = None
+) -> None:
     """Compares the array paths and shapes an Orbax model directory records (its metadata
     only, no array is read) with the architecture of its `sam_config.json`: a ValueError
-    summarising the differences, or a DamagedModelError when the metadata does not read."""
+    summarising the differences, or a DamagedModelError when the metadata does not read.
+    `target`: the config's state tree when the caller has it already (not traced again)."""
     directory = Path(model_dir(directory)).absolute()
     params = directory / PARAMS_DIR
     if (directory / ADAPTER_FILE).is_file() or not params.is_dir():
@@ -379,8 +382,9 @@ def check_arrays(directory: str | os.PathLike, config: SamConfig | None = None) 
     if not stored:  # Orbax logs why and returns no tree
         why = "no array metadata: _METADATA, _sharding or an array's folder is unreadable"
         raise DamagedModelError(damaged_message(directory, params, why))
-    wanted = _shapes(nnx.to_pure_dict(nnx.state(abstract_sam(config))))
-    problem = mismatch_message(stored, wanted, params)
+    if target is None:
+        target = nnx.to_pure_dict(nnx.state(abstract_sam(config)))
+    problem = mismatch_message(stored, _shapes(target), params)
     if problem:
         raise ValueError(problem)
 
@@ -438,7 +442,7 @@ def load_state_dict(directory: str | os.PathLike, config: SamConfig | None = Non
         return _load_packed(directory / PACKED_FILE, target)
     # Paths and shapes first (metadata only): a mismatch is the config's, summarised; a
     # restore that fails after that is a damaged file.
-    check_arrays(directory, config)
+    check_arrays(directory, config, target=target)
     _quiet_closed_loop()
     with _checkpointer() as ckptr:
         try:
