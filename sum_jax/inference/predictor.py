@@ -62,6 +62,12 @@ DEFAULT_TASK = "default"
 SIZE_BUCKET = 256  # px: predicted masks are computed in frames padded to multiples of this
 
 
+def frame_bucket(height: int, width: int) -> tuple[int, int]:
+    """The frame an image's predicted masks are computed in: each side padded up to a
+    multiple of `SIZE_BUCKET` (one compilation serves every image of a bucket)."""
+    return (-(-height // SIZE_BUCKET) * SIZE_BUCKET, -(-width // SIZE_BUCKET) * SIZE_BUCKET)
+
+
 def bucket_size(n: int, minimum: int = 1) -> int:
     """Smallest power of two >= max(n, minimum)."""
     return 1 << max(int(n), minimum, 1).__sub__(1).bit_length()
@@ -181,7 +187,7 @@ class SamPredictor:
         )
         # Masks come out in a frame padded to the image's size bucket (multiples of
         # SIZE_BUCKET per side), so clicks on any image of the bucket reuse one compilation.
-        bucket = tuple(-(-side // SIZE_BUCKET) * SIZE_BUCKET for side in self.original_size)
+        bucket = frame_bucket(*self.original_size)
         taps = transforms.postprocess_taps(
             tuple(self.original_size), s, self.config.low_res_size, bucket
         )

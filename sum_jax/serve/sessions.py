@@ -2,9 +2,9 @@
 
 The expensive step, the image encoder, runs once per (model, image); a click runs only the
 prompt encoder and the mask decoder on the cached embedding. `SamPredictor.predict` pads
-point counts to powers of two (4, 8, ..., 64 slots) and compiles once per image size bucket
-(`SIZE_BUCKET`), so the first embedding of a new bucket also runs one warm-up click of every
-shape a request can have (three candidates; one mask with 4, 8, 16, 32 and 64 point slots):
+point counts to powers of two (4, 8, ..., 64 slots) and compiles once per image size
+bucket (`predictor.frame_bucket`), so the first embedding of a new bucket also runs one
+warm-up click of every shape a request can have (three candidates; one mask with 4, 8, 16, 32 and 64 point slots):
 after an image is embedded, no click, not even the fifth or the 33rd, waits for XLA.
 `Warmup` does this in the background at start-up for every image size the list holds.
 """
@@ -22,7 +22,7 @@ import numpy as np
 
 from sum_jax.checkpointing import TaskRecord, load_model, parse_checkpoint, read_tasks
 from sum_jax.cli import InputError
-from sum_jax.inference.predictor import SIZE_BUCKET, SamPredictor, bucket_size, task_index
+from sum_jax.inference.predictor import SamPredictor, bucket_size, frame_bucket, task_index
 from sum_jax.models.sam import Sam
 from sum_jax.serve.prompts import MAX_POINTS, TASK_NAMES
 
@@ -34,11 +34,6 @@ def point_slots(max_points: int = MAX_POINTS) -> tuple[int, ...]:
         slots.append(n)
         n *= 2
     return tuple(slots)
-
-
-def size_bucket(height: int, width: int) -> tuple[int, int]:
-    """The frame a `height x width` image's masks are computed in (one compilation each)."""
-    return (-(-height // SIZE_BUCKET) * SIZE_BUCKET, -(-width // SIZE_BUCKET) * SIZE_BUCKET)
 
 
 @dataclass
@@ -133,7 +128,7 @@ class ModelSession:
     def _warm_up(self, predictor: SamPredictor) -> None:
         """One click of every shape a request can take on this image's size bucket: one
         point alone (three candidates), and one mask from 4, 8, ..., 64 point slots."""
-        bucket = size_bucket(*predictor.original_size)
+        bucket = frame_bucket(*predictor.original_size)
         with self._lock:
             if bucket in self._warm:
                 return
@@ -215,7 +210,7 @@ class Warmup:
     def __post_init__(self):
         seen: dict[tuple[int, int], str] = {}
         for image_id, h, w in self.images:
-            seen.setdefault(size_bucket(h, w), image_id)
+            seen.setdefault(frame_bucket(h, w), image_id)
         self.todo = [(image_id, bucket) for bucket, image_id in seen.items()][::-1]
 
     def start(self) -> Warmup:
