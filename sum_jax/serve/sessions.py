@@ -4,8 +4,9 @@ The expensive step, the image encoder, runs once per (model, image); a click run
 prompt encoder and the mask decoder on the cached embedding. `SamPredictor.predict` pads
 point counts to powers of two (4, 8, ..., 64 slots) and compiles once per image size
 bucket (`predictor.frame_bucket`), so the first embedding of a new bucket also runs one
-warm-up click of every shape a request can have (three candidates; one mask with 4, 8, 16, 32 and 64 point slots):
-after an image is embedded, no click, not even the fifth or the 33rd, waits for XLA.
+warm-up click of every shape a request can have (three candidates; one mask with 4, 8, 16,
+32 and 64 point slots): after an image is embedded, no click, not even the fifth or the
+33rd, waits for XLA.
 `Warmup` does this in the background at start-up for every image size the list holds.
 """
 
