@@ -21,6 +21,7 @@ wherever a model directory is (`model_dir` resolves it).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import logging
@@ -162,8 +163,18 @@ def _checkpointer() -> ocp.Checkpointer:
 
 
 def abstract_sam(config: SamConfig) -> Sam:
-    """The model with `jax.ShapeDtypeStruct` leaves: shapes without memory."""
-    return nnx.eval_shape(lambda: Sam(config, rngs=nnx.Rngs(0)))
+    """The model with `jax.ShapeDtypeStruct` leaves: shapes without memory. A new module
+    each call, from the shapes traced once per config (`_abstract_parts`)."""
+    graphdef, state = _abstract_parts(config)
+    return nnx.merge(graphdef, jax.tree.map(lambda x: x, state))
+
+
+@functools.cache
+def _abstract_parts(config: SamConfig) -> tuple[nnx.GraphDef, nnx.State]:
+    # Tracing the constructor takes 1-3 s however small the model (each of its ~440 random
+    # draws updates a traced RNG counter, and nnx's check of that update walks the whole
+    # trace so far), and a load traces it twice (the restore target and the array check).
+    return nnx.split(nnx.eval_shape(lambda: Sam(config, rngs=nnx.Rngs(0))))
 
 
 def save_state_dict(

@@ -2,8 +2,8 @@
 whole pipeline from a fresh workdir on the photos that install with the project, and
 writes its report, pictures and the outputs of every stage.
 
-The default suite runs the demo shortened (`QUICK`: 10 fine-tuning steps, the point protocol,
-3 rounds), every stage and output still checked; the demo exactly as the README gives it
+The default suite runs the demo shortened (`QUICK`: 6 fine-tuning steps, the point protocol,
+3 rounds, the first validation photo), every stage and output still checked; the demo exactly as the README gives it
 runs under `-m slow` (about 3 minutes alone on the 2-core CPU, 7 beside the rest of the
 suite)."""
 
@@ -27,16 +27,17 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 # The shortened run of the default suite, and what it changes in what the test expects.
-QUICK = ("--config.train.num_steps=10", "--config.train.checkpoint_every=5",
-         "--config.demo.refiner.train.num_steps=10", "--config.demo.refiner.train.checkpoint_every=5",
-         "--config.eval.protocols=point", "--config.eval.num_rounds=3")  # fmt: skip
+QUICK = ("--config.train.num_steps=6", "--config.train.checkpoint_every=3",
+         "--config.demo.refiner.train.num_steps=6", "--config.demo.refiner.train.checkpoint_every=3",
+         "--config.eval.protocols=point", "--config.eval.num_rounds=3",
+         "--config.eval.max_images=1")  # fmt: skip
 
 
 @pytest.mark.parametrize(
     "overrides,steps,protocols,rounds",
     [
         pytest.param((), 40, ("point", "box"), 6, id="as_in_the_readme", marks=pytest.mark.slow),
-        pytest.param(QUICK, 10, ("point",), 3, id="shortened"),
+        pytest.param(QUICK, 6, ("point",), 3, id="shortened"),
     ],
 )
 def test_demo_runs_end_to_end(tmp_path, overrides, steps, protocols, rounds):

@@ -192,6 +192,9 @@ def abstract_model(model_config, config) -> nnx.Module:
     """The model a training config trains, with `jax.ShapeDtypeStruct` leaves (no memory):
     `Sam(model_config)` with `config.lora`'s or `config.adapter`'s adapters (a ViT-H setup
     costs nothing)."""
+    from sum_jax.checkpointing import abstract_sam
     from sum_jax.models.sam import Sam
 
+    if LoraSettings.from_config(config) is None and not EncoderAdapterSettings.from_config(config):
+        return abstract_sam(model_config)  # no adapters: the plain model's shapes, traced once
     return nnx.eval_shape(lambda: adapt(Sam(model_config, rngs=nnx.Rngs(0)), config))

@@ -38,9 +38,9 @@ def real_masks(h: int, w: int) -> np.ndarray:
 
 
 def check(regions: np.ndarray) -> None:
-    # Fresh functions: traced with the current OFFSET_LIMIT.
-    got = np.asarray(jax.jit(lambda r: distance.squared_depth(r))(jnp.asarray(regions)))
-    depth, yx = jax.device_get(jax.jit(lambda r: distance.deepest(r))(jnp.asarray(regions)))
+    # A fresh function (traced with the current OFFSET_LIMIT), one compilation per shape.
+    both = jax.jit(lambda r: (distance.squared_depth(r), distance.deepest(r)))
+    got, (depth, yx) = jax.device_get(both(jnp.asarray(regions)))
     for m, g, d, (y, x) in zip(regions, got, depth, yx):
         ref = scipy_squared_depth(m)
         np.testing.assert_array_equal(g, ref)

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from sum_jax import preemption
-from sum_jax.checkpointing import load_state_dict
+from sum_jax.checkpointing import TrainingCheckpoints, load_state_dict
 from sum_jax.models.sam import VARIANTS
 from sum_jax.train import loop, optim
 from tests import tiny_train_config
@@ -125,18 +125,28 @@ def test_training_changes_the_model_and_writes_its_outputs(runs, data_dir):
     assert json.loads((straight / "summary.json").read_text())["step"] == NUM_STEPS
 
 
-def test_non_finite_update_stops_and_keeps_the_last_good_checkpoint(runs, data_dir, tmp_path):
+def test_non_finite_update_stops_and_keeps_the_last_good_checkpoint(
+    runs, data_dir, tmp_path, monkeypatch
+):
     """The uninterrupted run, its step-4 checkpoint and export removed, resumed from step 2
-    with a NaN learning rate: step 3's update turns every parameter into NaN; the run stops
-    there, names the last good checkpoint and saves nothing after it."""
+    with the optimiser's moments made NaN as they are restored (what a bad learning rate or
+    a poisoned batch leaves; the step's program is the run's own, so nothing compiles
+    again): step 3's update turns every parameter into NaN; the run stops there, names the
+    last good checkpoint and saves nothing after it."""
     workdir = tmp_path / "run"
     shutil.copytree(runs[0], workdir)
     shutil.rmtree(workdir / "checkpoints" / "4")
     shutil.rmtree(workdir / "model")
-    c = tiny_config(data_dir)
-    c.optimizer.lr = float("nan")
+    restore = TrainingCheckpoints.restore
+
+    def poisoned(self, abstract_state, iterator=None, step=None):
+        state, start = restore(self, abstract_state, iterator, step)
+        nan = lambda x: x * np.nan if np.issubdtype(x.dtype, np.floating) else x
+        return state.replace(opt_state=jax.tree.map(nan, state.opt_state)), start
+
+    monkeypatch.setattr(TrainingCheckpoints, "restore", poisoned)
     with pytest.raises(loop.NonFiniteLossError, match=r"step 3: not finite.*update_norm nan") as e:
-        loop.train_and_evaluate(c, workdir)
+        loop.train_and_evaluate(tiny_config(data_dir), workdir)
     assert "last good checkpoint is step 2" in str(e.value)
     assert checkpoint_steps(workdir) == [2] and not (workdir / "model").exists()
 
