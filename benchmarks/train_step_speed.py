@@ -28,12 +28,29 @@ docs/training.md "Encoder Adapter") and the LoRA variants get their adapters, `s
 them; variants compose with `+` (`sum_hq+full`: HQ-SAM's architecture, every parameter
 training). With more than one, the JSON holds, per
 method, the median step time and the ratios to `sum` of paired steps (median, min, max).
+
+Against PyTorch (issue 23): `--torch` times our jitted step and the same SUM step written
+with the official `segment_anything` model and torch autograd (tests/torch_train_step.py:
+the 7 rounds with their own clicks, the same losses, `torch.optim.AdamW` with our parameter
+groups), both from the same random weights (perturbed official init), interleaved on the
+same batches (ours, PyTorch, ours, ...), after one warm-up step each (our compilation):
+
+    python benchmarks/train_step_speed.py --variant vit_b --images 1 --masks 8 --steps 5 --torch
+
+It prints one JSON line: per side the median wall and CPU seconds of the timed steps with
+their min-max, the per-step ratios PyTorch / ours (above 1: ours is faster; median, min,
+max), PyTorch's thread count and the load average before and after. PyTorch uses as many
+threads as the machine has cores, as XLA does; both share the process's allocator settings
+(`cpu_memory.keep_freed_memory`, as the trainer). tests/train/test_torch_step_reference.py
+checks that the two steps compute the same loss, gradients and updates from the same
+prompts.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -95,10 +112,15 @@ def main() -> None:
     parser.add_argument(
         "--ablations", default="", help="shorthand: --methods sum,<these> (comma-separated)"
     )
+    parser.add_argument(
+        "--torch", action="store_true", help="against the official PyTorch SAM's step"
+    )
     args = parser.parse_args()
     methods = args.methods.split(",")
     if args.ablations:
         methods = ["sum"] + [n.strip() for n in args.ablations.split(",") if n.strip()]
+    if args.torch:
+        return torch_compare(args)
     if args.flops:
         return flops(args, methods)
     if len(methods) > 1:
@@ -197,6 +219,86 @@ def compare(args, methods: list[str]) -> None:
                 "max": round(float(ratios.max()), 3),
             },
         }
+    print(json.dumps(result))
+
+
+def torch_compare(args) -> None:
+    """Our jitted step and tests/torch_train_step.py's PyTorch step from the same weights,
+    interleaved on the same batches; ratios PyTorch / ours per pair of steps."""
+    import dataclasses
+
+    from sum_jax import cpu_memory
+
+    cpu_memory.keep_freed_memory()
+    import torch
+
+    from sum_jax.models.sam import VARIANTS
+    from tests.torch_reference import flax_from_torch, torch_sam
+    from tests.torch_train_step import TorchSumStep
+
+    torch.set_num_threads(os.cpu_count() or 1)
+    sam_config = VARIANTS[args.variant]
+    if args.img_size:
+        sam_config = dataclasses.replace(sam_config, img_size=args.img_size)
+    config = base.get_config()
+    config.model.variant = args.variant
+    config.interactive.num_rounds = args.rounds
+    config.sharding.mesh_shape = tuple(int(x) for x in args.mesh.split(","))
+    mesh = sharding.make_mesh(config.sharding.mesh_shape)
+    tmodel = torch_sam(sam_config, seed=0, perturb=0.02)
+    state, setup = init_train_state(flax_from_torch(tmodel, sam_config), config, mesh)
+    step = jit_train_step(setup)
+    theirs = TorchSumStep(tmodel, sam_config, config)
+    img, low = setup_sizes(args.variant, args.img_size)
+    rng = np.random.default_rng(0)
+    load_before = os.getloadavg()
+    times = {"ours": [], "torch": []}
+    first, losses = {}, {}
+    for i in range(args.steps + 1):
+        batch = random_batch(rng, args.images, args.masks, img, low)
+        sharded = sharding.shard_batch(batch, mesh)
+        t0, c0 = time.perf_counter(), time.process_time()
+        state, metrics = step(state, sharded)
+        jax.block_until_ready((state, metrics))
+        ours = (time.perf_counter() - t0, time.process_time() - c0)
+        t0, c0 = time.perf_counter(), time.process_time()
+        loss = theirs.step(batch)
+        pytorch = (time.perf_counter() - t0, time.process_time() - c0)
+        if i == 0:
+            first = {"ours": ours[0], "torch": pytorch[0]}
+            losses = {"ours": float(metrics["loss"]), "torch": loss}
+        else:
+            times["ours"].append(ours)
+            times["torch"].append(pytorch)
+    result = {
+        "variant": args.variant,
+        "devices": f"{len(jax.devices())} x {jax.devices()[0].device_kind}",
+        "images": args.images,
+        "masks_per_image": args.masks,
+        "rounds": args.rounds,
+        "img_size": img,
+        "steps": args.steps,
+        "torch_threads": torch.get_num_threads(),
+        "first_step_s (ours: compile + run)": {k: round(v, 2) for k, v in first.items()},
+        "first_step_loss": {k: round(v, 4) for k, v in losses.items()},
+    }
+    for side, ts in times.items():
+        wall, cpu = np.array(ts).T
+        result[side] = {
+            "median_step_s": round(float(np.median(wall)), 3),
+            "min_max_s": [round(float(wall.min()), 3), round(float(wall.max()), 3)],
+            "median_cpu_s": round(float(np.median(cpu)), 3),
+        }
+    for k, kind in enumerate(("wall", "cpu")):
+        ratios = np.array(times["torch"])[:, k] / np.array(times["ours"])[:, k]
+        result[f"ratio_torch_to_ours_{kind}"] = {
+            "median": round(float(np.median(ratios)), 3),
+            "min": round(float(ratios.min()), 3),
+            "max": round(float(ratios.max()), 3),
+        }
+    result["load_average_before_after"] = [
+        [round(v, 2) for v in load] for load in (load_before, os.getloadavg())
+    ]
     print(json.dumps(result))
 
 
