@@ -18,7 +18,9 @@ The server's start-up warm-up (every click shape compiled for each listed image 
 waited for and timed first. `--browser_clicks=N` (default 10) then opens the page in headless
 Chromium (Debian's chromium and chromium-driver, 1400x900), clicks N points one after another
 and prints what the page measured per click (Performance API): server time, round trip and
-drawing. `--screenshot=PATH` clicks a positive and a negative point and saves the page.
+drawing; `--large_clicks=N` (default 5) then uploads a 4000x3000 photo in the page (its
+embedding compiles the frame of the page's masks of large photos, timed) and clicks it N
+times. `--screenshot=PATH` clicks a positive and a negative point and saves the page.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ import json
 import statistics
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -73,19 +76,19 @@ def wait_ready(url: str, timeout: float = 1800) -> dict:
         time.sleep(0.5)
 
 
-def browser_timings(url: str, clicks: int, seed: int) -> list[dict]:
+def browser_timings(url: str, clicks: int, large_clicks: int, seed: int) -> dict:
     """`clicks` left/right clicks in the page, one after another (headless Chromium,
-    1400x900); the page's own measures per click: server, request and draw ms."""
+    1400x900), then a 4000x3000 photo uploaded and clicked `large_clicks` times; the page's
+    own measures per click (server, request and draw ms) and the upload's embedding."""
     from tests.serve import webdriver
 
     rng = np.random.default_rng(seed)
-    with webdriver.Chromium(width=1400, height=900) as browser:
-        browser.open(url)
-        browser.wait_for("return document.getElementById('status').textContent"
-                         ".includes('embedded')", timeout=600)  # fmt: skip
+
+    def click_photo(browser, n: int) -> list[dict]:
+        first = len(browser.run("return window.sumServe.timings"))
         rect = browser.run("return document.querySelector('canvas.photo')"
                            ".getBoundingClientRect().toJSON()")  # fmt: skip
-        for k in range(clicks):
+        for k in range(n):
             if k % 5 == 0:
                 browser.run("document.getElementById('reset').click()")
             seq = browser.run("return window.sumServe.seq")
@@ -94,7 +97,30 @@ def browser_timings(url: str, clicks: int, seed: int) -> list[dict]:
             browser.click(round(x), round(y), "left" if k % 2 == 0 else "right")
             browser.wait_for(f"const s = window.sumServe; return s.seq > {seq} && "
                              "s.shown === s.seq", timeout=120)  # fmt: skip
-        return browser.run("return window.sumServe.timings")
+        return browser.run("return window.sumServe.timings")[first:]
+
+    result = {"small": [], "large": [], "large_embed": None}
+    with webdriver.Chromium(width=1400, height=900) as browser:
+        browser.set_viewport(1400, 900)
+        browser.open(url)
+        browser.wait_for("return document.getElementById('status').textContent"
+                         ".includes('embedded')", timeout=600)  # fmt: skip
+        result["small"] = click_photo(browser, clicks)
+        if large_clicks:
+            small = rng.integers(0, 255, (30, 40, 3), np.uint8)
+            big = Image.fromarray(small).resize((4000, 3000), Image.BILINEAR)
+            with tempfile.TemporaryDirectory() as tmp:
+                path = Path(tmp) / "large_4000x3000.jpg"
+                big.save(path, quality=90)
+                browser.upload("#upload", str(path))
+                result["large_embed"] = browser.wait_for(
+                    "const s = window.sumServe; const t = document.getElementById('status')"
+                    ".textContent; return s.image && s.image.width === 4000 && "
+                    "t.includes('embedded') && t;",
+                    timeout=1200,
+                )
+            result["large"] = click_photo(browser, large_clicks)
+    return result
 
 
 def post(conn: http.client.HTTPConnection, path: str, body: dict) -> tuple[int, dict]:
@@ -220,6 +246,8 @@ def main() -> int:
     parser.add_argument("--screenshot", default=None, help="save a picture of the page here")
     parser.add_argument("--browser_clicks", type=int, default=10,
                         help="clicks in headless Chromium, timed by the page (0: none)")  # fmt: skip
+    parser.add_argument("--large_clicks", type=int, default=5,
+                        help="then clicks on a 4000x3000 upload in the page (0: none)")  # fmt: skip
     parser.add_argument("--click", action="append", default=[],
                         help="screenshot click 'FX,FY' (positive) or 'FX,FY:0' (negative), as "
                         "fractions of the photo's width and height; default: 0.45,0.5 and "
@@ -239,7 +267,8 @@ def main() -> int:
         prompts = make_prompts(args.clicks, w, h, args.seed)
         post(conn, "/api/predict", {"image_id": args.image, "points": prompts[0]})  # warm
         result = load(url, args.image, prompts, args.clients, args.max_seconds)
-        page = browser_timings(url, args.browser_clicks, args.seed) if args.browser_clicks else []
+        page = (browser_timings(url, args.browser_clicks, args.large_clicks, args.seed)
+                if args.browser_clicks else None)  # fmt: skip
         if args.screenshot:
             clicks = []
             for spec in args.click or ["0.45,0.5", "0.1,0.12:0"]:
@@ -270,9 +299,15 @@ def main() -> int:
     print(f"round trip p50 / sum of direct p50s: "
           f"{statistics.median(result['latencies']) / direct_p50:.1f}x")  # fmt: skip
     if page:
-        print(f"in the page, {len(page)} clicks one after another (headless Chromium, 1400x900):")
+        print(f"in the page, {len(page['small'])} clicks one after another on {args.image} "
+              "(headless Chromium, 1400x900):")  # fmt: skip
         for key in ("server", "request", "draw"):
-            print(f"  {key:>7}: {percentiles([t[key] for t in page])}")
+            print(f"  {key:>7}: {percentiles([t[key] for t in page['small']])}")
+        if page["large"]:
+            print(f"a 4000x3000 upload: {page['large_embed']}")
+            print(f"  then {len(page['large'])} clicks, ms each (server / request / draw): "
+                  + ", ".join(f"{t['server']:.0f} / {t['request']:.0f} / {t['draw']:.0f}"
+                              for t in page["large"]))  # fmt: skip
     for failure in result["failures"][:5]:
         print(f"  failed: click {failure[0]}: status {failure[1]}: {failure[2]}")
     return 1 if result["failures"] else 0

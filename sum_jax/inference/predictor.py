@@ -165,6 +165,7 @@ class SamPredictor:
         self.original_size: tuple[int, int] | None = None
         self.input_size: tuple[int, int] | None = None
         self._taps = None
+        self._sized_taps: dict = {}
 
     @property
     def is_image_set(self) -> bool:
@@ -192,6 +193,27 @@ class SamPredictor:
             tuple(self.original_size), s, self.config.low_res_size, bucket
         )
         self._taps = jax.tree.map(jnp.asarray, taps)
+        self._sized_taps = {}
+
+    def output_taps(
+        self, mask_size: tuple[int, int], frame: tuple[int, int] | None = None
+    ) -> transforms.PostprocessTaps:
+        """Taps of SAM's post-processing with the last resize to `mask_size` (H', W') instead
+        of the original size (the crop to the resized image is the original's), padded to
+        `frame` (default: `frame_bucket(H', W')`): the masks SAM gives, sampled at another
+        resolution straight from the low-res logits. Cached per size."""
+        self._require_image()
+        key = (tuple(mask_size), frame or frame_bucket(*mask_size))
+        if key not in self._sized_taps:
+            (mh, mw), (fh, fw) = key
+            rh, rw = self.input_size
+            taps = transforms.PostprocessTaps(
+                transforms.bilinear_taps(self.config.low_res_size, self.config.img_size),
+                transforms.pad_taps(transforms.bilinear_taps(rh, mh), fh),
+                transforms.pad_taps(transforms.bilinear_taps(rw, mw), fw),
+            )
+            self._sized_taps[key] = jax.tree.map(jnp.asarray, taps)
+        return self._sized_taps[key]
 
     def get_image_embedding(self) -> jax.Array:
         """`[1, h, w, C]` embedding of the current image."""
@@ -212,6 +234,8 @@ class SamPredictor:
         multimask_output: bool = True,
         return_logits: bool = False,
         task: int | str | None = DEFAULT_TASK,
+        mask_size: tuple[int, int] | None = None,
+        mask_frame: tuple[int, int] | None = None,
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """One prompt, as the official `SamPredictor.predict`.
 
@@ -224,10 +248,13 @@ class SamPredictor:
           return_logits: logits instead of boolean masks.
           task: SUM task prompt (id or name: 'salient', 'entity', 'part'); None for none;
             `DEFAULT_TASK`: 0 for a SUM model, none for a plain SAM (module docstring).
+          mask_size: `(H', W')`: masks at that size instead of the original's, by the same
+            post-processing (`output_taps`), computed in `mask_frame` (default
+            `frame_bucket(H', W')`; one compilation per frame). None: the original size.
 
         Returns:
-          `masks [C, H, W]` (bool, or float logits), `iou_predictions [C]`,
-          `low_res_logits [C, 4h, 4w]`, with C = 3 or 1.
+          `masks [C, H, W]` (bool, or float logits; `[C, H', W']` with `mask_size`),
+          `iou_predictions [C]`, `low_res_logits [C, 4h, 4w]`, with C = 3 or 1.
         """
         masks, iou, low_res = self.predict_batch(
             None if point_coords is None else np.asarray(point_coords)[None],
@@ -237,6 +264,8 @@ class SamPredictor:
             multimask_output=multimask_output,
             return_logits=return_logits,
             task=task,
+            mask_size=mask_size,
+            mask_frame=mask_frame,
         )
         return masks[0], iou[0], low_res[0]
 
@@ -249,9 +278,12 @@ class SamPredictor:
         multimask_output: bool = True,
         return_logits: bool = False,
         task: int | str | None = DEFAULT_TASK,
+        mask_size: tuple[int, int] | None = None,
+        mask_frame: tuple[int, int] | None = None,
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """`Q` prompts at once: coords `[Q, N, 2]`, labels `[Q, N]`, boxes `[Q, 4]`,
-        mask_input `[Q, 1, 4h, 4w]`. Returns `[Q, C, H, W]`, `[Q, C]`, `[Q, C, 4h, 4w]`."""
+        mask_input `[Q, 1, 4h, 4w]`. Returns `[Q, C, H, W]`, `[Q, C]`, `[Q, C, 4h, 4w]`
+        (`mask_size`, `mask_frame`: as `predict`)."""
         self._require_image()
         points, labels, boxes_, mask_, q = self._check_prompts(
             point_coords, point_labels, boxes, mask_input
@@ -289,11 +321,11 @@ class SamPredictor:
             jnp.asarray(masks_in),
             jnp.asarray(mask_valid),
             jnp.asarray(task_ids),
-            self._taps,
+            self._taps if mask_size is None else self.output_taps(mask_size, mask_frame),
             multimask_output=multimask_output,
             return_logits=return_logits,
         )
-        h, w = self.original_size
+        h, w = self.original_size if mask_size is None else mask_size
         masks = np.asarray(masks[:q, :, :h, :w])
         return masks, np.asarray(iou[:q]), np.asarray(low_res[:q])
 

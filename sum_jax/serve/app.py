@@ -9,8 +9,9 @@
                                 by every model, {"image_id", "width", "height", ...}
     POST /api/predict           JSON prompts (see prompts.py) -> every model's mask and score
 
-Every failure answers `{"error": "..."}` with a 4xx status naming the problem (a bug of
-ours: a JSON 500); the server keeps serving. The models' work runs in Starlette's thread
+Every answer is one of the shapes declared in `answers.py`. Every failure answers
+`{"error": "..."}` with a 4xx status naming the problem (a bug of ours: a JSON 500); the
+server keeps serving. The models' work (masks encoded included) runs in Starlette's thread
 pool, so a slow request does not hold up the others.
 """
 
@@ -30,6 +31,15 @@ from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
+from sum_jax.serve.answers import (
+    EmbedAnswer,
+    ErrorAnswer,
+    ImagesAnswer,
+    InfoAnswer,
+    ModelAnswer,
+    PredictAnswer,
+    StatusAnswer,
+)
 from sum_jax.serve.errors import ApiError
 from sum_jax.serve.images import Catalogue
 from sum_jax.serve.prompts import (
@@ -37,6 +47,7 @@ from sum_jax.serve.prompts import (
     MASK_FORMATS,
     TASK_NAMES,
     TASKS,
+    Prompts,
     check_fields,
     check_on_image,
     encode_mask,
@@ -44,7 +55,7 @@ from sum_jax.serve.prompts import (
     parse_models,
     parse_prompts,
 )
-from sum_jax.serve.sessions import ModelSession, Warmup
+from sum_jax.serve.sessions import DISPLAY_SIDE, ModelSession, Warmup, mask_geometry
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +92,34 @@ async def _read_json(request: Request) -> Any:
         raise ApiError(400, f"the request body is not valid JSON: {e}") from e
 
 
+def _model_answer(session: ModelSession, prompts: Prompts, image) -> ModelAnswer:
+    """One model's masks for `prompts`, encoded; `ms` covers the decoder and the encoding."""
+    start = time.perf_counter()
+    try:
+        p = session.predict(
+            prompts.image_id, image, prompts.points, prompts.labels, prompts.box,
+            multimask=prompts.multimask, task=TASKS[prompts.task],
+            max_mask_side=prompts.max_mask_side,
+        )  # fmt: skip
+    except ValueError as e:  # the predictor's own checks, e.g. a task it lacks
+        raise ApiError(400, f"model {session.name}: {e}") from e
+    encoded = [encode_mask(m, prompts.mask_format) for m in p.masks]
+    answer: ModelAnswer = {
+        "mask": encoded[p.best],
+        "score": float(p.scores[p.best]),
+        "best": p.best,
+        "ms": 0.0,
+        "embed_ms": _ms(p.embed_ms),
+        "task_used": TASK_NAMES.get(p.task_used, str(p.task_used)),
+    }
+    if p.task_note:
+        answer["task_note"] = p.task_note
+    if prompts.multimask:
+        answer["candidates"] = [{"mask": m, "score": float(s)} for m, s in zip(encoded, p.scores)]
+    answer["ms"] = _ms((time.perf_counter() - start) * 1e3 - p.embed_ms)
+    return answer
+
+
 def create_app(
     sessions: list[ModelSession],
     catalogue: Catalogue,
@@ -104,35 +143,35 @@ def create_app(
         return FileResponse(STATIC / "index.html")
 
     async def info(request: Request) -> Response:
-        return JSONResponse(
-            {
-                "models": [
-                    {
-                        "name": s.name,
-                        "img_size": s.config.img_size,
-                        "encoder_embed_dim": s.config.encoder_embed_dim,
-                        "num_tasks": s.config.num_tasks,
-                    }
-                    for s in sessions
-                ],
-                "banner": banner,
-                "tasks": list(TASKS),
-                "mask_formats": list(MASK_FORMATS),
-                "limits": {
-                    "max_side": catalogue.limits.max_side,
-                    "max_bytes": catalogue.limits.max_bytes,
-                },
-            }
-        )
+        answer: InfoAnswer = {
+            "models": [
+                {
+                    "name": s.name,
+                    "img_size": s.config.img_size,
+                    "encoder_embed_dim": s.config.encoder_embed_dim,
+                    "num_tasks": s.config.num_tasks,
+                }
+                for s in sessions
+            ],
+            "banner": banner,
+            "tasks": list(TASKS),
+            "mask_formats": list(MASK_FORMATS),
+            "display_mask_side": DISPLAY_SIDE,
+            "limits": {
+                "max_side": catalogue.limits.max_side,
+                "max_bytes": catalogue.limits.max_bytes,
+            },
+        }
+        return JSONResponse(answer)
 
     async def status(request: Request) -> Response:
-        if warmup is None:
-            return JSONResponse({"ready": True, "done": 0, "total": 0, "step": "",
-                                 "seconds": 0.0, "error": None})  # fmt: skip
-        return JSONResponse(warmup.status())
+        answer: StatusAnswer = {"ready": True, "done": 0, "total": 0, "step": "",
+                                "seconds": 0.0, "error": None}  # fmt: skip
+        return JSONResponse(answer if warmup is None else warmup.status())
 
     async def images(request: Request) -> Response:
-        return JSONResponse({"images": catalogue.list()})
+        answer: ImagesAnswer = {"images": catalogue.list()}
+        return JSONResponse(answer)
 
     async def image_png(request: Request) -> Response:
         data = await run_in_threadpool(catalogue.png, request.path_params["image_id"])
@@ -163,16 +202,15 @@ def create_app(
         for session in models:
             spent[session.name] = {"embed_ms": _ms(await run_in_threadpool(
                 session.embed, entry["id"], image))}  # fmt: skip
-        return JSONResponse(
-            {
-                "image_id": entry["id"],
-                "name": entry["name"],
-                "width": entry["width"],
-                "height": entry["height"],
-                "models": spent,
-                "ms": _ms((time.perf_counter() - start) * 1e3),
-            }
-        )
+        answer: EmbedAnswer = {
+            "image_id": entry["id"],
+            "name": entry["name"],
+            "width": entry["width"],
+            "height": entry["height"],
+            "models": spent,
+            "ms": _ms((time.perf_counter() - start) * 1e3),
+        }
+        return JSONResponse(answer)
 
     async def predict(request: Request) -> Response:
         body = await _read_json(request)
@@ -181,52 +219,28 @@ def create_app(
         check_on_image(prompts, entry["width"], entry["height"])
         models = pick_models(prompts.models)
         image = await run_in_threadpool(catalogue.array, prompts.image_id)
+        (mask_h, mask_w), _ = mask_geometry(entry["height"], entry["width"],
+                                            prompts.max_mask_side)  # fmt: skip
         start = time.perf_counter()
         answers = {}
         for session in models:
-            try:
-                p = await run_in_threadpool(
-                    session.predict,
-                    prompts.image_id,
-                    image,
-                    prompts.points,
-                    prompts.labels,
-                    prompts.box,
-                    multimask=prompts.multimask,
-                    task=TASKS[prompts.task],
-                )
-            except ValueError as e:  # the predictor's own checks, e.g. a task it lacks
-                raise ApiError(400, f"model {session.name}: {e}") from e
-            encoded = [encode_mask(m, prompts.mask_format) for m in p.masks]
-            answer = {
-                "mask": encoded[p.best],
-                "score": float(p.scores[p.best]),
-                "best": p.best,
-                "ms": _ms(p.ms),
-                "embed_ms": _ms(p.embed_ms),
-                "task_used": TASK_NAMES.get(p.task_used, str(p.task_used)),
-            }
-            if p.task_note:
-                answer["task_note"] = p.task_note
-            if prompts.multimask:
-                answer["candidates"] = [
-                    {"mask": m, "score": float(s)} for m, s in zip(encoded, p.scores)
-                ]
-            answers[session.name] = answer
-        return JSONResponse(
-            {
-                "image_id": prompts.image_id,
-                "width": entry["width"],
-                "height": entry["height"],
-                "task": prompts.task,
-                "multimask": prompts.multimask,
-                "models": answers,
-                "ms": _ms((time.perf_counter() - start) * 1e3),
-            }
-        )
+            answers[session.name] = await run_in_threadpool(_model_answer, session, prompts, image)
+        answer: PredictAnswer = {
+            "image_id": prompts.image_id,
+            "width": entry["width"],
+            "height": entry["height"],
+            "mask_width": mask_w,
+            "mask_height": mask_h,
+            "task": prompts.task,
+            "multimask": prompts.multimask,
+            "models": answers,
+            "ms": _ms((time.perf_counter() - start) * 1e3),
+        }
+        return JSONResponse(answer)
 
     async def api_error(request: Request, exc: ApiError) -> Response:
-        return JSONResponse({"error": exc.message}, status_code=exc.status)
+        error: ErrorAnswer = {"error": exc.message}
+        return JSONResponse(error, status_code=exc.status)
 
     async def internal_error(request: Request, exc: Exception) -> Response:
         log.exception("%s %s failed", request.method, request.url.path, exc_info=exc)

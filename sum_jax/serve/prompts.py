@@ -4,7 +4,7 @@ The request (pixels of the original image, x right, y down):
 
     {"image_id": "coffee", "points": [[x, y, 1], [x, y, 0]], "box": [x0, y0, x1, y1],
      "task": "none" | "salient" | "entity" | "part", "models": ["SAM", "SUM"],
-     "mask_format": "png" | "rle"}
+     "mask_format": "png" | "rle", "max_mask_side": 1024}
 
 Every problem is an ApiError 400 whose message names the field and shows (shortened) what
 was sent.
@@ -31,7 +31,7 @@ TASKS = {"none": None, "salient": "salient", "entity": "entity", "part": "part"}
 TASK_NAMES = {-1: "none", 0: "unlabelled", 1: "salient", 2: "entity", 3: "part"}
 MAX_POINTS = 64  # per request: the largest point-slot count the server compiles
 MASK_FORMATS = ("png", "rle")
-_FIELDS = {"image_id", "points", "box", "task", "models", "mask_format"}
+_FIELDS = {"image_id", "points", "box", "task", "models", "mask_format", "max_mask_side"}
 EMBED_FIELDS = {"image_id", "models"}
 _repr = reprlib.Repr()  # what a message shows of a value: short, whatever was sent
 _repr.maxlevel, _repr.maxlist, _repr.maxdict, _repr.maxstring, _repr.maxother = 3, 6, 6, 40, 40
@@ -91,6 +91,7 @@ class Prompts:
     task: str  # a key of TASKS
     models: list[str] | None  # None: every model
     mask_format: str
+    max_mask_side: int | None = None  # masks of at most this many px per side; None: full
 
     @property
     def multimask(self) -> bool:
@@ -149,7 +150,13 @@ def parse_prompts(body: Any) -> Prompts:
         raise ApiError(
             400, f"mask_format must be one of {list(MASK_FORMATS)}, got {_short(mask_format)}"
         )
-    return Prompts(image_id, points, labels, box, task, models, mask_format)
+    side = body.get("max_mask_side")
+    if side is not None and (isinstance(side, bool) or not isinstance(side, int) or side < 1):
+        raise ApiError(
+            400, "max_mask_side must be a whole number of pixels, at least 1 (or null for "
+            f"masks of the image's size), got {_short(side)}",
+        )  # fmt: skip
+    return Prompts(image_id, points, labels, box, task, models, mask_format, side)
 
 
 def check_on_image(prompts: Prompts, width: int, height: int) -> None:

@@ -1,15 +1,21 @@
-"""Shared set-up of the web app tests: two tiny models ("SAM" and a different "SUM") and a
-folder of real photos of one size (one compilation of the decoder serves them all)."""
+"""Shared set-up of the web app tests: two tiny models ("SAM" and a different "SUM"), a
+folder of real photos of one size (one compilation of the decoder serves them all), and a
+TestClient that checks every JSON answer against its declaration (`answers.py`)."""
 
 from __future__ import annotations
+
+import urllib.parse
+from typing import Any
 
 import numpy as np
 import pytest
 import skimage.data
 from flax import nnx
 from PIL import Image
+from starlette.testclient import TestClient
 
 from sum_jax.models.sam import build_sam
+from sum_jax.serve import answers
 from sum_jax.serve.images import Catalogue, Limits
 from sum_jax.serve.sessions import ModelSession
 
@@ -51,3 +57,44 @@ def make_sessions(models: dict, cache_images: int = 4) -> list[ModelSession]:
 
 def make_catalogue(photo_dir) -> Catalogue:
     return Catalogue(photo_dir, LIMITS)
+
+
+# The declared answer of each JSON endpoint (a 4xx or 500 answer is an ErrorAnswer).
+ANSWERS = {
+    ("GET", "/api/info"): answers.InfoAnswer,
+    ("GET", "/api/status"): answers.StatusAnswer,
+    ("GET", "/api/images"): answers.ImagesAnswer,
+    ("POST", "/api/embed"): answers.EmbedAnswer,
+    ("POST", "/api/predict"): answers.PredictAnswer,
+}
+
+
+def declared_answer(method: str, path: str, status: int) -> Any:
+    """The type an answer must have (None: not JSON, e.g. the page or a PNG)."""
+    if status >= 400:
+        return answers.ErrorAnswer
+    return ANSWERS.get((method.upper(), path))
+
+
+def check_answer(method: str, url: str, status: int, body: Any) -> None:
+    """AssertionError naming every way a decoded JSON answer differs from its declaration."""
+    path = urllib.parse.urlsplit(url).path
+    declared = declared_answer(method, path, status)
+    if declared is not None:
+        problems = answers.conforms(body, declared)
+        assert not problems, f"{method} {path} ({status}) answered off its declaration: {problems}"
+
+
+class CheckedClient(TestClient):
+    """Starlette's TestClient, checking every JSON answer it receives against the declared
+    shape of its endpoint; `checked` counts them."""
+
+    checked = 0
+
+    def request(self, method: str, url: Any, *args: Any, **kwargs: Any):
+        response = super().request(method, url, *args, **kwargs)
+        path = urllib.parse.urlsplit(str(url)).path
+        if declared_answer(method, path, response.status_code) is not None:
+            check_answer(method, path, response.status_code, response.json())
+            self.checked += 1
+        return response

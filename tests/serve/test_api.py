@@ -1,5 +1,7 @@
 """The JSON API of `python -m sum_jax.serve` through Starlette's TestClient: every endpoint,
-answers equal to `SamPredictor` on the same prompts, and clear 4xx answers to bad input."""
+answers equal to `SamPredictor` on the same prompts (or, for masks asked at a smaller size,
+to SAM's post-processing as a float64 formula), clear 4xx answers to bad input, and every answer of
+every test checked against its declared shape (`CheckedClient`)."""
 
 from __future__ import annotations
 
@@ -12,12 +14,13 @@ import numpy as np
 import pytest
 from PIL import Image
 from pycocotools import mask as coco_mask
-from starlette.testclient import TestClient
 
 from sum_jax.inference.predictor import SamPredictor
+from sum_jax.ops.transforms import preprocess_shape
+from sum_jax.serve import answers
 from sum_jax.serve.app import create_app
 from sum_jax.serve.sessions import ModelSession
-from tests.serve.conftest import SIZE, make_catalogue, make_sessions
+from tests.serve.conftest import SIZE, CheckedClient, make_catalogue, make_sessions
 
 BANNER = "these masks are meaningless"
 
@@ -27,7 +30,7 @@ def served(models, photo_dir):
     """(client, sessions, catalogue) of one app over both models and the photo folder."""
     sessions = make_sessions(models)
     catalogue = make_catalogue(photo_dir)
-    with TestClient(create_app(sessions, catalogue, BANNER)) as client:
+    with CheckedClient(create_app(sessions, catalogue, BANNER)) as client:
         yield client, sessions, catalogue
 
 
@@ -59,6 +62,53 @@ def png_mask(encoded: dict) -> np.ndarray:
 def rle_mask(encoded: dict) -> np.ndarray:
     rle = {"size": encoded["rle"]["size"], "counts": encoded["rle"]["counts"].encode()}
     return coco_mask.decode(rle).astype(bool)
+
+
+def bilinear_f64(x: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """PyTorch's `F.interpolate(x, size, mode="bilinear", align_corners=False)` of the last two
+    axes as a float64 formula: output i reads input `s = max((i + 0.5) * n_in / n_out - 0.5,
+    0)` between `floor(s)` and the next (the last input repeats), weighted by distance."""
+
+    def matrix(n_in: int, n_out: int) -> np.ndarray:
+        src = np.maximum((np.arange(n_out) + 0.5) * n_in / n_out - 0.5, 0.0)
+        i0 = np.minimum(np.floor(src).astype(int), n_in - 1)
+        i1 = np.minimum(i0 + 1, n_in - 1)
+        m = np.zeros((n_out, n_in))
+        np.add.at(m, (np.arange(n_out), i0), 1 - (src - i0))
+        np.add.at(m, (np.arange(n_out), i1), src - i0)
+        return m
+
+    rows, cols = matrix(x.shape[-2], size[0]), matrix(x.shape[-1], size[1])
+    return rows @ np.asarray(x, np.float64) @ cols.T
+
+
+def sam_postprocess(low_res: np.ndarray, image_size: tuple[int, int], img_size: int,
+                    mask_size: tuple[int, int]) -> np.ndarray:  # fmt: skip
+    """Logits `[C, H', W']` (float64) from low-res logits `[C, l, l]` by SAM's
+    `postprocess_masks` with the original size replaced by `mask_size` (the rule
+    docs/serve.md gives for `max_mask_side`): bilinear to `img_size`, cropped to the resized
+    image, bilinear to `mask_size`."""
+    rh, rw = preprocess_shape(*image_size, img_size)
+    x = bilinear_f64(low_res, (img_size, img_size))[..., :rh, :rw]
+    return bilinear_f64(x, mask_size)
+
+
+# Logits within this fraction of the largest one from 0 may fall either side in float32
+# (two bilinear passes round to a few float32 ulps, ~1e-7 of it); they are few.
+MARGIN = 1e-5
+
+
+def clear_of_zero(logits: np.ndarray) -> np.ndarray:
+    """Where float64 `logits` are further from 0 than float32 rounding could move them."""
+    return np.abs(logits) > MARGIN * np.abs(logits).max()
+
+
+def assert_mask_of(mask: np.ndarray, logits: np.ndarray) -> None:
+    """`mask` is `logits > 0` wherever the float64 logits are clear of 0 (the server computes
+    in float32), and unclear pixels are under 0.1 %."""
+    clear = clear_of_zero(logits)
+    np.testing.assert_array_equal(mask[clear], logits[clear] > 0)
+    assert clear.mean() > 0.999, clear.mean()
 
 
 def png_bytes(image: np.ndarray) -> bytes:
@@ -150,6 +200,65 @@ def test_clicks_box_and_task_give_one_mask_as_rle(client, reference):
     assert not np.array_equal(answers["none"], answers["salient"])  # the task prompt acts
 
 
+def test_masks_asked_smaller_are_sams_post_processing_at_that_size(client, reference):
+    """`max_mask_side`: the masks come straight from the low-res logits at the smaller size,
+    equal to SAM's own post-processing told that size (a float64 formula, `sam_postprocess`),
+    with SamPredictor.predict's scores; a limit the image fits in gives the masks at the
+    image's size, as SamPredictor.predict."""
+    click = [200.0, 150.0]
+    body = {"image_id": "chelsea.jpg", "points": [[*click, 1]], "mask_format": "rle"}
+    # 400 px: the frame of 512 x 512 px that the photo's own masks use, so nothing compiles.
+    answer = client.post("/api/predict", json={**body, "max_mask_side": 400}).json()
+    h, w = preprocess_shape(*SIZE, 400)
+    assert (answer["mask_width"], answer["mask_height"]) == (w, h) == (400, 266)
+    for name, got in answer["models"].items():
+        predictor = reference(name, "chelsea.jpg")
+        _, scores, low_res = predictor.predict(np.array([click]), np.array([1]))
+        expected = sam_postprocess(low_res, SIZE, predictor.config.img_size, (h, w))
+        assert 0.02 < (expected[got["best"]] > 0).mean() < 0.98
+        for k in range(3):
+            assert_mask_of(rle_mask(got["candidates"][k]["mask"]), expected[k])
+            assert got["candidates"][k]["score"] == pytest.approx(float(scores[k]), abs=1e-6)
+    # A limit the photo fits in: the photo's own size and masks.
+    whole = client.post("/api/predict", json={**body, "max_mask_side": 1024}).json()
+    assert (whole["mask_width"], whole["mask_height"]) == SIZE[::-1]
+    masks, _, _ = reference("SUM", "chelsea.jpg").predict(np.array([click]), np.array([1]))
+    for k in range(3):
+        np.testing.assert_array_equal(
+            rle_mask(whole["models"]["SUM"]["candidates"][k]["mask"]), masks[k]
+        )
+
+
+def test_every_answer_is_checked_against_its_declaration(client):
+    """The client of these tests fails any answer off its declared shape (answers.py): here
+    real answers of each endpoint pass, and the same answers with one field drifted fail."""
+    before = client.checked
+    info = client.get("/api/info").json()
+    client.get("/api/status")
+    client.get("/api/images")
+    embed = client.post("/api/embed", json={"image_id": "chelsea.jpg"}).json()
+    predict = client.post("/api/predict", json={"image_id": "chelsea.jpg",
+                                                 "points": [[5, 5, 1]]}).json()  # fmt: skip
+    client.post("/api/predict", json={"image_id": "nope"})
+    assert client.checked == before + 6
+    drifted = [
+        (info, answers.InfoAnswer, lambda a: a["limits"].pop("max_bytes"), "lacks 'max_bytes'"),
+        (embed, answers.EmbedAnswer, lambda a: a["models"]["SAM"].update(embed_ms="0"), "not float"),
+        (predict, answers.PredictAnswer, lambda a: a["models"]["SUM"].update(best=True), "a bool"),
+        (predict, answers.PredictAnswer, lambda a: a.update(task="bogus"), "not one of"),
+        (predict, answers.PredictAnswer,
+         lambda a: a["models"]["SAM"]["candidates"][1].update(mask={"rle": {"size": [1, 2]}}),
+         "none of"),
+        (predict, answers.PredictAnswer, lambda a: a.update(colour=1), "undeclared field"),
+    ]  # fmt: skip
+    for answer, declared, drift, words in drifted:
+        assert answers.conforms(answer, declared) == []
+        spoilt = json.loads(json.dumps(answer))
+        drift(spoilt)
+        problems = answers.conforms(spoilt, declared)
+        assert problems and words in problems[0], problems
+
+
 def test_a_chosen_model_alone_answers(client):
     answer = client.post(
         "/api/predict",
@@ -223,6 +332,9 @@ CAT = {"image_id": "chelsea.jpg"}
         (("predict", {**ONE, "mask_format": {}}), 400, "mask_format must be one of"),
         (("predict", {**ONE, "models": ["SAM", "SAM"]}), 400, "distinct model names"),
         (("predict", {**ONE, "models": "SAM"}), 400, "models must be a non-empty list"),
+        (("predict", {**ONE, "max_mask_side": 0}), 400, "max_mask_side must be a whole number"),
+        (("predict", {**ONE, "max_mask_side": 512.5}), 400, "got 512.5"),
+        (("predict", {**ONE, "max_mask_side": True}), 400, "max_mask_side"),
         (("embed", {**CAT, "models": "SAM"}), 400, "models must be a non-empty list"),
         (("embed", {**CAT, "colour": 1}), 400, "unknown field(s) ['colour']"),
         (("embed", [CAT]), 400, "must be a JSON object"),
@@ -329,7 +441,7 @@ def test_warmup_compiles_each_listed_size_once_and_reports_progress(models, phot
     listed = catalogue.list()
     warmup = Warmup(sessions, [(e["id"], e["height"], e["width"]) for e in listed],
                     catalogue.array)  # fmt: skip
-    with TestClient(create_app(sessions, catalogue, warmup=warmup)) as client:
+    with CheckedClient(create_app(sessions, catalogue, warmup=warmup)) as client:
         before = client.get("/api/status").json()
         assert before["ready"] is False and before["done"] == 0
         warmup.start().join(timeout=300)
@@ -348,7 +460,7 @@ def test_task_fallback_is_reported_not_echoed(models, photo_dir, reference):
     ]
     body = {"image_id": "chelsea.jpg", "points": [[200, 150, 1], [60, 40, 0]],
             "mask_format": "rle"}  # fmt: skip
-    with TestClient(create_app(sessions, make_catalogue(photo_dir))) as client:
+    with CheckedClient(create_app(sessions, make_catalogue(photo_dir))) as client:
         part = client.post("/api/predict", json={**body, "task": "part"}).json()
         salient = client.post("/api/predict", json={**body, "task": "salient"}).json()
         none = client.post("/api/predict", json=body).json()
@@ -374,7 +486,7 @@ def test_a_bug_of_ours_is_a_json_500_and_the_server_keeps_serving(models, photo_
 
     sessions[1].predict = broken
     app = create_app(sessions, make_catalogue(photo_dir))
-    with TestClient(app, raise_server_exceptions=False) as client:
+    with CheckedClient(app, raise_server_exceptions=False) as client:
         body = {"image_id": "chelsea.jpg", "points": [[5, 5, 1]]}
         failed = client.post("/api/predict", json=body)
         assert failed.status_code == 500

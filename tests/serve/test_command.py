@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.serve.conftest import check_answer
+
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -23,14 +25,25 @@ def serve_command(*flags: str) -> list[str]:
 
 
 def post(url: str, body: dict) -> tuple[int, dict]:
+    """POSTs JSON; the status and the answer, checked against its declared shape."""
     request = urllib.request.Request(
         url, json.dumps(body).encode(), {"Content-Type": "application/json"}
     )
     try:
         with urllib.request.urlopen(request, timeout=60) as r:
-            return r.status, json.loads(r.read())
+            status, answer = r.status, json.loads(r.read())
     except urllib.error.HTTPError as e:
-        return e.code, json.loads(e.read())
+        status, answer = e.code, json.loads(e.read())
+    check_answer("POST", url, status, answer)
+    return status, answer
+
+
+def get(url: str) -> dict:
+    """GETs a JSON answer, checked against its declared shape."""
+    with urllib.request.urlopen(url, timeout=30) as r:
+        answer = json.loads(r.read())
+    check_answer("GET", url, r.status, answer)
+    return answer
 
 
 def test_serves_pretrained_small_and_the_demo_model_and_prints_its_address(photo_dir, tmp_path):
@@ -52,13 +65,11 @@ def test_serves_pretrained_small_and_the_demo_model_and_prints_its_address(photo
         assert "serving SAM, SUM on 3 images at http://127.0.0.1:" in line, line  # loopback
         assert "compiling for 1 image size(s) in the background" in line, line
         url = line.split(" at ")[1].split()[0]
-        with urllib.request.urlopen(url + "api/info", timeout=30) as r:
-            info = json.loads(r.read())
+        info = get(url + "api/info")
         assert info["banner"] is None
         line = process.stdout.readline()  # printed once every click is compiled
         assert line.startswith("ready: every click compiled for 1 image size(s) in "), line
-        with urllib.request.urlopen(url + "api/status", timeout=30) as r:
-            status = json.loads(r.read())
+        status = get(url + "api/status")
         assert status["ready"] and status["done"] == status["total"] == 1, status
         assert [m["img_size"] for m in info["models"]] == [128, 128]
         body = {"image_id": "chelsea.jpg", "points": [[100, 100, 1]]}

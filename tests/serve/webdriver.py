@@ -2,7 +2,8 @@
 
 Debian's `chromium` and `chromium-driver` packages provide the browser and `chromedriver`;
 this module speaks chromedriver's HTTP API (https://www.w3.org/TR/webdriver2/) with `urllib`,
-enough to open a page, run JavaScript, click with any mouse button and take a screenshot.
+enough to open a page, run JavaScript, click or drag with any mouse button, turn the wheel
+and take a screenshot.
 
     with Chromium(width=1400, height=1000) as browser:
         browser.open("http://127.0.0.1:8000/")
@@ -26,7 +27,7 @@ MISSING = (
     "needs Chromium and chromedriver: install Debian's `chromium` and `chromium-driver` "
     "packages (apt-get install -y chromium chromium-driver)"
 )
-BUTTONS = {"left": 0, "right": 2}
+BUTTONS = {"left": 0, "middle": 1, "right": 2}
 
 
 def find_browser() -> tuple[str, str] | None:
@@ -156,7 +157,7 @@ class Chromium:
         Promise is awaited."""
         return self._session_call("POST", "/execute/sync", {"script": script, "args": list(args)})
 
-    def wait_for(self, script: str, timeout: float = 30, poll: float = 0.05) -> Any:
+    def wait_for(self, script: str, timeout: float = 30, poll: float = 0.02) -> Any:
         """Polls `script` until it returns something truthy; returns it."""
         deadline = time.monotonic() + timeout
         while True:
@@ -189,15 +190,25 @@ class Chromium:
             {"type": "pointerUp", "button": b},
         ])  # fmt: skip
 
-    def drag(self, x0: int, y0: int, x1: int, y1: int) -> None:
-        """Left button pressed at (x0, y0), moved in a few steps, released at (x1, y1)."""
+    def drag(self, x0: int, y0: int, x1: int, y1: int, button: str = "left") -> None:
+        """`button` pressed at (x0, y0), moved in a few steps, released at (x1, y1)."""
+        b = BUTTONS[button]
         steps = [{"type": "pointerMove", "duration": 0, "origin": "viewport", "x": x0, "y": y0},
-                 {"type": "pointerDown", "button": 0}]  # fmt: skip
+                 {"type": "pointerDown", "button": b}]  # fmt: skip
         for t in (0.25, 0.5, 0.75, 1.0):
             steps.append({"type": "pointerMove", "duration": 20, "origin": "viewport",
                           "x": round(x0 + t * (x1 - x0)), "y": round(y0 + t * (y1 - y0))})  # fmt: skip
-        steps.append({"type": "pointerUp", "button": 0})
+        steps.append({"type": "pointerUp", "button": b})
         self.pointer(steps)
+
+    def wheel(self, x: int, y: int, delta_y: int) -> None:
+        """The mouse wheel turned at viewport pixel (x, y): `delta_y` < 0 away from the user
+        (a page scrolls up; 100 is about one notch)."""
+        scroll = {"type": "scroll", "x": x, "y": y, "deltaX": 0, "deltaY": delta_y,
+                  "duration": 0, "origin": "viewport"}  # fmt: skip
+        actions = {"type": "wheel", "id": "wheel", "actions": [scroll]}
+        self._session_call("POST", "/actions", {"actions": [actions]})
+        self._session_call("DELETE", "/actions")
 
     def screenshot(self) -> bytes:
         """PNG of the viewport."""
