@@ -13,6 +13,9 @@ setup(
         "flax>=0.12",
         "optax>=0.2.5",
         "orbax-checkpoint>=0.11",
+        # gs:// paths (workdirs, models, prepared data on Cloud Storage): etils.epath, which
+        # Orbax brings, reaches Cloud Storage through fsspec's gcsfs when TensorFlow is absent.
+        "gcsfs>=2024.2",
         "ml-collections>=1.0",
         "grain>=0.2.12",
         "tensorflow-datasets>=4.9.9",
@@ -61,6 +64,8 @@ setup(
             # Runs the suite on every core (`-n auto` in pyproject.toml): most of its time
             # is single-threaded XLA compilation, so two cores halve it.
             "pytest-xdist>=3.8",  # --no-loadscope-reorder (pyproject.toml)
+            # A Cloud Storage server on 127.0.0.1 for the gs:// tests (tests/gcs_emulator.py).
+            "gcp-storage-emulator>=2024.8",
         ],
     },
 )

@@ -26,7 +26,6 @@ import hashlib
 import json
 import logging
 import os
-import shutil
 import sys
 import zipfile
 import zlib
@@ -38,7 +37,8 @@ import numpy as np
 import orbax.checkpoint as ocp
 from flax import nnx
 
-from sum_jax.fileio import atomic_dir, atomic_write, swap_in
+from sum_jax.cloud import absolute
+from sum_jax.fileio import as_path, atomic_dir, atomic_write, is_remote, rmtree, swap_in
 from sum_jax.fingerprint import tree_hash
 from sum_jax.models.lora import merge_state
 from sum_jax.models.sam import Sam, SamConfig
@@ -133,7 +133,7 @@ def model_dir(spec: str | os.PathLike) -> str:
 def read_tasks(spec: str | os.PathLike) -> TaskRecord | None:
     """The `TaskRecord` of a model directory; None for a model without one (a converted
     SAM, a model exported before the record existed, `random:<variant>`)."""
-    path = Path(model_dir(spec)) / TASKS_FILE
+    path = as_path(model_dir(spec)) / TASKS_FILE
     if str(spec).startswith("random:") or not path.is_file():
         return None
     try:
@@ -192,7 +192,7 @@ def save_state_dict(
     given, is written as `tasks.json`.
     """
     if jax.process_count() > 1:
-        _save_state_dict_processes(Path(directory).absolute(), config, state, overwrite, tasks)
+        _save_state_dict_processes(absolute(directory), config, state, overwrite, tasks)
         return
     with atomic_dir(directory, overwrite=overwrite) as tmp:
         with _checkpointer() as ckptr:
@@ -228,7 +228,7 @@ def _save_state_dict_processes(
     staging = directory.parent / f".{directory.name}.partial"
     first = jax.process_index() == 0
     if first:
-        shutil.rmtree(staging, ignore_errors=True)
+        rmtree(staging)
         staging.mkdir(parents=True)
     multihost_utils.sync_global_devices(f"sum_jax: staging {directory}")
     with _checkpointer() as ckptr:
@@ -275,7 +275,7 @@ def _load_packed(path: Path, target: dict) -> dict:
     """The nested state of `params.npz`, checked key by key and shape by shape against
     `target` (the architecture's abstract state)."""
     try:
-        with np.load(path) as arrays:
+        with path.open("rb") as f, np.load(f) as arrays:
             stored = dict(arrays.items())
     except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as e:
         raise DamagedModelError(damaged_message(path.parent, path, e)) from e
@@ -350,8 +350,8 @@ def mismatch_message(stored: dict, wanted: dict, where: Path) -> str | None:
 def remake_hint(directory: str | os.PathLike) -> str:
     """How a model directory is made again: the pretraining command for a shipped one, else
     the converter or the training run that exported it."""
-    folder = Path(directory).resolve()
-    if folder.parent == PRETRAINED_ROOT.resolve():
+    folder = as_path(directory)
+    if not is_remote(folder) and folder.resolve().parent == PRETRAINED_ROOT.resolve():
         return PRETRAIN_HINT.format(name=folder.name)
     return (
         "convert the official checkpoint again: python -m convert.sam_checkpoint --input "
@@ -378,7 +378,7 @@ def check_arrays(
     only, no array is read) with the architecture of its `sam_config.json`: a ValueError
     summarising the differences, or a DamagedModelError when the metadata does not read.
     `target`: the config's state tree when the caller has it already (not traced again)."""
-    directory = Path(model_dir(directory)).absolute()
+    directory = absolute(model_dir(directory))
     params = directory / PARAMS_DIR
     if (directory / ADAPTER_FILE).is_file() or not params.is_dir():
         return
@@ -419,7 +419,7 @@ def _quiet_closed_loop() -> None:
 
 
 def read_config(directory: str | os.PathLike) -> SamConfig:
-    directory = Path(model_dir(directory))
+    directory = as_path(model_dir(directory))
     config_path = directory / CONFIG_FILE
     if not directory.is_dir():
         raise FileNotFoundError(
@@ -443,7 +443,7 @@ def read_config(directory: str | os.PathLike) -> SamConfig:
 def load_state_dict(directory: str | os.PathLike, config: SamConfig | None = None) -> dict:
     """The pure state of a model directory as nested dicts of numpy arrays (host memory); of
     an adapter directory, the merged plain SAM's."""
-    directory = Path(model_dir(directory)).absolute()
+    directory = absolute(model_dir(directory))
     if (directory / ADAPTER_FILE).is_file():
         return jax.tree.map(np.asarray, nnx.to_pure_dict(nnx.state(load_adapters(directory))))
     config = config or read_config(directory)
@@ -471,7 +471,7 @@ def load_sam(directory: str | os.PathLike, **config_overrides: Any) -> Sam:
     import dataclasses
 
     directory = model_dir(directory)
-    if (Path(directory) / ADAPTER_FILE).is_file():
+    if (as_path(directory) / ADAPTER_FILE).is_file():
         return load_adapters(directory, **config_overrides)
     config = read_config(directory)
     state = load_state_dict(directory, config)
@@ -524,7 +524,7 @@ def model_fingerprint(spec: str | os.PathLike) -> str:
 def base_reference(spec: str | os.PathLike) -> dict[str, str]:
     """`{"base_model": absolute directory (or random:<variant>), "base_hash": fingerprint}`."""
     spec = os.fspath(spec)
-    where = spec if spec.startswith("random:") else str(Path(model_dir(spec)).absolute())
+    where = spec if spec.startswith("random:") else str(absolute(model_dir(spec)))
     return {"base_model": where, "base_hash": model_fingerprint(spec)}
 
 
@@ -574,7 +574,7 @@ def _deep_update(base: dict, update: dict) -> dict:
 def load_adapters(directory: str | os.PathLike, **config_overrides: Any) -> Sam:
     """The plain SAM of an adapter directory: its base model (checked by fingerprint) with
     the trained parameters put in and the adapters merged into the kernels."""
-    directory = Path(directory).absolute()
+    directory = absolute(directory)
     info = json.loads((directory / ADAPTER_FILE).read_text())
     base = info["base_model"]
     check_base(
@@ -626,7 +626,7 @@ class TrainingCheckpoints:
         options = ocp.CheckpointManagerOptions(
             max_to_keep=int(keep), create=True, enable_async_checkpointing=asynchronous
         )
-        self.directory = Path(directory)
+        self.directory = as_path(directory)
         self._manager = ocp.CheckpointManager(self.directory, options=options)
 
     def latest_step(self) -> int | None:

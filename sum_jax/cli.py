@@ -160,9 +160,10 @@ def check_model_dir(spec: str | None, field: str, kind: str = "sam") -> None:
     if not spec:
         raise InputError(f"{field} is not set; {how}, and pass {field}=DIR")
     from sum_jax import checkpointing
+    from sum_jax.fileio import as_path
 
     try:
-        path = Path(checkpointing.model_dir(spec)).expanduser()
+        path = as_path(checkpointing.model_dir(spec), field).expanduser()
     except FileNotFoundError as e:
         raise InputError(f"{field}={spec}: {message(e)}") from e
     if not path.is_dir():
@@ -183,7 +184,9 @@ def check_prepared(data_dir: str | None, refs, field: str) -> None:
             f"{field.rsplit('.', 1)[0]}.data_dir is not set: the root of the prepared datasets "
             "(python -m sum_jax.prepare_data --config.data_dir=...)"
         )
-    if not Path(data_dir).expanduser().is_dir():
+    from sum_jax.fileio import as_path
+
+    if not as_path(data_dir, field.rsplit(".", 1)[0] + ".data_dir").expanduser().is_dir():
         raise InputError(
             f"data_dir={data_dir} does not exist; prepare datasets into it with python -m "
             "sum_jax.prepare_data --config.dataset=NAME --config.source_dir=... "

@@ -39,6 +39,7 @@ import ml_collections
 import numpy as np
 from PIL import Image
 
+from sum_jax import cloud
 from sum_jax.data import builder
 from sum_jax.evaluate import reports, runner
 from sum_jax.fileio import atomic_path, atomic_write
@@ -179,6 +180,7 @@ def run_demo(config: ml_collections.ConfigDict, workdir: str | Path) -> dict[str
     from sum_jax.train_refiner.training import train_refiner
     from sum_jax.uncertainty.maps import compute_uncertainty
 
+    cloud.require_local(workdir, "workdir", "the demo writes local files (CLI: --workdir)")
     workdir = Path(workdir).absolute()
     workdir.mkdir(parents=True, exist_ok=True)
     handler = logging.StreamHandler()

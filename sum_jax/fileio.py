@@ -15,6 +15,9 @@ import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
+from sum_jax import cloud
+from sum_jax.cloud import as_path, is_remote  # every entry point's path helper
+
 # Writes that fail for the disk, not the data: what each errno means, for the message.
 DISK_ERRORS = {
     errno.ENOSPC: "the disk is full",
@@ -41,8 +44,13 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
 
     For writers that want a file name (PIL, torch.save, savefig). The data is fsynced before
     the rename, so a crash leaves the old file or the new one. On error the temporary file
-    is removed and `path` is untouched. The file gets the umask's permissions.
+    is removed and `path` is untouched. The file gets the umask's permissions. On gs:// the
+    temporary file is local and uploaded as one object (`sum_jax.cloud`).
     """
+    if is_remote(path):
+        with cloud.atomic_path(path) as tmp:
+            yield tmp
+        return
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     if path.is_dir():
@@ -65,7 +73,11 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
 
 
 def atomic_write(path: str | os.PathLike, data: str | bytes) -> None:
-    """Writes text or bytes to `path` atomically."""
+    """Writes text or bytes to `path` atomically (on gs://: one object upload)."""
+    if is_remote(path):
+        path = as_path(path)
+        path.write_bytes(data.encode() if isinstance(data, str) else data)
+        return
     with atomic_path(path) as tmp:
         if isinstance(data, str):
             tmp.write_text(data)
@@ -80,8 +92,13 @@ def atomic_dir(path: str | os.PathLike, *, overwrite: bool = True) -> Iterator[P
     An existing `path` stays untouched until the new folder is complete: it is then renamed
     aside, the new one renamed in, and the old one removed. On error the new folder is
     removed and `path` is as it was. `overwrite=False` refuses an existing `path`
-    (FileExistsError) before anything is written.
+    (FileExistsError) before anything is written. On gs:// the folder is built locally and
+    swapped in object by object (`sum_jax.cloud.swap_in` says what a reader can see).
     """
+    if is_remote(path):
+        with cloud.atomic_dir(path, overwrite=overwrite) as tmp:
+            yield tmp
+        return
     path = Path(path).absolute()
     if path.exists() and not path.is_dir():
         raise NotADirectoryError(f"{path} is a file; expected a folder to write into")
@@ -99,7 +116,7 @@ def atomic_dir(path: str | os.PathLike, *, overwrite: bool = True) -> Iterator[P
 
 def aside_path(path: str | os.PathLike) -> Path:
     """Where `swap_in` keeps the old copy of `path` while the new one is renamed in."""
-    path = Path(path)
+    path = as_path(path)
     return path.parent / f".{path.name}.old"
 
 
@@ -108,7 +125,11 @@ def swap_in(new: str | os.PathLike, path: str | os.PathLike) -> None:
     same file system: the old copy is renamed to `aside_path(path)`, `new` renamed in, and the
     old copy removed. If renaming `new` in fails, the old copy is put back; a process killed
     between the two renames leaves the old copy at `aside_path(path)`, where a rerun finds it.
+    A gs:// `path` has no renames: `sum_jax.cloud.swap_in`.
     """
+    if is_remote(path):
+        cloud.swap_in(new, path)
+        return
     path, aside = Path(path), aside_path(path)
     shutil.rmtree(aside, ignore_errors=True)
     if path.exists():
@@ -131,7 +152,12 @@ def atomic_files(folder: str | os.PathLike, *, replaces: Iterable[str] = ()) -> 
     For a result of several files (segment's mask, overlay and scores) in a folder that may
     hold other files: a full disk fails while the staging folder is written, before any file
     of `folder` changes. What follows writes no data: renames within one file system.
+    On gs:// each file is one object upload; the set is not replaced together.
     """
+    if is_remote(folder):
+        with cloud.atomic_files(folder, replaces) as staging:
+            yield staging
+        return
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(dir=folder, prefix=".staging.", suffix=".partial"))
@@ -151,7 +177,10 @@ def atomic_files(folder: str | os.PathLike, *, replaces: Iterable[str] = ()) -> 
 
 def check_output_dir(path: str | os.PathLike, field: str) -> Path:
     """`path` as a folder to write into (existing or not); a file there is refused, naming
-    `field` (the flag or config field it came from). Call it before any model is loaded."""
+    `field` (the flag or config field it came from). Call it before any model is loaded.
+    `path` may be gs://BUCKET/PATH; another scheme is an InputError (`as_path`)."""
+    if is_remote(as_path(path, field)):
+        return cloud.check_output_dir(path, field)
     path = Path(path).expanduser()
     for p in (path, *path.parents):
         if p.exists():
@@ -164,3 +193,21 @@ def check_output_dir(path: str | os.PathLike, field: str) -> Path:
                 raise PermissionError(f"{field}={path}: cannot write in {p} (permissions)")
             break
     return path
+
+
+def append_text(path: str | os.PathLike, text: str, *, sync: bool = False) -> None:
+    """Appends `text` to the file `path` (created if missing); `sync`: fsynced before it
+    returns. On gs:// the object is rewritten whole (`sum_jax.cloud.append`)."""
+    if is_remote(path):
+        cloud.append(path, text.encode())
+        return
+    with open(path, "a") as f:
+        f.write(text)
+        if sync:
+            f.flush()
+            os.fsync(f.fileno())
+
+
+def rmtree(path: str | os.PathLike) -> None:
+    """Removes the folder `path` (local or gs://) and all it holds, if it is there."""
+    cloud.rmtree_any(path)

@@ -21,7 +21,8 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from sum_jax.fileio import atomic_write
+from sum_jax import cloud
+from sum_jax.fileio import as_path, atomic_write
 
 _CHUNK = 1 << 24
 _FILE_CACHE: dict[tuple, str] = {}
@@ -34,7 +35,10 @@ def stable_hash(value: Any) -> str:
 
 
 def file_hash(path: str | os.PathLike) -> str:
-    """The content hash (`blake2b`, 128 bits) of one file."""
+    """The content hash (`blake2b`, 128 bits) of one file (local or gs://: an object's bytes,
+    keyed in the cache by its generation)."""
+    if cloud.is_remote(path):
+        return _remote_hash(path)
     path = os.path.abspath(path)
     st = os.stat(path)
     key = (path, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
@@ -47,9 +51,23 @@ def file_hash(path: str | os.PathLike) -> str:
     return _FILE_CACHE[key]
 
 
+def _remote_hash(path: str | os.PathLike) -> str:
+    info = cloud.info(path)
+    key = (os.fspath(path), info.get("generation"), info.get("size"))
+    if key not in _FILE_CACHE or not info.get("generation"):
+        h = hashlib.blake2b(digest_size=16)
+        with as_path(path).open("rb") as f:
+            while chunk := f.read(_CHUNK):
+                h.update(chunk)
+        _FILE_CACHE[key] = h.hexdigest()
+    return _FILE_CACHE[key]
+
+
 def folder_hashes(root: str | os.PathLike) -> dict[str, str]:
     """`{relative path: file_hash}` of every file under `root` (links to files followed,
     links to folders not: a link loop cannot make it walk forever)."""
+    if cloud.is_remote(root):
+        return {name: file_hash(path) for name, path in cloud.walk_files(root)}
     root = os.fspath(root)
     out = {}
     for folder, dirs, names in os.walk(root):
@@ -70,12 +88,11 @@ def tree_hash(root: str | os.PathLike) -> str:
     """One content hash of a folder: `blake2b` over each file's relative path and bytes, in
     sorted order, leaving out `SAVE_TIME_FILES` (the model fingerprint,
     `checkpointing.model_fingerprint`)."""
-    root = Path(root)
     h = hashlib.blake2b(digest_size=16)
-    files = (p for p in root.rglob("*") if p.is_file() and p.name not in SAVE_TIME_FILES)
-    for path in sorted(files):
-        h.update(str(path.relative_to(root)).encode() + b"\0")
-        with open(path, "rb") as f:
+    files = [(n, p) for n, p in cloud.walk_files(root) if p.name not in SAVE_TIME_FILES]
+    for name, path in files:  # local or gs://: the same bytes, the same hash
+        h.update(name.encode() + b"\0")
+        with path.open("rb") as f:
             while chunk := f.read(_CHUNK):
                 h.update(chunk)
         h.update(b"\0")
@@ -157,7 +174,7 @@ def check_or_record(
     """
     from sum_jax.cli import InputError
 
-    folder = Path(folder)
+    folder = as_path(folder)
     path = folder / record_file
     record = {"made_from": made_from, "shown": dict(shown or {})}
     record = json.loads(json.dumps(record))

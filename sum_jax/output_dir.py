@@ -15,7 +15,10 @@
   or two `train` in one folder would delete each other's unfinished files or interleave
   `metrics.jsonl`. The lock file is removed when the command ends; the kernel releases the
   lock when its process ends, however it ends, so the file a killed run leaves behind never
-  blocks. The pid and host in it only serve the message.
+  blocks. The pid and host in it only serve the message. A gs:// folder has no lock (an
+  object store has no `flock`, and the Cloud Storage emulators the tests run lack the
+  generation preconditions a lock object would need): the owner record still refuses another
+  command's folder, but a second process of the same run is not stopped; a log line says so.
 
 Workers that share one folder by design (the shards of `pseudo_labels` and `uncertainty`, the
 processes of a multi-host training run, `prepare_data` runs of different datasets) pass their
@@ -94,7 +97,7 @@ def _only_metadata(folder: Path) -> bool:
 def owner(folder: str | os.PathLike) -> tuple[str | None, str]:
     """The command whose outputs `folder` holds (None if none is known), and how that was
     found: its owner record, or the characteristic files of an older folder."""
-    folder = Path(folder)
+    folder = fileio.as_path(folder)
     if not folder.is_dir() or _only_metadata(folder):
         return None, ""  # a command that stopped before writing anything owns nothing
     record = folder / OWNER_FILE
@@ -129,7 +132,7 @@ def check_owner(
     found, how = owner(folder)
     if found is None or found == command or found in set(shares):
         return found
-    path = Path(folder)
+    path = fileio.as_path(folder)
     suggestion = path.parent / f"{path.name}_{command}"
     raise InputError(
         f"{field}={folder}: this folder holds {describe(found)} ({how}); `{command}` writing there "
@@ -213,6 +216,11 @@ def lock(folder: str | os.PathLike, command: str, field: str, worker: object = N
     removed when the block ends (a killed process leaves it, and it does not block)."""
     from sum_jax.cli import InputError
 
+    if fileio.is_remote(folder):
+        log.warning("%s: a gs:// folder has no lock; not guarding against a second run of "
+                    "the same command writing it", folder)  # fmt: skip
+        yield fileio.as_path(folder) / _lock_name(worker)
+        return
     path = Path(folder) / _lock_name(worker)
     key = os.path.realpath(path)
     if _HELD.get(key):
@@ -279,7 +287,7 @@ def claim(
     """
     from sum_jax import cli
 
-    folder = Path(cli.check_output_dir(None if path is None else str(path), field))
+    folder = fileio.as_path(cli.check_output_dir(None if path is None else str(path), field))
     shares = tuple(shares)
     check_owner(folder, command, field, shares=shares)
     created = not folder.exists()

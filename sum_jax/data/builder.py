@@ -40,10 +40,10 @@ import numpy as np
 import tensorflow_datasets as tfds
 from tqdm import tqdm
 
-from sum_jax import fingerprint
+from sum_jax import cloud, fingerprint
 from sum_jax.data import formats, registry
 from sum_jax.data.records import TASK_NAMES, DataError, IssueLog, features
-from sum_jax.fileio import aside_path, atomic_write, check_output_dir, swap_in
+from sum_jax.fileio import as_path, aside_path, atomic_write, check_output_dir, swap_in
 
 log_module = logging.getLogger("sum_jax.data")
 
@@ -164,7 +164,11 @@ def resolve_spec(config: Mapping[str, Any]) -> ResolvedSpec:
             "config.source_dir (the folder holding the dataset) is not set: pass "
             "--config.source_dir=/path/to/the/downloaded/dataset"
         )
-    source_dir = Path(config["source_dir"]).expanduser()
+    cloud.require_local(
+        config["source_dir"], "config.source_dir", "a dataset's files are read as local "
+        "files; copy it to a local disk first (gcloud storage cp -r ...)",
+    )  # fmt: skip
+    source_dir = as_path(config["source_dir"], "config.source_dir").expanduser()
     if not source_dir.is_dir():
         what = "is a file, not a folder" if source_dir.exists() else "does not exist"
         raise FileNotFoundError(
@@ -262,7 +266,7 @@ class SumSegmentation(tfds.core.GeneratorBasedBuilder):
 
 def dataset_dir(data_dir: str | os.PathLike, name: str) -> Path:
     """Folder of a prepared dataset (where `tfds.builder_from_directory` reads it)."""
-    return Path(data_dir) / BUILDER_NAME / name.lower() / DATASET_VERSION
+    return as_path(data_dir) / BUILDER_NAME / name.lower() / DATASET_VERSION
 
 
 def _remove_stale_incomplete(data_dir: Path, name: str) -> list[Path]:
@@ -321,7 +325,10 @@ def prepare(
             "config.data_dir (where prepared datasets go) is not set: pass "
             "--config.data_dir=/path/to/prepared"
         )
-    data_dir = check_output_dir(data_dir or config["data_dir"], "config.data_dir").resolve()
+    data_dir = check_output_dir(data_dir or config["data_dir"], "config.data_dir")
+    if cloud.is_remote(data_dir):
+        return _prepare_remote(config, data_dir, progress)
+    data_dir = data_dir.resolve()
     on_error = config.get("on_error") or "skip"
     if on_error not in ("skip", "raise"):
         raise ValueError(f"config.on_error must be 'skip' or 'raise', got {on_error!r}")
@@ -364,6 +371,26 @@ def prepare(
     )
     report = _warn_counts(report)
     atomic_write(out_dir / "prepare_report.json", json.dumps(dataclasses.asdict(report), indent=2))
+    return report
+
+
+def _prepare_remote(config: Mapping[str, Any], data_dir: Path, progress: bool) -> PrepareReport:
+    """`prepare` into gs://: TFDS writes ArrayRecord shards to local files only, so the
+    dataset is prepared in a local mirror of its gs:// folder (a prepared copy there is
+    fetched first, to be checked and reused as locally) and, when made anew, swapped into
+    gs:// complete (`fileio.swap_in`: the old copy stays until then)."""
+    name = resolve_spec(config).name
+    remote = dataset_dir(data_dir, name)
+    local = cloud.local_copy(remote)
+    local_root = local.parents[2]  # the mirror of data_dir: <data_dir>/<builder>/<name>/<version>
+    if not (local / "dataset_info.json").is_file():
+        shutil.rmtree(local)  # not prepared there: TFDS takes an existing folder as done
+    report = prepare({**config, "data_dir": str(local_root)}, local_root, progress=progress)
+    report = dataclasses.replace(report, path=str(remote))
+    if not report.reused:
+        text = json.dumps(dataclasses.asdict(report), indent=2)
+        atomic_write(local / "prepare_report.json", text)
+        swap_in(local, remote)
     return report
 
 

@@ -48,7 +48,7 @@ from pathlib import Path
 import numpy as np
 
 from sum_jax.data import rle
-from sum_jax.fileio import atomic_write
+from sum_jax.fileio import as_path, atomic_write, is_remote
 
 FORMAT_VERSION = 1
 LOW_RES = 256
@@ -77,7 +77,7 @@ def quantize_uncertainty(u: np.ndarray) -> np.ndarray:
 
 
 def path_for(directory: str | os.PathLike, image_id: str) -> Path:
-    return Path(directory) / f"{image_id}{SUFFIX}"
+    return as_path(directory) / f"{image_id}{SUFFIX}"
 
 
 def _pack(blobs: Sequence[bytes]) -> tuple[np.ndarray, np.ndarray]:
@@ -244,7 +244,9 @@ def read(directory: str | os.PathLike, image_id: str) -> PseudoLabels:
     """Reads one image's pseudo-labels; a missing or unreadable file raises, naming it."""
     path = path_for(directory, image_id)
     try:
-        with np.load(path, allow_pickle=False) as z:
+        # gs://: one read of the whole object (np.load seeks about in a zip).
+        source = io.BytesIO(path.read_bytes()) if is_remote(path) else path
+        with np.load(source, allow_pickle=False) as z:
             members = {name: z[name] for name in z.files}
     except FileNotFoundError:
         raise FileNotFoundError(f"{path}: no pseudo-labels for image {image_id!r}") from None

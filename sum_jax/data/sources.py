@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import tensorflow_datasets as tfds
 
+from sum_jax import cloud
 from sum_jax.data import rle
 from sum_jax.data.builder import dataset_dir
 
@@ -35,6 +36,8 @@ def open_source(data_dir: str | os.PathLike, name: str, split: str):
             f"{path}: dataset {name!r} is not prepared; run python -m sum_jax.prepare_data "
             f"--config.dataset={name} --config.source_dir=... --config.data_dir={data_dir}"
         )
+    if cloud.is_remote(path):  # ArrayRecord reads local files only: a local mirror
+        path = cloud.local_copy(path)
     builder = tfds.builder_from_directory(str(path))
     if split not in builder.info.splits:
         raise KeyError(f"{path}: no split {split!r}; has {sorted(builder.info.splits)}")

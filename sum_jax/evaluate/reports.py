@@ -36,7 +36,7 @@ from typing import Any
 
 import numpy as np
 
-from sum_jax.fileio import atomic_write
+from sum_jax.fileio import as_path, atomic_write
 
 TASK_NAMES = {0: "unspecified", 1: "salient_object", 2: "entity", 3: "part"}
 TASK_TITLES = {0: "Unspecified", 1: "Salient Object", 2: "Entity", 3: "Part"}
@@ -260,11 +260,10 @@ def write_reports(
 
 def load_summary(path: str | os.PathLike) -> dict[str, Any]:
     """Reads a `summary.json` (a file, or the workdir holding it)."""
-    path = os.fspath(path)
-    if os.path.isdir(path):
-        path = os.path.join(path, "summary.json")
-    with open(path) as f:
-        return json.load(f)
+    path = as_path(path)
+    if path.is_dir():
+        path = path / "summary.json"
+    return json.loads(path.read_text())
 
 
 # ----------------------------------------------------------------------------------------

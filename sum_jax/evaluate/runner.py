@@ -35,7 +35,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from sum_jax import fingerprint, preemption
+from sum_jax import cloud, fingerprint, preemption
 from sum_jax.checkpointing import (
     TaskRecord,
     load_model,
@@ -366,8 +366,9 @@ class Journal:
         self.path = os.fspath(path)
         self.done: dict[str, dict[str, list[dict[str, Any]]]] = {}
         good = 0  # bytes of whole, parsable lines
-        if os.path.exists(self.path):
-            with open(self.path, "rb") as f:
+        data = b""
+        if cloud.as_path(self.path).exists():
+            with cloud.as_path(self.path).open("rb") as f:
                 data = f.read()
             for raw in data.splitlines(keepends=True):
                 try:
@@ -381,13 +382,20 @@ class Journal:
                 else:
                     self.done[entry["key"]] = entry["records"]
                 good += len(raw)
-        with open(self.path, "ab") as f:
-            f.truncate(good)
+        if cloud.is_remote(self.path):  # an object is rewritten, not truncated
+            if good < len(data) or not data:
+                cloud.as_path(self.path).write_bytes(data[:good])
+        else:
+            with open(self.path, "ab") as f:
+                f.truncate(good)
         if good == 0:
             self._append(header)
 
     def _append(self, entry: dict[str, Any]) -> None:
         line = (json.dumps(entry) + "\n").encode()
+        if cloud.is_remote(self.path):  # the object rewritten whole: `sum_jax.cloud`
+            cloud.append(self.path, line)
+            return
         with open(self.path, "ab") as f:
             f.write(line)
             f.flush()
@@ -421,7 +429,7 @@ def check_journal(path: str | os.PathLike, header: dict[str, Any]) -> None:
     """`_check_header` on the journal at `path` if there is one (a torn first line, the
     header being written when a run was killed, counts as no journal)."""
     try:
-        with open(path, "rb") as f:
+        with cloud.as_path(path).open("rb") as f:
             first = f.readline()
     except FileNotFoundError:
         return
@@ -501,7 +509,7 @@ def evaluate(
     """
     from sum_jax.evaluate import reports
 
-    os.makedirs(workdir, exist_ok=True)
+    cloud.as_path(workdir, "--workdir").mkdir(parents=True, exist_ok=True)
     settings = EvalSettings.from_config(config)
     tasks = None
     if isinstance(model_or_checkpoint, (str, os.PathLike)):
@@ -515,7 +523,7 @@ def evaluate(
         if not restart:
             raise
         log.warning("%s; evaluating from scratch", str(e).split(". It is kept")[0])
-        os.remove(journal_path)
+        cloud.as_path(journal_path).unlink()
     if runner is None:
         model = model_or_checkpoint
         if isinstance(model, (str, os.PathLike)):
@@ -528,7 +536,7 @@ def evaluate(
             )
         runner = SamRunner(model, tasks)
     log_path = os.path.join(workdir, "evaluate.log")
-    handler = logging.FileHandler(log_path, mode="a")
+    handler = cloud.log_handler(log_path)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
     logging.getLogger("sum_jax").addHandler(handler)
     logging.getLogger("sum_jax").setLevel(logging.INFO)

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from absl import flags, logging
 
-from sum_jax import cli, config_checks, output_dir
+from sum_jax import cli, cloud, config_checks, output_dir
 
 _CONFIG = cli.config_flag(None, "Pretraining config file (configs/pretrain_small.py).")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Checkpoints, logs, the model, held-out reports.")
@@ -30,6 +30,10 @@ def main(argv: list[str]) -> None:
     if not _WORKDIR.value:
         cli.fail("--workdir is required: the folder for checkpoints, logs and the model")
     config_checks.check(_CONFIG.value, "pretrain")
+    cloud.require_local(
+        _WORKDIR.value, "--workdir", "pretraining writes its held-out sets and pictures as "
+        "local files; give a local --workdir and copy the model to gs:// afterwards",
+    )  # fmt: skip
     cli.check_output_dir(_WORKDIR.value, "--workdir")
     logging.set_verbosity(logging.WARNING)
     from sum_jax.pretrain import training

@@ -17,7 +17,7 @@ import jax
 import ml_collections
 import numpy as np
 
-from sum_jax import checkpointing
+from sum_jax import checkpointing, cloud
 from sum_jax.fileio import atomic_path, atomic_write
 from sum_jax.pretrain import heldout, scenes
 from sum_jax.train import loop
@@ -118,6 +118,7 @@ def pretrain(
     `pretrain.json` and, with `config.pretrain.ship`, ships the model as
     `pretrained:<config.pretrain.name>`. Returns the manifest."""
     started = time.perf_counter()
+    cloud.require_local(workdir, "workdir", "pretraining writes local files (CLI: --workdir)")
     workdir = Path(workdir).absolute()
     workdir.mkdir(parents=True, exist_ok=True)
     handler = logging.StreamHandler(sys.stdout)

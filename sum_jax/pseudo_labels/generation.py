@@ -24,7 +24,6 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 import jax
@@ -33,9 +32,10 @@ from tqdm import tqdm
 
 from sum_jax import fingerprint, preemption
 from sum_jax.checkpointing import load_model, model_fingerprint
+from sum_jax.cloud import size
 from sum_jax.data import builder, image_ops, sources
 from sum_jax.data import pseudo_label_format as plf
-from sum_jax.fileio import atomic_write
+from sum_jax.fileio import as_path, atomic_write
 from sum_jax.inference.mask_generator import GeneratorSettings, MaskGenerator
 from sum_jax.inference.predictor import SamPredictor
 
@@ -75,7 +75,7 @@ def made_from(
 def check_output(config: Mapping[str, Any], predictor: SamPredictor | None = None) -> None:
     """Resumes into `config.output_dir` only if its files were made from what this config
     makes them from; refuses (naming each change) otherwise (`fingerprint.check_or_record`)."""
-    out = Path(config["output_dir"])
+    out = as_path(config["output_dir"], "config.output_dir")
     record, shown = made_from(config, predictor)
     fingerprint.check_or_record(
         out,
@@ -127,7 +127,7 @@ def generate_pseudo_labels(
     if predictor is None:
         predictor = SamPredictor(load_model(config["checkpoint"]))
     n = len(source) if config.get("max_images") is None else min(len(source), config["max_images"])
-    out = Path(config["output_dir"])
+    out = as_path(config["output_dir"], "config.output_dir")
     generator = MaskGenerator(predictor, generator_cfg)
 
     stats: Counter = Counter()
@@ -147,7 +147,7 @@ def generate_pseudo_labels(
                 broken = plf.problem(out, image_id)
                 if broken is None:
                     skipped += 1
-                    total_bytes += plf.path_for(out, image_id).stat().st_size
+                    total_bytes += size(plf.path_for(out, image_id))
                     continue
                 log.warning("redoing a damaged pseudo-label file: %s", broken)
                 redone.append(broken)
@@ -190,7 +190,7 @@ def generate_pseudo_labels(
                 stability_score=np.array([m["stability_score"] for m in masks], np.float32),
             )
             written += 1
-            total_bytes += path.stat().st_size
+            total_bytes += size(path)
             if stop.requested:  # SIGTERM: this image's file is complete; the rest is the rerun's
                 raise preemption.Preempted(
                     f"preemption notice (SIGTERM): stopped after {path} ({written} files written "

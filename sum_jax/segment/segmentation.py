@@ -9,12 +9,11 @@ text into prompts.
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 
 from sum_jax.data import image_ops
-from sum_jax.fileio import atomic_files, atomic_write
+from sum_jax.fileio import as_path, atomic_files, atomic_write
 from sum_jax.inference.predictor import DEFAULT_TASK, SamPredictor
 from sum_jax.visualize import overlay, save_png
 
@@ -55,16 +54,17 @@ def load_image(path: str | None) -> np.ndarray:
         import skimage.data
 
         return skimage.data.coffee()
-    file = Path(path)
+    file = as_path(path, "--image")
     if file.is_dir():
         raise ValueError(f"--image={path} is a folder; give one image file")
     if not file.is_file():
         raise ValueError(f"--image={path}: no such image file")
-    if file.stat().st_size == 0:
+    data = file.read_bytes()
+    if not data:
         raise ValueError(f"--image={path} is empty (0 bytes)")
     try:
         # As a viewer shows it: EXIF rotation applied, so clicks are where the user sees them.
-        return image_ops.decode_image(file.read_bytes(), apply_exif=True)
+        return image_ops.decode_image(data, apply_exif=True)
     except image_ops.ImageDecodeError as e:
         raise ValueError(f"--image={path} is not a readable image: {e}") from e
 

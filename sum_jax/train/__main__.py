@@ -21,7 +21,7 @@ from __future__ import annotations
 import jax
 from absl import flags, logging
 
-from sum_jax import cli, config_checks, output_dir, runtime
+from sum_jax import cli, cloud, config_checks, output_dir, runtime
 
 _CONFIG = cli.config_flag(None, "Training config file (configs/ft_small.py, ...).")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Checkpoints, logs, exported model.")
@@ -52,6 +52,11 @@ def main(argv: list[str]) -> None:
     workdir = _WORKDIR.value or config.get("workdir")
     if not workdir:
         cli.fail("--workdir is required: the folder for checkpoints, logs and the model")
+    if config.get("demo"):
+        cloud.require_local(
+            workdir, "--workdir", "the demo prepares its photos and writes its report as local "
+            "files; give a local --workdir (a training config runs on gs://)",
+        )  # fmt: skip
     cli.check_output_dir(workdir, "--workdir")
     if not config.get("demo"):
         # Everything that needs no model is checked before the model loads.

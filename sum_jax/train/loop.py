@@ -46,7 +46,7 @@ import ml_collections
 import numpy as np
 from flax import nnx
 
-from sum_jax import preemption
+from sum_jax import cloud, preemption
 from sum_jax.checkpointing import (
     TaskRecord,
     TrainingCheckpoints,
@@ -60,7 +60,7 @@ from sum_jax.checkpointing import (
 from sum_jax.cli import InputError
 from sum_jax.data import pipeline
 from sum_jax.data import pseudo_label_format as plf
-from sum_jax.fileio import atomic_write
+from sum_jax.fileio import append_text, as_path, atomic_write
 from sum_jax.models import hq
 from sum_jax.models.lora import merge_state
 from sum_jax.models.sam import execution_overrides
@@ -161,7 +161,8 @@ def check_pseudo_labels(config: ml_collections.ConfigDict, data: ml_collections.
     pseudo-labels (or, for SUM's uncertainty-aware training, their maps) are not there."""
     if not data.unlabelled:
         return
-    folder = Path(data.pseudo_label_dir) if data.pseudo_label_dir else None
+    field = "config.data.pseudo_label_dir"
+    folder = as_path(data.pseudo_label_dir, field) if data.pseudo_label_dir else None
     files = sorted(folder.glob("*.npz"))[:1] if folder is not None and folder.is_dir() else []
     if not files:
         raise FileNotFoundError(
@@ -195,7 +196,7 @@ def _check_batch_layout(config, mesh) -> None:
 def _setup_logging(workdir: Path, is_main: bool) -> list[logging.Handler]:
     handlers: list[logging.Handler] = []
     if is_main:
-        file_handler = logging.FileHandler(workdir / "train.log", mode="a")
+        file_handler = cloud.log_handler(workdir / "train.log")
         file_handler.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
         stream = logging.StreamHandler(sys.stdout)
         stream.setFormatter(logging.Formatter("%(message)s"))
@@ -247,10 +248,17 @@ class MetricsLog:
     ):
         self.workdir, self.num_steps, self.enabled, self.title = workdir, num_steps, enabled, title
         self.writer = None
+        self._events: tuple[Path, Path] | None = None  # (local folder, its gs:// copy)
         if enabled:
             from tensorboardX import SummaryWriter
 
-            self.writer = SummaryWriter(str(workdir / "tensorboard"))
+            logdir = workdir / "tensorboard"
+            if cloud.is_remote(logdir):  # written locally, uploaded at each flush
+                import tempfile
+
+                self._events = (Path(tempfile.mkdtemp(prefix="sum_jax_events_")), logdir)
+                logdir = self._events[0]
+            self.writer = SummaryWriter(str(logdir))
 
     def write(self, step: int, values: dict[str, float], steps_per_sec: float) -> None:
         if not self.enabled:
@@ -267,8 +275,7 @@ class MetricsLog:
             steps_per_sec, _format_duration(eta),
         )  # fmt: skip
         record = {"step": step, "steps_per_sec": steps_per_sec, **values}
-        with open(self.workdir / "metrics.jsonl", "a") as f:
-            f.write(json.dumps(record) + "\n")
+        append_text(self.workdir / "metrics.jsonl", json.dumps(record) + "\n")
         for k, v in values.items():
             tag = k if "/" in k else f"train/{k}"
             if k.startswith("loss_"):
@@ -276,6 +283,8 @@ class MetricsLog:
             self.writer.add_scalar(tag, v, step)
         self.writer.add_scalar("train/steps_per_sec", steps_per_sec, step)
         self.writer.flush()
+        if self._events is not None:
+            cloud.upload_tree(*self._events)
 
     def plot(self) -> None:
         """`loss.png` from `metrics.jsonl` (the last record of each step wins: a resumed
@@ -298,12 +307,16 @@ class MetricsLog:
     def close(self) -> None:
         if self.writer is not None:
             self.writer.close()
+        if self._events is not None:
+            cloud.upload_tree(*self._events)
+            cloud.rmtree_any(self._events[0])
+            self._events = None
 
 
 def read_metrics(workdir: str | os.PathLike) -> dict[int, dict[str, float]]:
     """`metrics.jsonl` as `{step: record}`, the last record of a step winning."""
     records: dict[int, dict[str, float]] = {}
-    path = Path(workdir) / "metrics.jsonl"
+    path = as_path(workdir) / "metrics.jsonl"
     if path.exists():
         for line in path.read_text().splitlines():
             if line.strip():
@@ -418,7 +431,7 @@ def train_and_evaluate(
     `make_dataset(data_cfg)` gives the batched, checkpointable stream (default: the human +
     pseudo-label pipeline; pretraining passes `sum_jax.pretrain.scenes.make_scene_dataset`);
     `title` names the run in the log and the loss curve."""
-    workdir = Path(workdir).absolute()
+    workdir = cloud.absolute(workdir, "--workdir")
     workdir.mkdir(parents=True, exist_ok=True)
     is_main = jax.process_index() == 0
     handlers = _setup_logging(workdir, is_main)

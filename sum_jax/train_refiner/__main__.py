@@ -15,7 +15,7 @@ import logging as std_logging
 
 from absl import flags, logging
 
-from sum_jax import cli, config_checks, output_dir, runtime
+from sum_jax import cli, cloud, config_checks, output_dir, runtime
 from sum_jax.train_refiner.training import train_refiner
 
 _CONFIG = cli.config_flag(None, "Refinement-module config file (configs/refine.py).")
@@ -31,7 +31,14 @@ def main(argv: list[str]) -> None:
     config = _CONFIG.value
     config_checks.check(config, "train_refiner")
     # Everything that needs no model is checked before the model loads.
+    cloud.require_local(
+        _WORKDIR.value, "--workdir", "the refiner's cache of image embeddings and prompt-target "
+        "pairs is read as local files; give a local --workdir (the trained module can go to "
+        "gs:// with --config.output=gs://BUCKET/refiner)",
+    )  # fmt: skip
     cli.check_output_dir(_WORKDIR.value, "--workdir")
+    if config.output:
+        cli.check_output_dir(config.output, "config.output")
     cli.check_prepared(config.data_dir, config.dataset, "config.dataset")
     cli.check_model_dir(config.checkpoint, "config.checkpoint")
     variant = runtime.model_variant(config.checkpoint)

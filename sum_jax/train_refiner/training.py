@@ -69,11 +69,11 @@ from flax import nnx
 from scipy import ndimage
 from tqdm import tqdm
 
-from sum_jax import fingerprint
+from sum_jax import cloud, fingerprint
 from sum_jax.checkpointing import TrainingCheckpoints, load_model, model_fingerprint, save_sam
 from sum_jax.data import builder, image_ops, sources
 from sum_jax.data import pseudo_label_format as plf
-from sum_jax.fileio import atomic_path, atomic_write
+from sum_jax.fileio import as_path, atomic_path, atomic_write
 from sum_jax.inference.decoding import Prompts, decode
 from sum_jax.inference.predictor import encode_images
 from sum_jax.inference.refiner import refine
@@ -667,6 +667,7 @@ def train_refiner(
     Returns:
       The report (also written to `report.json`), or a short status when stopped early.
     """
+    cloud.require_local(workdir, "workdir", "the refiner's cache is read as local files")
     workdir = Path(workdir).absolute()
     for key in ("optimizer", "loss"):
         if key not in config:
@@ -778,7 +779,7 @@ def train_refiner(
     if end < num_steps:
         return {"stopped_at": end, "num_steps": num_steps}
 
-    output = Path(config["output"] or workdir / "refiner")
+    output = as_path(config["output"] or workdir / "refiner", "config.output")
     save_sam(model_def.merge(state.params, state.model_state), output)
     steps = np.arange(1, len(history) + 1)
     plot_curves(

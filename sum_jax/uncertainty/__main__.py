@@ -19,12 +19,12 @@ into a copy of the files (no refiner, no image encoder):
 from __future__ import annotations
 
 import contextlib
-from pathlib import Path
 
 from absl import logging
 
 from sum_jax import cli, config_checks, output_dir
 from sum_jax.data import sources
+from sum_jax.fileio import as_path
 from sum_jax.uncertainty.maps import SOURCES, compute_uncertainty
 
 _CONFIG = cli.config_flag(None, "Uncertainty config file (configs/uncertainty.py).")
@@ -39,7 +39,7 @@ def main(argv: list[str]) -> None:
     config_checks.check(config, "uncertainty")
     # Everything that needs no model is checked before the refiner loads.
     cli.check_prepared(config.data_dir, config.dataset, "config.dataset")
-    folder = Path(config.pseudo_labels or "")
+    folder = as_path(config.pseudo_labels or "", "config.pseudo_labels")
     if not config.pseudo_labels or not folder.is_dir():
         raise cli.InputError(
             f"config.pseudo_labels={config.pseudo_labels or '(unset)'}: no pseudo-label folder; "

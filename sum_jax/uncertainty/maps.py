@@ -38,7 +38,7 @@ from sum_jax import fingerprint
 from sum_jax.checkpointing import load_model, model_fingerprint
 from sum_jax.data import builder, image_ops, sources
 from sum_jax.data import pseudo_label_format as plf
-from sum_jax.fileio import atomic_write
+from sum_jax.fileio import as_path, atomic_write
 from sum_jax.inference.refiner import Refiner
 from sum_jax.ops import transforms
 from sum_jax.visualize import heat_map, overlay, save_png, side_by_side
@@ -116,7 +116,7 @@ def made_from(config: Mapping[str, Any], refiner: Refiner | None = None):
 
     kind = config.get("source", "refiner")
     name, split = sources.parse_ref(config["dataset"])
-    labels_record = Path(config["pseudo_labels"]) / LABELS_RECORD
+    labels_record = as_path(config["pseudo_labels"]) / LABELS_RECORD
     record = {
         "source": kind,
         "refiner": None,
@@ -195,7 +195,7 @@ def compute_uncertainty(
     name, split = sources.parse_ref(config["dataset"])
     source = sources.open_source(config["data_dir"], name, split)
     n = len(source) if config.get("max_images") is None else min(len(source), config["max_images"])
-    out = Path(config["pseudo_labels"])
+    out = as_path(config["pseudo_labels"], "config.pseudo_labels")
     if not out.is_dir():
         raise FileNotFoundError(
             f"{out}: no pseudo-label directory; run python -m sum_jax.pseudo_labels first"
@@ -204,11 +204,12 @@ def compute_uncertainty(
     if source_kind == "confidence" and refined_dir:
         raise ValueError("config.refined_labels_dir needs config.source='refiner'")
     # Where the completed files go: in place, or a copy per file in config.output_dir.
-    dest = Path(config.get("output_dir") or out)
+    dest = as_path(config.get("output_dir") or out, "config.output_dir")
     dest.mkdir(parents=True, exist_ok=True)
     claims = {dest: _has_maps(dest)}
     if refined_dir:
-        claims[Path(refined_dir)] = list(Path(refined_dir).glob(f"*{plf.SUFFIX}"))
+        refined = as_path(refined_dir, "config.refined_labels_dir")
+        claims[refined] = list(refined.glob(f"*{plf.SUFFIX}"))
     _claim_folders(config, claims, refiner)  # before the refiner loads
     if source_kind == "refiner" and refiner is None:
         refiner = Refiner(load_model(config["refiner"]))
