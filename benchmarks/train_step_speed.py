@@ -171,6 +171,19 @@ def main() -> None:
     print(json.dumps(result))
 
 
+def run_header(args, img: int) -> dict:
+    """What every timing line starts with: the model, devices and batch that were timed."""
+    return {
+        "variant": args.variant,
+        "devices": f"{len(jax.devices())} x {jax.devices()[0].device_kind}",
+        "images": args.images,
+        "masks_per_image": args.masks,
+        "rounds": args.rounds,
+        "img_size": img,
+        "steps": args.steps,
+    }
+
+
 def compare(args, methods: list[str]) -> None:
     """Each method's step on the same model and batches, interleaved; ratios to `sum`."""
     if "sum" not in methods:
@@ -199,15 +212,7 @@ def compare(args, methods: list[str]) -> None:
             states[name], metrics = steps[name](states[name], batch)
             jax.block_until_ready((states[name], metrics))
             (times[name] if i else first.setdefault(name, [])).append(time.perf_counter() - t)
-    result = {
-        "variant": args.variant,
-        "devices": f"{len(jax.devices())} x {jax.devices()[0].device_kind}",
-        "images": args.images,
-        "masks_per_image": args.masks,
-        "rounds": args.rounds,
-        "img_size": img,
-        "steps": args.steps,
-    }
+    result = run_header(args, img)
     for name in methods:
         ratios = np.array(times[name]) / np.array(times["sum"])
         result[name] = {
@@ -271,13 +276,7 @@ def torch_compare(args) -> None:
             times["ours"].append(ours)
             times["torch"].append(pytorch)
     result = {
-        "variant": args.variant,
-        "devices": f"{len(jax.devices())} x {jax.devices()[0].device_kind}",
-        "images": args.images,
-        "masks_per_image": args.masks,
-        "rounds": args.rounds,
-        "img_size": img,
-        "steps": args.steps,
+        **run_header(args, img),
         "torch_threads": torch.get_num_threads(),
         "first_step_s (ours: compile + run)": {k: round(v, 2) for k, v in first.items()},
         "first_step_loss": {k: round(v, 4) for k, v in losses.items()},

@@ -25,17 +25,11 @@ import pytest
 from sum_jax import checkpointing, preemption
 from tests.cli_harness import run_command
 from tests.data import fake_datasets as fake
+from tests.pseudo_labels.test_generation import GENERATOR  # permissive: masks are kept
 
 pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[2]
-GENERATOR = {
-    "points_per_side": 4,
-    "pred_iou_thresh": 0.0,
-    "stability_score_thresh": 0.0,
-    "stability_score_offset": 0.05,
-    "box_nms_thresh": 0.9,
-}
 
 
 def _local_gs_folders(*roots: Path) -> list[Path]:
