@@ -521,7 +521,6 @@ def test_two_objects_are_committed_and_exported_as_labels_coco_and_cutout(page, 
                                       ys.max() - ys.min() + 1]  # fmt: skip
 
 
-@pytest.mark.slow  # six decoder compilations for the page's frame of large photos
 def test_a_4000x3000_upload_is_clicked_drawn_and_exported_fast(page, models, tmp_path):
     """A large photo: after its embedding (which compiles the frame of masks capped at
     DISPLAY_SIDE px) the photo fits the window, every click after the first takes under 1 s
