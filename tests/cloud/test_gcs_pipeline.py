@@ -194,6 +194,7 @@ def test_every_stage_reads_and_writes_gs(stages, gcs):
     assert summary["step"] == 4 and summary["model"] == str(run / "model")
     assert sorted(p.name for p in (run / "checkpoints").iterdir() if p.name.isdigit()) == ["2", "4"]
     assert checkpointing.read_config(str(run / "model")).variant == "tiny"
+    assert (run / "model" / "params" / "manifest.ocdbt").is_file()  # packed on gs://
     events = [p.name for p in (run / "tensorboard").iterdir()]
     assert len(events) == 2 and all(n.startswith("events.") for n in events)  # one per run
     evaluation = json.loads(_gs(gcs, "eval", "summary.json").read_text())

@@ -109,3 +109,33 @@ def test_local_mirror_follows_the_objects(gcs):
     fileio.as_path(f"{folder}/sub/b").unlink()
     assert cloud.local_copy(folder) == local
     assert (local / "a").read_bytes() == b"changed" and not (local / "sub" / "b").exists()
+
+
+def test_model_on_gs_is_packed_and_loads_from_either_place(gcs, tmp_path):
+    """A model directory saved to gs:// holds its arrays in Orbax's OCDBT layout (a few
+    objects, not one folder per array); it loads back exactly, there and copied to a local
+    folder, where the same model saves one folder per array."""
+    import jax
+    import numpy as np
+    from flax import nnx
+
+    from sum_jax import checkpointing
+    from sum_jax.models.sam import build_sam
+
+    model = build_sam("tiny", rngs=nnx.Rngs(3))
+    remote, local = gcs.path("models", "tiny"), tmp_path / "tiny"
+    checkpointing.save_sam(model, remote)
+    checkpointing.save_sam(model, tmp_path / "plain")
+    names = {name for name, _ in cloud.walk_files(remote)}
+    assert "params/manifest.ocdbt" in names
+    assert len(names) < 0.25 * len(list((tmp_path / "plain").rglob("*")))
+    assert not (tmp_path / "plain" / "params" / "manifest.ocdbt").exists()
+    for name, path in cloud.walk_files(remote):
+        (local / name).parent.mkdir(parents=True, exist_ok=True)
+        (local / name).write_bytes(path.read_bytes())
+    expected = jax.tree.leaves(nnx.to_pure_dict(nnx.state(model)))
+    for where in (remote, local):
+        checkpointing.check_arrays(where)
+        loaded = jax.tree.leaves(nnx.to_pure_dict(nnx.state(checkpointing.load_sam(where))))
+        for a, b in zip(expected, loaded, strict=True):
+            np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
