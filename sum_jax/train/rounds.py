@@ -19,9 +19,9 @@ With `continuous_task_prompt` the task prompt is given in every round (the paper
 Fixed shapes let every round share one scan body: the decoder always receives
 `P = R - 1` point slots (slot 0: round 1's point, slot r: round r+1's point), with label -2
 ("absent", masked out of attention) until filled; a box with its `box_valid` flag; and a mask
-prompt with `mask_valid` false in round 1. Round 1's three-output decode and the later
-single-output decodes are the two branches of a `lax.cond` on the round index, so the whole
-loop is one XLA while-loop with no host round trip. The image embedding is computed before
+prompt with `mask_valid` false in round 1. Each round decodes all four outputs once; round
+1's three-output loss and the later single-output loss are the two branches of a `lax.cond`
+on the round index, so the whole loop is one XLA while-loop with no host round trip. The image embedding is computed before
 the scan and closed over, so gradients from every round reach the encoder.
 
 In round 1 the mask passed on (as mask prompt and to sample the next point) is the output
@@ -364,8 +364,8 @@ def training_rounds(
         task_ids = jnp.where(use_task & settings.use_task_prompt, task, -1)
         args = (points, labels, mask_inputs, mask_valid, task_ids)
 
-        def first_round():
-            logits, iou_pred = decode(*args, multimask=True)  # [B, N, 3, L, L], [B, N, 3]
+        def first_round(logits, iou_pred):
+            """SAM's three outputs `[B, N, 3, L, L]`: the loss of the best one."""
             x, y, c, a, actual_iou = loss_inputs(flat(logits), k_loss)
             terms, _ = losses.multimask_loss(
                 x,
@@ -381,8 +381,8 @@ def training_rounds(
             passed = jnp.take_along_axis(logits, best[..., None, None, None], axis=2)[:, :, 0]
             return terms, passed
 
-        def later_round():
-            logits, iou_pred = decode(*args, multimask=False)  # [B, N, 1, L, L], [B, N, 1]
+        def later_round(logits, iou_pred):
+            """The single-mask output `[B, N, 1, L, L]`."""
             x, y, c, a, actual_iou = loss_inputs(flat(logits), k_loss)
             # Inputs with an output axis (point samples) lose it; shared ones are kept.
             one = lambda t: t if t is None or t.ndim < x.ndim else t[:, 0]
@@ -398,9 +398,18 @@ def training_rounds(
             return terms, logits[:, :, 0]
 
         if getattr(model.config, "hq", False):  # HQ-SAM: its one output in every round
-            terms, passed = later_round()
+            terms, passed = later_round(*decode(*args, multimask=False))
         else:
-            terms, passed = jax.lax.cond(r == 0, first_round, later_round)
+            # One decoder pass gives all four outputs (SAM computes every mask token either
+            # way); only the loss depends on the round, so only the loss is in the `cond`.
+            # Decoding inside each branch put the decoder (forward and backward) into the
+            # program twice: twice the tracing and compiling for nothing.
+            logits, iou_pred = decode(*args, multimask=None)  # [B, N, 4, L, L], [B, N, 4]
+            terms, passed = jax.lax.cond(
+                r == 0,
+                lambda: first_round(logits[:, :, 1:], iou_pred[..., 1:]),
+                lambda: later_round(logits[:, :, :1], iou_pred[..., :1]),
+            )
         # Per image: the mean over its valid masks; then the mean over images.
         per_image = {
             k_: losses.image_means(unflat(terms[k_]), mask_valid_bn)[0] for k_ in METRIC_KEYS
