@@ -177,8 +177,12 @@ def test_augseg_rounds_click_on_the_teachers_errors_and_pass_each_its_own_mask(c
     prev_labels = labels
     k = img // size
     for j in range(rounds - 1):  # rounds 2..R
-        np.testing.assert_array_equal(rec["student_in"][j], prev_s)
-        np.testing.assert_array_equal(rec["teacher_in"][j], prev_t)
+        # Round 1's outputs were recomputed above by a program of their own, so they may
+        # differ in the last bit (a fused multiply-add or not); later rounds compare the
+        # step's own records, exactly. The two networks' outputs differ by far more.
+        tol = {"rtol": 1e-6, "atol": 1e-6} if j == 0 else {"rtol": 0, "atol": 0}
+        np.testing.assert_allclose(rec["student_in"][j], prev_s, **tol)
+        np.testing.assert_allclose(rec["teacher_in"][j], prev_t, **tol)
         np.testing.assert_array_equal(rec["task_ids"][j], task if continuous else -1)
         lab = rec["labels"][j]
         new = (lab != prev_labels).any(-1)
