@@ -21,8 +21,9 @@ Fixed shapes let every round share one scan body: the decoder always receives
 ("absent", masked out of attention) until filled; a box with its `box_valid` flag; and a mask
 prompt with `mask_valid` false in round 1. Each round decodes all four outputs once; round
 1's three-output loss and the later single-output loss are the two branches of a `lax.cond`
-on the round index, so the whole loop is one XLA while-loop with no host round trip. The image embedding is computed before
-the scan and closed over, so gradients from every round reach the encoder.
+on the round index, so the whole loop is one XLA while-loop with no host round trip. The
+image embedding is computed before the scan and closed over, so gradients from every round
+reach the encoder.
 
 In round 1 the mask passed on (as mask prompt and to sample the next point) is the output
 with the highest predicted IoU, as in SAM's training (SAM paper, App. A).
