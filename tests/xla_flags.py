@@ -12,8 +12,10 @@ small programs (the tiny model's training step), whose run time hardly matters:
 Neither changes what a program computes beyond floating-point rounding: XLA:CPU lets LLVM
 reassociate no floating-point arithmetic at any level, matmuls and convolutions run in the
 same libraries either way, and every comparison with an independent reference in the suite
-has a tolerance; comparisons within the suite (a resumed run against an uninterrupted one,
-two processes against one) run under the same flags.
+has a tolerance. Exact comparisons within the suite (a resumed run against an uninterrupted
+one, two processes against one) compare one program with itself under the same flags; a
+value recomputed by another program may differ in its last bit where one of the two fuses
+a multiply-add (the AugSeg rounds test compares those to 1e-6).
 """
 
 FAST_COMPILE = "--xla_backend_optimization_level=0 --xla_cpu_use_fusion_emitters=false"

@@ -123,16 +123,14 @@ def test_model_on_gs_is_packed_and_loads_from_either_place(gcs, tmp_path):
     from sum_jax.models.sam import build_sam
 
     model = build_sam("tiny", rngs=nnx.Rngs(3))
-    remote, local = gcs.path("models", "tiny"), tmp_path / "tiny"
+    remote = gcs.path("models", "tiny")
     checkpointing.save_sam(model, remote)
     checkpointing.save_sam(model, tmp_path / "plain")
     names = {name for name, _ in cloud.walk_files(remote)}
     assert "params/manifest.ocdbt" in names
     assert len(names) < 0.25 * len(list((tmp_path / "plain").rglob("*")))
     assert not (tmp_path / "plain" / "params" / "manifest.ocdbt").exists()
-    for name, path in cloud.walk_files(remote):
-        (local / name).parent.mkdir(parents=True, exist_ok=True)
-        (local / name).write_bytes(path.read_bytes())
+    local = cloud.local_copy(remote)
     expected = jax.tree.leaves(nnx.to_pure_dict(nnx.state(model)))
     for where in (remote, local):
         checkpointing.check_arrays(where)
