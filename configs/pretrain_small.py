@@ -1,4 +1,4 @@
-"""Pretraining the small SAM from scratch: the model behind `pretrained:small`.
+"""Pretraining the small SAM from scratch, stage 1 of the model behind `pretrained:small`.
 
     python -m sum_jax.pretrain --config=configs/pretrain_small.py --workdir=out/pretrain_small
 
@@ -8,11 +8,11 @@ without a new prompt; focal 20 : Dice 1 : IoU MSE 1) on scenes generated on the 
 (`sum_jax/pretrain/scenes.py`: real object cut-outs and procedural objects pasted onto real
 photos). No task prompt, no pseudo-labels, no uncertainty: this is SAM's stage, which SUM
 then fine-tunes. Then it measures the model on the held-out real photos
-(`sum_jax/pretrain/heldout.py`) and ships it to `sum_jax/pretrained/small/` with a manifest.
-Sized for the 2-core CPU: 30 minutes of training steps there (1783 s measured; docs/pretraining.md).
+(`sum_jax/pretrain/heldout.py`). Sized for the 2-core CPU: 30 minutes of training steps
+there (1783 s measured). Stage 2 (configs/pretrain_small_stage2.py) continues from its
+model and ships the result to `sum_jax/pretrained/small/`; docs/pretraining.md has both.
 
-A quick look (a few minutes, not shipped): `--config.train.num_steps=40
---config.pretrain.ship=False`.
+A quick look (a few minutes): `--config.train.num_steps=40`.
 """
 
 import ml_collections
@@ -57,7 +57,11 @@ def get_config() -> ml_collections.ConfigDict:
 
     config.pretrain = ml_collections.ConfigDict()
     config.pretrain.name = "small"  # ships as pretrained:<name>
-    config.pretrain.ship = True  # copy the model into sum_jax/pretrained/<name>/
+    # Copy the model into sum_jax/pretrained/<name>/: stage 2 does, stage 1 does not.
+    config.pretrain.ship = False
     config.pretrain.heldout = True  # measure it on the held-out real photos
     config.pretrain.heldout_clicks = 5  # the reported mIoU@k of the RITM point protocol
+    # Seconds in training steps of the stages before this one (configs/pretrain_small_stage2.py
+    # starts from this config's model), added to this run's in the manifest.
+    config.pretrain.previous_seconds_training = 0.0
     return config

@@ -22,6 +22,7 @@ CONFIGS = [
     ("configs.small_scale", "train"),
     ("configs.demo", "train"),
     ("configs.pretrain_small", "pretrain"),
+    ("configs.pretrain_small_stage2", "pretrain"),
     ("configs.refine", "train_refiner"),
     ("configs.eval", "evaluate"),
     ("configs.pseudo_labels", "pseudo_labels"),

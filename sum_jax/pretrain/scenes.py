@@ -3,7 +3,8 @@
 A scene is a pure function of `(seed, index)`: a background (a random crop of a real photo,
 or now and then a procedural texture), then 2-7 objects pasted one over another. An object
 is a real instance cut out with its human-drawn mask (`assets.cutouts`), a real silhouette
-filled with a texture, or a procedural form (`shapes`). Each is scaled (log-uniformly, 20%
+filled with a texture, a procedural form (`shapes`), or (a config's share) a composite of
+parts that look different (`composite`). Each is scaled (log-uniformly, 20%
 to 90% of the scene's side), rotated, flipped, colour-jittered and feathered at its edge,
 and may hang over the border; later objects occlude earlier ones, and an object's mask is
 what stays visible of it. A light blur and sensor noise go over the whole scene. Half the
@@ -55,12 +56,65 @@ GENERIC = ("ellipse", "polygon", "rounded_rectangle", "blob")
 OBJECT_KINDS = ("all", "intricate", "generic")
 
 
+PART_FORMS = ("ellipse", "polygon", "rounded_rectangle", "blob", "thin_curves", "with_holes")
+
+
+def composite(rng: np.random.Generator, size: int = 128) -> tuple[np.ndarray, np.ndarray]:
+    """(rgb u8[h, w, 3], mask bool[h, w]) of one object made of 2-4 parts that look
+    different: each part a procedural form with a fill of its own, or a real cut-out,
+    attached where the parts so far are (its centre on one of their pixels), in front of
+    them or behind; the mask is the union. Real subjects are like this (a person's cap,
+    face and uniform; a motorcycle's wheels, tank and seat), and a click on one part must
+    give the whole; single-fill forms never teach that."""
+    canvas = np.zeros((3 * size, 3 * size, 3), np.float32)
+    union = np.zeros((3 * size, 3 * size), bool)
+    for part in range(int(rng.integers(2, 5))):
+        if rng.uniform() < 0.25:
+            cut = assets.cutouts()[int(rng.integers(len(assets.cutouts())))]
+            rgb, mask = cut.rgb, cut.mask
+        else:
+            mask = shapes.SHAPES[PART_FORMS[int(rng.integers(len(PART_FORMS)))]](rng, 128)
+            if not mask.any():
+                mask = shapes.ellipse(rng, 128)
+            rgb = shapes.random_fill(rng, *mask.shape, assets.backgrounds())
+        side = size * (rng.uniform(0.6, 1.0) if part == 0 else rng.uniform(0.3, 0.8))
+        f = side / max(mask.shape)
+        wh = (max(int(mask.shape[1] * f), 2), max(int(mask.shape[0] * f), 2))
+        rgb = np.asarray(Image.fromarray(np.ascontiguousarray(rgb)).resize(wh), np.float32)
+        mask = np.asarray(Image.fromarray(mask.astype(np.uint8) * 255).resize(wh)) > 127
+        if not mask.any():  # a thin form can vanish when shrunk
+            continue
+        if not union.any():
+            cy, cx = 3 * size // 2, 3 * size // 2
+        else:
+            ys, xs = np.nonzero(union)
+            pick = int(rng.integers(len(ys)))
+            cy, cx = int(ys[pick]), int(xs[pick])
+        h, w = mask.shape
+        y0 = int(np.clip(cy - h // 2, 0, 3 * size - h))
+        x0 = int(np.clip(cx - w // 2, 0, 3 * size - w))
+        window = (slice(y0, y0 + h), slice(x0, x0 + w))
+        paint = mask if rng.uniform() < 0.6 else mask & ~union[window]  # else behind
+        canvas[window][paint] = rgb[paint]
+        union[window] |= mask
+    if not union.any():
+        return composite(rng, size)  # every part vanished: draw again
+    ys, xs = np.nonzero(union)
+    crop = (slice(ys.min(), ys.max() + 1), slice(xs.min(), xs.max() + 1))
+    return np.clip(canvas[crop], 0, 255).astype(np.uint8), union[crop]
+
+
 def _object(
-    rng: np.random.Generator, side: int, objects: str = "all"
+    rng: np.random.Generator, side: int, objects: str = "all", composites: float = 0.0
 ) -> tuple[np.ndarray, np.ndarray]:
-    """(rgb float32[h, w, 3], mask bool[h, w]) of one object, longest side about `side`."""
+    """(rgb float32[h, w, 3], mask bool[h, w]) of one object, longest side about `side`;
+    with `objects="all"`, a `composites` share of them are `composite` objects (taken from
+    the silhouettes' and procedural forms' shares)."""
     kind = rng.uniform()
-    if objects == "intricate":
+    if objects == "all" and 0.3 <= kind < 0.3 + composites:
+        rgb, mask = composite(rng)
+        angle = rng.uniform(-45, 45)
+    elif objects == "intricate":
         mask = shapes.SHAPES[INTRICATE[int(rng.integers(len(INTRICATE)))]](rng, 128)
         if not mask.any():
             mask = shapes.mesh(rng, 128)
@@ -101,25 +155,34 @@ MIN_AREA_FRAC = 0.002  # of the scene: smaller visible parts are not kept as mas
 
 
 def make_scene(
-    seed: int, index: int, side: int, *, max_objects: int = 7, objects: str = "all"
+    seed: int,
+    index: int,
+    side: int,
+    *,
+    max_objects: int = 7,
+    objects: str = "all",
+    composites: float = 0.0,
 ) -> tuple[np.ndarray, np.ndarray]:
     """(image u8[h, w, 3], masks bool[K >= 1, h, w]) of scene `index`; max(h, w) == side.
 
     Masks are the visible parts of the pasted objects covering at least `MIN_AREA_FRAC` of
     the scene with at least 40% of the object left unoccluded, in pasting order. A draw
     that leaves no such object is followed by another from the same generator. `objects`
-    picks the kinds of objects (`OBJECT_KINDS`).
+    picks the kinds of objects (`OBJECT_KINDS`); `composites` is the share of composite
+    objects among "all" (configs/pretrain_small_stage2.py: 0.3).
     """
     if objects not in OBJECT_KINDS:
         raise ValueError(f"objects must be one of {OBJECT_KINDS}, got {objects!r}")
     rng = np.random.default_rng([seed, index])
     while True:
-        image, masks = _draw_scene(rng, side, max_objects, objects)
+        image, masks = _draw_scene(rng, side, max_objects, objects, composites)
         if len(masks):
             return image, masks
 
 
-def _draw_scene(rng: np.random.Generator, side: int, max_objects: int, objects: str):
+def _draw_scene(
+    rng: np.random.Generator, side: int, max_objects: int, objects: str, composites: float
+):
     h = w = side
     if rng.uniform() < 0.5:
         short = int(side * rng.uniform(0.5, 1.0))
@@ -129,7 +192,7 @@ def _draw_scene(rng: np.random.Generator, side: int, max_objects: int, objects: 
     areas = []
     for k in range(1, int(rng.integers(2, max_objects + 1)) + 1):
         obj_side = side * np.exp(rng.uniform(np.log(0.2), np.log(0.9)))
-        rgb, mask = _object(rng, obj_side, objects)
+        rgb, mask = _object(rng, obj_side, objects, composites)
         oh, ow = mask.shape
         y = int(rng.integers(-oh // 4, max(h - 3 * oh // 4, -oh // 4 + 1)))
         x = int(rng.integers(-ow // 4, max(w - 3 * ow // 4, -ow // 4 + 1)))
@@ -165,12 +228,14 @@ def scene_element(index: int, cfg: Any) -> dict[str, np.ndarray]:
     """Scene `index` as one training element (`pipeline` layout): the image resized and
     padded to `cfg.image_size`, up to `cfg.max_masks` of its masks (drawn at random) at
     `cfg.mask_size` (and at full size with `cfg.full_res_masks`). With `cfg.scene_ramp`
-    (a curriculum) scene `i` holds at most `2 + 5 min(1, i / scene_ramp)` objects."""
+    (a curriculum) scene `i` holds at most `2 + 5 min(1, i / scene_ramp)` objects;
+    `cfg.composites` is `make_scene`'s."""
     ramp = int(cfg.get("scene_ramp", 0))
     max_objects = 2 + round(5 * min(1.0, index / ramp)) if ramp > 0 else 7
     image, masks = make_scene(
-        int(cfg.seed), int(index), int(cfg.image_size), max_objects=max_objects
-    )
+        int(cfg.seed), int(index), int(cfg.image_size), max_objects=max_objects,
+        composites=float(cfg.get("composites", 0.0)),
+    )  # fmt: skip
     out = pipeline.empty_element(cfg)
     out["image"], out["image_size"] = image_ops.resize_longest_side_and_pad(image, cfg.image_size)
     rng = np.random.default_rng([int(cfg.seed), int(index), 1])

@@ -62,7 +62,9 @@ def save_scene_sheet(path: Path, config: ml_collections.ConfigDict, count: int =
     side = int(config.get("scene_sheet_side", 256))
     tiles = []
     for index in range(count):
-        image, masks = scenes.make_scene(int(config.seed), index, side)
+        image, masks = scenes.make_scene(
+            int(config.seed), index, side, composites=float(config.data.get("composites", 0.0))
+        )
         overlay = image
         if len(masks):
             overlay = imgviz.instances2rgb(image, labels=list(range(1, len(masks) + 1)),
@@ -146,18 +148,23 @@ def pretrain(
                 workdir / "heldout",
                 clicks=int(config.pretrain.heldout_clicks),
             )
+        previous = float(config.pretrain.get("previous_seconds_training", 0.0))
         manifest = {
             "name": f"{checkpointing.PRETRAINED_PREFIX}{config.pretrain.name}",
             "command": "python -m sum_jax.pretrain " + " ".join(sys.argv[1:]),
             **git_commit(),
             "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-            "seconds_training": round(training_seconds(workdir), 1),
+            # This run's seconds in training steps, plus those of the stages before it
+            # (`pretrain.previous_seconds_training`: a run that starts from another's model).
+            "seconds_training": round(previous + training_seconds(workdir), 1),
+            "seconds_training_earlier_stages": previous,
             "seconds_this_call": round(time.perf_counter() - started, 1),
             "steps": int(summary["step"]),
             "scenes_seen": int(summary["step"]) * int(config.train.batch_size),
             "last_metrics": {k: summary["metrics"].get(k) for k in ("loss", "iou")},
             "heldout": {
                 "sets": heldout.EVAL_SETS,
+                "groups": {group: list(photos) for group, photos in heldout.GROUPS.items()},
                 "clicks": int(config.pretrain.heldout_clicks),
                 "miou": numbers,
             },
@@ -171,10 +178,11 @@ def pretrain(
         }
         text = json.dumps(manifest, indent=2) + "\n"
         atomic_write(workdir / "pretrain.json", text)
-        for name, protocols in numbers.items():
-            for protocol, values in protocols.items():
-                log.info("held-out %s %s: mIoU per click %s", name, protocol,
-                         " ".join(f"{v:.3f}" for v in values["miou"]))  # fmt: skip
+        for name, groups in numbers.items():
+            for group, protocols in groups.items():
+                for protocol, values in protocols.items():
+                    log.info("held-out %s, %s, %s: mIoU per click %s", name, group, protocol,
+                             " ".join(f"{v:.3f}" for v in values["miou"]))  # fmt: skip
         if config.pretrain.ship:
             target = checkpointing.PRETRAINED_ROOT / str(config.pretrain.name)
             model = checkpointing.load_sam(model_dir)

@@ -21,13 +21,14 @@ from sum_jax.train import adapters, loop, sharding
 from sum_jax.train.step import abstract_batch, jit_train_step, train_setup
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
-TRAINING = ["ft_small.py", "ft_medium.py", "ft_large.py", "demo.py", "pretrain_small.py",
+PRETRAINING = {"pretrain_small.py", "pretrain_small_stage2.py"}
+TRAINING = ["ft_small.py", "ft_medium.py", "ft_large.py", "demo.py", *sorted(PRETRAINING),
             "small_scale.py:sum", "small_scale.py:vanilla"] + [
     f"ablations.py:{v}" for v in ablations.VARIANTS
 ]  # fmt: skip
 # Training configs without pseudo-labels: the human-labelled data alone, or (pretraining)
 # generated scenes alone.
-NO_UNLABELLED = {"ablations.py:human_only", "small_scale.py:vanilla", "pretrain_small.py"}
+NO_UNLABELLED = {"ablations.py:human_only", "small_scale.py:vanilla", *PRETRAINING}
 NO_UNLABELLED |= {"ablations.py:adapter"}  # Fig. 5's "Adapter FT": human labels only
 NO_UNLABELLED |= {"ablations.py:hq_sam"}  # Fig. 4's HQ-SAM: human labels only
 # Fig. 5's other baselines: human labels only.
@@ -100,7 +101,7 @@ def test_training_config_reads_the_data_it_names(spec):
     assert config.model.checkpoint
     data = loop.data_config(config, model_config, process_count=1)
     assert (data.image_size, data.mask_size) == (model_config.img_size, model_config.low_res_size)
-    assert data.labelled or spec == "pretrain_small.py", "human-labelled data (or scenes)"
+    assert data.labelled or spec in PRETRAINING, "human-labelled data (or scenes)"
     if spec not in NO_UNLABELLED:
         assert data.unlabelled
         assert data.pseudo_label_dir or spec == "demo.py"  # the demo makes its own
