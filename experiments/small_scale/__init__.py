@@ -14,8 +14,9 @@ prompts) gains without losing. Here, at toy scale, with scenes made by
     evaluation       intricate:validation  24 new intricate scenes
                      generic:validation    24 scenes of real cut-outs and compact forms
                                            (scenes.GENERIC), task 2
-                     heldout_voc/coins     the real photos of the pretraining check
-                                           (sum_jax/pretrain/heldout.py), task 1
+                     heldout_<photo>       the real photos of the pretraining check
+                                           (sum_jax/pretrain/heldout.py): three salient
+                                           objects (task 1), VOC and coins (task 2)
 
 Stages, each skipped when its output exists (run the command again to resume):
 
@@ -67,9 +68,13 @@ UNLABELLED = ("unlabelled", 104, 48)
 SCENE_SIDE = 256  # px of the written scenes (the small SAM reads them at its 128)
 # The first 8 scenes of each scene set (about 30 objects each): an evaluation of all 24 took
 # about 6 minutes per model here, 8 take 2.
-EVAL_SETS = ("intricate:validation@8", "generic:validation@8", "heldout_voc:validation",
-             "heldout_coins:validation")  # fmt: skip
+EVAL_SETS = ("intricate:validation@8", "generic:validation@8", "heldout_hopper:validation",
+             "heldout_motorcycle:validation", "heldout_flower:validation",
+             "heldout_voc:validation", "heldout_coins:validation")  # fmt: skip
 SET_LABELS = {"intricate": "intricate scenes (fine-tuning kind)", "generic": "generic scenes",
+              "heldout_hopper": "real photo: portrait (salient)",
+              "heldout_motorcycle": "real photo: motorcycle (salient)",
+              "heldout_flower": "real photo: dahlia (salient)",
               "heldout_voc": "real photo: VOC", "heldout_coins": "real photo: coins"}  # fmt: skip
 
 

@@ -21,7 +21,9 @@ def test_the_data_stage_writes_and_prepares_every_set(tmp_path):
         ref = ref.split("@")[0]
         counts[ref] = len(sources.open_sources(str(prepared), [ref], {}))
     assert counts == {"intricate:train": 48, "intricate:validation": 24, "generic:validation": 24,
-                      "heldout_voc:validation": 1, "heldout_coins:validation": 1,
+                      "heldout_hopper:validation": 1, "heldout_motorcycle:validation": 1,
+                      "heldout_flower:validation": 1, "heldout_voc:validation": 1,
+                      "heldout_coins:validation": 1,
                       "unlabelled:train": 48}  # fmt: skip
 
     # Intricate objects are thin or holed: much of each mask is near its boundary; generic
