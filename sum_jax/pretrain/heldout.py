@@ -256,6 +256,8 @@ def evaluate_heldout(
 def group_numbers(summary: dict[str, Any]) -> dict[str, Any]:
     """`{group: {"protocol/mode": {"miou": [...], "mbiou": [...]}}}` of an evaluator
     summary: each group of `GROUPS` (the summary's per-task means) and "overall"."""
+    from sum_jax.evaluate import reports
+
     out: dict[str, Any] = {}
     for group in GROUPS:
         out[group] = {
@@ -264,7 +266,5 @@ def group_numbers(summary: dict[str, Any]) -> dict[str, Any]:
             for mode, s in modes.items()
             if group in s["tasks"]
         }
-    from sum_jax.evaluate import reports
-
     out["overall"] = reports.overall_numbers(summary)
     return out
