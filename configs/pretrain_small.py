@@ -54,6 +54,10 @@ def get_config() -> ml_collections.ConfigDict:
     # Curriculum: scene i holds at most 2 + 5 * min(1, i / scene_ramp) objects (simple scenes
     # first, every scene full after the first `scene_ramp`; sum_jax/pretrain/scenes.py).
     config.data.scene_ramp = 6000
+    # Shares of composite objects and of frame-filling first objects (scenes.make_scene);
+    # stage 2 sets composites.
+    config.data.composites = 0.0
+    config.data.frame_filling = 0.0
 
     config.pretrain = ml_collections.ConfigDict()
     config.pretrain.name = "small"  # ships as pretrained:<name>

@@ -162,6 +162,7 @@ def make_scene(
     max_objects: int = 7,
     objects: str = "all",
     composites: float = 0.0,
+    frame_filling: float = 0.0,
 ) -> tuple[np.ndarray, np.ndarray]:
     """(image u8[h, w, 3], masks bool[K >= 1, h, w]) of scene `index`; max(h, w) == side.
 
@@ -169,19 +170,27 @@ def make_scene(
     the scene with at least 40% of the object left unoccluded, in pasting order. A draw
     that leaves no such object is followed by another from the same generator. `objects`
     picks the kinds of objects (`OBJECT_KINDS`); `composites` is the share of composite
-    objects among "all" (configs/pretrain_small_stage2.py: 0.3).
+    objects among "all" (configs/pretrain_small_stage2.py: 0.3). A `frame_filling` share of
+    the scenes starts with one object 90%-140% of the scene's side, near its centre, that
+    fills the frame and runs over its borders (a portrait's subject); 0 draws nothing for
+    it, so the stream is the same as without it.
     """
     if objects not in OBJECT_KINDS:
         raise ValueError(f"objects must be one of {OBJECT_KINDS}, got {objects!r}")
     rng = np.random.default_rng([seed, index])
     while True:
-        image, masks = _draw_scene(rng, side, max_objects, objects, composites)
+        image, masks = _draw_scene(rng, side, max_objects, objects, composites, frame_filling)
         if len(masks):
             return image, masks
 
 
 def _draw_scene(
-    rng: np.random.Generator, side: int, max_objects: int, objects: str, composites: float
+    rng: np.random.Generator,
+    side: int,
+    max_objects: int,
+    objects: str,
+    composites: float,
+    frame_filling: float = 0.0,
 ):
     h = w = side
     if rng.uniform() < 0.5:
@@ -190,12 +199,21 @@ def _draw_scene(
     canvas = _background(rng, h, w)
     label = np.zeros((h, w), np.int32)
     areas = []
+    big = frame_filling > 0 and rng.uniform() < frame_filling
+    if big:  # a few objects in front of it, so that most of it stays visible
+        max_objects = min(max_objects, 3)
     for k in range(1, int(rng.integers(2, max_objects + 1)) + 1):
-        obj_side = side * np.exp(rng.uniform(np.log(0.2), np.log(0.9)))
-        rgb, mask = _object(rng, obj_side, objects, composites)
-        oh, ow = mask.shape
-        y = int(rng.integers(-oh // 4, max(h - 3 * oh // 4, -oh // 4 + 1)))
-        x = int(rng.integers(-ow // 4, max(w - 3 * ow // 4, -ow // 4 + 1)))
+        if big and k == 1:  # fills the frame, centred to within 1/8 of its size
+            rgb, mask = _object(rng, side * rng.uniform(0.9, 1.4), objects, composites)
+            oh, ow = mask.shape
+            y = (h - oh) // 2 + int(rng.integers(-(oh // 8), oh // 8 + 1))
+            x = (w - ow) // 2 + int(rng.integers(-(ow // 8), ow // 8 + 1))
+        else:
+            obj_side = side * np.exp(rng.uniform(np.log(0.2), np.log(0.9)))
+            rgb, mask = _object(rng, obj_side, objects, composites)
+            oh, ow = mask.shape
+            y = int(rng.integers(-oh // 4, max(h - 3 * oh // 4, -oh // 4 + 1)))
+            x = int(rng.integers(-ow // 4, max(w - 3 * ow // 4, -ow // 4 + 1)))
         y0, x0, y1, x1 = max(y, 0), max(x, 0), min(y + oh, h), min(x + ow, w)
         if y1 <= y0 or x1 <= x0:
             areas.append(1)
@@ -204,7 +222,8 @@ def _draw_scene(
         alpha = shapes.feather(mask, rng.uniform(0.0, 1.2))[sub][..., None]
         canvas[y0:y1, x0:x1] = canvas[y0:y1, x0:x1] * (1 - alpha) + rgb[sub] * alpha
         label[y0:y1, x0:x1][mask[sub]] = k
-        areas.append(int(mask.sum()))
+        # A frame-filling object counts the part inside the frame: it is meant to overhang.
+        areas.append(int(mask[sub].sum() if big and k == 1 else mask.sum()))
     if rng.uniform() < 0.5:
         blurred = Image.fromarray(np.clip(canvas, 0, 255).astype(np.uint8))
         from PIL import ImageFilter
@@ -229,12 +248,13 @@ def scene_element(index: int, cfg: Any) -> dict[str, np.ndarray]:
     padded to `cfg.image_size`, up to `cfg.max_masks` of its masks (drawn at random) at
     `cfg.mask_size` (and at full size with `cfg.full_res_masks`). With `cfg.scene_ramp`
     (a curriculum) scene `i` holds at most `2 + 5 min(1, i / scene_ramp)` objects;
-    `cfg.composites` is `make_scene`'s."""
+    `cfg.composites` and `cfg.frame_filling` are `make_scene`'s."""
     ramp = int(cfg.get("scene_ramp", 0))
     max_objects = 2 + round(5 * min(1.0, index / ramp)) if ramp > 0 else 7
     image, masks = make_scene(
         int(cfg.seed), int(index), int(cfg.image_size), max_objects=max_objects,
         composites=float(cfg.get("composites", 0.0)),
+        frame_filling=float(cfg.get("frame_filling", 0.0)),
     )  # fmt: skip
     out = pipeline.empty_element(cfg)
     out["image"], out["image_size"] = image_ops.resize_longest_side_and_pad(image, cfg.image_size)

@@ -207,3 +207,23 @@ def test_a_composite_object_is_parts_that_look_different_under_one_mask():
     # run (numpy's `integers(0)`) before it was.
     image, masks = scenes.make_scene(1, 4674, 128, composites=0.3)
     assert len(masks) and image.shape[2] == 3
+
+
+def test_frame_filling_scenes_start_with_a_subject_that_spans_the_frame():
+    """With `frame_filling=1` the first mask spans most of the frame (its bounding box's
+    longer side over the frame's), far more than in plain scenes; with 0 (the default) no
+    scene draws anything for it."""
+
+    def first_span(frame_filling: float) -> float:
+        spans = []
+        for index in range(12):
+            _, masks = scenes.make_scene(2, index, 128, composites=0.3, frame_filling=frame_filling)
+            ys, xs = np.nonzero(masks[0])
+            spans.append(max(np.ptp(ys) + 1, np.ptp(xs) + 1) / 128)
+        return float(np.mean(spans))
+
+    filling, plain = first_span(1.0), first_span(0.0)
+    assert filling >= 0.75 and filling >= plain + 0.2, (filling, plain)  # 0.81, 0.49
+    a = scenes.make_scene(2, 3, 128, composites=0.3)
+    b = scenes.make_scene(2, 3, 128, composites=0.3, frame_filling=0.0)
+    np.testing.assert_array_equal(a[0], b[0])
