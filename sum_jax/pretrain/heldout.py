@@ -48,6 +48,7 @@ import ml_collections
 import numpy as np
 
 from sum_jax.data import folder_writer
+from sum_jax.pretrain import shapes
 
 SALIENT = ("hopper", "motorcycle", "flower")  # task 1: the bar
 SMALL = ("voc", "coins")  # task 2
@@ -83,14 +84,6 @@ def _polygon(shape: tuple[int, int], vertices) -> np.ndarray:
     return np.asarray(canvas) > 0
 
 
-def _largest(mask: np.ndarray) -> np.ndarray:
-    from scipy import ndimage
-
-    labels, n = ndimage.label(mask)
-    sizes = ndimage.sum(mask, labels, range(1, n + 1))
-    return labels == 1 + int(np.argmax(sizes))
-
-
 def hopper_objects() -> tuple[np.ndarray, np.ndarray]:
     """(rgb u8[600, 512, 3], masks bool[1, 600, 512]): Grace Hopper (module docstring)."""
     import matplotlib.cbook
@@ -118,7 +111,7 @@ def motorcycle_objects() -> tuple[np.ndarray, np.ndarray]:
     margin = np.where(rows > 330, 1.5, 4.0)
     near = known & outline & (np.where(known, disparity, 0) > ground[:, None] + margin)
     near |= ~known & outline & ndimage.binary_closing(near, iterations=2)
-    mask = _largest(ndimage.binary_opening(near, iterations=1))
+    mask = shapes.largest_component(ndimage.binary_opening(near, iterations=1))
     holes, n = ndimage.label(ndimage.binary_fill_holes(mask) & ~mask)
     sizes = ndimage.sum(holes > 0, holes, range(1, n + 1))
     mask |= np.isin(holes, 1 + np.nonzero(sizes < 30)[0])
@@ -135,7 +128,7 @@ def flower_objects() -> tuple[np.ndarray, np.ndarray]:
     hsv = rgb2hsv(rgb)
     hue, sat, val = hsv[..., 0], hsv[..., 1], hsv[..., 2]
     warm = ((hue < 0.17) | (hue > 0.9)) & (sat > 0.25) & (val > 0.3)
-    flower = _largest(ndimage.binary_opening(warm, iterations=1))
+    flower = shapes.largest_component(ndimage.binary_opening(warm, iterations=1))
     return rgb, ndimage.binary_fill_holes(ndimage.binary_closing(flower, iterations=3))[None]
 
 

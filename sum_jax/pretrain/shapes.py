@@ -54,7 +54,7 @@ def blob(rng: np.random.Generator, size: int) -> np.ndarray:
     yy, xx = np.mgrid[:size, :size] / (size - 1) - 0.5
     field = field - 6.0 * (xx**2 + yy**2)  # fade out towards the border
     mask = field > np.quantile(field, rng.uniform(0.55, 0.8))
-    return _largest_component(mask)
+    return largest_component(mask)
 
 
 def with_holes(rng: np.random.Generator, size: int) -> np.ndarray:
@@ -129,7 +129,8 @@ SHAPES = {
 }
 
 
-def _largest_component(mask: np.ndarray) -> np.ndarray:
+def largest_component(mask: np.ndarray) -> np.ndarray:
+    """The mask's largest connected component (the mask itself when it has at most one)."""
     from scipy import ndimage
 
     labels, n = ndimage.label(mask)
